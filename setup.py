@@ -1,0 +1,53 @@
+"""Packaging for ctp_nipype."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "ctp_nipype" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="ctp_nipype",
+    version=VERSION,
+    description="CT perfusion maps (SVD family and a Transformer network) as Nipype interfaces, workflows and a BIDS App",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    url="https://github.com/ctp-nipype/ctp_nipype",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ctp_nipype", "ctp_nipype.*", "bids_app"]),
+    include_package_data=True,
+    package_data={"ctp_nipype": ["data/*", "data/**/*"]},
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "nibabel>=5.0",
+        "nipype>=1.8",
+        "pybids>=0.16",
+        "SimpleITK>=2.2",
+        "torch>=2.2",
+        "matplotlib>=3.6",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6.80"],
+    },
+    entry_points={
+        "console_scripts": [
+            "ctp-perfusion=ctp_nipype.cli.perfusion:main",
+            "ctp-bids-app=ctp_nipype.cli.bids_app:main",
+            "ctp-phantom=ctp_nipype.cli.phantom:main",
+            "ctp-evaluate=ctp_nipype.cli.evaluate:main",
+            "ctp-train=ctp_nipype.cli.train:main",
+            "ctp-finetune=ctp_nipype.cli.finetune:main",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+        "Intended Audience :: Science/Research",
+    ],
+)
