@@ -145,7 +145,7 @@ def convolve(aif, residue, dt):
 def trapezoid_integral(curves, dt, axis=-1):
     """Trapezoidal integral of curves sampled every ``dt`` seconds.
 
-    >>> trapezoid_integral([0.0, 1.0, 1.0, 0.0], dt=2.0)
+    >>> float(trapezoid_integral([0.0, 1.0, 1.0, 0.0], dt=2.0))
     4.0
     """
     return np.trapezoid(np.asarray(curves), dx=dt, axis=axis)

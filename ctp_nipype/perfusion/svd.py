@@ -55,7 +55,7 @@ def oscillation_index(residue, axis=-1):
     >>> float(oscillation_index(np.array([1.0, 1.0, 1.0, 1.0])))
     0.0
     >>> float(oscillation_index(np.array([1.0, 0.0, 1.0, 0.0])))
-    2.0
+    1.0
     """
     r = np.moveaxis(np.asarray(residue), axis, -1)
     n = r.shape[-1]

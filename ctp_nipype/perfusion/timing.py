@@ -154,14 +154,15 @@ def _positive_step(value, name):
 def uniform_grid(frame_times, frame_interval=None):
     """The uniform time grid that covers ``frame_times``.
 
-    The step defaults to the median step of the input; the grid starts at the
-    first frame and does not extend past the last one.
+    The step defaults to the smallest step of the input, so that the densely
+    sampled first pass keeps its resolution; the grid starts at the first
+    frame and does not extend past the last one.
 
     >>> uniform_grid([0, 1, 2, 4, 6])
-    array([0., 2., 4., 6.])
+    array([0., 1., 2., 3., 4., 5., 6.])
     """
     times = np.asarray(frame_times, dtype=float)
-    step = float(np.median(np.diff(times))) if frame_interval is None else float(frame_interval)
+    step = float(np.min(np.diff(times))) if frame_interval is None else float(frame_interval)
     if step <= 0:
         raise TimingError(f"The frame interval must be positive, got {step} s.")
     n = int(np.floor((times[-1] - times[0]) / step + 1e-6)) + 1
@@ -181,7 +182,7 @@ def resample_to_uniform(data, frame_times, frame_interval=None, axis=-1):
     frame_times : array_like
         Strictly increasing frame times in seconds, one per frame.
     frame_interval : float, optional
-        Step of the new grid in seconds (default: the median step).
+        Step of the new grid in seconds (default: the smallest step).
     axis : int
         The time axis of ``data``.
 
@@ -198,7 +199,7 @@ def resample_to_uniform(data, frame_times, frame_interval=None, axis=-1):
     >>> t
     array([0. , 0.5, 1. , 1.5, 2. , 2.5, 3. ])
     >>> out
-    array([0.  , 0.5 , 1.  , 1.5 , 2.  , 2.5 , 3.  ])
+    array([0. , 0.5, 1. , 1.5, 2. , 2.5, 3. ])
     """
     data = np.asarray(data)
     times = check_frame_times(frame_times, data.shape[axis])

@@ -1,0 +1,313 @@
+"""Reading and writing the files of the conventions (NIfTI, JSON sidecars, curve TSVs).
+
+This module knows files, not science: it turns a path into arrays with
+checked shapes and timing, and arrays back into files, atomically (written to
+a temporary name in the destination folder and renamed, so that a killed run
+never leaves a map that looks complete).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+from .perfusion.timing import FrameTiming, TimingError, check_frame_times, frame_times_from_sources
+
+
+class InputError(ValueError):
+    """An input file that cannot be used, with what is wrong and what to do."""
+
+
+def sidecar_path(path):
+    """The JSON sidecar next to a NIfTI (``x.nii.gz`` -> ``x.json``).
+
+    >>> str(sidecar_path("/d/sub-01_ctp.nii.gz"))
+    '/d/sub-01_ctp.json'
+    """
+    path = Path(path)
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".tsv", ".json"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return path.with_name(name + ".json")
+
+
+def strip_extension(name):
+    """File name without ``.nii``, ``.nii.gz``, ``.tsv`` or ``.json``.
+
+    >>> strip_extension("sub-01_ses-01_ctp.nii.gz")
+    'sub-01_ses-01_ctp'
+    """
+    name = Path(name).name
+    for ext in (".nii.gz", ".nii", ".tsv", ".json"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def output_prefix(in_file):
+    """The conventions' output prefix: the input's name without ``_ctp`` and extension.
+
+    >>> output_prefix("/data/sub-01_ses-01_ctp.nii.gz")
+    'sub-01_ses-01'
+    >>> output_prefix("scan.nii")
+    'scan'
+    """
+    stem = strip_extension(in_file)
+    return stem[: -len("_ctp")] if stem.endswith("_ctp") else stem
+
+
+def read_json(path):
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path} is not valid JSON ({err}); fix or remove the file.") from None
+
+
+def load_nifti(path, what="image"):
+    """Load a NIfTI with a specific error for missing, corrupt or truncated files."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"The {what} {path} does not exist.")
+    try:
+        img = nb.load(str(path))
+        # touch the data now so that truncated files fail here, not deep in numpy
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # nibabel raises many kinds for corrupt files
+        raise InputError(
+            f"The {what} {path} cannot be read as NIfTI ({type(err).__name__}: {err}). "
+            "Check that the file is complete (not truncated) and a valid .nii or .nii.gz."
+        ) from None
+    return img, data
+
+
+@dataclass
+class CTPImage:
+    """A loaded 4D CTP series with its timing."""
+
+    path: Path
+    data: np.ndarray  # float32, (x, y, z, t), HU
+    affine: np.ndarray
+    header: nb.Nifti1Header
+    timing: FrameTiming
+    sidecar: dict
+
+    @property
+    def frame_times(self):
+        return self.timing.frame_times
+
+    @property
+    def spatial_shape(self):
+        return self.data.shape[:3]
+
+
+def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10):
+    """Load a 4D CTP NIfTI (HU) and its frame timing per the conventions.
+
+    Parameters
+    ----------
+    path : str or Path
+        The 4D NIfTI.
+    frame_interval : float, optional
+        Explicit frame interval in seconds, the last timing source.
+    sidecar : str or Path, optional
+        JSON sidecar; default the file next to ``path``.
+    min_frames : int
+        Fewer frames than this is an error.
+
+    Returns
+    -------
+    CTPImage
+    """
+    path = Path(path)
+    img, data = load_nifti(path, "CTP scan")
+    if data.ndim != 4:
+        raise InputError(
+            f"The CTP scan {path} has {data.ndim} dimensions {data.shape}; a 4D (x, y, z, time) "
+            "series is needed (a 2D slab must be stored as x, y, 1, time)."
+        )
+    if data.shape[3] < min_frames:
+        raise InputError(
+            f"The CTP scan {path} has {data.shape[3]} frames; at least {min_frames} are needed "
+            "to see the baseline, the bolus and its wash-out."
+        )
+    data = np.asarray(data, dtype=np.float32)
+    if not np.all(np.isfinite(data)):
+        n_bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise InputError(
+            f"The CTP scan {path} contains {n_bad} NaN or infinite values; replace them "
+            "(e.g. by the image's background value) before running."
+        )
+    sidecar_file = Path(sidecar) if sidecar is not None else sidecar_path(path)
+    meta = read_json(sidecar_file) if sidecar_file.exists() else {}
+    pixdim4 = float(img.header["pixdim"][4])
+    time_unit = img.header.get_xyzt_units()[1]
+    try:
+        timing = frame_times_from_sources(
+            data.shape[3], sidecar=meta, pixdim4=pixdim4, time_unit=time_unit, frame_interval=frame_interval
+        )
+    except TimingError as err:
+        raise InputError(f"{path}: {err}") from None
+    return CTPImage(path, data, img.affine, img.header, timing, meta)
+
+
+def load_mask(path, spatial_shape, affine=None, what="mask"):
+    """Load a 3D mask that must match the scan's grid; returns a bool array."""
+    img, data = load_nifti(path, what)
+    data = np.asarray(data)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.shape != tuple(spatial_shape):
+        raise InputError(
+            f"The {what} {path} has shape {data.shape} but the scan has {tuple(spatial_shape)}; "
+            "resample the mask to the scan's grid."
+        )
+    if affine is not None and not np.allclose(img.affine, affine, atol=1e-3):
+        raise InputError(
+            f"The {what} {path} is on another grid than the scan (the affines differ); "
+            "resample it to the scan."
+        )
+    return np.asarray(data) > 0
+
+
+def read_curve_tsv(path, column="aif", n_frames=None):
+    """Read one curve column (and the optional ``time`` column) from a TSV with a header row.
+
+    Returns
+    -------
+    values : ndarray
+    times : ndarray or None
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"The curve file {path} does not exist.")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    if not rows:
+        raise InputError(f"The curve file {path} is empty; it needs a header row with a '{column}' column.")
+    header = [h.strip() for h in rows[0]]
+    if column not in header:
+        raise InputError(
+            f"The curve file {path} has no '{column}' column (columns: {', '.join(header) or 'none'}); "
+            f"it must be a tab-separated file with a header row naming '{column}'."
+        )
+
+    def column_values(name):
+        j = header.index(name)
+        out = []
+        for i, row in enumerate(rows[1:], start=2):
+            try:
+                out.append(float(row[j]))
+            except (ValueError, IndexError):
+                raise InputError(
+                    f"Line {i} of {path} has no number in column '{name}' "
+                    f"({row[j] if j < len(row) else 'missing'!r})."
+                ) from None
+        return np.asarray(out)
+
+    values = column_values(column)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"The '{column}' column of {path} contains NaN or infinite values.")
+    if n_frames is not None and values.size != n_frames:
+        raise InputError(
+            f"The '{column}' column of {path} has {values.size} rows but the scan has {n_frames} frames; "
+            "give one value per frame."
+        )
+    times = None
+    if "time" in header:
+        try:
+            times = check_frame_times(column_values("time"), values.size, f"The 'time' column of {path}")
+        except TimingError as err:
+            raise InputError(str(err)) from None
+    return values, times
+
+
+def _atomic_target(path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    return path, Path(tmp)
+
+
+def write_json(path, payload):
+    """Write JSON atomically (sorted keys, indented)."""
+    path, tmp = _atomic_target(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=_json_default)
+            handle.write("\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def write_nifti(path, data, affine, header=None, sidecar=None, dtype=np.float32):
+    """Write a NIfTI (and its JSON sidecar) atomically.
+
+    The sidecar is written first and the image last, so an image that exists
+    always has its sidecar.
+    """
+    data = np.asarray(data, dtype=dtype)
+    img = nb.Nifti1Image(data, affine)
+    if header is not None:
+        img.header.set_xyzt_units(*header.get_xyzt_units())
+        zooms = tuple(header.get_zooms()[: data.ndim])
+        img.header.set_zooms(zooms + (1.0,) * (data.ndim - len(zooms)))
+    img.header.set_data_dtype(dtype)
+    if sidecar is not None:
+        write_json(sidecar_path(path), sidecar)
+    path, tmp = _atomic_target(path)
+    try:
+        nb.save(img, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_curves_tsv(path, columns):
+    """Write named 1D arrays of equal length as a TSV with a header row, atomically."""
+    names = list(columns)
+    arrays = [np.asarray(columns[n], dtype=float) for n in names]
+    if len({a.size for a in arrays}) > 1:
+        raise ValueError("All curve columns must have the same length.")
+    path, tmp = _atomic_target(path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(names)
+            for row in zip(*arrays):
+                writer.writerow([f"{v:.6g}" for v in row])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def voxel_volume_ml(header):
+    """Volume of one voxel in ml (mm^3 / 1000) from a NIfTI header."""
+    zooms = header.get_zooms()[:3]
+    return float(np.prod(zooms)) / 1000.0
