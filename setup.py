@@ -31,6 +31,7 @@ setup(
         "matplotlib>=3.6",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "nilearn>=0.10",  # ships the MNI152 templates used by the phantom (offline)
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6.80"],
