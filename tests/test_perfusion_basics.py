@@ -1,0 +1,142 @@
+"""Timing, concentration and the trapezoidal convolution."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from ctp_nipype.perfusion import (
+    circulant_matrix,
+    convolve,
+    detect_bolus_arrival,
+    frame_times_from_sources,
+    resample_to_uniform,
+    to_concentration,
+    toeplitz_matrix,
+)
+from ctp_nipype.perfusion.concentration import ConcentrationError
+from ctp_nipype.perfusion.timing import TIMING_SOURCES, TimingError
+
+from conftest import fine_grid_case
+
+
+# --- timing -----------------------------------------------------------------------------------
+
+
+def test_timing_sources_in_order():
+    both = {"FrameTimesStart": [0, 1, 3], "RepetitionTime": 2.0}
+    assert frame_times_from_sources(3, sidecar=both).source == TIMING_SOURCES[0]
+    assert frame_times_from_sources(3, sidecar={"RepetitionTime": 2.0}, pixdim4=1.0, time_unit="sec").source == (
+        TIMING_SOURCES[1]
+    )
+    timing = frame_times_from_sources(3, pixdim4=1500.0, time_unit="msec", frame_interval=9.0)
+    assert timing.source == TIMING_SOURCES[2]
+    np.testing.assert_allclose(timing.frame_times, [0, 1.5, 3.0])
+    # pixdim without a time unit does not count
+    timing = frame_times_from_sources(3, pixdim4=1.0, time_unit="unknown", frame_interval=2.0)
+    assert timing.source == TIMING_SOURCES[3]
+    np.testing.assert_allclose(timing.frame_times, [0, 2, 4])
+
+
+def test_missing_timing_names_all_four_sources():
+    with pytest.raises(TimingError) as err:
+        frame_times_from_sources(3)
+    for source in ("FrameTimesStart", "RepetitionTime", "pixdim[4]", "--frame-interval"):
+        assert source in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "times,message",
+    [([0, 2, 1], "strictly increasing"), ([0, 1], "has 2 values"), ([-1, 0, 1], "negative"), ([0, np.nan, 2], "NaN")],
+)
+def test_bad_frame_times(times, message):
+    with pytest.raises(TimingError, match=message):
+        frame_times_from_sources(3, sidecar={"FrameTimesStart": times})
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=arrays(float, st.integers(3, 30), elements=st.floats(0.5, 3.0)),
+    slope=st.floats(-50, 50),
+    offset=st.floats(-100, 100),
+)
+def test_resampling_is_exact_for_linear_signals(steps, slope, offset):
+    times = np.concatenate([[0.0], np.cumsum(steps)])
+    data = offset + slope * times
+    volume = np.stack([data, 2 * data])  # two "voxels"
+    out, new_times = resample_to_uniform(volume, times)
+    np.testing.assert_allclose(out[0], offset + slope * new_times, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(out[1], 2 * out[0], rtol=1e-9, atol=1e-6)
+    assert np.allclose(np.diff(new_times), new_times[1] - new_times[0])
+    assert new_times[-1] <= times[-1] + 1e-9
+
+
+def test_resampling_keeps_frames_of_a_uniform_series():
+    data = np.random.default_rng(0).normal(size=(2, 3, 10)).astype(np.float32)
+    out, times = resample_to_uniform(data, np.arange(10) * 1.5)
+    np.testing.assert_allclose(out, data, rtol=1e-6)
+    assert out.dtype == np.float32
+
+
+# --- concentration ----------------------------------------------------------------------------
+
+
+def test_bolus_arrival_and_baseline():
+    aif, tissue, t = fine_grid_case()
+    hu = aif + 40.0
+    arrival = detect_bolus_arrival(hu)
+    assert 8 <= arrival <= 11  # bolus starts at 10 s
+    conc = to_concentration(np.stack([hu, tissue + 35.0]), arrival)
+    np.testing.assert_allclose(conc[0], aif, atol=1e-9)
+    np.testing.assert_allclose(conc[1], tissue, atol=1e-9)
+
+
+def test_no_bolus_is_a_specific_error():
+    with pytest.raises(ConcentrationError, match="no bolus"):
+        detect_bolus_arrival(np.full(40, 35.0))
+
+
+def test_baseline_frame_count_is_checked():
+    with pytest.raises(ConcentrationError, match="between 1 and 3"):
+        to_concentration(np.zeros(4), 4)
+
+
+# --- convolution ------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    aif=arrays(float, st.integers(3, 40), elements=st.floats(0, 500)),
+    dt=st.floats(0.5, 2.0),
+    data=st.data(),
+)
+def test_fft_convolution_equals_the_toeplitz_matrix(aif, dt, data):
+    residue = data.draw(arrays(float, aif.size, elements=st.floats(0, 1)))
+    np.testing.assert_allclose(convolve(aif, residue, dt), toeplitz_matrix(aif, dt) @ residue, atol=1e-7)
+
+
+def test_trapezoid_convolution_matches_the_continuous_integral():
+    # C = integral of Ca(t - s) K(s) with Ca = 1 and K = exp(-s / 4): 4 (1 - exp(-t / 4))
+    t = np.arange(0, 30, 0.1)
+    c = convolve(np.ones_like(t), np.exp(-t / 4), 0.1)
+    np.testing.assert_allclose(c, 4 * (1 - np.exp(-t / 4)), rtol=1e-3, atol=1e-6)
+
+
+def test_circulant_shift_invariance():
+    aif, _, _ = fine_grid_case()
+    n = aif.size
+    matrix = circulant_matrix(aif, 1.0)
+    assert matrix.shape == (2 * n, 2 * n)
+    residue = np.zeros(2 * n)
+    residue[:20] = np.exp(-np.arange(20) / 4)
+    shifted = np.roll(residue, 5)
+    np.testing.assert_allclose(matrix @ shifted, np.roll(matrix @ residue, 5), atol=1e-9)
+
+
+def test_batched_convolution_broadcasts():
+    aif, _, _ = fine_grid_case()
+    residues = np.random.default_rng(0).random((4, aif.size))
+    batched = convolve(aif, residues, 1.0)
+    for row, residue in zip(batched, residues):
+        np.testing.assert_allclose(row, convolve(aif, residue, 1.0))
