@@ -311,3 +311,58 @@ def voxel_volume_ml(header):
     """Volume of one voxel in ml (mm^3 / 1000) from a NIfTI header."""
     zooms = header.get_zooms()[:3]
     return float(np.prod(zooms)) / 1000.0
+
+
+def map_filename(prefix, method, name, ext=".nii.gz"):
+    """The conventions' file name of a map: ``<prefix>_desc-<method>_<map><ext>``.
+
+    >>> map_filename("sub-01_ses-01", "osvd", "cbf")
+    'sub-01_ses-01_desc-osvd_cbf.nii.gz'
+    """
+    return f"{prefix}_desc-{method}_{name}{ext}"
+
+
+def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, metadata=None):
+    """Write perfusion maps and curves with the conventions' names and JSON sidecars.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Destination folder (created if missing).
+    prefix : str
+        File-name prefix (``sub-01_ses-01``).
+    method : str
+        ``ssvd``, ``csvd``, ``osvd`` or ``transformer``.
+    maps : dict
+        ``{map name: array}``, names from :data:`ctp_nipype.perfusion.constants.UNITS`
+        (3D maps, or 4D curves such as ``residue`` and ``localaif``).
+    affine, header
+        Geometry of the scan.
+    metadata : dict
+        Extra sidecar fields shared by all maps (method parameters, constants,
+        provenance). Each sidecar also gets ``Units`` and ``Description``.
+
+    Returns
+    -------
+    dict
+        ``{map name: Path}``.
+    """
+    from .perfusion.constants import UNITS
+
+    descriptions = {
+        "cbf": "Cerebral blood flow",
+        "cbv": "Cerebral blood volume",
+        "mtt": "Mean transit time (central volume theorem, 60 * CBV / CBF)",
+        "tmax": "Time to the maximum of the deconvolved residue function",
+        "bad": "Bolus arrival delay relative to the global AIF",
+        "residue": "Flow-scaled residue function K(t) = rho / kappa_H * F * r(t)",
+        "localaif": "Local arterial input function",
+    }
+    out_dir = Path(out_dir)
+    written = {}
+    for name, values in maps.items():
+        sidecar = {"Units": UNITS.get(name, ""), "Description": descriptions.get(name, name), "Method": method}
+        sidecar.update(metadata or {})
+        path = out_dir / map_filename(prefix, method, name)
+        written[name] = write_nifti(path, np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), affine, header, sidecar)
+    return written

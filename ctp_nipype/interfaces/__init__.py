@@ -1,0 +1,3 @@
+"""Nipype interfaces: each reads files, calls the science in ctp_nipype.perfusion / ctp_nipype.nn, writes files."""
+
+from .svd import SVDDeconvolution  # noqa: F401

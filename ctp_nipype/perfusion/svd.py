@@ -20,7 +20,9 @@ Methods
     Oscillation-index SVD (Wu et al. 2003): the block-circulant matrix and, per
     voxel, the smallest threshold of a ladder whose residue has an oscillation
     index ``OI <= oi_threshold`` (default 0.035). Voxels for which even the
-    largest threshold of the ladder oscillates more are flagged.
+    largest threshold of the ladder oscillates more are flagged. As in Wu et
+    al. (2003) and the DSC-MRI toolbox, the OI is computed over the whole
+    ``2N``-sample circulant solution (``N`` in the formula being its length).
 
 The filtered pseudo-inverse is applied to all voxels as matrix products, in
 chunks of ``chunk_size`` voxels that bound the memory; the oSVD ladder is
@@ -85,7 +87,7 @@ class SVDFit:
     threshold : ndarray
         The relative singular-value threshold used per voxel.
     oscillation_index : ndarray
-        OI of the returned residue.
+        OI of the full-length solution (``L`` samples, see :meth:`SVDModel.deconvolve`).
     flagged : ndarray of bool
         Voxels that could not be fitted (non-finite curve, no positive
         residue) or, for oSVD, whose ladder ran out before OI met the target.
@@ -194,10 +196,10 @@ class SVDModel:
             matrix = circulant_matrix(aif, self.dt)
         u, s, vt = np.linalg.svd(matrix)
         self.singular_values = s
-        # Tissue curves are zero-padded, so only the first N rows of U matter; we
-        # return the first N samples of the residue, so only N rows of V.
+        # Tissue curves are zero-padded, so only the first N rows of U matter. The
+        # solution has L samples (L = 2N for the circulant); maps use its first N.
         self._u = u[:n, :]
-        self._v = vt.T[:n, :]
+        self._v = vt.T
 
         if method == "osvd":
             ladder = np.asarray(DEFAULT_OSVD_LADDER if osvd_thresholds is None else osvd_thresholds, float)
@@ -233,9 +235,31 @@ class SVDModel:
         return out
 
     def pseudo_inverse(self, threshold):
-        """The truncated pseudo-inverse ``V_N diag(1/s) U_N^T`` for one relative threshold."""
+        """The truncated pseudo-inverse ``V diag(1/s) U_N^T`` (L x N) for one relative threshold."""
         keep = self.singular_values >= threshold * self.singular_values[0]
         return (self._v[:, keep] / self.singular_values[keep]) @ self._u[:, keep].T
+
+    def deconvolve(self, curves, threshold):
+        """Full-length residues (``L`` samples) of curves for given relative thresholds.
+
+        Parameters
+        ----------
+        curves : ndarray, shape (n, N)
+            Tissue concentration.
+        threshold : float or ndarray, shape (n,)
+            One threshold for all curves, or one per curve (e.g. ``SVDFit.threshold``).
+
+        Returns
+        -------
+        ndarray, shape (n, L)
+        """
+        curves = np.asarray(curves, dtype=np.float64)
+        thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), curves.shape[:1])
+        out = np.zeros((curves.shape[0], self._v.shape[0]))
+        for value in np.unique(thresholds):  # a handful of distinct thresholds, not voxels
+            rows = thresholds == value
+            out[rows] = curves[rows] @ self.pseudo_inverse(value).T
+        return out
 
     def fit(self, concentration, mask=None):
         """Deconvolve tissue concentration curves.
@@ -268,7 +292,7 @@ class SVDModel:
         index = np.flatnonzero(mask.ravel())
         flat = data.reshape(-1, n)
 
-        residue = np.zeros((flat.shape[0], n), dtype=np.float32)
+        residue = np.zeros((flat.shape[0], n), dtype=np.float32)  # first N samples
         threshold = np.zeros(flat.shape[0], dtype=np.float32)
         oi = np.zeros(flat.shape[0], dtype=np.float32)
         flagged = np.zeros(flat.shape[0], dtype=bool)
@@ -287,10 +311,10 @@ class SVDModel:
                 thr = np.full(curves.shape[0], self.thresholds[0], np.float32)
                 chunk_oi = oscillation_index(res)
                 exhausted = np.zeros(curves.shape[0], bool)
-            residue[chunk_index] = res
+            residue[chunk_index] = res[:, :n]
             threshold[chunk_index] = thr
             oi[chunk_index] = np.where(np.isfinite(chunk_oi), chunk_oi, 0)
-            flagged[chunk_index] = exhausted | ~finite | (res.max(axis=1) <= 0)
+            flagged[chunk_index] = exhausted | ~finite | (res[:, :n].max(axis=1) <= 0)
             area[chunk_index] = trapezoid_integral(curves.astype(np.float64), self.dt)
 
         in_mask = mask.ravel()
@@ -326,32 +350,27 @@ class SVDModel:
         projected = curves @ (self._u / s).astype(np.float32)  # (voxels, L) scaled coefficients
         v = self._v.astype(np.float32)
         n_vox = curves.shape[0]
-        # rungs in order of increasing number of components (decreasing threshold)
-        order = np.argsort(self._kept, kind="stable")
-        kept = self._kept[order]
-        thresholds = self.thresholds[order]
+        # one rung per distinct number of kept components, labelled with the smallest
+        # threshold that keeps them; rungs in order of increasing components
+        kept, first = np.unique(self._kept, return_index=True)  # thresholds ascend, so first = smallest
+        thresholds = self.thresholds[first]
         current = np.zeros((n_vox, v.shape[0]), np.float32)
         best = None
         best_threshold = np.zeros(n_vox, np.float32)
         best_oi = np.full(n_vox, np.inf, np.float32)
         met = np.zeros(n_vox, bool)
         done = 0
-        seen = set()
         for m, thr in zip(kept, thresholds):
             if m == 0:
                 continue
-            if m > done:
-                current += projected[:, done:m] @ v[:, done:m].T
-                done = m
-            if m in seen:
-                continue  # two thresholds that keep the same components
-            seen.add(m)
+            current += projected[:, done:m] @ v[:, done:m].T
+            done = m
             oi = oscillation_index(current)
             ok = oi <= self.oi_threshold
             if best is None:
                 # the most regularised rung is the fallback for voxels that never meet the target
                 best = current.copy()
-                best_threshold[:] = thr
+                best_threshold[:] = self.thresholds.max()
                 best_oi[:] = oi
             best[ok] = current[ok]
             best_threshold[ok] = thr

@@ -1,0 +1,49 @@
+"""How every command line reports errors: one clear line, a non-zero exit, a traceback only with --debug."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+#: exit code for input the user must fix
+EXIT_INPUT_ERROR = 2
+#: exit code for an unexpected failure
+EXIT_FAILURE = 1
+
+
+def user_facing(prog):
+    """Decorate ``main(argv)`` so that expected errors print one line and exit non-zero.
+
+    ``ValueError`` (which covers the package's input, timing and concentration
+    errors) and ``OSError`` (missing or unwritable paths) are the user's to fix;
+    anything else is a bug and says so. ``--debug`` in argv re-raises.
+    """
+
+    def decorate(main):
+        @functools.wraps(main)
+        def wrapper(argv=None):
+            args = sys.argv[1:] if argv is None else list(argv)
+            debug = "--debug" in args
+            try:
+                return main(args)
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted", file=sys.stderr)
+                return 130
+            except (ValueError, OSError) as err:
+                if debug:
+                    raise
+                print(f"{prog}: error: {err}", file=sys.stderr)
+                return EXIT_INPUT_ERROR
+            except Exception as err:  # noqa: BLE001 - last resort, reported as a bug
+                if debug:
+                    raise
+                print(
+                    f"{prog}: unexpected {type(err).__name__}: {err} "
+                    "(run again with --debug for the traceback, and please report it)",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
+
+        return wrapper
+
+    return decorate
