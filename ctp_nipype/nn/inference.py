@@ -1,0 +1,181 @@
+"""Per-voxel inference with the perfusion Transformer: numpy in, numpy out.
+
+:func:`estimate_curves` is the library entry that the Nipype interface and
+``ctp-evaluate`` call. It normalises the inputs (see :mod:`.model`), runs the
+network over batches of voxels under :func:`torch.inference_mode` (mixed
+precision on CUDA), reuses the decoder's AIF part for every batch (the global
+AIF is the same for all voxels of a scan) and maps the outputs back to the
+units of the conventions:
+
+* ``cbf`` [ml/100 g/min] = ``6000 * kappa_H / rho * max(K)``;
+* ``cbv`` [ml/100 g] = ``100 * kappa_H / rho * integral(C) / integral(Ca)``
+  (the global AIF; trapezoidal rule, as the SVD models);
+* ``mtt`` [s] = ``60 * CBV / CBF``;
+* ``bad`` [s], the network's bolus arrival delay;
+* ``local_aif`` (n, T) in the units of the input AIF; ``residue`` (n, T) = K in 1/s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..perfusion.constants import CBF_UNIT_FACTOR, CBV_UNIT_FACTOR, KAPPA_H, RHO
+from ..perfusion.convolution import trapezoid_integral
+from ..perfusion.timing import check_frame_times, is_uniform
+from .model import RESIDUE_SCALE, TISSUE_GAIN
+from .weights import load_model
+
+#: voxels per batch for 60 frames on CPU; scaled by (60 / T)^2 (attention memory grows as T^2)
+CPU_BATCH_AT_60_FRAMES = 2048
+GPU_BATCH_AT_60_FRAMES = 32768
+
+
+def resolve_device(device="auto"):
+    """``'auto'`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch sees no CUDA GPU; use device='cpu' or 'auto'.")
+    return device
+
+
+def default_batch_size(n_frames, device):
+    base = GPU_BATCH_AT_60_FRAMES if torch.device(device).type == "cuda" else CPU_BATCH_AT_60_FRAMES
+    return max(64, int(base * min(1.0, (60.0 / n_frames) ** 2)))
+
+
+def check_inputs(global_aif, tissue, frame_times):
+    """Validate shapes and timing; returns float arrays and the frame interval in seconds."""
+    aif = np.asarray(global_aif, dtype=np.float64)
+    if aif.ndim != 1:
+        raise ValueError(f"The global AIF must be one curve (1D), got shape {aif.shape}.")
+    tissue = np.asarray(tissue)
+    if tissue.ndim != 2 or tissue.shape[1] != aif.size:
+        raise ValueError(
+            f"The tissue curves must have shape (n_voxels, {aif.size}) to match the AIF, got {tissue.shape}."
+        )
+    times = check_frame_times(frame_times, aif.size)
+    if not is_uniform(times):
+        raise ValueError(
+            "The network needs uniformly spaced frames; resample the series first "
+            "(ctp_nipype.perfusion.timing.resample_to_uniform)."
+        )
+    if not np.all(np.isfinite(aif)) or not np.all(np.isfinite(tissue)):
+        raise ValueError("The AIF or the tissue curves contain NaN or infinite values.")
+    peak = float(aif.max())
+    if not peak > 0:
+        raise ValueError("The global AIF has no positive peak: pass a baseline-subtracted concentration curve.")
+    return aif, tissue, times, float(np.mean(np.diff(times))), peak
+
+
+def run_network(model, aif_normalised, tissue_normalised, frame_times, device, batch_size=None, progress=False):
+    """Network outputs for all voxels (normalised units), batch by batch, AIF part cached.
+
+    Returns numpy arrays ``local_aif`` (n, T), ``residue`` (n, T) and ``bad`` (n,), float32.
+    """
+    device = torch.device(device)
+    n, n_frames = tissue_normalised.shape
+    batch_size = batch_size or default_batch_size(n_frames, device)
+    times = torch.as_tensor(frame_times, dtype=torch.float32, device=device)
+    aif = torch.as_tensor(aif_normalised, dtype=torch.float32, device=device)
+    out = {
+        "local_aif": np.zeros((n, n_frames), np.float32),
+        "residue": np.zeros((n, n_frames), np.float32),
+        "bad": np.zeros(n, np.float32),
+    }
+    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null_context()
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, total=(n + batch_size - 1) // batch_size, desc="transformer", unit="batch")
+    with torch.inference_mode(), autocast:
+        cache = model.encode_aif(aif, times)
+        for start in starts:
+            stop = min(start + batch_size, n)
+            batch = torch.as_tensor(np.asarray(tissue_normalised[start:stop], np.float32), device=device)
+            result = model(batch, frame_times=times, aif_cache=cache)
+            for key in out:
+                out[key][start:stop] = result[key].float().cpu().numpy()
+    return out
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def estimate_curves(
+    global_aif,
+    tissue,
+    frame_times,
+    weights=None,
+    device="cpu",
+    batch_size=None,
+    kappa_h=KAPPA_H,
+    rho=RHO,
+    progress=False,
+    model=None,
+):
+    """Local AIF, flow-scaled residue, BAD and the perfusion maps of tissue curves.
+
+    Parameters
+    ----------
+    global_aif : array_like, shape (T,)
+        Global arterial concentration (HU above baseline).
+    tissue : array_like, shape (n, T)
+        Tissue concentration curves (HU above baseline), same grid.
+    frame_times : array_like, shape (T,)
+        Uniformly spaced frame times in seconds.
+    weights : str or Path, optional
+        A ``.safetensors`` weights file; default the shipped weights.
+    device : str
+        ``'cpu'``, ``'cuda'`` or ``'auto'``.
+    batch_size : int, optional
+        Voxels per forward pass; default sized to the device and sequence length.
+    kappa_h, rho : float
+        Hematocrit factor and tissue density (g/ml).
+    progress : bool
+        Show a progress bar.
+    model : PerfusionTransformer, optional
+        An already loaded network (then ``weights`` is ignored).
+
+    Returns
+    -------
+    dict of ndarray
+        ``cbf`` (n,) ml/100 g/min, ``cbv`` (n,) ml/100 g, ``mtt`` (n,) s,
+        ``bad`` (n,) s, ``local_aif`` (n, T) in the AIF's units, ``residue``
+        (n, T) flow-scaled residue K in 1/s.
+    """
+    aif, tissue, times, dt, peak = check_inputs(global_aif, tissue, frame_times)
+    device = resolve_device(device)
+    if model is None:
+        model = load_model(weights, device)
+    raw = run_network(
+        model,
+        (aif / peak).astype(np.float32),
+        (TISSUE_GAIN / peak) * np.asarray(tissue, np.float32),
+        times - times[0],
+        device,
+        batch_size,
+        progress,
+    )
+    residue = raw["residue"] / RESIDUE_SCALE
+    scale = kappa_h / rho
+    cbf = CBF_UNIT_FACTOR * scale * residue.max(axis=1)
+    cbv = CBV_UNIT_FACTOR * scale * trapezoid_integral(tissue, dt) / trapezoid_integral(aif, dt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mtt = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), 0.0)
+    return {
+        "cbf": cbf.astype(np.float32),
+        "cbv": cbv.astype(np.float32),
+        "mtt": mtt.astype(np.float32),
+        "bad": raw["bad"],
+        "local_aif": (raw["local_aif"] * peak).astype(np.float32),
+        "residue": residue.astype(np.float32),
+    }

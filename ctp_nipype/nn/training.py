@@ -1,0 +1,409 @@
+"""Training the perfusion Transformer on simulated curves (``ctp-train``).
+
+A recipe (``ctp_nipype/nn/recipes/<name>.json``) fixes everything that
+matters: seed, batch size, steps, time budget, learning-rate schedule (linear
+warm-up, then cosine decay), loss weights and architecture. Training streams
+batches from :func:`ctp_nipype.perfusion.simulate.simulate_curves` (through
+the simulator's dataset module when present), each batch on one random grid
+(frame interval 1-2 s, 45-120 frames), generated from a random generator
+seeded by ``(seed, step)`` so that a resumed run sees the same data as an
+uninterrupted one.
+
+The run directory holds ``recipe.json`` (the resolved recipe),
+``checkpoint.pt`` (model, optimiser, step, elapsed time; written atomically
+every few minutes and at the end; loaded with ``weights_only=True``),
+``log.tsv`` (one row per logged step: losses and validation metrics),
+``best.safetensors`` (+ ``.json``: the weights with the lowest validation CBF
+RMSE so far) and ``last.safetensors``.
+
+The learning-rate schedule follows the training *progress*
+``max(step / total_steps, elapsed / time_budget)``, so that a run bounded by
+wall time still completes its cosine decay.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
+from .loss import LossWeights, perfusion_loss
+from .model import RESIDUE_SCALE, TISSUE_GAIN, ModelConfig, PerfusionTransformer
+from .weights import save_weights
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+LOG_COLUMNS = (
+    "step",
+    "curves_seen",
+    "elapsed_s",
+    "learning_rate",
+    "loss",
+    "loss_bad",
+    "loss_local_aif",
+    "loss_tissue",
+    "loss_smooth",
+    "loss_residue",
+    "val_loss",
+    "val_cbf_rmse",
+    "val_bad_rmse",
+    "val_cbf_ratio",
+    "val_local_aif_r",
+)
+
+
+def available_recipes():
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.json"))
+
+
+def load_recipe(name_or_path):
+    """A recipe by name (``cpu``, ``paper``) or path to a JSON file."""
+    path = Path(name_or_path)
+    if not path.suffix == ".json":
+        path = RECIPE_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        raise ValueError(
+            f"Unknown recipe {name_or_path!r}: give one of {', '.join(available_recipes())} or a JSON file."
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Batch:
+    """One batch in the network's units (see :mod:`.model`), all on one time grid."""
+
+    tissue: torch.Tensor  # (B, T) TISSUE_GAIN * C / peak
+    aif: torch.Tensor  # (B, T) global AIF / peak
+    frame_times: torch.Tensor  # (T,) s, from 0
+    dt: float
+    local_aif: torch.Tensor  # (B, T) / peak
+    residue: torch.Tensor  # (B, T) RESIDUE_SCALE * K
+    bad: torch.Tensor  # (B,) s
+
+    def to(self, device):
+        fields = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
+        return Batch(**fields)
+
+    def target(self):
+        return {"tissue": self.tissue, "bad": self.bad, "local_aif": self.local_aif, "residue": self.residue}
+
+
+def batch_from_simulation(sim):
+    """Convert a :class:`~ctp_nipype.perfusion.simulate.SimulatedCurves` into a :class:`Batch`."""
+    times = np.asarray(sim.frame_times, dtype=np.float64)
+    aif = np.asarray(sim.global_aif, dtype=np.float64)
+    peak = aif.max(axis=1, keepdims=True)
+    if np.any(peak <= 0):
+        raise ValueError("A simulated global AIF has no positive peak.")
+
+    def tensor(values):
+        return torch.as_tensor(np.asarray(values, dtype=np.float32))
+
+    return Batch(
+        tissue=tensor(TISSUE_GAIN * np.asarray(sim.tissue) / peak),
+        aif=tensor(aif / peak),
+        frame_times=tensor(times - times[0]),
+        dt=float(np.mean(np.diff(times))),
+        local_aif=tensor(np.asarray(sim.local_aif) / peak),
+        residue=tensor(RESIDUE_SCALE * np.asarray(sim.residue)),
+        bad=tensor(sim.delay),
+    )
+
+
+def simulate_batch(n_curves, seed, step):
+    """A training batch for ``step``, reproducible from ``(seed, step)``."""
+    from ..perfusion.simulate import simulate_curves  # the simulator issue's generator
+
+    rng = np.random.default_rng([int(seed), int(step)])
+    return batch_from_simulation(simulate_curves(n_curves, rng))
+
+
+def validation_set(n_curves, seed, max_batch=512):
+    """The fixed-seed validation set: a list of :class:`Batch` (one grid each).
+
+    Uses the simulator dataset module's validation set when it provides
+    ``validation_set(n_curves, seed)``; otherwise draws ``n_curves`` in chunks
+    of ``max_batch`` from ``simulate_curves`` with a generator seeded by ``seed``.
+    """
+    try:
+        from . import dataset
+    except ImportError:
+        dataset = None
+    if dataset is not None and hasattr(dataset, "validation_set"):
+        sims = dataset.validation_set(n_curves, seed)
+        sims = sims if isinstance(sims, (list, tuple)) else [sims]
+    else:
+        from ..perfusion.simulate import simulate_curves
+
+        rng = np.random.default_rng(int(seed))
+        sims = [simulate_curves(min(max_batch, n_curves - i), rng) for i in range(0, n_curves, max_batch)]
+    return [batch_from_simulation(s) for s in sims]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def cbf_from_residue(residue_network_units, kappa_h=KAPPA_H, rho=RHO):
+    """CBF [ml/100 g/min] from the network's residue output (max over time)."""
+    return CBF_UNIT_FACTOR * kappa_h / rho * residue_network_units.max(dim=-1).values / RESIDUE_SCALE
+
+
+def pearson_rows(a, b):
+    """Pearson r of corresponding rows of two (B, T) tensors."""
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def evaluate(model, batches, weights, device, min_cbf_for_ratio=10.0):
+    """Validation loss and metrics over a list of batches.
+
+    Returns a dict: ``val_loss``, ``val_cbf_rmse`` (ml/100 g/min),
+    ``val_bad_rmse`` (s), ``val_cbf_ratio`` (mean estimated/true CBF over curves
+    with true CBF >= ``min_cbf_for_ratio``), ``val_local_aif_r`` (mean Pearson r).
+    """
+    was_training = model.training
+    model.eval()
+    losses, cbf_err, bad_err, ratio, corr = [], [], [], [], []
+    for batch in batches:
+        batch = batch.to(device)
+        out = model(batch.tissue, batch.aif, batch.frame_times)
+        total, _ = perfusion_loss(out, batch.target(), batch.dt, weights)
+        losses.append(float(total) * len(batch.bad))
+        cbf_hat = cbf_from_residue(out["residue"].float())
+        cbf_true = cbf_from_residue(batch.residue)
+        cbf_err.append((cbf_hat - cbf_true) ** 2)
+        bad_err.append((out["bad"].float() - batch.bad) ** 2)
+        keep = cbf_true >= min_cbf_for_ratio
+        ratio.append(cbf_hat[keep] / cbf_true[keep])
+        corr.append(pearson_rows(out["local_aif"].float(), batch.local_aif))
+    model.train(was_training)
+    n = sum(len(b.bad) for b in batches)
+    return {
+        "val_loss": sum(losses) / n,
+        "val_cbf_rmse": float(torch.cat(cbf_err).mean().sqrt()),
+        "val_bad_rmse": float(torch.cat(bad_err).mean().sqrt()),
+        "val_cbf_ratio": float(torch.cat(ratio).mean()),
+        "val_local_aif_r": float(torch.cat(corr).mean()),
+    }
+
+
+# ----------------------------------------------------------------------------- schedule and checkpoints
+
+
+def learning_rate(progress, peak, warmup_fraction):
+    """Linear warm-up to ``peak`` over ``warmup_fraction`` of training, then cosine decay to 0."""
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup_fraction > 0 and progress < warmup_fraction:
+        return peak * progress / warmup_fraction
+    rest = (progress - warmup_fraction) / max(1e-12, 1 - warmup_fraction)
+    return peak * 0.5 * (1 + math.cos(math.pi * rest))
+
+
+def _atomic_torch_save(payload, path):
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _append_log(path, row):
+    new = not path.exists()
+    with open(path, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        if new:
+            writer.writerow(LOG_COLUMNS)
+        writer.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]) for c in LOG_COLUMNS])
+
+
+def resolve_training_device(device="auto"):
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def code_commit():
+    """The git commit of the package checkout, or 'unknown'."""
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=True, max_steps=None):
+    """Train (or resume training) a network with a recipe.
+
+    Parameters
+    ----------
+    recipe : str, Path or dict
+        Recipe name, JSON file or the recipe itself.
+    out_dir : str or Path
+        Run directory (created). Refuses to overwrite an existing run unless ``resume``.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt``.
+    device : str
+        ``auto`` (CUDA with mixed precision when present), ``cpu`` or ``cuda``.
+    threads : int, optional
+        torch CPU threads (``torch.set_num_threads``).
+    progress : bool
+        Show a progress bar.
+    max_steps : int, optional
+        Stop after this step even if the recipe goes further (for tests).
+
+    Returns
+    -------
+    dict
+        The last validation metrics, with ``step`` and ``elapsed_s``.
+    """
+    recipe = dict(recipe) if isinstance(recipe, dict) else load_recipe(recipe)
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if out_dir.exists() and (out_dir / "log.tsv").exists() and not resume:
+        raise FileExistsError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out.")
+    if resume and not checkpoint_path.exists():
+        raise FileNotFoundError(f"Cannot resume: {checkpoint_path} does not exist.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = resolve_training_device(device)
+    use_amp = device.type == "cuda"
+
+    seed = int(recipe["seed"])
+    torch.manual_seed(seed)
+    model = PerfusionTransformer(ModelConfig.from_dict(recipe.get("model", {}))).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=recipe["learning_rate"], weight_decay=recipe.get("weight_decay", 0.0)
+    )
+    weights = LossWeights(**recipe["loss_weights"])
+    state = {"step": 0, "elapsed_s": 0.0, "best_cbf_rmse": float("inf")}
+    if resume:
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state.update(checkpoint["state"])
+        recipe = json.loads(checkpoint["recipe"])
+    else:
+        (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
+
+    validation = validation_set(int(recipe["n_validation_curves"]), int(recipe["validation_seed"]))
+    total_steps = int(recipe["total_steps"])
+    budget_s = 60.0 * recipe["time_budget_minutes"] if recipe.get("time_budget_minutes") else None
+    last_step = total_steps if max_steps is None else min(total_steps, int(max_steps))
+    card = {
+        "recipe": recipe["name"],
+        "seed": seed,
+        "code_commit": code_commit(),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+    def progress_fraction():
+        fraction = state["step"] / total_steps
+        if budget_s:
+            fraction = max(fraction, state["elapsed_s"] / budget_s)
+        return fraction
+
+    def save_checkpoint():
+        _atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "state": state,
+                "recipe": json.dumps(recipe),
+            },
+            checkpoint_path,
+        )
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=last_step, initial=state["step"], desc=f"ctp-train {recipe['name']}", unit="step")
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    started = time.monotonic() - state["elapsed_s"]
+    last_checkpoint = time.monotonic()
+    metrics = {}
+    model.train()
+    while state["step"] < last_step and progress_fraction() < 1.0:
+        lr = learning_rate(progress_fraction(), recipe["learning_rate"], recipe["warmup_fraction"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = simulate_batch(int(recipe["batch_size"]), seed, state["step"]).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            out = model(batch.tissue, batch.aif, batch.frame_times)
+        out = {k: v.float() for k, v in out.items()}
+        loss, terms = perfusion_loss(out, batch.target(), batch.dt, weights)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if recipe.get("grad_clip"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        state["step"] += 1
+        state["elapsed_s"] = time.monotonic() - started
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.4g}", lr=f"{lr:.2g}")
+
+        done = state["step"] >= last_step or progress_fraction() >= 1.0
+        row = None
+        if state["step"] % 25 == 0 or done:
+            row = {
+                "step": state["step"],
+                "curves_seen": state["step"] * int(recipe["batch_size"]),
+                "elapsed_s": round(state["elapsed_s"], 1),
+                "learning_rate": lr,
+                "loss": float(loss),
+                **{f"loss_{k}": v for k, v in terms.items()},
+            }
+        if state["step"] % int(recipe["validation_every_steps"]) == 0 or done:
+            metrics = evaluate(model, validation, weights, device)
+            row.update(metrics)
+            if metrics["val_cbf_rmse"] < state["best_cbf_rmse"]:
+                state["best_cbf_rmse"] = metrics["val_cbf_rmse"]
+                save_weights(model, out_dir / "best.safetensors", {**card, **metrics, "step": state["step"],
+                                                                   "training_minutes": state["elapsed_s"] / 60})
+            if bar is not None:
+                bar.write(
+                    f"step {state['step']}: val CBF RMSE {metrics['val_cbf_rmse']:.2f}, "
+                    f"BAD RMSE {metrics['val_bad_rmse']:.2f} s, CBF ratio {metrics['val_cbf_ratio']:.3f}, "
+                    f"local-AIF r {metrics['val_local_aif_r']:.3f}"
+                )
+        if row is not None:
+            _append_log(out_dir / "log.tsv", row)
+        if done or time.monotonic() - last_checkpoint > 60 * recipe["checkpoint_every_minutes"]:
+            save_checkpoint()
+            save_weights(model, out_dir / "last.safetensors", {**card, "step": state["step"],
+                                                               "training_minutes": state["elapsed_s"] / 60})
+            last_checkpoint = time.monotonic()
+    if bar is not None:
+        bar.close()
+    save_checkpoint()
+    return {**metrics, "step": state["step"], "elapsed_s": state["elapsed_s"]}
