@@ -1,0 +1,594 @@
+"""Automatic selection of the arterial input (AIF) and venous output (VOF) functions.
+
+The steps, all vectorised over voxels:
+
+1. A provisional baseline: the number of pre-bolus frames from the earliest
+   enhancement in the brain (:func:`estimate_baseline_frames`).
+2. Features of every voxel's concentration curve (:func:`curve_features`):
+   peak height, time to peak, arrival (10% of the peak, sub-frame), full
+   width at half maximum and area.
+3. Arterial voxels (:func:`select_arterial_voxels`): among the voxels with the
+   highest peaks, those that combine early arrival, high peak and a narrow
+   bolus; the best few are averaged.
+4. Venous voxels (:func:`select_venous_voxels`): among the voxels with the
+   largest areas, those that arrive late (after the AIF), typically the
+   superior sagittal sinus.
+5. Partial-volume correction (de la Rosa et al. 2021, as in Zeng et al. 2025):
+   an artery is thinner than a voxel, so the measured AIF is too low; the
+   large sinus is not. Tracer conservation makes the first-pass areas of the
+   two equal, so the AIF's concentration is multiplied by
+   ``area(VOF first pass) / area(AIF first pass)``
+   (:func:`partial_volume_scale`). Recirculation is removed from both areas by
+   fitting a gamma variate to each first pass (:func:`fit_gamma_variate`,
+   one vectorised least-squares problem for all curves) and taking the fit's
+   analytic area.
+
+Curves leave this module in HU with their baseline included, like a user's
+AIF TSV (the conventions): ``aif_corrected = baseline + scale * (aif - baseline)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize, sparse
+from scipy.ndimage import uniform_filter1d
+from scipy.special import gammaln
+
+from .concentration import ConcentrationError, detect_bolus_arrival, to_concentration
+from .convolution import trapezoid_integral
+from .simulate import gamma_variate_aif
+from .timing import check_frame_times, is_uniform
+
+#: fraction of the peak that marks a curve's arrival
+ARRIVAL_FRACTION = 0.1
+#: a first pass ends where the falling curve drops below this fraction of its peak
+FIRST_PASS_CUTOFF = 0.3
+
+
+class SelectionError(ValueError):
+    """No arterial or venous voxels could be found."""
+
+
+def _uniform_step(frame_times):
+    times = check_frame_times(frame_times)
+    if times.size < 2 or not is_uniform(times):
+        raise ValueError(
+            "AIF/VOF selection needs a uniformly sampled series; resample it first "
+            "(ctp_nipype.perfusion.timing.resample_to_uniform, or the LoadCTP interface)."
+        )
+    return times, float(times[1] - times[0])
+
+
+def estimate_baseline_frames(hu, mask=None, percentile=99.5):
+    """Number of pre-bolus frames from the earliest strong enhancement in the scan.
+
+    The curve of the ``percentile``-th percentile of all (masked) voxels per
+    frame follows the arteries, the first structures to enhance; its bolus
+    arrival (:func:`ctp_nipype.perfusion.concentration.detect_bolus_arrival`)
+    is a provisional baseline length for selecting the AIF. Once the AIF is
+    chosen, the conventions' baseline comes from its own arrival.
+
+    Parameters
+    ----------
+    hu : ndarray, shape (..., T)
+        Series in HU, time last.
+    mask : ndarray of bool, shape (...), optional
+        Voxels to consider (the brain); default all.
+    percentile : float
+        Percentile of the voxels taken per frame.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> hu = np.full((50, 12), 30.0)
+    >>> hu[0] += [0, 0, 0, 0, 0, 100, 300, 200, 100, 50, 20, 10]
+    >>> estimate_baseline_frames(hu, percentile=100)
+    4
+    """
+    hu = np.asarray(hu)
+    voxels = hu[mask] if mask is not None else hu.reshape(-1, hu.shape[-1])
+    if voxels.shape[0] == 0:
+        raise SelectionError("The mask is empty: no voxels to estimate the bolus arrival from.")
+    curve = np.percentile(voxels, percentile, axis=0)
+    try:
+        return detect_bolus_arrival(curve)
+    except ConcentrationError as err:
+        raise SelectionError(
+            f"No bolus found in the brain's most enhancing voxels ({err}) Check that the series is a "
+            "contrast-enhanced perfusion scan, or give the number of baseline frames."
+        ) from None
+
+
+@dataclass
+class CurveFeatures:
+    """Per-voxel features of concentration curves (one value per curve).
+
+    Attributes
+    ----------
+    peak : ndarray
+        Maximum of the (temporally smoothed) curve, HU above baseline.
+    time_to_peak : ndarray
+        Time of the maximum, s.
+    arrival : ndarray
+        Time the rising curve crosses ``ARRIVAL_FRACTION`` of its peak, s (sub-frame).
+    fwhm : ndarray
+        Full width at half maximum of the first pass, s (sub-frame).
+    area : ndarray
+        Trapezoidal area of the curve, HU s.
+    """
+
+    peak: np.ndarray
+    time_to_peak: np.ndarray
+    arrival: np.ndarray
+    fwhm: np.ndarray
+    area: np.ndarray
+
+
+def _rising_crossing(curves, level, times):
+    """Sub-frame time at which each curve first reaches ``level`` (linear interpolation)."""
+    index = np.argmax(curves >= level[:, None], axis=1)
+    before = np.clip(index - 1, 0, None)
+    rows = np.arange(curves.shape[0])
+    c0, c1 = curves[rows, before], curves[rows, index]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.clip(np.where(c1 > c0, (level - c0) / (c1 - c0), 0.0), 0.0, 1.0)
+    return np.where(index == 0, times[0], times[before] + frac * (times[index] - times[before]))
+
+
+def _falling_crossing(curves, level, times, peak_index):
+    """Sub-frame time at which each curve first drops below ``level`` after its peak (end of series if never)."""
+    n_frames = curves.shape[1]
+    below = (curves < level[:, None]) & (np.arange(n_frames) > peak_index[:, None])
+    never = ~below.any(axis=1)
+    index = np.argmax(below, axis=1)
+    before = np.clip(index - 1, 0, None)
+    rows = np.arange(curves.shape[0])
+    c0, c1 = curves[rows, before], curves[rows, index]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.clip(np.where(c0 > c1, (c0 - level) / (c0 - c1), 0.0), 0.0, 1.0)
+    crossing = times[before] + frac * (times[index] - times[before])
+    return np.where(never, times[-1], crossing)
+
+
+def curve_features(concentration, frame_times, smooth_frames=3):
+    """Peak, time to peak, arrival, width and area of many concentration curves at once.
+
+    Parameters
+    ----------
+    concentration : ndarray, shape (n, T)
+        Curves above baseline (HU), one per row.
+    frame_times : array_like, shape (T,)
+        Uniform frame times in seconds.
+    smooth_frames : int
+        Width of a moving average along time applied before the peak, arrival
+        and width are read (1: none); it keeps noise from creating peaks. The
+        area is computed on the unsmoothed curve.
+
+    Returns
+    -------
+    CurveFeatures
+
+    Examples
+    --------
+    >>> t = np.arange(20.0)
+    >>> c = np.where((t >= 5) & (t <= 9), 100.0, 0.0)[None]
+    >>> f = curve_features(c, t, smooth_frames=1)
+    >>> float(f.peak[0]), float(f.arrival[0]), float(f.fwhm[0]), float(f.area[0])
+    (100.0, 4.1, 5.0, 500.0)
+    """
+    times, dt = _uniform_step(frame_times)
+    curves = np.asarray(concentration, dtype=np.float32)
+    if curves.ndim != 2 or curves.shape[1] != times.size:
+        raise ValueError(f"Expected curves of shape (n, {times.size}), got {curves.shape}.")
+    smooth = uniform_filter1d(curves, int(smooth_frames), axis=1, mode="nearest") if smooth_frames > 1 else curves
+    peak_index = np.argmax(smooth, axis=1)
+    peak = smooth[np.arange(curves.shape[0]), peak_index]
+    positive_peak = np.maximum(peak, 1e-6)
+    arrival = _rising_crossing(smooth, ARRIVAL_FRACTION * positive_peak, times)
+    half_rise = _rising_crossing(smooth, 0.5 * positive_peak, times)
+    half_fall = _falling_crossing(smooth, 0.5 * positive_peak, times, peak_index)
+    return CurveFeatures(
+        peak=peak,
+        time_to_peak=times[peak_index],
+        arrival=arrival,
+        fwhm=half_fall - half_rise,
+        area=trapezoid_integral(curves, dt, axis=1),
+    )
+
+
+def _normalised_rank(values):
+    """Rank of each value in [0, 1], 0 for the smallest (ties broken by position)."""
+    order = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+    return order / max(values.size - 1, 1)
+
+
+def _top_candidates(values, fraction, minimum):
+    """Indices of the ``max(fraction * n, minimum)`` largest values."""
+    n = int(min(values.size, max(int(np.ceil(fraction * values.size)), minimum)))
+    return np.argsort(values)[::-1][:n]
+
+
+def select_arterial_voxels(features, n_voxels=5, candidate_fraction=0.01):
+    """Indices of the voxels whose curves look most arterial.
+
+    Candidates are the ``candidate_fraction`` of voxels with the highest peaks
+    (at least ``10 * n_voxels``). Each candidate is ranked (0 best, 1 worst)
+    on early arrival, high peak and narrow FWHM; the three ranks are summed
+    and the ``n_voxels`` best chosen.
+
+    Parameters
+    ----------
+    features : CurveFeatures
+    n_voxels : int
+        Number of voxels averaged into the AIF.
+    candidate_fraction : float
+        Fraction of voxels with the highest peaks that are considered.
+
+    Returns
+    -------
+    ndarray of int
+        Indices into the feature arrays, best first.
+
+    Examples
+    --------
+    >>> f = CurveFeatures(peak=np.array([10., 400, 390, 300]), time_to_peak=np.zeros(4),
+    ...                   arrival=np.array([9., 8, 8, 14]), fwhm=np.array([9., 4, 4, 8]), area=np.zeros(4))
+    >>> select_arterial_voxels(f, n_voxels=2, candidate_fraction=1.0).tolist()
+    [1, 2]
+    """
+    if n_voxels < 1:
+        raise ValueError(f"n_voxels must be at least 1, got {n_voxels}.")
+    candidates = _top_candidates(features.peak, candidate_fraction, 10 * n_voxels)
+    candidates = candidates[features.peak[candidates] > 0]
+    if candidates.size == 0:
+        raise SelectionError("No enhancing voxel found to serve as AIF; is there a bolus in the scan?")
+    score = (
+        _normalised_rank(features.arrival[candidates])
+        + _normalised_rank(-features.peak[candidates])
+        + _normalised_rank(features.fwhm[candidates])
+    )
+    return candidates[np.argsort(score, kind="stable")[:n_voxels]]
+
+
+def select_venous_voxels(features, n_voxels=5, candidate_fraction=0.01, after=None, exclude=None):
+    """Indices of the voxels whose curves look most venous (late and large).
+
+    Candidates are the ``candidate_fraction`` of voxels with the largest areas
+    (at least ``10 * n_voxels``) that arrive after ``after`` seconds (the
+    AIF's arrival plus a transit time) and are not in ``exclude`` (the AIF's
+    voxels). They are ranked on large area and late arrival, and the
+    ``n_voxels`` best chosen.
+
+    Returns
+    -------
+    ndarray of int
+        Indices into the feature arrays, best first.
+
+    Examples
+    --------
+    >>> f = CurveFeatures(peak=np.ones(4), time_to_peak=np.zeros(4),
+    ...                   arrival=np.array([8., 14, 13, 15]), fwhm=np.ones(4), area=np.array([2000., 2400, 2300, 50]))
+    >>> select_venous_voxels(f, n_voxels=1, candidate_fraction=1.0, after=10.0).tolist()
+    [1]
+    """
+    if n_voxels < 1:
+        raise ValueError(f"n_voxels must be at least 1, got {n_voxels}.")
+    candidates = _top_candidates(features.area, candidate_fraction, 10 * n_voxels)
+    keep = features.area[candidates] > 0
+    if after is not None:
+        keep &= features.arrival[candidates] >= after
+    if exclude is not None:
+        keep &= ~np.isin(candidates, exclude)
+    candidates = candidates[keep]
+    if candidates.size == 0:
+        raise SelectionError(
+            "No venous voxel found: no voxel with a large area arrives after the AIF. Give a VOF "
+            "(TSV or mask) or lower the minimum artery-to-vein delay."
+        )
+    score = _normalised_rank(-features.area[candidates]) + _normalised_rank(-features.arrival[candidates])
+    return candidates[np.argsort(score, kind="stable")[:n_voxels]]
+
+
+def gamma_variate_area(peak, alpha, beta):
+    """Analytic area (HU s) of the gamma variate of :func:`ctp_nipype.perfusion.simulate.gamma_variate_aif`.
+
+    ``integral peak (x / (alpha beta))^alpha exp(alpha - x / beta) dx
+    = peak * beta * exp(alpha) * alpha^-alpha * Gamma(alpha + 1)``.
+
+    >>> t = np.arange(0, 200, 0.01)
+    >>> numeric = np.trapezoid(gamma_variate_aif(t, t0=5, alpha=3, beta=1.5, peak=400), t)
+    >>> round(float(gamma_variate_area(400, 3, 1.5)), 1), round(float(numeric), 1)
+    (2678.1, 2678.1)
+    """
+    peak, alpha, beta = (np.asarray(v, dtype=float) for v in (peak, alpha, beta))
+    return peak * beta * np.exp(alpha - alpha * np.log(alpha) + gammaln(alpha + 1.0))
+
+
+@dataclass
+class GammaVariateFit:
+    """Gamma variates fitted to the first passes of curves (one row per curve).
+
+    ``t0`` (s), ``alpha``, ``beta`` (s) and ``peak`` (HU) parametrise
+    :func:`ctp_nipype.perfusion.simulate.gamma_variate_aif`; ``area`` is the
+    analytic first-pass area in HU s; ``first_pass_end`` the time (s) up to
+    which samples were fitted.
+    """
+
+    t0: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    peak: np.ndarray
+    area: np.ndarray
+    first_pass_end: np.ndarray
+
+    def curves(self, frame_times):
+        """The fitted curves on ``frame_times``, shape (n, T)."""
+        out = gamma_variate_aif(np.asarray(frame_times, float), self.t0, self.alpha, self.beta, self.peak)
+        return np.reshape(out, (self.t0.size, -1))
+
+
+def fit_gamma_variate(concentration, frame_times, cutoff=FIRST_PASS_CUTOFF):
+    """Fit a gamma variate to the first pass of each curve (recirculation excluded).
+
+    The samples fitted run from the start of the series to the first frame
+    after the peak at which the curve falls below ``cutoff`` times its peak;
+    later samples (recirculation) get zero weight. All curves form one
+    least-squares problem with a block-diagonal Jacobian
+    (``scipy.optimize.least_squares``, 'trf', ``jac_sparsity``), so fitting many
+    curves costs about as many model evaluations as fitting one.
+
+    Parameters
+    ----------
+    concentration : ndarray, shape (n, T) or (T,)
+        Curves above baseline (HU).
+    frame_times : array_like, shape (T,)
+        Frame times in seconds.
+    cutoff : float
+        Fraction of the peak that ends the first pass.
+
+    Returns
+    -------
+    GammaVariateFit
+
+    Examples
+    --------
+    >>> t = np.arange(0, 60.0)
+    >>> first = gamma_variate_aif(t, t0=6.0, alpha=3.0, beta=1.5, peak=400)
+    >>> recirculation = gamma_variate_aif(t, t0=20.0, alpha=3.0, beta=3.0, peak=60)
+    >>> fit = fit_gamma_variate(first + recirculation, t)
+    >>> round(float(fit.area[0] / gamma_variate_area(400, 3.0, 1.5)), 2)
+    1.0
+    """
+    times = check_frame_times(frame_times)
+    curves = np.atleast_2d(np.asarray(concentration, dtype=float))
+    n, n_frames = curves.shape
+    if n_frames != times.size:
+        raise ValueError(f"Curves have {n_frames} samples but there are {times.size} frame times.")
+    peak_index = np.argmax(curves, axis=1)
+    peak = curves[np.arange(n), peak_index]
+    if np.any(peak <= 0):
+        raise SelectionError("A curve given to the gamma-variate fit never rises above its baseline.")
+    end_time = _falling_crossing(curves, cutoff * peak, times, peak_index)
+    weight = (times[None, :] <= end_time[:, None] + 1e-9).astype(float)
+    arrival = _rising_crossing(curves, ARRIVAL_FRACTION * peak, times)
+    step = float(np.median(np.diff(times)))
+    time_to_peak = times[peak_index]
+
+    # initial guess and bounds, parameters (t0, alpha, beta, peak) per curve
+    lower_t0 = times[0] - 5 * step
+    t0 = np.clip(arrival - step, lower_t0 + 1e-3, time_to_peak - 0.05 * step)
+    alpha = np.full(n, 3.0)
+    beta = np.maximum((time_to_peak - t0) / alpha, 0.1 * step)
+    x0 = np.stack([t0, alpha, beta, peak], axis=1)
+    lower = np.stack([np.full(n, lower_t0), np.full(n, 0.2), np.full(n, 0.02 * step), np.zeros(n)], axis=1)
+    upper = np.stack([time_to_peak, np.full(n, 50.0), np.full(n, 50.0 * step), 3.0 * peak], axis=1)
+    x0 = np.clip(x0, lower + 1e-6, upper - 1e-6)
+    scale = np.maximum(peak, 1e-6)[:, None]
+
+    def residuals(flat):
+        p = flat.reshape(n, 4)
+        model = np.reshape(gamma_variate_aif(times, p[:, 0], p[:, 1], p[:, 2], p[:, 3]), (n, n_frames))
+        return ((model - curves) * weight / scale).ravel()
+
+    sparsity = sparse.kron(sparse.eye(n), np.ones((n_frames, 4)))
+    result = optimize.least_squares(
+        residuals,
+        x0.ravel(),
+        bounds=(lower.ravel(), upper.ravel()),
+        jac_sparsity=sparsity,
+        method="trf",
+        x_scale="jac",
+    )
+    p = result.x.reshape(n, 4)
+    return GammaVariateFit(
+        t0=p[:, 0],
+        alpha=p[:, 1],
+        beta=p[:, 2],
+        peak=p[:, 3],
+        area=gamma_variate_area(p[:, 3], p[:, 1], p[:, 2]),
+        first_pass_end=end_time,
+    )
+
+
+def partial_volume_scale(aif_concentration, vof_concentration, frame_times, allow_downscaling=False):
+    """Factor that gives the AIF the VOF's first-pass area (de la Rosa et al. 2021).
+
+    Both first passes are fitted with gamma variates (:func:`fit_gamma_variate`)
+    and the ratio of their analytic areas returned. Partial volume only ever
+    lowers the measured AIF, so a ratio below 1 (the VOF is itself partial-volume
+    affected) is clipped to 1 unless ``allow_downscaling``.
+
+    Returns
+    -------
+    scale : float
+        Multiply the AIF's concentration by this.
+    fits : GammaVariateFit
+        Row 0 the AIF, row 1 the VOF.
+
+    Examples
+    --------
+    >>> t = np.arange(0, 60.0)
+    >>> true_aif = gamma_variate_aif(t, t0=6.0, alpha=3.0, beta=1.5, peak=400)
+    >>> vof = gamma_variate_aif(t, t0=10.0, alpha=3.0, beta=2.5, peak=400 * 1.5 / 2.5)
+    >>> scale, _ = partial_volume_scale(0.6 * true_aif, vof, t)
+    >>> round(scale, 3)
+    1.667
+    """
+    fits = fit_gamma_variate(np.stack([aif_concentration, vof_concentration]), frame_times)
+    scale = float(fits.area[1] / fits.area[0])
+    if not allow_downscaling:
+        scale = max(scale, 1.0)
+    return scale, fits
+
+
+@dataclass
+class VascularFunctions:
+    """The selected AIF and VOF, all curves in HU with baseline included.
+
+    Attributes
+    ----------
+    frame_times : ndarray (T,), s
+    aif, vof, aif_corrected : ndarray (T,), HU
+    aif_voxels, vof_voxels : ndarray (n, 3) of int
+        Array indices of the averaged voxels.
+    scale : float
+        Partial-volume factor applied to the AIF's concentration.
+    n_baseline_frames : int
+        Pre-bolus frames of the chosen AIF (its bolus arrival).
+    fits : GammaVariateFit or None
+        First-pass fits (row 0 AIF, row 1 VOF).
+    """
+
+    frame_times: np.ndarray
+    aif: np.ndarray
+    vof: np.ndarray
+    aif_corrected: np.ndarray
+    aif_voxels: np.ndarray
+    vof_voxels: np.ndarray
+    scale: float
+    n_baseline_frames: int
+    fits: GammaVariateFit | None = None
+    details: dict = field(default_factory=dict)
+
+    def columns(self):
+        """The conventions' TSV columns: time, aif, vof, aif_corrected."""
+        return {"time": self.frame_times, "aif": self.aif, "vof": self.vof, "aif_corrected": self.aif_corrected}
+
+
+def correct_aif(aif_hu, vof_hu, frame_times, n_baseline_frames=None, allow_downscaling=False):
+    """Partial-volume corrected AIF in HU (baseline included) and the scale applied.
+
+    The baseline of each curve is the mean of its pre-bolus frames (default:
+    the AIF's bolus arrival, :func:`detect_bolus_arrival`); the AIF's
+    concentration is multiplied by :func:`partial_volume_scale` and its
+    baseline added back.
+
+    Returns
+    -------
+    aif_corrected : ndarray (T,)
+    scale : float
+    fits : GammaVariateFit
+    n_baseline_frames : int
+    """
+    aif_hu = np.asarray(aif_hu, dtype=float)
+    vof_hu = np.asarray(vof_hu, dtype=float)
+    n_base = detect_bolus_arrival(aif_hu) if n_baseline_frames is None else int(n_baseline_frames)
+    aif_c = to_concentration(aif_hu, n_base)
+    vof_c = to_concentration(vof_hu, n_base)
+    scale, fits = partial_volume_scale(aif_c, vof_c, frame_times, allow_downscaling)
+    return aif_hu - aif_c + scale * aif_c, scale, fits, n_base
+
+
+def select_vascular_functions(
+    hu,
+    frame_times,
+    brain_mask,
+    exclude_mask=None,
+    n_aif_voxels=5,
+    n_vof_voxels=5,
+    candidate_fraction=0.01,
+    min_vein_delay=2.0,
+    n_baseline_frames=None,
+    correct_partial_volume=True,
+    allow_downscaling=False,
+):
+    """Automatic AIF and VOF from a 4D series, with the partial-volume correction.
+
+    Parameters
+    ----------
+    hu : ndarray, shape (x, y, z, T)
+        Series in HU on a uniform time grid.
+    frame_times : array_like, shape (T,)
+        Frame times in seconds.
+    brain_mask : ndarray of bool, shape (x, y, z)
+        Where to search.
+    exclude_mask : ndarray of bool, optional
+        Voxels never chosen (e.g. CSF).
+    n_aif_voxels, n_vof_voxels : int
+        Voxels averaged into each curve.
+    candidate_fraction : float
+        Fraction of the brain's voxels (highest peak / largest area) that are candidates.
+    min_vein_delay : float
+        The VOF's voxels arrive at least this many seconds after the AIF's.
+    n_baseline_frames : int, optional
+        Pre-bolus frames for the selection (default :func:`estimate_baseline_frames`).
+    correct_partial_volume : bool
+        Rescale the AIF to the VOF's first-pass area (otherwise ``aif_corrected`` equals ``aif``).
+    allow_downscaling : bool
+        Apply a partial-volume factor below 1.
+
+    Returns
+    -------
+    VascularFunctions
+    """
+    hu = np.asarray(hu)
+    times, _ = _uniform_step(frame_times)
+    if hu.ndim != 4 or hu.shape[3] != times.size:
+        raise ValueError(f"Expected a 4D series with {times.size} frames, got shape {hu.shape}.")
+    search = np.asarray(brain_mask, bool).copy()
+    if exclude_mask is not None:
+        search &= ~np.asarray(exclude_mask, bool)
+    if search.sum() < n_aif_voxels + n_vof_voxels:
+        raise SelectionError(
+            f"The search region has {int(search.sum())} voxels, fewer than the {n_aif_voxels + n_vof_voxels} "
+            "needed; check the brain mask."
+        )
+    n_base = estimate_baseline_frames(hu, search) if n_baseline_frames is None else int(n_baseline_frames)
+    coords = np.argwhere(search)
+    voxels_hu = hu[search]
+    features = curve_features(to_concentration(voxels_hu, n_base), times)
+
+    aif_index = select_arterial_voxels(features, n_aif_voxels, candidate_fraction)
+    aif_arrival = float(np.median(features.arrival[aif_index]))
+    vof_index = select_venous_voxels(
+        features, n_vof_voxels, candidate_fraction, after=aif_arrival + min_vein_delay, exclude=aif_index
+    )
+    aif = voxels_hu[aif_index].astype(float).mean(axis=0)
+    vof = voxels_hu[vof_index].astype(float).mean(axis=0)
+    if correct_partial_volume:
+        aif_corrected, scale, fits, n_base_aif = correct_aif(aif, vof, times, None, allow_downscaling)
+    else:
+        aif_corrected, scale, fits, n_base_aif = aif.copy(), 1.0, None, detect_bolus_arrival(aif)
+    return VascularFunctions(
+        frame_times=times,
+        aif=aif,
+        vof=vof,
+        aif_corrected=aif_corrected,
+        aif_voxels=coords[aif_index],
+        vof_voxels=coords[vof_index],
+        scale=scale,
+        n_baseline_frames=n_base_aif,
+        fits=fits,
+        details={
+            "SelectionBaselineFrames": n_base,
+            "AIFArrival": aif_arrival,
+            "VOFArrival": float(np.median(features.arrival[vof_index])),
+            "AIFPeakHU": float(np.max(aif - aif[:n_base_aif].mean())),
+            "VOFPeakHU": float(np.max(vof - vof[:n_base_aif].mean())),
+        },
+    )

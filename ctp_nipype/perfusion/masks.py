@@ -1,0 +1,221 @@
+"""Brain, CSF and vessel masks of a CTP series, from HU and enhancement.
+
+* :func:`brain_mask` -- a soft-tissue HU window on the time-averaged image,
+  an in-plane opening that cuts thin bridges through skull openings, the
+  largest connected component (skull, scalp and bed removed) and hole filling
+  (ventricles and vessels inside the brain kept).
+* :func:`csf_mask` -- inside the brain, voxels of water-like baseline HU that
+  do not enhance.
+* :func:`vessel_mask` -- inside the brain, voxels whose area under the
+  concentration curve (proportional to CBV) is many times that of the
+  brain's typical tissue.
+
+Typical HU: air -1000, fat -100, CSF 0-15, white matter 20-30, grey matter
+30-45, blood 40-60 (several hundred at the arterial bolus peak), bone > 300.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .concentration import to_concentration
+from .convolution import trapezoid_integral
+from .timing import check_frame_times, is_uniform
+
+#: soft-tissue window (HU) of the time-averaged image that holds the brain and its CSF
+BRAIN_WINDOW_HU = (-5.0, 100.0)
+#: baseline HU range of cerebrospinal fluid
+CSF_WINDOW_HU = (-10.0, 15.0)
+
+
+def time_average(series):
+    """Mean over the last (time) axis, float32.
+
+    >>> time_average(np.arange(6.0).reshape(1, 1, 1, 6)).ravel()
+    array([2.5], dtype=float32)
+    """
+    return np.asarray(series, dtype=np.float32).mean(axis=-1, dtype=np.float64).astype(np.float32)
+
+
+def _in_plane_disk(radius):
+    """A 3D structuring element: a disk of ``radius`` voxels in (x, y), one slice thick."""
+    r = int(radius)
+    y, x = np.ogrid[-r : r + 1, -r : r + 1]
+    return (x * x + y * y <= r * r)[:, :, None]
+
+
+def largest_component(mask):
+    """The largest 6-connected component of a 3D boolean mask (empty stays empty).
+
+    >>> m = np.zeros((5, 5, 1), bool); m[0, 0] = m[2:5, 2:5] = True
+    >>> int(largest_component(m).sum())
+    9
+    """
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def fill_holes(mask):
+    """Fill holes slice by slice (in-plane) and then in 3D.
+
+    Per-slice filling closes ventricles that touch the top or bottom slice of
+    a thick-slice scan, which 3D filling alone cannot.
+    """
+    filled = np.stack([ndimage.binary_fill_holes(mask[:, :, k]) for k in range(mask.shape[2])], axis=2)
+    return ndimage.binary_fill_holes(filled)
+
+
+def brain_mask(mean_hu, hu_window=BRAIN_WINDOW_HU, opening_radius=2):
+    """Brain (with its CSF and vessels) from the time-averaged image.
+
+    Parameters
+    ----------
+    mean_hu : ndarray, shape (x, y, z)
+        Time-averaged image in HU (:func:`time_average`).
+    hu_window : (float, float)
+        HU range of brain and CSF; skull (> 300 HU), air and fat fall outside.
+    opening_radius : int
+        Radius in voxels of the in-plane disk of a morphological opening that
+        disconnects scalp and neck from the brain through thin bridges.
+
+    Returns
+    -------
+    ndarray of bool, shape (x, y, z)
+
+    Examples
+    --------
+    >>> img = np.full((40, 40, 3), -1000.0)
+    >>> y, x = np.ogrid[:40, :40]
+    >>> r = np.hypot(x - 20, y - 20)[:, :, None] + np.zeros((1, 1, 3))
+    >>> img[r < 18] = 40.0      # scalp
+    >>> img[r < 16] = 1000.0    # skull
+    >>> img[r < 13] = 35.0      # brain
+    >>> mask = brain_mask(img)
+    >>> bool(mask[20, 20, 1]), bool(mask[20, 3, 1]), int(mask.sum()) == int((r < 13).sum())
+    (True, False, True)
+    """
+    mean_hu = np.asarray(mean_hu, dtype=np.float32)
+    if mean_hu.ndim != 3:
+        raise ValueError(f"brain_mask needs a 3D image, got shape {mean_hu.shape}.")
+    low, high = hu_window
+    candidate = (mean_hu >= low) & (mean_hu <= high)
+    if opening_radius > 0:
+        candidate = ndimage.binary_opening(candidate, structure=_in_plane_disk(opening_radius))
+    return fill_holes(largest_component(candidate))
+
+
+def enhancement_area(hu, frame_times, brain, n_baseline_frames):
+    """Area under each brain voxel's concentration curve (HU s) as a volume, 0 outside the brain.
+
+    Proportional to CBV: ``CBV = 100 kappa_H / rho * area / area(AIF)``.
+
+    >>> hu = np.zeros((2, 1, 1, 5)); hu[0, 0, 0] = [10, 10, 30, 20, 10]
+    >>> enhancement_area(hu, np.arange(5.0), np.ones((2, 1, 1), bool), 2).ravel().tolist()
+    [30.0, 0.0]
+    """
+    times = check_frame_times(frame_times)
+    if not is_uniform(times):
+        raise ValueError("Masks need a uniformly sampled series; resample it first (resample_to_uniform).")
+    brain = np.asarray(brain, bool)
+    concentration = to_concentration(np.asarray(hu)[brain], n_baseline_frames)
+    out = np.zeros(brain.shape, dtype=np.float32)
+    out[brain] = trapezoid_integral(concentration, float(times[1] - times[0]), axis=-1)
+    return out
+
+
+def _smooth_in_plane(volume, radius):
+    if radius <= 0:
+        return volume
+    return ndimage.uniform_filter(volume, size=(2 * radius + 1, 2 * radius + 1, 1), mode="nearest")
+
+
+def csf_mask(
+    hu,
+    frame_times,
+    brain,
+    n_baseline_frames,
+    hu_window=CSF_WINDOW_HU,
+    max_relative_enhancement=0.3,
+    smoothing_radius=1,
+):
+    """Cerebrospinal fluid: water-like baseline HU and no enhancement.
+
+    A brain voxel is CSF when its baseline (mean of the pre-bolus frames) lies
+    in ``hu_window`` and its area under the concentration curve is below
+    ``max_relative_enhancement`` times the median area of the brain. Both
+    images are averaged over a ``(2 * smoothing_radius + 1)`` square in-plane
+    before thresholding to reduce noise.
+
+    Parameters
+    ----------
+    hu : ndarray, shape (x, y, z, T)
+        Series in HU.
+    frame_times : array_like, shape (T,)
+        Uniform frame times in seconds.
+    brain : ndarray of bool, shape (x, y, z)
+    n_baseline_frames : int
+        Pre-bolus frames.
+    hu_window : (float, float)
+        Baseline HU range of CSF.
+    max_relative_enhancement : float
+        Upper limit of the area relative to the brain's median area.
+    smoothing_radius : int
+        In-plane smoothing radius in voxels (0: none).
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    brain = np.asarray(brain, bool)
+    hu = np.asarray(hu)
+    baseline = hu[..., :n_baseline_frames].mean(axis=-1)
+    area = enhancement_area(hu, frame_times, brain, n_baseline_frames)
+    reference = float(np.median(area[brain]))
+    baseline = _smooth_in_plane(baseline.astype(np.float32), smoothing_radius)
+    area = _smooth_in_plane(area, smoothing_radius)
+    low, high = hu_window
+    return brain & (baseline >= low) & (baseline <= high) & (area < max_relative_enhancement * reference)
+
+
+def vessel_mask(hu, frame_times, brain, n_baseline_frames, min_relative_cbv=5.0, exclude=None):
+    """Large vessels: area under the concentration curve many times the brain's median.
+
+    The area under a voxel's concentration curve is proportional to its CBV
+    (CBV = 100 kappa_H / rho * area / area of the AIF), so the ratio to the
+    median area of the brain's tissue is a relative CBV that needs no AIF.
+    Tissue is about 1 (grey matter 4, white matter 2 ml/100 g); a voxel full
+    of blood about 25. A voxel is a vessel above ``min_relative_cbv``.
+
+    Parameters
+    ----------
+    hu : ndarray, shape (x, y, z, T)
+        Series in HU.
+    frame_times : array_like, shape (T,)
+        Uniform frame times in seconds.
+    brain : ndarray of bool
+    n_baseline_frames : int
+        Pre-bolus frames.
+    min_relative_cbv : float
+        Threshold on the area relative to the median of the brain's tissue.
+    exclude : ndarray of bool, optional
+        Voxels left out of the reference median (CSF).
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    brain = np.asarray(brain, bool)
+    area = enhancement_area(hu, frame_times, brain, n_baseline_frames)
+    tissue = brain if exclude is None else brain & ~np.asarray(exclude, bool)
+    reference = float(np.median(area[tissue])) if tissue.any() else 0.0
+    if reference <= 0:
+        raise ValueError(
+            "The brain's median area under the concentration curve is not positive, so no relative CBV "
+            "can be formed; check the brain mask and the baseline frames."
+        )
+    return brain & (area > min_relative_cbv * reference)

@@ -1,0 +1,273 @@
+"""Rigid motion correction of a CTP series (SimpleITK).
+
+Every frame is registered rigidly (3 translations, 3 rotations) to a
+reference, the mean of the pre-bolus frames, and resampled onto it:
+
+* metric: Mattes mutual information, which depends on the joint histogram,
+  not on equal intensities; with 32 bins over the whole HU range the skull,
+  air and soft tissue drive it, and the bolus (a few hundred HU in a small
+  volume) barely moves it;
+* the metric mask leaves out voxels that enhance strongly during the scan
+  (vessels: soft-tissue HU in the reference, rising by more than
+  ``enhancement_hu`` later) and the air around the head;
+* multi-resolution (shrink factors 4, 2, 1 with Gaussian smoothing), a
+  regular-step gradient descent, and each frame initialised with the
+  previous frame's result (head motion is continuous).
+
+Parameters are reported per frame as ``(trans_x, trans_y, trans_z)`` in mm
+and ``(rot_x, rot_y, rot_z)`` in degrees, in the axes of the array (x, y, z =
+the NIfTI's voxel axes, scaled to mm by the voxel size), rotations about the
+centre of the volume. The transform ``T`` maps a point of the reference onto
+the same anatomy in the frame: a head that moved by +2 mm along x gives
+``trans_x = +2``. Framewise displacement is that of Power et al. (2012): the
+sum of the absolute frame-to-frame changes of the translations and of the
+rotations converted to arc length on a sphere of 50 mm radius.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: column names of the motion-parameter table, units in the names
+PARAMETER_NAMES = ("trans_x_mm", "trans_y_mm", "trans_z_mm", "rot_x_deg", "rot_y_deg", "rot_z_deg")
+#: head radius (mm) that converts rotations to displacement (Power et al. 2012)
+FD_RADIUS_MM = 50.0
+
+
+def framewise_displacement(parameters, radius_mm=FD_RADIUS_MM):
+    """Framewise displacement (Power et al. 2012) in mm; 0 for the first frame.
+
+    ``FD_i = sum |d trans_i| + radius * sum |d rot_i|`` with rotations in radians.
+
+    Parameters
+    ----------
+    parameters : ndarray, shape (T, 6)
+        Translations in mm then rotations in degrees, per frame.
+    radius_mm : float
+        Radius of the sphere on which rotations become displacements.
+
+    Examples
+    --------
+    >>> p = np.zeros((3, 6)); p[1, 0] = 1.0; p[2, 3] = np.degrees(0.01)
+    >>> framewise_displacement(p).round(3).tolist()
+    [0.0, 1.0, 1.5]
+    """
+    parameters = np.asarray(parameters, dtype=float)
+    if parameters.ndim != 2 or parameters.shape[1] != 6:
+        raise ValueError(f"Motion parameters must have shape (T, 6), got {parameters.shape}.")
+    delta = np.abs(np.diff(parameters, axis=0))
+    fd = delta[:, :3].sum(axis=1) + radius_mm * np.radians(delta[:, 3:]).sum(axis=1)
+    return np.concatenate([[0.0], fd])
+
+
+def _to_sitk(volume, spacing):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(volume, np.float32).transpose(2, 1, 0)))
+    image.SetSpacing([float(s) for s in spacing])
+    return image
+
+
+def _from_sitk(image):
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+
+
+def volume_centre_mm(shape, spacing):
+    """Physical centre (mm) of a volume whose first voxel sits at the origin."""
+    return (np.asarray(shape[:3], float) - 1.0) / 2.0 * np.asarray(spacing, float)
+
+
+def rigid_transform(parameters, centre_mm):
+    """SimpleITK Euler3DTransform from ``(tx, ty, tz [mm], rx, ry, rz [deg])`` about ``centre_mm``."""
+    import SimpleITK as sitk
+
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter([float(c) for c in centre_mm])
+    p = np.asarray(parameters, float)
+    transform.SetRotation(*np.radians(p[3:]).tolist())
+    transform.SetTranslation(p[:3].tolist())
+    return transform
+
+
+def apply_rigid(volume, parameters, spacing, fill_value=None, order=1, inverse=False):
+    """Resample ``volume`` through the rigid transform: ``out(x) = volume(T(x))``.
+
+    With the parameters that :func:`register_series` reports for a frame this
+    undoes the frame's motion. With ``inverse=True`` it computes
+    ``volume(T^-1(x))``: the reference moved by ``parameters``, i.e. a frame
+    for which :func:`register_series` reports ``parameters`` (how motion is
+    simulated).
+
+    Parameters
+    ----------
+    volume : ndarray (x, y, z)
+    parameters : array_like (6,)
+        Translations (mm), rotations (degrees).
+    spacing : array_like (3,)
+        Voxel size in mm.
+    fill_value : float, optional
+        Value outside the field of view (default the volume's minimum).
+    order : int
+        0 nearest neighbour, 1 linear.
+    inverse : bool
+        Resample through the inverse transform.
+    """
+    import SimpleITK as sitk
+
+    volume = np.asarray(volume, np.float32)
+    image = _to_sitk(volume, spacing)
+    transform = rigid_transform(parameters, volume_centre_mm(volume.shape, spacing))
+    if inverse:
+        transform = transform.GetInverse()
+    fill = float(volume.min()) if fill_value is None else float(fill_value)
+    interpolator = sitk.sitkLinear if order == 1 else sitk.sitkNearestNeighbor
+    return _from_sitk(sitk.Resample(image, image, transform, interpolator, fill))
+
+
+@dataclass
+class MotionCorrection:
+    """Result of :func:`register_series`.
+
+    Attributes
+    ----------
+    corrected : ndarray (x, y, z, T), float32
+        Every frame resampled onto the reference.
+    parameters : ndarray (T, 6)
+        ``PARAMETER_NAMES``: translations in mm, rotations in degrees.
+    framewise_displacement : ndarray (T,), mm
+    reference : ndarray (x, y, z)
+        Mean of the pre-bolus frames.
+    metric_values : ndarray (T,)
+        Final Mattes mutual information per frame (lower is better).
+    """
+
+    corrected: np.ndarray
+    parameters: np.ndarray
+    framewise_displacement: np.ndarray
+    reference: np.ndarray
+    metric_values: np.ndarray
+
+
+def registration_mask(series, reference, enhancement_hu=100.0, soft_tissue_hu=(-100.0, 150.0), air_hu=-500.0):
+    """Voxels that drive the registration: the head minus strongly enhancing vessels.
+
+    A voxel is left out when it is air (reference below ``air_hu``, after a
+    2-voxel dilation of the head) or when it is soft tissue in the reference
+    and rises by more than ``enhancement_hu`` in some frame (a vessel filling
+    with contrast). Bone edges, where motion alone changes HU by hundreds,
+    are not soft tissue in the reference and stay in.
+    """
+    from scipy import ndimage
+
+    reference = np.asarray(reference, np.float32)
+    head = ndimage.binary_dilation(reference > air_hu, iterations=2)
+    soft = (reference >= soft_tissue_hu[0]) & (reference <= soft_tissue_hu[1])
+    rise = np.asarray(series, np.float32).max(axis=-1) - reference
+    return head & ~(soft & (rise > enhancement_hu))
+
+
+def register_series(
+    series,
+    spacing,
+    n_baseline_frames,
+    shrink_factors=(4, 2, 1),
+    smoothing_sigmas_mm=(4.0, 2.0, 0.0),
+    sampling_fraction=(0.5, 0.3, 0.2),
+    n_iterations=100,
+    histogram_bins=32,
+    mask=None,
+    seed=0,
+    progress=None,
+):
+    """Rigidly register every frame to the mean of the pre-bolus frames.
+
+    Parameters
+    ----------
+    series : ndarray, shape (x, y, z, T)
+        Series in HU.
+    spacing : array_like (3,)
+        Voxel size in mm.
+    n_baseline_frames : int
+        Number of pre-bolus frames averaged into the reference.
+    shrink_factors, smoothing_sigmas_mm : sequences
+        The multi-resolution pyramid, coarse to fine (sigmas in mm).
+    sampling_fraction : float or sequence of float
+        Random fraction of the masked voxels that the metric samples, one per
+        level or one for all. Too few samples make the metric noisy and the
+        rotations imprecise (0.1 gave errors near 1 degree on a 48^3 test head).
+    n_iterations : int
+        Maximum optimizer iterations per level.
+    histogram_bins : int
+        Bins of the Mattes mutual information.
+    mask : ndarray of bool (x, y, z), optional
+        Metric mask on the reference (default :func:`registration_mask`).
+    seed : int
+        Seed of the metric's random sampling (results are reproducible).
+    progress : callable, optional
+        Called with ``(frame_index, n_frames)`` after each frame.
+
+    Returns
+    -------
+    MotionCorrection
+    """
+    import SimpleITK as sitk
+
+    series = np.asarray(series, np.float32)
+    if series.ndim != 4:
+        raise ValueError(f"Motion correction needs a 4D series, got shape {series.shape}.")
+    n_frames = series.shape[3]
+    n_base = int(n_baseline_frames)
+    if not 1 <= n_base <= n_frames:
+        raise ValueError(f"n_baseline_frames must be between 1 and {n_frames}, got {n_base}.")
+    if len(shrink_factors) != len(smoothing_sigmas_mm):
+        raise ValueError("Give one smoothing sigma per shrink factor.")
+    fractions = np.broadcast_to(np.asarray(sampling_fraction, float), (len(shrink_factors),)).tolist()
+    reference = series[..., :n_base].mean(axis=-1)
+    if mask is None:
+        mask = registration_mask(series, reference)
+    fixed = _to_sitk(reference, spacing)
+    fixed_mask = _to_sitk(np.asarray(mask, np.uint8), spacing)
+    fixed_mask = sitk.Cast(fixed_mask, sitk.sitkUInt8)
+    centre = volume_centre_mm(series.shape, spacing)
+    fill = float(series.min())
+
+    parameters = np.zeros((n_frames, 6))
+    metric_values = np.zeros(n_frames)
+    corrected = np.empty_like(series)
+    previous = np.zeros(6)
+    for frame in range(n_frames):
+        moving = _to_sitk(series[..., frame], spacing)
+        method = sitk.ImageRegistrationMethod()
+        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(histogram_bins))
+        method.SetMetricSamplingStrategy(method.RANDOM)
+        method.SetMetricSamplingPercentagePerLevel(fractions, int(seed))
+        method.SetMetricFixedMask(fixed_mask)
+        method.SetInterpolator(sitk.sitkLinear)
+        method.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=1.0, minStep=1e-4, numberOfIterations=int(n_iterations), relaxationFactor=0.6,
+            gradientMagnitudeTolerance=1e-8,
+        )
+        method.SetOptimizerScalesFromPhysicalShift()
+        method.SetShrinkFactorsPerLevel([int(s) for s in shrink_factors])
+        method.SetSmoothingSigmasPerLevel([float(s) for s in smoothing_sigmas_mm])
+        method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+        method.SetInitialTransform(rigid_transform(previous, centre), inPlace=False)
+        transform = method.Execute(fixed, moving)
+        angles_and_shift = np.asarray(transform.GetParameters(), float)
+        previous = np.concatenate([angles_and_shift[3:], np.degrees(angles_and_shift[:3])])
+        parameters[frame] = previous
+        metric_values[frame] = method.GetMetricValue()
+        corrected[..., frame] = _from_sitk(sitk.Resample(moving, fixed, transform, sitk.sitkLinear, fill))
+        if progress is not None:
+            progress(frame, n_frames)
+    return MotionCorrection(
+        corrected=corrected,
+        parameters=parameters,
+        framewise_displacement=framewise_displacement(parameters),
+        reference=reference,
+        metric_values=metric_values,
+    )
