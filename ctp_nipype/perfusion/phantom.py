@@ -185,6 +185,11 @@ class PhantomGrid:
         affine[:3, 3] = np.asarray(self.center_mm) - (np.asarray(self.shape) - 1) / 2 * np.asarray(self.voxel_mm)
         return affine
 
+    def padded(self, n_slices):
+        """The same grid with ``n_slices`` more slices above and below (same centre)."""
+        shape = (self.shape[0], self.shape[1], self.shape[2] + 2 * n_slices)
+        return PhantomGrid(shape, self.voxel_mm, self.center_mm, self.template_step_mm)
+
 
 #: the phantom sizes: ``small`` for tests (seconds), ``demo`` a realistic slab
 GRIDS = {
@@ -201,6 +206,8 @@ SCALP_MM = 5.0
 #: gap between scalp and head holder, and the holder's thickness, mm
 HOLDER_GAP_MM = 4.0
 HOLDER_MM = 6.0
+#: slices simulated above and below the slab, so that through-plane motion brings real anatomy into it
+PAD_SLICES = 2
 
 
 @dataclass
@@ -578,7 +585,7 @@ def _motion_parameters(n_frames, rng, n_moved=5, max_translation_mm=2.0, max_rot
     ) * sign
     profile = np.zeros(n_frames)
     profile[start : start + n_moved] = np.sin(np.pi * np.arange(1, n_moved + 1) / (n_moved + 1))
-    return profile[:, None] * peak[None, :]
+    return profile[:, None] * peak[None, :] + 0.0  # + 0.0: no negative zeros in the written TSV
 
 
 def _apply_motion(hu, affine, motion, centre_mm, fill_hu):
@@ -714,7 +721,9 @@ def make_phantom(
     anatomy_rng, bolus_rng, motion_rng, noise_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)
     )
-    grid = GRIDS[size]
+    # the phantom is built on a grid padded in z and cropped to the slab at the end
+    slab = GRIDS[size]
+    grid = slab.padded(PAD_SLICES)
     fractions, labels = _anatomy(grid)
     coords = _world_coordinates(grid)
     labels, lesion, lesion_side = _lesion(labels, coords, anatomy_rng)
@@ -781,6 +790,11 @@ def make_phantom(
     if motion:
         motion_parameters = _motion_parameters(frame_times.size, motion_rng)
         hu = _apply_motion(hu, grid.affine, motion_parameters, centre_mm, MATERIAL_HU["air"])
+    keep = (slice(None), slice(None), slice(PAD_SLICES, PAD_SLICES + slab.shape[2]))
+    hu = np.ascontiguousarray(hu[keep])
+    labels, baseline, cbf, cbv, mtt, delay, dispersion = (
+        np.ascontiguousarray(values[keep]) for values in (labels, baseline, cbf, cbv, mtt, delay, dispersion)
+    )
     if noise_sd_hu > 0:
         hu += (noise_sd_hu * noise_rng.standard_normal(hu.shape)).astype(np.float32)
 
@@ -815,7 +829,7 @@ def make_phantom(
     }
     return Phantom(
         hu=hu.astype(np.float32, copy=False),
-        affine=grid.affine,
+        affine=slab.affine,
         frame_times=frame_times,
         labels=labels.astype(np.uint8),
         cbf=cbf,

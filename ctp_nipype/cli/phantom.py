@@ -1,0 +1,261 @@
+"""``ctp-phantom OUT_DIR``: a BIDS dataset of digital brain phantom CTP scans and their ground truth.
+
+Layout (subject ``k`` uses seed ``SEED + k - 1``, so ``--seed 3`` makes
+sub-01 equal to ``make_phantom(seed=3)``)::
+
+    OUT_DIR/dataset_description.json
+    OUT_DIR/sub-01/ses-01/sub-01_ses-01_ctp.nii.gz     4D HU scan
+    OUT_DIR/sub-01/ses-01/sub-01_ses-01_ctp.json       FrameTimesStart (s), FrameDuration (s), ...
+    OUT_DIR/derivatives/phantom-truth/dataset_description.json          (DatasetType derivative)
+    OUT_DIR/derivatives/phantom-truth/sub-01/ses-01/perf/
+        sub-01_ses-01_desc-truth_{cbf,cbv,mtt,bad,dispersion}.nii.gz (+ .json with Units)
+        sub-01_ses-01_desc-truth_dseg.nii.gz (+ .json with the label codes)
+        sub-01_ses-01_desc-truth_aif.tsv     columns time, aif, vof (HU, blood baseline included)
+        sub-01_ses-01_desc-truth_motion.tsv  with --motion: time, trans_x/y/z (mm), rot_x/y/z (deg)
+        sub-01_ses-01_desc-truth_parameters.json  every value the phantom was built with
+
+``bad`` is the bolus arrival delay of the local AIF relative to the global
+AIF (the phantom's delay map), in the conventions' name for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __url__, __version__
+from ._errors import user_facing
+
+#: BIDS version the dataset descriptions declare
+BIDS_VERSION = "1.10.0"
+TRUTH_PIPELINE = "phantom-truth"
+
+
+def _generated_by():
+    return [{"Name": "ctp_nipype ctp-phantom", "Version": __version__, "CodeURL": __url__}]
+
+
+def _scan_header(phantom):
+    import nibabel as nb
+
+    from ..perfusion.timing import is_uniform
+
+    header = nb.Nifti1Header()
+    header.set_data_shape(phantom.hu.shape)
+    steps = np.diff(phantom.frame_times)
+    # pixdim[4] only for uniform timing; 0 otherwise, so that nothing mistakes it for the frame interval
+    frame_interval = float(steps.mean()) if is_uniform(phantom.frame_times) else 0.0
+    header.set_zooms(tuple(phantom.voxel_size_mm) + (frame_interval,))
+    header.set_xyzt_units("mm", "sec")
+    return header
+
+
+def _map_header():
+    import nibabel as nb
+
+    header = nb.Nifti1Header()
+    header.set_xyzt_units("mm", "sec")
+    return header
+
+
+def write_subject(phantom, out_dir, subject, session="01"):
+    """Write one phantom's scan into a BIDS dataset and its truth into ``derivatives/phantom-truth``.
+
+    Parameters
+    ----------
+    phantom : ctp_nipype.perfusion.phantom.Phantom
+    out_dir : Path
+        Root of the BIDS dataset.
+    subject, session : str
+        Labels without the ``sub-`` / ``ses-`` prefixes.
+
+    Returns
+    -------
+    Path
+        The scan written.
+    """
+    from ..io import write_curves_tsv, write_json, write_nifti
+    from ..perfusion.constants import UNITS
+
+    out_dir = Path(out_dir)
+    prefix = f"sub-{subject}_ses-{session}"
+    times = phantom.frame_times
+    durations = np.append(np.diff(times), np.diff(times)[-1])
+    scan = write_nifti(
+        out_dir / f"sub-{subject}" / f"ses-{session}" / f"{prefix}_ctp.nii.gz",
+        phantom.hu,
+        phantom.affine,
+        header=_scan_header(phantom),
+        sidecar={
+            "Modality": "CT",
+            "Manufacturer": "ctp_nipype digital brain phantom",
+            "Units": "HU",
+            "FrameTimesStart": times.tolist(),
+            "FrameDuration": durations.tolist(),
+            "SliceThickness": phantom.voxel_size_mm[2],
+            "ContrastBolusIngredient": "IODINE",
+            "PhantomSeed": phantom.parameters["seed"],
+            "PhantomSize": phantom.parameters["size"],
+        },
+    )
+    truth = out_dir / "derivatives" / TRUTH_PIPELINE / f"sub-{subject}" / f"ses-{session}" / "perf"
+    common = {"Method": "truth", "PhantomSeed": phantom.parameters["seed"], "Sources": [f"bids:raw:{scan.relative_to(out_dir).as_posix()}"]}
+    maps = {
+        "cbf": (phantom.cbf, "Cerebral blood flow of the perfused tissue (0 elsewhere)."),
+        "cbv": (phantom.cbv, "Cerebral blood volume, full-window CBF * MTT / 60 (0 outside perfused tissue)."),
+        "mtt": (phantom.mtt, "Mean transit time = 60 CBV / CBF (0 outside perfused tissue)."),
+        "bad": (phantom.delay, "Bolus arrival delay: shift of the local AIF relative to the global AIF."),
+        "dispersion": (phantom.dispersion, "T_A of the exponential vascular transport function of the local AIF."),
+    }
+    for name, (values, description) in maps.items():
+        write_nifti(
+            truth / f"{prefix}_desc-truth_{name}.nii.gz",
+            values,
+            phantom.affine,
+            header=_map_header(),
+            sidecar=dict(common, Units=UNITS.get(name, "s"), Description=description),
+        )
+    write_nifti(
+        truth / f"{prefix}_desc-truth_dseg.nii.gz",
+        phantom.labels,
+        phantom.affine,
+        header=_map_header(),
+        dtype=np.uint8,
+        sidecar=dict(
+            common,
+            Description="Label map of the phantom.",
+            Labels={str(code): name for code, name in phantom.parameters["labels"].items()},
+        ),
+    )
+    write_curves_tsv(truth / f"{prefix}_desc-truth_aif.tsv", {"time": times, "aif": phantom.aif, "vof": phantom.vof})
+    write_json(
+        truth / f"{prefix}_desc-truth_aif.json",
+        dict(
+            common,
+            Description=(
+                "True global AIF (an artery voxel full of blood) and VOF, HU with the blood baseline. "
+                "The artery voxels of the scan hold ArteryPartialVolume of this AIF's concentration."
+            ),
+            Units={"time": "s", "aif": "HU", "vof": "HU"},
+            BloodBaselineHU=phantom.blood_baseline_hu,
+            ArteryPartialVolume=phantom.artery_partial_volume,
+        ),
+    )
+    if phantom.motion_parameters is not None:
+        names = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+        columns = {"time": times}
+        columns.update({name: phantom.motion_parameters[:, i] for i, name in enumerate(names)})
+        write_curves_tsv(truth / f"{prefix}_desc-truth_motion.tsv", columns)
+        write_json(
+            truth / f"{prefix}_desc-truth_motion.json",
+            dict(
+                common,
+                Description=(
+                    "Rigid head motion of each frame relative to frame 0: rotation Rz Ry Rx about CentreMM, "
+                    "then translation (world RAS coordinates)."
+                ),
+                Units={"time": "s", **{n: "mm" for n in names[:3]}, **{n: "degrees" for n in names[3:]}},
+                CentreMM=phantom.parameters["motion_centre_mm"],
+            ),
+        )
+    write_json(truth / f"{prefix}_desc-truth_parameters.json", phantom.parameters)
+    return scan
+
+
+def write_phantom_dataset(
+    out_dir, subjects=1, seed=0, size="small", non_uniform_timing=False, motion=False, noise_sd_hu=8.0, log=None
+):
+    """Build ``subjects`` phantoms (seeds ``seed``, ``seed + 1``, ...) and write them as a BIDS dataset.
+
+    Returns
+    -------
+    list of Path
+        The scans written.
+    """
+    from ..io import write_json
+    from ..perfusion.phantom import make_phantom
+
+    if subjects < 1:
+        raise ValueError(f"--subjects must be at least 1, got {subjects}.")
+    if subjects > 99:
+        raise ValueError(f"--subjects must be at most 99 (two-digit labels), got {subjects}.")
+    out_dir = Path(out_dir)
+    write_json(
+        out_dir / "dataset_description.json",
+        {
+            "Name": "ctp_nipype digital brain phantom",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "raw",
+            "License": "CC0",
+            "GeneratedBy": _generated_by(),
+        },
+    )
+    write_json(
+        out_dir / "derivatives" / TRUTH_PIPELINE / "dataset_description.json",
+        {
+            "Name": "ctp_nipype digital brain phantom: ground truth",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": _generated_by(),
+            "DatasetLinks": {"raw": "../.."},
+            "SourceDatasets": [{"URL": "bids:raw"}],
+        },
+    )
+    scans = []
+    for index in range(1, subjects + 1):
+        start = time.monotonic()
+        phantom = make_phantom(
+            size=size,
+            seed=seed + index - 1,
+            non_uniform_timing=non_uniform_timing,
+            motion=motion,
+            noise_sd_hu=noise_sd_hu,
+        )
+        scans.append(write_subject(phantom, out_dir, f"{index:02d}"))
+        if log is not None:
+            log(f"sub-{index:02d}: seed {seed + index - 1}, {phantom.hu.shape} in {time.monotonic() - start:.1f} s")
+    return scans
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="ctp-phantom",
+        description=(
+            "Write a BIDS dataset of digital brain phantom CT perfusion scans (MNI anatomy, an ischemic "
+            "core and penumbra, an artery with partial volume, a venous sinus) and its ground truth "
+            "under OUT_DIR/derivatives/phantom-truth."
+        ),
+    )
+    parser.add_argument("out_dir", type=Path, help="root of the BIDS dataset to write (created if missing)")
+    parser.add_argument("--subjects", type=int, default=1, help="number of subjects (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of sub-01; sub-k uses SEED + k - 1 (default %(default)s)")
+    parser.add_argument(
+        "--size", choices=["small", "demo"], default="demo",
+        help="small: 60x60x4 voxels of 4x4x5 mm; demo: 128x128x8 of 1.875x1.875x5 mm (default %(default)s)",
+    )
+    parser.add_argument("--non-uniform-timing", action="store_true", help="1 s frames for 30 s, then 2 s frames")
+    parser.add_argument("--motion", action="store_true", help="inject a small rigid head motion (<= 2 mm, <= 2 deg)")
+    parser.add_argument("--noise-sd", type=float, default=8.0, help="Gaussian noise SD in HU (default %(default)s)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"ctp_nipype {__version__}")
+    return parser
+
+
+@user_facing("ctp-phantom")
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    scans = write_phantom_dataset(
+        args.out_dir,
+        subjects=args.subjects,
+        seed=args.seed,
+        size=args.size,
+        non_uniform_timing=args.non_uniform_timing,
+        motion=args.motion,
+        noise_sd_hu=args.noise_sd,
+        log=print,
+    )
+    print(f"{len(scans)} phantom scan(s) written to {args.out_dir}; truth in {args.out_dir / 'derivatives' / TRUTH_PIPELINE}")
+    return 0
