@@ -235,6 +235,7 @@ class DecoderLayer(nn.Module):
         return x + self.self_attention(h, h, valid)
 
     def cross_block(self, x, memory, valid=None):
+        """Cross-attention and feed-forward; ``x`` of batch 1 broadcasts against ``memory``."""
         x = x + self.cross_attention(self.norm_cross(x), memory, valid)
         return x + self.feedforward(self.norm_feedforward(x))
 
@@ -328,8 +329,7 @@ class PerfusionTransformer(nn.Module):
         memory = self.encoder_norm(memory)
 
         x = self.encode_aif(aif, frame_times, valid) if aif_cache is None else aif_cache
-        if x.shape[0] != memory.shape[0]:
-            x = x.expand(memory.shape[0], -1, -1)
+        # a shared AIF (batch 1) stays unexpanded: the first cross-attention's query is computed once
         x = self.decoder[0].cross_block(x, memory, valid)
         for layer in self.decoder[1:]:
             x = layer(x, memory, valid)
