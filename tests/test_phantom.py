@@ -12,6 +12,7 @@ from scipy.special import gammainc
 
 from ctp_nipype.cli.phantom import main as phantom_main
 from ctp_nipype.io import load_ctp, read_curve_tsv
+from ctp_nipype.perfusion.motion import PARAMETER_NAMES, apply_rigid, rigid_transform, volume_centre_mm
 from ctp_nipype.perfusion.constants import KAPPA_H, RHO
 from ctp_nipype.perfusion.phantom import (
     DEFAULT_TISSUE,
@@ -19,7 +20,6 @@ from ctp_nipype.perfusion.phantom import (
     PhantomLabel,
     in_window_cbv,
     make_phantom,
-    rigid_matrix,
 )
 
 SEED = 3
@@ -245,18 +245,25 @@ def test_motion_is_small_rigid_and_where_stated(clean):
     # the head's centre of mass (attenuation above air, which linear interpolation conserves) moves where
     # the stated transform takes it (in plane: the slices are 5 mm thick)
     frame = moved[np.argmax(np.abs(params[moved]).sum(axis=1))]
-    world = clean.affine
-    index = np.indices(clean.labels.shape).reshape(3, -1)
-    points = (world[:3, :3] @ index + world[:3, 3:])
+    spacing = np.asarray(clean.voxel_size_mm)
+    points = np.indices(clean.labels.shape).reshape(3, -1) * spacing[:, None]  # the array axes in mm
 
     def head_centre(volume):
         weight = volume.reshape(-1) + 1000.0
         return points @ weight / weight.sum()
 
-    expected = (rigid_matrix(params[frame], moving.parameters["motion_centre_mm"]) @ np.append(
-        head_centre(clean.hu[..., frame]), 1.0))[:3]
+    transform = rigid_transform(params[frame], volume_centre_mm(clean.labels.shape, spacing))
+    expected = np.array(transform.TransformPoint(head_centre(clean.hu[..., frame]).tolist()))
     found = head_centre(moving.hu[..., frame])
     np.testing.assert_allclose(found[:2], expected[:2], atol=0.3)
+    # and the registration's convention holds: resampling through the stated parameters undoes the motion
+    undone = apply_rigid(moving.hu[..., frame], params[frame], spacing, fill_value=-1000.0)
+    inner = (slice(None), slice(None), slice(1, -1))
+    wrong_way = apply_rigid(moving.hu[..., frame], -params[frame], spacing, fill_value=-1000.0)
+    before, after, worse = (
+        np.abs(volume - clean.hu[..., frame])[inner].mean() for volume in (moving.hu[..., frame], undone, wrong_way)
+    )
+    assert after < 0.9 * before and after < 0.6 * worse, (before, after, worse)  # 4 mm voxels: interpolation blur
 
 
 # ------------------------------------------------------------------------------- errors
@@ -302,7 +309,9 @@ def test_cli_writes_the_bids_dataset_and_truth(tmp_path):
         np.testing.assert_allclose(times, expected.frame_times)
         vof, _ = read_curve_tsv(truth / f"{sub}_ses-01_desc-truth_aif.tsv", "vof")
         np.testing.assert_allclose(vof, expected.vof, rtol=1e-5)
-        assert (truth / f"{sub}_ses-01_desc-truth_motion.tsv").exists()
+        for column, name in enumerate(PARAMETER_NAMES):
+            values, _ = read_curve_tsv(truth / f"{sub}_ses-01_desc-truth_motion.tsv", name)
+            np.testing.assert_allclose(values, expected.motion_parameters[:, column], atol=1e-5)
 
 
 def test_cli_reports_bad_arguments(tmp_path, capsys):

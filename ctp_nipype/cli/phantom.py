@@ -11,7 +11,7 @@ sub-01 equal to ``make_phantom(seed=3)``)::
         sub-01_ses-01_desc-truth_{cbf,cbv,mtt,bad,dispersion}.nii.gz (+ .json with Units)
         sub-01_ses-01_desc-truth_dseg.nii.gz (+ .json with the label codes)
         sub-01_ses-01_desc-truth_aif.tsv     columns time, aif, vof (HU, blood baseline included)
-        sub-01_ses-01_desc-truth_motion.tsv  with --motion: time, trans_x/y/z (mm), rot_x/y/z (deg)
+        sub-01_ses-01_desc-truth_motion.tsv  with --motion: time, trans_{x,y,z}_mm, rot_{x,y,z}_deg
         sub-01_ses-01_desc-truth_parameters.json  every value the phantom was built with
 
 ``bad`` is the bolus arrival delay of the local AIF relative to the global
@@ -145,19 +145,21 @@ def write_subject(phantom, out_dir, subject, session="01"):
         ),
     )
     if phantom.motion_parameters is not None:
-        names = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+        from ..perfusion.motion import PARAMETER_NAMES
+
         columns = {"time": times}
-        columns.update({name: phantom.motion_parameters[:, i] for i, name in enumerate(names)})
+        columns.update({name: phantom.motion_parameters[:, i] for i, name in enumerate(PARAMETER_NAMES)})
         write_curves_tsv(truth / f"{prefix}_desc-truth_motion.tsv", columns)
         write_json(
             truth / f"{prefix}_desc-truth_motion.json",
             dict(
                 common,
                 Description=(
-                    "Rigid head motion of each frame relative to frame 0: rotation Rz Ry Rx about CentreMM, "
-                    "then translation (world RAS coordinates)."
+                    "Rigid head motion of each frame relative to frame 0, in the convention of "
+                    "ctp_nipype.perfusion.motion (what its registration should report): rotation "
+                    "Rz Ry Rx about the centre of the volume, then translation, along the array axes."
                 ),
-                Units={"time": "s", **{n: "mm" for n in names[:3]}, **{n: "degrees" for n in names[3:]}},
+                Units={"time": "s", **{n: ("mm" if n.endswith("_mm") else "degrees") for n in PARAMETER_NAMES}},
                 CentreMM=phantom.parameters["motion_centre_mm"],
             ),
         )

@@ -60,6 +60,7 @@ from scipy import ndimage
 
 from .constants import CBV_UNIT_FACTOR, KAPPA_H, RHO
 from .convolution import convolve
+from .motion import apply_rigid
 from .simulate import (
     FINE_DT,
     delay_curves,
@@ -239,7 +240,11 @@ class Phantom:
         Fraction of blood in the artery voxels (their concentration is this times the AIF's).
     motion_parameters : ndarray, (t, 6) or None
         Per frame: translation x, y, z (mm) and rotation about x, y, z (degrees)
-        of the head relative to frame 0, about the grid centre; None without motion.
+        of the head relative to frame 0 (columns :data:`.motion.PARAMETER_NAMES`),
+        in the convention of :mod:`.motion`: rotation ``Rz @ Ry @ Rx`` about the
+        slab's centre, then translation, along the array axes; a frame shows the
+        reference head moved by its parameters (what registration should
+        report for it). None without motion.
     parameters : dict
         Every value used to build the phantom (for sidecars and reports).
     """
@@ -541,29 +546,6 @@ def _vessels(labels, fractions, grid, lesion_side):
 # motion
 
 
-def rigid_matrix(parameters, centre_mm):
-    """4x4 world transform of a rigid head motion.
-
-    ``parameters`` = (tx, ty, tz) in mm and (rx, ry, rz) in degrees; the head
-    is rotated by ``Rz @ Ry @ Rx`` about ``centre_mm`` and then translated:
-    ``p -> R (p - c) + c + t``.
-
-    >>> np.round(rigid_matrix([1, 0, 0, 0, 0, 90], [0, 0, 0]) @ [1, 0, 0, 1], 6)
-    array([1., 1., 0., 1.])
-    """
-    tx, ty, tz, rx, ry, rz = np.asarray(parameters, dtype=float)
-    ax, ay, az = np.deg2rad([rx, ry, rz])
-    rot_x = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    rot_y = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rot_z = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    rotation = rot_z @ rot_y @ rot_x
-    centre = np.asarray(centre_mm, dtype=float)
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation
-    matrix[:3, 3] = centre - rotation @ centre + np.array([tx, ty, tz])
-    return matrix
-
-
 def _motion_parameters(n_frames, rng, n_moved=5, max_translation_mm=2.0, max_rotation_deg=2.0):
     """A smooth excursion of the head over ``n_moved`` frames after the first pass, back to rest.
 
@@ -588,15 +570,15 @@ def _motion_parameters(n_frames, rng, n_moved=5, max_translation_mm=2.0, max_rot
     return profile[:, None] * peak[None, :] + 0.0  # + 0.0: no negative zeros in the written TSV
 
 
-def _apply_motion(hu, affine, motion, centre_mm, fill_hu):
-    """Resample the moved frames (linear interpolation; a loop over the few moved frames)."""
-    moved = np.flatnonzero(np.any(motion != 0, axis=1))
-    for frame in moved:
-        world = np.linalg.inv(rigid_matrix(motion[frame], centre_mm))  # output point -> reference point
-        to_input = np.linalg.inv(affine) @ world @ affine
-        hu[..., frame] = ndimage.affine_transform(
-            hu[..., frame], to_input[:3, :3], to_input[:3, 3], order=1, mode="constant", cval=fill_hu
-        )
+def _apply_motion(hu, motion, voxel_mm, fill_hu):
+    """Resample the moved frames (linear interpolation; a loop over the few moved frames).
+
+    Each frame shows the reference head moved by its parameters, about the
+    volume's centre, in the convention of :mod:`.motion` (what its
+    registration reports for that frame).
+    """
+    for frame in np.flatnonzero(np.any(motion != 0, axis=1)):
+        hu[..., frame] = apply_rigid(hu[..., frame], motion[frame], voxel_mm, fill_value=fill_hu, inverse=True)
     return hu
 
 
@@ -789,7 +771,7 @@ def make_phantom(
     motion_parameters = None
     if motion:
         motion_parameters = _motion_parameters(frame_times.size, motion_rng)
-        hu = _apply_motion(hu, grid.affine, motion_parameters, centre_mm, MATERIAL_HU["air"])
+        hu = _apply_motion(hu, motion_parameters, grid.voxel_mm, MATERIAL_HU["air"])
     keep = (slice(None), slice(None), slice(PAD_SLICES, PAD_SLICES + slab.shape[2]))
     hu = np.ascontiguousarray(hu[keep])
     labels, baseline, cbf, cbv, mtt, delay, dispersion = (
@@ -823,7 +805,7 @@ def make_phantom(
         "material_hu": dict(MATERIAL_HU),
         "lesion": lesion,
         "vessels": vessels,
-        "motion_centre_mm": centre_mm.tolist(),
+        "motion_centre_mm": centre_mm.tolist(),  # world (MNI) mm: the slab's centre
         "labels": label_names(),
         "cbv_truth": "full-window CBF * MTT / 60 (the curves' areas after the last frame are < 0.5%)",
     }
