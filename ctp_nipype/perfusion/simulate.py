@@ -1,31 +1,51 @@
 """Simulated CT perfusion curves (Zeng et al. 2025, section 2.3, eqs. 3-7).
 
-The building blocks, each vectorised over a batch (leading axes broadcast,
-time last):
+Two levels:
 
-* global AIFs: :func:`gamma_variate_aif` (eq. 3) and :func:`parker_aif` (eq. 4),
-  in HU above baseline;
-* the residue function of a gamma transit-time distribution,
-  :func:`residue_function` (eq. 5), ``r(0) = 1``;
-* delay and dispersion of the global AIF into the local AIF,
-  :func:`delay_curves` and :func:`disperse` (eq. 6, exponential VTF);
-* the tissue curve ``C = Ca_local (x) K`` with ``K = (rho / kappa_H) * CBF / 6000 * r``
-  (:func:`tissue_curves`, eq. 7 with the constants of the conventions).
+* building blocks, each vectorised over a batch (leading axes broadcast, time
+  last): global AIFs :func:`gamma_variate_aif` (eq. 3) and :func:`parker_aif`
+  (eq. 4) in HU above baseline; the residue function of a gamma transit-time
+  distribution :func:`residue_function` (eq. 5), ``r(0) = 1``; delay and
+  dispersion of the global AIF into the local AIF, :func:`delay_curves` and
+  :func:`disperse` (eq. 6, exponential vascular transport function); the tissue
+  curve ``C = Ca_local (x) K`` with ``K = (rho / kappa_H) * CBF / 6000 * r``
+  (:func:`tissue_curves`, eq. 7 with the constants of the conventions);
+  :func:`sample_curves` and :func:`add_noise`.
+* the batch simulator :func:`simulate_curves`, which draws the parameters of
+  many curves from :class:`SimulationRanges` (the paper's training ranges are
+  :data:`TRAINING_RANGES`), or takes them as given, and returns a
+  :class:`SimulatedCurves` on one shared frame grid.
 
-Curves are computed on a fine grid (``FINE_DT`` = 0.05 s by default) and then
-sampled at the frame times (:func:`sample_curves`), so that the discretisation
-error of the simulator is far below the one of the methods under test.
+Curves are computed on a fine grid (``FINE_DT`` = 0.05 s for the building
+blocks, ``BATCH_FINE_DT`` = 0.1 s for the batch simulator) and then sampled at
+the frame times, so that the discretisation error of the simulator is far
+below the one of the methods under test (the frame interval is 1-2 s).
+
+Signal-to-noise ratio
+---------------------
+One definition, used everywhere (:func:`add_noise`): SNR is a ratio of
+amplitudes, ``SNR_dB = 20 log10(S / sigma)``, where ``S`` is the peak of the
+noise-free curve (each curve its own) and ``sigma`` the standard deviation of
+the zero-mean Gaussian noise added to every frame. 20 dB means
+``sigma = S / 10``; 1 dB ``sigma = 0.89 S``.
 """
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
+
 import numpy as np
-from scipy.special import gammainc
+import scipy.fft
+from scipy.special import gammainc, gammaln
 
 from .constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
 
-#: step of the fine simulation grid in seconds
+#: step of the fine simulation grid of the building blocks, in seconds
 FINE_DT = 0.05
+#: step of the fine grid of :func:`simulate_curves`, in seconds (the issue's bound: <= 0.1 s)
+BATCH_FINE_DT = 0.1
 
 #: Parker et al. (2006) population AIF parameters (time in minutes, concentration in mM).
 PARKER_2006 = {
@@ -40,6 +60,18 @@ PARKER_2006 = {
     "s": 38.078,
     "tau": 0.483,
 }
+
+#: The AIF shapes of the simulator, in the order of their integer codes.
+AIF_TYPES = ("gamma", "parker")
+#: Gamma-variate AIF of Wu et al. (2003) / Ostergaard et al. (1996): exponent 3, time constant 1.5 s.
+GAMMA_AIF_SHAPE = {"alpha": 3.0, "beta": 1.5}
+#: Peak of an unscaled simulated AIF in HU above baseline (a typical CT arterial peak);
+#: the value scale factor multiplies it.
+AIF_PEAK_HU = 300.0
+#: Lattice on which random AIF time scales are drawn (curves on the same lattice point share spectra).
+AIF_TIME_SCALE_STEP = 1e-3
+#: Lattice on which random T_A values are drawn, in seconds.
+T_A_STEP = 1e-2
 
 
 def _col(value):
@@ -77,30 +109,34 @@ def _squeeze(out, *params):
     return out
 
 
-def parker_aif(t, t0=0.0, peak=400.0, params=None):
+def parker_aif(t, t0=0.0, peak=400.0, params=None, time_scale=1.0):
     """Parker et al. (2006) population AIF (eq. 4), scaled to ``peak`` HU.
 
     Two Gaussians (first pass and recirculation) plus a sigmoid-modulated
     exponential (wash-out). ``t`` in seconds; the published curve's time
-    origin (injection) is shifted by ``t0`` seconds, and the curve is scaled
-    so that its maximum is ``peak`` HU above baseline.
+    origin (injection) is shifted by ``t0`` seconds, stretched by
+    ``time_scale`` (the curve at ``t`` is the published one at
+    ``(t - t0) / time_scale``), and the curve is scaled so that its maximum is
+    ``peak`` HU above baseline.
 
     >>> t = np.arange(0, 80.0)
     >>> c = parker_aif(t, peak=350)
     >>> round(float(c.max()), 6), int(t[c.argmax()])
     (350.0, 10)
+    >>> int(t[parker_aif(t, peak=1, time_scale=1.3).argmax()])
+    13
     """
     p = dict(PARKER_2006, **(params or {}))
     t = np.asarray(t, dtype=float)
-    t0c, peakc = _col(t0), _col(peak)
-    minutes = (t - t0c) / 60.0
+    t0c, peakc, scalec = _col(t0), _col(peak), _col(time_scale)
+    minutes = (t - t0c) / scalec / 60.0
     curve = (
         p["A1"] / (p["sigma1"] * np.sqrt(2 * np.pi)) * np.exp(-((minutes - p["T1"]) ** 2) / (2 * p["sigma1"] ** 2))
         + p["A2"] / (p["sigma2"] * np.sqrt(2 * np.pi)) * np.exp(-((minutes - p["T2"]) ** 2) / (2 * p["sigma2"] ** 2))
         + p["alpha"] * np.exp(-p["beta"] * minutes) / (1 + np.exp(-p["s"] * (minutes - p["tau"])))
     )
     curve = np.where(minutes >= 0, curve, 0.0)
-    return _squeeze(peakc * curve / curve.max(axis=-1, keepdims=True), t0c, peakc)
+    return _squeeze(peakc * curve / curve.max(axis=-1, keepdims=True), t0c, peakc, scalec)
 
 
 def residue_function(t, mtt, alpha=1.0):
@@ -121,16 +157,83 @@ def residue_function(t, mtt, alpha=1.0):
     return _squeeze(1.0 - gammainc(alpha, np.clip(t, 0, None) / beta), mtt, alpha)
 
 
+def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32):
+    """Fast residue functions ``r(k * fine_dt)``, ``k = 0 .. n_samples - 1``, one row per curve.
+
+    The same function as :func:`residue_function`, computed for a uniform grid
+    without the incomplete gamma function: ``r = 1 - cumulative mass of h``,
+    the mass of the first step exact (``gammainc``, which also handles the
+    singular density of ``alpha < 1``) and the others by the midpoint rule.
+    ``alpha == 1`` rows are plain exponentials. Agrees with
+    :func:`residue_function` to about 1e-3 at ``fine_dt = 0.1`` s.
+
+    Parameters
+    ----------
+    mtt, alpha : array_like, shape (n,)
+        Mean transit time in seconds and the gamma shape, one per curve.
+    fine_dt : float
+        Grid step in seconds.
+    n_samples : int
+        Samples per curve.
+
+    Returns
+    -------
+    ndarray, shape (n, n_samples)
+
+    Examples
+    --------
+    >>> r = residue_on_grid([4.0, 4.0], [1.0, 100.0], 0.1, 81)
+    >>> np.round(r[:, [0, 40, 80]], 3)
+    array([[1.   , 0.368, 0.135],
+           [1.   , 0.487, 0.   ]], dtype=float32)
+    """
+    mtt = np.atleast_1d(np.asarray(mtt, dtype=float))
+    alpha = np.broadcast_to(np.asarray(alpha, dtype=float), mtt.shape)
+    out = np.empty((mtt.size, int(n_samples)), dtype=dtype)
+    time = np.arange(n_samples) * fine_dt
+    exponential = alpha == 1.0
+    if exponential.any():
+        out[exponential] = np.exp(-time[None, :] / mtt[exponential, None])
+    general = np.flatnonzero(~exponential)
+    if general.size:
+        a = alpha[general]
+        beta = mtt[general] / a
+        midpoint = ((np.arange(n_samples - 1) + 0.5) * fine_dt).astype(dtype)
+        log_mid = np.log(midpoint)
+        # log of the gamma density at the midpoints of steps 1, 2, ...
+        log_density = (a - 1)[:, None].astype(dtype) * log_mid[None, 1:]
+        log_density -= midpoint[None, 1:] / beta[:, None].astype(dtype)
+        log_density -= (gammaln(a) + a * np.log(beta) - np.log(fine_dt))[:, None].astype(dtype)
+        mass = np.exp(log_density, out=log_density)
+        first = gammainc(a, fine_dt / beta).astype(dtype)
+        block = out if general.size == mtt.size else out[general]
+        block[:, 0] = 0.0
+        block[:, 1] = first
+        np.cumsum(mass, axis=1, out=block[:, 2:])
+        block[:, 2:] += first[:, None]
+        np.subtract(1.0, block, out=block)
+        np.clip(block, 0.0, 1.0, out=block)
+        if block is not out:
+            out[general] = block
+    return out
+
+
 def delay_curves(curves, dt, delay):
     """Shift curves later by ``delay`` seconds (linear interpolation, zero-filled).
 
-    ``curves`` has time last; ``delay`` is a scalar or one value per curve.
+    ``curves`` has time last; ``delay`` is a scalar or one value per curve (one
+    curve with several delays gives one row per delay).
+
+    >>> delay_curves([0.0, 1.0, 2.0, 3.0], 1.0, [0.0, 1.5])
+    array([[0. , 1. , 2. , 3. ],
+           [0. , 0. , 0.5, 1.5]])
     """
     curves = np.atleast_2d(np.asarray(curves, dtype=float))
     n = curves.shape[-1]
     t = np.arange(n) * dt
     source = t - _col(delay)  # where each output sample comes from
     position = source / dt
+    curves = np.broadcast_to(curves, np.broadcast_shapes(curves.shape, position.shape))
     left = np.floor(position).astype(int)
     weight = position - left
     valid = (position >= 0) & (left < n - 1)
@@ -143,25 +246,59 @@ def delay_curves(curves, dt, delay):
     return np.where(valid | last, values, 0.0)
 
 
+def vtf_kernel(t_a, dt, n):
+    """Discrete exponential vascular transport function ``exp(-t/T_A) / T_A`` (eq. 6).
+
+    Trapezoidal weights ``dt * VTF(k dt)`` (the first one halved), normalised
+    to sum to one so that dispersion preserves the area of a curve exactly.
+    ``t_a = 0`` gives the identity kernel ``[1, 0, 0, ...]``.
+
+    Parameters
+    ----------
+    t_a : array_like, shape (m,) or scalar
+        Mean arterial transit time in seconds, ``>= 0``.
+    dt : float
+        Grid step in seconds.
+    n : int
+        Kernel length.
+
+    Returns
+    -------
+    ndarray, shape (m, n)
+
+    Examples
+    --------
+    >>> k = vtf_kernel([0.0, 2.0], 0.1, 400)
+    >>> k[0, :2], round(float(k[1].sum()), 6)
+    (array([1., 0.]), 1.0)
+    """
+    t_a = np.atleast_1d(np.asarray(t_a, dtype=float))
+    if np.any(t_a < 0) or not np.all(np.isfinite(t_a)):
+        raise ValueError(f"T_A must be finite and >= 0 s, got values down to {t_a.min()}.")
+    time = np.arange(n) * dt
+    dispersed = t_a > 0
+    safe = np.where(dispersed, t_a, 1.0)[:, None]
+    kernel = np.exp(-time[None, :] / safe)
+    kernel[:, 0] *= 0.5
+    kernel /= kernel.sum(axis=1, keepdims=True)
+    kernel[~dispersed] = 0.0
+    kernel[~dispersed, 0] = 1.0
+    return kernel
+
+
 def disperse(curves, dt, t_a):
     """Convolve curves with the exponential vascular transport function ``exp(-t/T_A) / T_A`` (eq. 6).
 
     ``t_a`` in seconds, scalar or one per curve; ``t_a = 0`` leaves a curve
-    unchanged. The kernel is integrated exactly over each fine step, so the
-    area of the curve is preserved (up to what leaves the time window).
+    unchanged. The kernel (:func:`vtf_kernel`) is normalised, so the area of
+    the curve is preserved (up to what leaves the time window).
     """
     curves = np.atleast_2d(np.asarray(curves, dtype=float))
     n = curves.shape[-1]
     t_a = np.broadcast_to(np.asarray(t_a, dtype=float), curves.shape[:-1])
-    t = np.arange(n) * dt
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ta = t_a[..., None]
-        # exact mass of the kernel in [t_k, t_k + dt]
-        kernel = np.where(ta > 0, np.exp(-t / np.where(ta > 0, ta, 1)) * (1 - np.exp(-dt / np.where(ta > 0, ta, 1))), 0.0)
-    kernel = np.where(ta > 0, kernel, (t == 0).astype(float))
-    length = 2 * n
-    out = np.fft.irfft(np.fft.rfft(curves, length) * np.fft.rfft(kernel, length), length)[..., :n]
-    return out
+    kernel = vtf_kernel(t_a.ravel(), dt, n).reshape(t_a.shape + (n,))
+    length = scipy.fft.next_fast_len(2 * n, real=True)
+    return scipy.fft.irfft(scipy.fft.rfft(curves, length) * scipy.fft.rfft(kernel, length), length)[..., :n]
 
 
 def flow_scaled_residue(residue, cbf, kappa_h=KAPPA_H, rho=RHO):
@@ -170,19 +307,61 @@ def flow_scaled_residue(residue, cbf, kappa_h=KAPPA_H, rho=RHO):
 
 
 def tissue_curves(local_aif, flow_residue, dt):
-    """``C = Ca_local (x) K`` on a fine grid (rectangle rule, valid for ``dt`` << frame interval)."""
-    n = local_aif.shape[-1]
-    length = 2 * n
-    return dt * np.fft.irfft(np.fft.rfft(local_aif, length) * np.fft.rfft(flow_residue, length), length)[..., :n]
+    """``C = Ca_local (x) K`` on a fine grid, trapezoidal rule (:func:`~.convolution.convolve`)."""
+    from .convolution import convolve
+
+    return convolve(local_aif, flow_residue, dt)
 
 
-def sample_curves(curves, fine_dt, frame_times):
-    """Sample fine-grid curves (starting at t = 0) at the given frame times (linear interpolation)."""
-    curves = np.asarray(curves, dtype=float)
-    position = np.asarray(frame_times, dtype=float) / fine_dt
-    left = np.clip(np.floor(position).astype(int), 0, curves.shape[-1] - 2)
-    weight = np.clip(position - left, 0, 1)
-    return curves[..., left] * (1 - weight) + curves[..., left + 1] * weight
+def sample_curves(curves, fine_dt, frame_times, fill_before=None, rows=None):
+    """Sample fine-grid curves (starting at t = 0) at the given times (linear interpolation).
+
+    ``frame_times`` is shared, shape ``(T,)``, or one row per curve, shape
+    ``(n, T)`` for ``curves`` of shape ``(n, L)``. Times before 0 take the
+    first sample, or ``fill_before`` when given (0 for a curve that starts at
+    its onset); times past the end take the last sample. With ``rows``
+    (shape ``(n,)``), ``curves`` is a table and output row ``i`` samples
+    ``curves[rows[i]]`` (without copying the table rows).
+
+    >>> sample_curves(np.array([[0.0, 1.0, 2.0]]), 0.5, np.array([[-1.0, 0.25, 9.0]]), fill_before=0.0)
+    array([[0. , 0.5, 2. ]])
+    """
+    curves = np.asarray(curves)
+    times = np.asarray(frame_times, dtype=float)
+    if times.ndim == 1 and rows is None:
+        left, weight = _interpolation_weights(times / fine_dt, curves.shape[-1])
+        values = curves[..., left] * (1 - weight) + curves[..., left + 1] * weight
+        return values if fill_before is None else np.where(times < 0, fill_before, values)
+    return _sample_rows(curves, _row_interpolation(times / fine_dt, curves.shape[-1], rows), fill_before)
+
+
+def _interpolation_weights(position, n_samples):
+    """Left neighbour and weight of the right one for fractional sample positions."""
+    left = np.clip(np.floor(position).astype(np.intp), 0, n_samples - 2)
+    return left, np.clip(position - left, 0, 1)
+
+
+def _row_interpolation(position, n_samples, rows=None, row_stride=None):
+    """Flat gather indices and weights for per-row positions ``(n, T)``.
+
+    The curves are a C-contiguous ``(m, row_stride)`` array of which the first
+    ``n_samples`` of each row are used (``row_stride`` defaults to ``n_samples``).
+    """
+    left, weight = _interpolation_weights(position, n_samples)
+    row = np.arange(position.shape[0]) if rows is None else np.asarray(rows)
+    left += (row * (n_samples if row_stride is None else row_stride))[:, None]
+    return left, weight.astype(position.dtype, copy=False), position < 0
+
+
+def _sample_rows(curves, interpolation, fill_before=None):
+    """Linear interpolation with precomputed :func:`_row_interpolation` (one pair of gathers)."""
+    left, weight, before = interpolation
+    flat = np.ascontiguousarray(curves).reshape(-1)
+    values = np.take(flat, left)
+    values += (np.take(flat, left + 1) - values) * weight
+    if fill_before is not None:
+        values[before] = fill_before
+    return values
 
 
 def add_noise(curves, snr_db, rng, reference=None):
@@ -191,8 +370,408 @@ def add_noise(curves, snr_db, rng, reference=None):
     SNR is defined on amplitudes: ``SNR_dB = 20 log10(S / sigma)`` with ``S``
     the curve's peak (``reference``, default the maximum of each curve) and
     ``sigma`` the noise standard deviation, so ``sigma = S / 10**(SNR_dB/20)``.
+    ``snr_db = inf`` adds nothing.
     """
     curves = np.asarray(curves, dtype=float)
     signal = curves.max(axis=-1) if reference is None else np.asarray(reference, dtype=float)
     sigma = np.asarray(signal) / 10 ** (np.asarray(snr_db, dtype=float) / 20)
     return curves + rng.standard_normal(curves.shape) * np.asarray(sigma)[..., None]
+
+
+# ----------------------------------------------------------------------------- the batch simulator
+
+
+@dataclass(frozen=True)
+class SimulationRanges:
+    """Where :func:`simulate_curves` draws each parameter from (uniformly, bounds included).
+
+    Attributes
+    ----------
+    snr_db : (float, float)
+        Tissue SNR in dB (module docstring: peak over noise sigma, amplitudes).
+    cbf : (float, float)
+        ml/100 g/min.
+    mtt : (float, float)
+        s.
+    alpha : (float, float)
+        Shape of the gamma transit-time distribution (1 exponential, 100 box-car).
+    t_a : (float, float)
+        Mean arterial transit time of the dispersion kernel, s; drawn on a
+        lattice of ``T_A_STEP``.
+    t_a_zero_fraction : float
+        Share of curves without dispersion (``T_A = 0``).
+    delay : (float, float)
+        Bolus arrival delay of the tissue relative to the global AIF, s.
+    frame_interval : (float, float)
+        s, one value per call.
+    n_frames : (int, int)
+        Frames per curve, one value per call.
+    aif_types : tuple of str
+        Drawn with equal probability, from :data:`AIF_TYPES`.
+    aif_time_scale, aif_value_scale : (float, float)
+        Independent stretch factors of the AIF's time and value axes; the time
+        scale is drawn on a lattice of ``AIF_TIME_SCALE_STEP``.
+    aif_onset : (float, float)
+        Time of the AIF's origin (start of the gamma variate, injection time of
+        Parker's curve), s: the pre-bolus baseline.
+    """
+
+    snr_db: tuple = (1.0, 30.0)
+    cbf: tuple = (0.0, 200.0)
+    mtt: tuple = (3.43, 24.0)
+    alpha: tuple = (0.5, 100.0)
+    t_a: tuple = (1.0, 4.0)
+    t_a_zero_fraction: float = 0.2
+    delay: tuple = (0.0, 25.0)
+    frame_interval: tuple = (1.0, 2.0)
+    n_frames: tuple = (45, 120)
+    aif_types: tuple = AIF_TYPES
+    aif_time_scale: tuple = (0.7, 1.3)
+    aif_value_scale: tuple = (0.7, 1.3)
+    aif_onset: tuple = (3.0, 8.0)
+
+    def __post_init__(self):
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "aif_types":
+                unknown = set(value) - set(AIF_TYPES)
+                if not value or unknown:
+                    raise ValueError(f"aif_types must be a non-empty subset of {AIF_TYPES}, got {value}.")
+            elif item.name == "t_a_zero_fraction":
+                if not 0 <= value <= 1:
+                    raise ValueError(f"t_a_zero_fraction must lie in [0, 1], got {value}.")
+            elif len(value) != 2 or not value[0] <= value[1]:
+                raise ValueError(f"The range {item.name} must be (low, high) with low <= high, got {value}.")
+        minimum = {"snr_db": -np.inf, "cbf": 0, "mtt": 1e-9, "alpha": 1e-9, "t_a": 0, "delay": 0,
+                   "frame_interval": 1e-9, "n_frames": 3, "aif_time_scale": 1e-9, "aif_value_scale": 1e-9,
+                   "aif_onset": 0}
+        for name, low in minimum.items():
+            if getattr(self, name)[0] < low:
+                raise ValueError(f"The range {name} starts below its physical minimum {low}: {getattr(self, name)}.")
+
+
+#: The paper's training ranges (section 2.3), plus a 20% share without dispersion.
+TRAINING_RANGES = SimulationRanges()
+
+
+@dataclass
+class SimulatedCurves:
+    """A batch of simulated curves on one frame grid, with their truth.
+
+    Curves are float32 arrays of shape ``(n, T)`` in HU above baseline (the
+    concentration of the conventions); per-curve truths are arrays of shape
+    ``(n,)``.
+
+    Attributes
+    ----------
+    frame_times : ndarray, shape (T,)
+        Uniform frame times in seconds, starting at 0.
+    global_aif : ndarray
+        The global AIF, HU. Noise-free unless ``aif_snr_db`` was given to
+        :func:`simulate_curves`.
+    local_aif : ndarray
+        Truth: the global AIF delayed by ``delay`` and dispersed with ``t_a``, HU.
+    tissue : ndarray
+        Noisy tissue concentration, HU.
+    tissue_clean : ndarray
+        Noise-free tissue concentration, HU.
+    residue : ndarray
+        Truth: flow-scaled residue ``K`` in 1/s at the frame offsets ``frame_times - frame_times[0]``.
+    cbf, cbv, mtt : ndarray
+        ml/100 g/min, ml/100 g, s; ``cbv = cbf * mtt / 60``.
+    alpha : ndarray
+        Shape of the transit-time distribution.
+    delay : ndarray
+        Bolus arrival delay (BAD) relative to the global AIF, s.
+    t_a : ndarray
+        Dispersion mean arterial transit time, s (0: none).
+    snr_db : ndarray
+        Tissue SNR in dB (inf: noise-free).
+    noise_sigma : ndarray
+        Standard deviation of the tissue noise, HU.
+    aif_type : ndarray of str
+        ``'gamma'`` or ``'parker'``.
+    aif_time_scale, aif_value_scale, aif_onset : ndarray
+        The AIF's stretch factors and origin time (s).
+    """
+
+    frame_times: np.ndarray
+    global_aif: np.ndarray
+    local_aif: np.ndarray
+    tissue: np.ndarray
+    tissue_clean: np.ndarray
+    residue: np.ndarray
+    cbf: np.ndarray
+    cbv: np.ndarray
+    mtt: np.ndarray
+    alpha: np.ndarray
+    delay: np.ndarray
+    t_a: np.ndarray
+    snr_db: np.ndarray
+    noise_sigma: np.ndarray
+    aif_type: np.ndarray
+    aif_time_scale: np.ndarray
+    aif_value_scale: np.ndarray
+    aif_onset: np.ndarray
+
+    @property
+    def n_curves(self):
+        return int(self.tissue.shape[0])
+
+    @property
+    def n_frames(self):
+        return int(self.frame_times.size)
+
+    @property
+    def frame_interval(self):
+        """Frame interval in seconds."""
+        return float(self.frame_times[1] - self.frame_times[0])
+
+    def select(self, index):
+        """The curves picked by ``index`` (boolean mask or integer indices), same grid."""
+        return replace(
+            self,
+            **{f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "frame_times"},
+        )
+
+
+def _draw(rng, value, low_high, n, name, minimum=None, step=None):
+    """A given value (scalar or (n,)) checked, or n uniform draws from ``low_high``."""
+    if value is None:
+        low, high = (float(v) for v in low_high)
+        if step is None:
+            return rng.uniform(low, high, n)
+        count = int(np.floor((high - low) / step + 1e-9))
+        return low + step * rng.integers(0, count + 1, n)
+    array = np.asarray(value, dtype=float)
+    if array.ndim > 1 or (array.ndim == 1 and array.size != n):
+        raise ValueError(f"{name} must be a scalar or have one value per curve ({n}), got shape {array.shape}.")
+    array = np.broadcast_to(array, (n,)).copy()
+    if np.any(np.isnan(array)) or (name != "snr_db" and not np.all(np.isfinite(array))):
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    if minimum is not None and np.any(array < minimum):
+        raise ValueError(f"{name} must be >= {minimum}, got values down to {array.min()}.")
+    return array
+
+
+def _unit_aifs(types, time_scales, fine_dt, n_samples):
+    """Unit-peak global AIFs with origin at t = 0 on the fine grid, one row per (type, scale)."""
+    time = np.arange(n_samples) * fine_dt
+    out = np.empty((types.size, n_samples))
+    gamma = types == AIF_TYPES.index("gamma")
+    if gamma.any():
+        scale = time_scales[gamma]
+        out[gamma] = gamma_variate_aif(
+            time, t0=np.zeros(scale.size), alpha=np.full(scale.size, GAMMA_AIF_SHAPE["alpha"]),
+            beta=GAMMA_AIF_SHAPE["beta"] * scale, peak=np.ones(scale.size),
+        ).reshape(scale.size, n_samples)
+    if (~gamma).any():
+        scale = time_scales[~gamma]
+        out[~gamma] = parker_aif(time, t0=np.zeros(scale.size), peak=np.ones(scale.size),
+                                 time_scale=scale).reshape(scale.size, n_samples)
+    return out
+
+
+def _chunk_curves(chunk, shared, positions, frame_offsets):
+    """The fine-grid work for one chunk of curves; returns unit-amplitude curves at the frames."""
+    fine_dt, n_fine, length = shared["fine_dt"], shared["n_fine"], shared["length"]
+    aif_spectra, vtf_spectra = shared["aif_spectra"], shared["vtf_spectra"]
+    local_spectrum = aif_spectra[shared["aif_row"][chunk]] * vtf_spectra[shared["vtf_row"][chunk]]
+    local_fine = scipy.fft.irfft(local_spectrum, length, axis=-1, workers=1)  # (chunk, length)
+    residue_fine = residue_on_grid(shared["mtt"][chunk], shared["alpha"][chunk], fine_dt, n_fine)
+    local_spectrum *= scipy.fft.rfft(residue_fine, length, axis=-1, workers=1)
+    tissue_fine = scipy.fft.irfft(local_spectrum, length, axis=-1, workers=1)
+    position = positions[chunk] / fine_dt
+    where = _row_interpolation(position, n_fine, row_stride=length)
+    local = _sample_rows(local_fine, where, 0.0)
+    tissue = _sample_rows(tissue_fine, where, 0.0)
+    # trapezoidal rule: remove half of the end-point terms of the rectangle sum (r(0) = 1)
+    residue_at = _sample_rows(residue_fine, _row_interpolation(position, n_fine), 0.0)
+    tissue = fine_dt * (tissue - 0.5 * (local + local_fine[:, :1] * residue_at))
+    residue = sample_curves(residue_fine, fine_dt, frame_offsets)
+    return local, tissue, residue
+
+
+def simulate_curves(
+    n_curves,
+    rng,
+    ranges=TRAINING_RANGES,
+    frame_interval=None,
+    n_frames=None,
+    *,
+    cbf=None,
+    mtt=None,
+    alpha=None,
+    delay=None,
+    t_a=None,
+    snr_db=None,
+    aif_type=None,
+    aif_time_scale=None,
+    aif_value_scale=None,
+    aif_onset=None,
+    aif_snr_db=None,
+    fine_dt=BATCH_FINE_DT,
+    kappa_h=KAPPA_H,
+    rho=RHO,
+    chunk_size=256,
+    workers=1,
+):
+    """Simulate ``n_curves`` tissue curves with their global and local AIFs on one frame grid.
+
+    Every curve has its own global AIF (gamma variate or Parker, stretched in
+    time and value), delay, dispersion, residue function and noise; all
+    share the frame times ``0, dt, ..., (n_frames - 1) dt``. The model is eq. 7
+    of the paper with the constants of the conventions::
+
+        Ca_local(t) = (Ca(t - delay) (x) VTF_{T_A})(t)
+        K(t)        = (rho / kappa_H) * CBF / 6000 * r(t; MTT, alpha)        [1/s]
+        C(t)        = (Ca_local (x) K)(t) + noise                            [HU]
+
+    so that ``CBV = CBF * MTT / 60`` and ``integral(C) / integral(Ca) = (kappa_H / rho) * CBV / 100``
+    when the window holds the whole passage. The curves are computed on a
+    fine grid of ``fine_dt`` seconds (FFT convolutions, trapezoidal rule) and
+    sampled at the frame times; noise follows the SNR definition of the module
+    docstring (peak of each noise-free tissue curve over the noise sigma).
+
+    Parameters
+    ----------
+    n_curves : int
+    rng : numpy.random.Generator or int
+        Source of all randomness; the same seed gives the same curves,
+        whatever ``chunk_size`` and ``workers``.
+    ranges : SimulationRanges
+        Where parameters that are not given are drawn from.
+    frame_interval : float, optional
+        s; drawn from ``ranges.frame_interval`` when not given.
+    n_frames : int, optional
+        Drawn from ``ranges.n_frames`` when not given.
+    cbf, mtt, alpha, delay, t_a, snr_db, aif_time_scale, aif_value_scale, aif_onset : float or array_like, optional
+        Fix a parameter (a scalar for all curves or one value per curve)
+        instead of drawing it. ``snr_db = inf`` gives noise-free curves.
+    aif_type : str or array_like of str, optional
+        ``'gamma'`` or ``'parker'`` per curve.
+    aif_snr_db : float, optional
+        Add noise to the global AIF too (same SNR definition); default none.
+    fine_dt : float
+        Step of the fine grid in seconds (<= 0.1 s and below the frame interval).
+    kappa_h, rho : float
+        Hematocrit factor and tissue density (g/ml).
+    chunk_size : int
+        Curves per fine-grid block (bounds the memory: about
+        ``chunk_size * 4 * (duration / fine_dt) * 8`` bytes).
+    workers : int
+        Threads working on blocks in parallel.
+
+    Returns
+    -------
+    SimulatedCurves
+
+    Examples
+    --------
+    >>> sim = simulate_curves(3, 0, frame_interval=1.0, n_frames=60, snr_db=np.inf, aif_type="gamma")
+    >>> sim.tissue.shape, sim.frame_interval
+    ((3, 60), 1.0)
+    >>> bool(np.allclose(sim.cbv, sim.cbf * sim.mtt / 60))
+    True
+    """
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    if isinstance(n_curves, bool) or int(n_curves) != n_curves or n_curves < 1:
+        raise ValueError(f"n_curves must be a positive integer, got {n_curves!r}.")
+    n = int(n_curves)
+    if not isinstance(ranges, SimulationRanges):
+        raise TypeError(f"ranges must be a SimulationRanges, got {type(ranges).__name__}.")
+
+    if frame_interval is None:
+        frame_interval = rng.uniform(*ranges.frame_interval)
+    if n_frames is None:
+        n_frames = int(rng.integers(ranges.n_frames[0], ranges.n_frames[1] + 1))
+    frame_interval, n_frames = float(frame_interval), int(n_frames)
+    if not 0 < fine_dt <= 0.1 + 1e-12:
+        raise ValueError(f"fine_dt must lie in (0, 0.1] s (the fine simulation grid), got {fine_dt}.")
+    if not frame_interval > fine_dt:
+        raise ValueError(f"frame_interval ({frame_interval} s) must be longer than fine_dt ({fine_dt} s).")
+    if n_frames < 3:
+        raise ValueError(f"n_frames must be at least 3, got {n_frames}.")
+
+    if aif_type is None:
+        codes = rng.choice([AIF_TYPES.index(name) for name in ranges.aif_types], n)
+    else:
+        names = np.broadcast_to(np.asarray(aif_type, dtype=str), (n,))
+        unknown = sorted(set(names) - set(AIF_TYPES))
+        if unknown:
+            raise ValueError(f"Unknown AIF type(s) {unknown}; choose from {AIF_TYPES}.")
+        codes = np.argmax(names[:, None] == np.asarray(AIF_TYPES)[None, :], axis=1)
+    time_scale = _draw(rng, aif_time_scale, ranges.aif_time_scale, n, "aif_time_scale", 1e-9, AIF_TIME_SCALE_STEP)
+    value_scale = _draw(rng, aif_value_scale, ranges.aif_value_scale, n, "aif_value_scale", 1e-9)
+    onset = _draw(rng, aif_onset, ranges.aif_onset, n, "aif_onset", 0.0)
+    cbf = _draw(rng, cbf, ranges.cbf, n, "cbf", 0.0)
+    mtt = _draw(rng, mtt, ranges.mtt, n, "mtt", 1e-6)
+    alpha = _draw(rng, alpha, ranges.alpha, n, "alpha", 1e-6)
+    delay = _draw(rng, delay, ranges.delay, n, "delay", 0.0)
+    if t_a is None:
+        t_a = _draw(rng, None, ranges.t_a, n, "t_a", step=T_A_STEP)
+        t_a[rng.random(n) < ranges.t_a_zero_fraction] = 0.0
+    else:
+        t_a = _draw(rng, t_a, None, n, "t_a", 0.0)
+    snr = _draw(rng, snr_db, ranges.snr_db, n, "snr_db")
+
+    frame_times = np.arange(n_frames) * frame_interval
+    n_fine = int(np.ceil(frame_times[-1] / fine_dt)) + 2
+    length = scipy.fft.next_fast_len(2 * n_fine, real=True)
+    # curves that share an AIF (type, time scale) or a T_A share their spectra
+    aif_keys, aif_row = np.unique(np.stack([codes.astype(float), time_scale]), axis=1, return_inverse=True)
+    unit_aifs = _unit_aifs(aif_keys[0].astype(int), aif_keys[1], fine_dt, n_fine)
+    vtf_keys, vtf_row = np.unique(t_a, return_inverse=True)
+    shared = {
+        "fine_dt": fine_dt,
+        "n_fine": n_fine,
+        "length": length,
+        "aif_spectra": scipy.fft.rfft(unit_aifs.astype(np.float32), length, axis=-1).astype(np.complex64),
+        "vtf_spectra": scipy.fft.rfft(vtf_kernel(vtf_keys, fine_dt, n_fine).astype(np.float32), length,
+                                      axis=-1).astype(np.complex64),
+        "aif_row": aif_row.ravel(),
+        "vtf_row": vtf_row.ravel(),
+        "mtt": mtt,
+        "alpha": alpha,
+    }
+    positions = (frame_times[None, :] - (onset + delay)[:, None]).astype(np.float32)
+    chunks = [slice(start, min(start + chunk_size, n)) for start in range(0, n, int(chunk_size))]
+    if workers > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(int(workers)) as pool:
+            parts = list(pool.map(lambda c: _chunk_curves(c, shared, positions, frame_times), chunks))
+    else:
+        parts = [_chunk_curves(c, shared, positions, frame_times) for c in chunks]
+    local, tissue_unit, residue = (np.concatenate(p) for p in zip(*parts))
+
+    amplitude = (AIF_PEAK_HU * value_scale)[:, None].astype(np.float32)
+    flow = ((rho / kappa_h) * cbf / CBF_UNIT_FACTOR)[:, None].astype(np.float32)  # K(0) in 1/s
+    global_aif = amplitude * sample_curves(
+        unit_aifs.astype(np.float32), fine_dt, (frame_times[None, :] - onset[:, None]).astype(np.float32),
+        fill_before=0.0, rows=aif_row.ravel())
+    local_aif = amplitude * local
+    tissue_clean = (amplitude * flow) * tissue_unit
+    peak = tissue_clean.max(axis=1)
+    sigma = peak / 10 ** (snr / 20)
+    tissue = add_noise(tissue_clean, snr, rng, reference=peak).astype(np.float32)
+    if aif_snr_db is not None:
+        global_aif = add_noise(global_aif, aif_snr_db, rng).astype(np.float32)
+    return SimulatedCurves(
+        frame_times=frame_times,
+        global_aif=global_aif.astype(np.float32),
+        local_aif=local_aif.astype(np.float32),
+        tissue=tissue,
+        tissue_clean=tissue_clean.astype(np.float32),
+        residue=(flow * residue).astype(np.float32),
+        cbf=cbf,
+        cbv=cbf * mtt / 60.0,
+        mtt=mtt,
+        alpha=alpha,
+        delay=delay,
+        t_a=t_a,
+        snr_db=snr,
+        noise_sigma=sigma,
+        aif_type=np.asarray(AIF_TYPES)[codes],
+        aif_time_scale=time_scale,
+        aif_value_scale=value_scale,
+        aif_onset=onset,
+    )
