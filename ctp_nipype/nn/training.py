@@ -3,8 +3,8 @@
 A recipe (``ctp_nipype/nn/recipes/<name>.json``) fixes everything that
 matters: seed, batch size, steps, time budget, learning-rate schedule (linear
 warm-up, then cosine decay), loss weights and architecture. Training streams
-batches from :func:`ctp_nipype.perfusion.simulate.simulate_curves` (through
-the simulator's dataset module when present), each batch on one random grid
+batches from :func:`ctp_nipype.perfusion.simulate.simulate_curves` (the
+simulator issue's generator, paper ranges), each batch on one random grid
 (frame interval 1-2 s, 45-120 frames), generated from a random generator
 seeded by ``(seed, step)`` so that a resumed run sees the same data as an
 uninterrupted one.
@@ -129,24 +129,16 @@ def simulate_batch(n_curves, seed, step):
 
 
 def validation_set(n_curves, seed, max_batch=512):
-    """The fixed-seed validation set: a list of :class:`Batch` (one grid each).
+    """The fixed-seed validation set: a list of :class:`Batch` (one random grid each).
 
-    Uses the simulator dataset module's validation set when it provides
-    ``validation_set(n_curves, seed)``; otherwise draws ``n_curves`` in chunks
-    of ``max_batch`` from ``simulate_curves`` with a generator seeded by ``seed``.
+    ``n_curves`` curves in chunks of ``max_batch``, drawn from ``simulate_curves``
+    with a generator seeded by ``seed`` alone (training batches use ``(seed, step)``),
+    so the set is the same for every run and every resume.
     """
-    try:
-        from . import dataset
-    except ImportError:
-        dataset = None
-    if dataset is not None and hasattr(dataset, "validation_set"):
-        sims = dataset.validation_set(n_curves, seed)
-        sims = sims if isinstance(sims, (list, tuple)) else [sims]
-    else:
-        from ..perfusion.simulate import simulate_curves
+    from ..perfusion.simulate import simulate_curves
 
-        rng = np.random.default_rng(int(seed))
-        sims = [simulate_curves(min(max_batch, n_curves - i), rng) for i in range(0, n_curves, max_batch)]
+    rng = np.random.default_rng(int(seed))
+    sims = [simulate_curves(min(max_batch, n_curves - i), rng) for i in range(0, n_curves, max_batch)]
     return [batch_from_simulation(s) for s in sims]
 
 
