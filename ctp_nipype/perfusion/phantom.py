@@ -621,7 +621,7 @@ def make_phantom(
     tissue=None,
     cbf_variation=0.1,
     residue_shape=3.0,
-    aif_peak_hu=350.0,
+    aif_peak_hu=400.0,
     venous_delay_s=6.0,
     venous_dispersion_s=3.0,
     kappa_h=KAPPA_H,
@@ -671,8 +671,10 @@ def make_phantom(
     Examples
     --------
     >>> ph = make_phantom("small", seed=1, noise_sd_hu=0)
-    >>> ph.hu.shape, ph.frame_times[-1]
+    >>> ph.hu.shape, float(ph.frame_times[-1])
     ((60, 60, 4, 60), 59.0)
+    >>> int(np.median(ph.cbf[ph.labels == PhantomLabel.GREY_MATTER]))
+    60
     """
     if size not in GRIDS:
         raise ValueError(f"Unknown phantom size {size!r}; choose one of {', '.join(sorted(GRIDS))}.")
