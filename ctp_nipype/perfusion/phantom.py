@@ -37,7 +37,7 @@ Truth (all in the reference head position, frame 0):
   residue shape (gamma transit times of shape 3 by default) and the 60 s
   window are chosen so that the part of each tissue curve's area that falls
   after the last frame is below 0.5% (the slowest class, the penumbra, loses
-  about 0.4%), so the CBV measured from the curve areas in the window,
+  at most 0.35%), so the CBV measured from the curve areas in the window,
   ``100 kappa_H / rho * integral(C) / integral(Ca)``, equals the truth within 1%.
 * The artery voxels hold a fraction ``artery_partial_volume`` (default 0.5)
   of arterial blood and CSF for the rest: their concentration is exactly
