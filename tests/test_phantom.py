@@ -18,6 +18,7 @@ from ctp_nipype.perfusion.phantom import (
     DEFAULT_TISSUE,
     PERFUSED_LABELS,
     PhantomLabel,
+    TissueClass,
     in_window_cbv,
     make_phantom,
 )
@@ -266,6 +267,17 @@ def test_motion_is_small_rigid_and_where_stated(clean):
     assert after < 0.9 * before and after < 0.6 * worse, (before, after, worse)  # 4 mm voxels: interpolation blur
 
 
+def test_tissue_values_can_be_overridden():
+    core = TissueClass(cbf=5.0, cbv=1.0, delay_s=8.0, dispersion_s=2.0)
+    phantom = make_phantom("small", seed=SEED, noise_sd_hu=0.0, tissue={PhantomLabel.CORE: core})
+    inside = mask(phantom, PhantomLabel.CORE)
+    assert np.median(phantom.cbf[inside]) == pytest.approx(5.0, rel=0.1)
+    np.testing.assert_allclose(phantom.mtt[inside], 12.0, rtol=1e-5)
+    np.testing.assert_allclose(phantom.delay[inside], 8.0)
+    measured = in_window_cbv(concentration(phantom)[inside], phantom.aif_concentration, phantom.frame_times)
+    np.testing.assert_allclose(measured, phantom.cbv[inside], rtol=0.01)
+
+
 # ------------------------------------------------------------------------------- errors
 
 
@@ -274,6 +286,8 @@ def test_bad_arguments_say_what_to_do():
         make_phantom("huge")
     with pytest.raises(ValueError, match="artery_partial_volume"):
         make_phantom("small", artery_partial_volume=1.5)
+    with pytest.raises(ValueError, match="perfused classes"):
+        make_phantom("small", tissue={PhantomLabel.CSF: TissueClass(1.0, 1.0)})
     with pytest.raises(ValueError, match="increasing"):
         make_phantom("small", frame_times=np.array([0.0, 2.0, 1.0] + list(range(3, 20))))
 
