@@ -61,13 +61,14 @@ def _uniform_step(frame_times):
     return times, float(times[1] - times[0])
 
 
-def estimate_baseline_frames(hu, mask=None, percentile=99.5):
-    """Number of pre-bolus frames from the earliest strong enhancement in the scan.
+def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10):
+    """Number of pre-bolus frames from the scan's most strongly varying voxels.
 
-    The curve of the ``percentile``-th percentile of all (masked) voxels per
-    frame follows the arteries, the first structures to enhance; its bolus
+    The voxels with the largest temporal standard deviation (the top
+    ``fraction``, at least ``min_voxels``) are the large vessels; the bolus
     arrival (:func:`ctp_nipype.perfusion.concentration.detect_bolus_arrival`)
-    is a provisional baseline length for selecting the AIF. Once the AIF is
+    of their mean curve, in which the noise has averaged out, is a
+    provisional baseline length for selecting the AIF. Once the AIF is
     chosen, the conventions' baseline comes from its own arrival.
 
     Parameters
@@ -76,8 +77,10 @@ def estimate_baseline_frames(hu, mask=None, percentile=99.5):
         Series in HU, time last.
     mask : ndarray of bool, shape (...), optional
         Voxels to consider (the brain); default all.
-    percentile : float
-        Percentile of the voxels taken per frame.
+    fraction : float
+        Fraction of the voxels averaged.
+    min_voxels : int
+        At least this many voxels are averaged.
 
     Returns
     -------
@@ -87,14 +90,16 @@ def estimate_baseline_frames(hu, mask=None, percentile=99.5):
     --------
     >>> hu = np.full((50, 12), 30.0)
     >>> hu[0] += [0, 0, 0, 0, 0, 100, 300, 200, 100, 50, 20, 10]
-    >>> estimate_baseline_frames(hu, percentile=100)
+    >>> estimate_baseline_frames(hu, min_voxels=1)
     4
     """
     hu = np.asarray(hu)
     voxels = hu[mask] if mask is not None else hu.reshape(-1, hu.shape[-1])
     if voxels.shape[0] == 0:
         raise SelectionError("The mask is empty: no voxels to estimate the bolus arrival from.")
-    curve = np.percentile(voxels, percentile, axis=0)
+    n = int(min(voxels.shape[0], max(np.ceil(fraction * voxels.shape[0]), min_voxels)))
+    varying = np.argsort(voxels.std(axis=-1))[::-1][:n]
+    curve = voxels[varying].mean(axis=0, dtype=np.float64)
     try:
         return detect_bolus_arrival(curve)
     except ConcentrationError as err:
@@ -120,6 +125,16 @@ class CurveFeatures:
         Full width at half maximum of the first pass, s (sub-frame).
     area : ndarray
         Trapezoidal area of the curve, HU s.
+    peak_hu : ndarray or None
+        ``peak`` plus the curve's baseline: the maximum in HU.
+    mean_hu : ndarray or None
+        Time-averaged HU (baseline plus area over duration).
+
+    The selection ranks voxels on ``peak_hu`` and ``mean_hu`` where given:
+    unlike ``peak`` and ``area`` they do not depend on the few pre-bolus
+    frames, so picking the highest does not pick voxels whose baseline
+    frames happen to be noisy-low (a bias of several HU in the AIF's
+    baseline, and so of its area, with 5 baseline frames and 8 HU noise).
     """
 
     peak: np.ndarray
@@ -127,6 +142,16 @@ class CurveFeatures:
     arrival: np.ndarray
     fwhm: np.ndarray
     area: np.ndarray
+    peak_hu: np.ndarray | None = None
+    mean_hu: np.ndarray | None = None
+
+    @property
+    def peak_rank_value(self):
+        return self.peak if self.peak_hu is None else self.peak_hu
+
+    @property
+    def area_rank_value(self):
+        return self.area if self.mean_hu is None else self.mean_hu
 
 
 def _rising_crossing(curves, level, times):
@@ -155,7 +180,7 @@ def _falling_crossing(curves, level, times, peak_index):
     return np.where(never, times[-1], crossing)
 
 
-def curve_features(concentration, frame_times, smooth_frames=3):
+def curve_features(concentration, frame_times, smooth_frames=3, baseline=None):
     """Peak, time to peak, arrival, width and area of many concentration curves at once.
 
     Parameters
@@ -168,6 +193,8 @@ def curve_features(concentration, frame_times, smooth_frames=3):
         Width of a moving average along time applied before the peak, arrival
         and width are read (1: none); it keeps noise from creating peaks. The
         area is computed on the unsmoothed curve.
+    baseline : ndarray, shape (n,), optional
+        The curves' baselines in HU, to report ``peak_hu`` and ``mean_hu``.
 
     Returns
     -------
@@ -192,12 +219,15 @@ def curve_features(concentration, frame_times, smooth_frames=3):
     arrival = _rising_crossing(smooth, ARRIVAL_FRACTION * positive_peak, times)
     half_rise = _rising_crossing(smooth, 0.5 * positive_peak, times)
     half_fall = _falling_crossing(smooth, 0.5 * positive_peak, times, peak_index)
+    offset = None if baseline is None else np.asarray(baseline, dtype=np.float32)
     return CurveFeatures(
         peak=peak,
         time_to_peak=times[peak_index],
         arrival=arrival,
         fwhm=half_fall - half_rise,
         area=trapezoid_integral(curves, dt, axis=1),
+        peak_hu=None if offset is None else peak + offset,
+        mean_hu=None if offset is None else curves.mean(axis=1) + offset,
     )
 
 
@@ -207,17 +237,28 @@ def _normalised_rank(values):
     return order / max(values.size - 1, 1)
 
 
-def _top_candidates(values, fraction, minimum):
-    """Indices of the ``max(fraction * n, minimum)`` largest values."""
+def _top_candidates(values, fraction, minimum, min_relative, n_reference):
+    """Indices of the ``max(fraction * n, minimum)`` largest values, keeping only those
+    at least ``min_relative`` times the ``n_reference``-th largest value (a maximum
+    that a single noisy voxel cannot set)."""
+    order = np.argsort(values)[::-1]
     n = int(min(values.size, max(int(np.ceil(fraction * values.size)), minimum)))
-    return np.argsort(values)[::-1][:n]
+    reference = values[order[min(n_reference, values.size) - 1]]
+    top = order[:n]
+    return top[values[top] >= min_relative * reference]
 
 
-def select_arterial_voxels(features, n_voxels=5, candidate_fraction=0.01):
+def select_arterial_voxels(
+    features, n_voxels=5, candidate_fraction=0.01, min_relative_peak=0.5, max_arrival_spread=2.0
+):
     """Indices of the voxels whose curves look most arterial.
 
     Candidates are the ``candidate_fraction`` of voxels with the highest peaks
-    (at least ``10 * n_voxels``). Each candidate is ranked (0 best, 1 worst)
+    (at least ``10 * n_voxels``) whose peak reaches ``min_relative_peak``
+    times the ``n_voxels``-th highest peak: vessels, not tissue whose noise
+    would otherwise win on early arrival and narrow width. Candidates that
+    arrive more than ``max_arrival_spread`` seconds after the earliest tenth
+    of them (veins, delayed arteries) are dropped. Each remaining candidate is ranked (0 best, 1 worst)
     on early arrival, high peak and narrow FWHM; the three ranks are summed
     and the ``n_voxels`` best chosen.
 
@@ -228,6 +269,10 @@ def select_arterial_voxels(features, n_voxels=5, candidate_fraction=0.01):
         Number of voxels averaged into the AIF.
     candidate_fraction : float
         Fraction of voxels with the highest peaks that are considered.
+    min_relative_peak : float
+        Candidates peak at least this fraction of the ``n_voxels``-th highest peak.
+    max_arrival_spread : float
+        Seconds after the 10th percentile of the candidates' arrivals beyond which a candidate is dropped.
 
     Returns
     -------
@@ -243,23 +288,28 @@ def select_arterial_voxels(features, n_voxels=5, candidate_fraction=0.01):
     """
     if n_voxels < 1:
         raise ValueError(f"n_voxels must be at least 1, got {n_voxels}.")
-    candidates = _top_candidates(features.peak, candidate_fraction, 10 * n_voxels)
+    candidates = _top_candidates(features.peak, candidate_fraction, 10 * n_voxels, min_relative_peak, n_voxels)
     candidates = candidates[features.peak[candidates] > 0]
     if candidates.size == 0:
         raise SelectionError("No enhancing voxel found to serve as AIF; is there a bolus in the scan?")
+    early = np.percentile(features.arrival[candidates], 10)
+    candidates = candidates[features.arrival[candidates] <= early + max_arrival_spread]
     score = (
         _normalised_rank(features.arrival[candidates])
-        + _normalised_rank(-features.peak[candidates])
+        + _normalised_rank(-features.peak_rank_value[candidates])
         + _normalised_rank(features.fwhm[candidates])
     )
     return candidates[np.argsort(score, kind="stable")[:n_voxels]]
 
 
-def select_venous_voxels(features, n_voxels=5, candidate_fraction=0.01, after=None, exclude=None):
+def select_venous_voxels(
+    features, n_voxels=5, candidate_fraction=0.01, after=None, exclude=None, min_relative_area=0.5
+):
     """Indices of the voxels whose curves look most venous (late and large).
 
     Candidates are the ``candidate_fraction`` of voxels with the largest areas
-    (at least ``10 * n_voxels``) that arrive after ``after`` seconds (the
+    (at least ``10 * n_voxels``), at least ``min_relative_area`` times the
+    ``n_voxels``-th largest area, that arrive after ``after`` seconds (the
     AIF's arrival plus a transit time) and are not in ``exclude`` (the AIF's
     voxels). They are ranked on large area and late arrival, and the
     ``n_voxels`` best chosen.
@@ -278,7 +328,7 @@ def select_venous_voxels(features, n_voxels=5, candidate_fraction=0.01, after=No
     """
     if n_voxels < 1:
         raise ValueError(f"n_voxels must be at least 1, got {n_voxels}.")
-    candidates = _top_candidates(features.area, candidate_fraction, 10 * n_voxels)
+    candidates = _top_candidates(features.area, candidate_fraction, 10 * n_voxels, min_relative_area, n_voxels)
     keep = features.area[candidates] > 0
     if after is not None:
         keep &= features.arrival[candidates] >= after
@@ -290,7 +340,7 @@ def select_venous_voxels(features, n_voxels=5, candidate_fraction=0.01, after=No
             "No venous voxel found: no voxel with a large area arrives after the AIF. Give a VOF "
             "(TSV or mask) or lower the minimum artery-to-vein delay."
         )
-    score = _normalised_rank(-features.area[candidates]) + _normalised_rank(-features.arrival[candidates])
+    score = _normalised_rank(-features.area_rank_value[candidates]) + _normalised_rank(-features.arrival[candidates])
     return candidates[np.argsort(score, kind="stable")[:n_voxels]]
 
 
@@ -561,7 +611,8 @@ def select_vascular_functions(
     n_base = estimate_baseline_frames(hu, search) if n_baseline_frames is None else int(n_baseline_frames)
     coords = np.argwhere(search)
     voxels_hu = hu[search]
-    features = curve_features(to_concentration(voxels_hu, n_base), times)
+    baseline = voxels_hu[:, :n_base].mean(axis=1)
+    features = curve_features(voxels_hu - baseline[:, None], times, baseline=baseline)
 
     aif_index = select_arterial_voxels(features, n_aif_voxels, candidate_fraction)
     aif_arrival = float(np.median(features.arrival[aif_index]))

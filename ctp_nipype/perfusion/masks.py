@@ -109,23 +109,59 @@ def brain_mask(mean_hu, hu_window=BRAIN_WINDOW_HU, opening_radius=2):
     return fill_holes(largest_component(candidate))
 
 
-def enhancement_area(hu, frame_times, brain, n_baseline_frames):
-    """Area under each brain voxel's concentration curve (HU s) as a volume, 0 outside the brain.
+def fit_enhancement(hu, frame_times, brain, n_baseline_frames):
+    """Baseline (HU) and enhancement (HU s) of every brain voxel by regression on the brain's mean curve.
 
-    Proportional to CBV: ``CBV = 100 kappa_H / rho * area / area(AIF)``.
+    A voxel's curve is fitted as ``HU(t) = baseline + enhancement * s(t)``,
+    ``s`` being the brain's mean concentration curve scaled to unit area
+    (1/s), by linear least squares over all frames at once (one matrix
+    product for all voxels). The enhancement is then the voxel's area under
+    its concentration curve, proportional to CBV, as far as the voxel's curve
+    has the brain's shape. Using every frame, not just the few pre-bolus
+    ones, for the baseline makes both far less noisy than a baseline
+    subtraction: with 4 baseline frames and 8 HU noise a subtracted area
+    scatters by about 240 HU s, the fitted enhancement by about 70.
 
-    >>> hu = np.zeros((2, 1, 1, 5)); hu[0, 0, 0] = [10, 10, 30, 20, 10]
-    >>> enhancement_area(hu, np.arange(5.0), np.ones((2, 1, 1), bool), 2).ravel().tolist()
-    [30.0, 0.0]
+    Parameters
+    ----------
+    hu : ndarray, shape (x, y, z, T)
+    frame_times : array_like, shape (T,)
+        Uniform frame times in seconds.
+    brain : ndarray of bool, shape (x, y, z)
+    n_baseline_frames : int
+        Pre-bolus frames used for the brain's mean curve.
+
+    Returns
+    -------
+    baseline, enhancement : ndarray, shape (x, y, z), float32
+        HU and HU s; 0 outside the brain.
+
+    Examples
+    --------
+    >>> shape = np.array([0, 0, 0, 10, 30, 20, 10, 5, 2, 0.0])
+    >>> hu = np.stack([20 + shape, 8 + 0 * shape, 30 + 2 * shape]).reshape(3, 1, 1, 10)
+    >>> b, e = fit_enhancement(hu, np.arange(10.0), np.ones((3, 1, 1), bool), 3)
+    >>> np.round(b.ravel(), 3).tolist(), np.round(e.ravel(), 3).tolist()
+    ([20.0, 8.0, 30.0], [77.0, 0.0, 154.0])
     """
     times = check_frame_times(frame_times)
-    if not is_uniform(times):
+    if times.size < 3 or not is_uniform(times):
         raise ValueError("Masks need a uniformly sampled series; resample it first (resample_to_uniform).")
     brain = np.asarray(brain, bool)
-    concentration = to_concentration(np.asarray(hu)[brain], n_baseline_frames)
-    out = np.zeros(brain.shape, dtype=np.float32)
-    out[brain] = trapezoid_integral(concentration, float(times[1] - times[0]), axis=-1)
-    return out
+    voxels = np.asarray(hu)[brain].astype(np.float32)
+    template = to_concentration(voxels.mean(axis=0, dtype=np.float64), n_baseline_frames)
+    area = float(trapezoid_integral(template, float(times[1] - times[0])))
+    if area <= 0:
+        raise ValueError(
+            "The brain's mean curve does not enhance; check the brain mask, the baseline frames and that "
+            "the series is a contrast-enhanced perfusion scan."
+        )
+    design = np.stack([np.ones_like(template), template / area], axis=1)  # (T, 2)
+    coefficients = voxels @ np.linalg.pinv(design).T.astype(np.float32)  # (n, 2)
+    baseline = np.zeros(brain.shape, np.float32)
+    enhancement = np.zeros(brain.shape, np.float32)
+    baseline[brain], enhancement[brain] = coefficients[:, 0], coefficients[:, 1]
+    return baseline, enhancement
 
 
 def _smooth_in_plane(volume, radius):
@@ -140,16 +176,16 @@ def csf_mask(
     brain,
     n_baseline_frames,
     hu_window=CSF_WINDOW_HU,
-    max_relative_enhancement=0.3,
-    smoothing_radius=1,
+    max_relative_enhancement=0.5,
+    smoothing_radius=0,
 ):
     """Cerebrospinal fluid: water-like baseline HU and no enhancement.
 
-    A brain voxel is CSF when its baseline (mean of the pre-bolus frames) lies
-    in ``hu_window`` and its area under the concentration curve is below
-    ``max_relative_enhancement`` times the median area of the brain. Both
-    images are averaged over a ``(2 * smoothing_radius + 1)`` square in-plane
-    before thresholding to reduce noise.
+    A brain voxel is CSF when its fitted baseline (:func:`fit_enhancement`)
+    lies in ``hu_window`` and its fitted enhancement is below
+    ``max_relative_enhancement`` times the brain's median enhancement.
+    Optionally both images are averaged over a ``(2 * smoothing_radius + 1)``
+    square in-plane before thresholding.
 
     Parameters
     ----------
@@ -163,7 +199,7 @@ def csf_mask(
     hu_window : (float, float)
         Baseline HU range of CSF.
     max_relative_enhancement : float
-        Upper limit of the area relative to the brain's median area.
+        Upper limit of the enhancement relative to the brain's median.
     smoothing_radius : int
         In-plane smoothing radius in voxels (0: none).
 
@@ -172,24 +208,22 @@ def csf_mask(
     ndarray of bool
     """
     brain = np.asarray(brain, bool)
-    hu = np.asarray(hu)
-    baseline = hu[..., :n_baseline_frames].mean(axis=-1)
-    area = enhancement_area(hu, frame_times, brain, n_baseline_frames)
-    reference = float(np.median(area[brain]))
-    baseline = _smooth_in_plane(baseline.astype(np.float32), smoothing_radius)
-    area = _smooth_in_plane(area, smoothing_radius)
+    baseline, enhancement = fit_enhancement(hu, frame_times, brain, n_baseline_frames)
+    reference = float(np.median(enhancement[brain]))
+    baseline = _smooth_in_plane(baseline, smoothing_radius)
+    enhancement = _smooth_in_plane(enhancement, smoothing_radius)
     low, high = hu_window
-    return brain & (baseline >= low) & (baseline <= high) & (area < max_relative_enhancement * reference)
+    return brain & (baseline >= low) & (baseline <= high) & (enhancement < max_relative_enhancement * reference)
 
 
 def vessel_mask(hu, frame_times, brain, n_baseline_frames, min_relative_cbv=5.0, exclude=None):
-    """Large vessels: area under the concentration curve many times the brain's median.
+    """Large vessels: enhancement (area, CBV-like) many times the brain's median.
 
-    The area under a voxel's concentration curve is proportional to its CBV
-    (CBV = 100 kappa_H / rho * area / area of the AIF), so the ratio to the
-    median area of the brain's tissue is a relative CBV that needs no AIF.
-    Tissue is about 1 (grey matter 4, white matter 2 ml/100 g); a voxel full
-    of blood about 25. A voxel is a vessel above ``min_relative_cbv``.
+    The fitted enhancement of :func:`fit_enhancement` is proportional to CBV
+    (CBV = 100 kappa_H / rho * area / area of the AIF), so its ratio to the
+    median of the brain's tissue is a relative CBV that needs no AIF. Tissue
+    is about 1 (grey matter 4, white matter 2 ml/100 g); a voxel full of
+    blood about 25. A voxel is a vessel above ``min_relative_cbv``.
 
     Parameters
     ----------
@@ -201,7 +235,7 @@ def vessel_mask(hu, frame_times, brain, n_baseline_frames, min_relative_cbv=5.0,
     n_baseline_frames : int
         Pre-bolus frames.
     min_relative_cbv : float
-        Threshold on the area relative to the median of the brain's tissue.
+        Threshold on the enhancement relative to the median of the brain's tissue.
     exclude : ndarray of bool, optional
         Voxels left out of the reference median (CSF).
 
@@ -210,12 +244,12 @@ def vessel_mask(hu, frame_times, brain, n_baseline_frames, min_relative_cbv=5.0,
     ndarray of bool
     """
     brain = np.asarray(brain, bool)
-    area = enhancement_area(hu, frame_times, brain, n_baseline_frames)
+    _, enhancement = fit_enhancement(hu, frame_times, brain, n_baseline_frames)
     tissue = brain if exclude is None else brain & ~np.asarray(exclude, bool)
-    reference = float(np.median(area[tissue])) if tissue.any() else 0.0
+    reference = float(np.median(enhancement[tissue])) if tissue.any() else 0.0
     if reference <= 0:
         raise ValueError(
-            "The brain's median area under the concentration curve is not positive, so no relative CBV "
-            "can be formed; check the brain mask and the baseline frames."
+            "The brain's median enhancement is not positive, so no relative CBV can be formed; "
+            "check the brain mask and the baseline frames."
         )
-    return brain & (area > min_relative_cbv * reference)
+    return brain & (enhancement > min_relative_cbv * reference)

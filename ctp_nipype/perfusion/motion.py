@@ -3,13 +3,15 @@
 Every frame is registered rigidly (3 translations, 3 rotations) to a
 reference, the mean of the pre-bolus frames, and resampled onto it:
 
-* metric: Mattes mutual information, which depends on the joint histogram,
-  not on equal intensities; with 32 bins over the whole HU range the skull,
-  air and soft tissue drive it, and the bolus (a few hundred HU in a small
-  volume) barely moves it;
-* the metric mask leaves out voxels that enhance strongly during the scan
-  (vessels: soft-tissue HU in the reference, rising by more than
-  ``enhancement_hu`` later) and the air around the head;
+* metric: mean squares by default. CT is calibrated (HU), so unenhanced
+  anatomy keeps its values from frame to frame, and the contrast change is
+  handled by the metric mask, which leaves out the voxels that enhance
+  strongly during the scan (vessels: soft-tissue HU in the reference, rising
+  by more than ``enhancement_hu`` later) and the air around the head. On the
+  digital phantom's thick slabs mean squares recovered every parameter within
+  0.35 mm / 0.35 degrees where Mattes mutual information (``metric='mattes'``,
+  robust to any monotonic intensity change) drifted by degrees in the
+  out-of-plane rotations; correlation is the third choice;
 * multi-resolution (shrink factors 4, 2, 1 with Gaussian smoothing), a
   regular-step gradient descent, and each frame initialised with the
   previous frame's result (head motion is continuous).
@@ -17,7 +19,8 @@ reference, the mean of the pre-bolus frames, and resampled onto it:
 Parameters are reported per frame as ``(trans_x, trans_y, trans_z)`` in mm
 and ``(rot_x, rot_y, rot_z)`` in degrees, in the axes of the array (x, y, z =
 the NIfTI's voxel axes, scaled to mm by the voxel size), rotations about the
-centre of the volume. The transform ``T`` maps a point of the reference onto
+centre of the volume, composed as ``R = Rz @ Ry @ Rx``:
+``p -> R (p - c) + c + t``. The transform ``T`` maps a point of the reference onto
 the same anatomy in the frame: a head that moved by +2 mm along x gives
 ``trans_x = +2``. Framewise displacement is that of Power et al. (2012): the
 sum of the absolute frame-to-frame changes of the translations and of the
@@ -86,6 +89,7 @@ def rigid_transform(parameters, centre_mm):
     import SimpleITK as sitk
 
     transform = sitk.Euler3DTransform()
+    transform.SetComputeZYX(True)  # R = Rz @ Ry @ Rx
     transform.SetCenter([float(c) for c in centre_mm])
     p = np.asarray(parameters, float)
     transform.SetRotation(*np.radians(p[3:]).tolist())
@@ -142,7 +146,7 @@ class MotionCorrection:
     reference : ndarray (x, y, z)
         Mean of the pre-bolus frames.
     metric_values : ndarray (T,)
-        Final Mattes mutual information per frame (lower is better).
+        Final metric value per frame (lower is better).
     """
 
     corrected: np.ndarray
@@ -179,6 +183,7 @@ def register_series(
     sampling_fraction=(0.5, 0.3, 0.2),
     n_iterations=100,
     histogram_bins=32,
+    metric="meansquares",
     mask=None,
     seed=0,
     progress=None,
@@ -203,6 +208,8 @@ def register_series(
         Maximum optimizer iterations per level.
     histogram_bins : int
         Bins of the Mattes mutual information.
+    metric : {'meansquares', 'mattes', 'correlation'}
+        Similarity metric (see the module's docstring).
     mask : ndarray of bool (x, y, z), optional
         Metric mask on the reference (default :func:`registration_mask`).
     seed : int
@@ -242,7 +249,14 @@ def register_series(
     for frame in range(n_frames):
         moving = _to_sitk(series[..., frame], spacing)
         method = sitk.ImageRegistrationMethod()
-        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(histogram_bins))
+        if metric == "mattes":
+            method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(histogram_bins))
+        elif metric == "meansquares":
+            method.SetMetricAsMeanSquares()
+        elif metric == "correlation":
+            method.SetMetricAsCorrelation()
+        else:
+            raise ValueError(f"metric must be 'meansquares', 'mattes' or 'correlation', got {metric!r}.")
         method.SetMetricSamplingStrategy(method.RANDOM)
         method.SetMetricSamplingPercentagePerLevel(fractions, int(seed))
         method.SetMetricFixedMask(fixed_mask)
