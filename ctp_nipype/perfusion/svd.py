@@ -61,11 +61,14 @@ def oscillation_index(residue, axis=-1):
     """
     r = np.moveaxis(np.asarray(residue), axis, -1)
     n = r.shape[-1]
-    second = np.abs(r[..., 2:] - 2 * r[..., 1:-1] + r[..., :-2]).sum(axis=-1)
+    second = r[..., 2:] - r[..., 1:-1]  # one buffer, updated in place (this runs once per oSVD rung)
+    second -= r[..., 1:-1]
+    second += r[..., :-2]
+    np.abs(second, out=second)
+    total = second.sum(axis=-1)
     peak = r.max(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        oi = np.where(peak > 0, second / (n * np.where(peak > 0, peak, 1)), np.inf)
-    return oi
+    positive = peak > 0
+    return np.where(positive, total / (n * np.where(positive, peak, 1)), np.inf)
 
 
 @dataclass
@@ -154,7 +157,7 @@ class SVDModel:
         osvd_thresholds=None,
         kappa_h=KAPPA_H,
         rho=RHO,
-        chunk_size=32768,
+        chunk_size=8192,
     ):
         method = str(method).lower()
         if method not in METHODS:
@@ -345,37 +348,49 @@ class SVDModel:
         )
 
     def _fit_osvd(self, curves):
-        """Sweep the threshold ladder from the smallest kept set of components up."""
+        """Wu's ladder, vectorised: raise the threshold until each voxel's OI meets the target.
+
+        Thresholds are tried from the smallest up (components removed from the
+        full solution rung by rung); a voxel leaves the active set at the first
+        rung that meets the target, so well-behaved voxels cost one rung. The
+        chosen residues are then rebuilt with one matrix product.
+        """
         s = self.singular_values
         projected = curves @ (self._u / s).astype(np.float32)  # (voxels, L) scaled coefficients
         v = self._v.astype(np.float32)
         n_vox = curves.shape[0]
         # one rung per distinct number of kept components, labelled with the smallest
-        # threshold that keeps them; rungs in order of increasing components
-        kept, first = np.unique(self._kept, return_index=True)  # thresholds ascend, so first = smallest
-        thresholds = self.thresholds[first]
-        current = np.zeros((n_vox, v.shape[0]), np.float32)
-        best = None
-        best_threshold = np.zeros(n_vox, np.float32)
-        best_oi = np.full(n_vox, np.inf, np.float32)
+        # threshold that keeps them (thresholds ascend, so np.unique's first index)
+        kept, first = np.unique(self._kept, return_index=True)
+        rungs = [(int(m), float(t)) for m, t in zip(kept[::-1], self.thresholds[first][::-1]) if m > 0]
+        if not rungs:
+            return np.zeros((n_vox, v.shape[0]), np.float32), np.zeros(n_vox), np.full(n_vox, np.inf), np.ones(n_vox, bool)
+        chosen_m = np.full(n_vox, rungs[-1][0])
+        chosen_threshold = np.full(n_vox, self.thresholds.max(), np.float32)
+        chosen_oi = np.full(n_vox, np.inf, np.float32)
         met = np.zeros(n_vox, bool)
-        done = 0
-        for m, thr in zip(kept, thresholds):
-            if m == 0:
-                continue
-            current += projected[:, done:m] @ v[:, done:m].T
-            done = m
+
+        active = np.arange(n_vox)
+        active_projected = projected
+        top = rungs[0][0]
+        current = active_projected[:, :top] @ v[:, :top].T
+        previous = top
+        for m, threshold in rungs:
+            if m < previous:
+                current -= active_projected[:, m:previous] @ v[:, m:previous].T
+                previous = m
             oi = oscillation_index(current)
             ok = oi <= self.oi_threshold
-            if best is None:
-                # the most regularised rung is the fallback for voxels that never meet the target
-                best = current.copy()
-                best_threshold[:] = self.thresholds.max()
-                best_oi[:] = oi
-            best[ok] = current[ok]
-            best_threshold[ok] = thr
-            best_oi[ok] = oi[ok]
-            met |= ok
-        if best is None:
-            best = np.zeros((n_vox, v.shape[0]), np.float32)
-        return best, best_threshold, best_oi, ~met
+            done = active[ok]
+            chosen_m[done] = m
+            chosen_threshold[done] = threshold
+            chosen_oi[done] = oi[ok]
+            met[done] = True
+            chosen_oi[active[~ok]] = oi[~ok]  # the last rung's OI stays for voxels that never meet it
+            if ok.all():
+                break
+            if ok.any():
+                active, active_projected, current = active[~ok], active_projected[~ok], current[~ok]
+        components = np.arange(v.shape[0], dtype=np.int64)[None, :] < chosen_m[:, None]
+        residue = (projected * components) @ v.T
+        return residue, chosen_threshold, chosen_oi, ~met
