@@ -780,7 +780,7 @@ def make_phantom(
         np.ascontiguousarray(values[keep]) for values in (labels, baseline, cbf, cbv, mtt, delay, dispersion)
     )
     if noise_sd_hu > 0:
-        hu += (noise_sd_hu * noise_rng.standard_normal(hu.shape)).astype(np.float32)
+        hu += np.float32(noise_sd_hu) * noise_rng.standard_normal(hu.shape, dtype=np.float32)
 
     parameters = {
         "size": size,
