@@ -1,0 +1,652 @@
+"""Nipype interfaces of the preprocessing steps: load, motion correction, masks, AIF/VOF, guided filter.
+
+Each interface reads files, calls the science in :mod:`ctp_nipype.perfusion`
+and writes its outputs into the node's working directory. File names keep the
+input's prefix (``<prefix>_ctp.nii.gz`` for series, ``<prefix>_desc-brain_mask.nii.gz``,
+``<prefix>_desc-global_aif.tsv``, ...), each with a JSON sidecar saying what
+was done and with which parameters.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from .. import __version__
+from ..io import (
+    InputError,
+    load_ctp,
+    load_mask,
+    load_nifti,
+    output_prefix,
+    read_curve_tsv,
+    write_curves_tsv,
+    write_json,
+    write_nifti,
+)
+from ..perfusion import aif as aif_selection
+from ..perfusion import filtering, masks, motion
+from ..perfusion.concentration import detect_bolus_arrival
+from ..perfusion.timing import resample_to_uniform
+
+#: plausible attenuation of a CT scan in HU: padding down to -3024, metal up to tens of thousands
+PLAUSIBLE_HU = (-3100.0, 35000.0)
+
+
+def _optional(value, default=None):
+    return value if isdefined(value) else default
+
+
+def _out(runtime, name):
+    return os.path.join(runtime.cwd, name)
+
+
+def _provenance(*sources):
+    return {
+        "Sources": [os.path.abspath(s) for s in sources if s is not None and isdefined(s)],
+        "SoftwareVersion": f"ctp_nipype {__version__}",
+    }
+
+
+def check_plausible_hu(data, path, hu_range=PLAUSIBLE_HU):
+    """Raise :class:`InputError` when a scan's values cannot be Hounsfield units.
+
+    Two failures: values outside ``hu_range`` (corrupt or wrongly scaled data),
+    and an image with no negative values and a median above 500 (stored
+    values written without the DICOM RescaleSlope/RescaleIntercept, so air is
+    0 or 24 instead of -1000).
+
+    >>> check_plausible_hu(np.array([-1000.0, 35.0, 1200.0]), "scan.nii.gz")
+    >>> check_plausible_hu(np.array([0.0, 1060.0, 1100.0]), "scan.nii.gz")
+    Traceback (most recent call last):
+    ...
+    ctp_nipype.io.InputError: The CTP scan scan.nii.gz does not look like Hounsfield units ...
+    """
+    low, high = float(np.min(data)), float(np.max(data))
+    if low < hu_range[0] or high > hu_range[1]:
+        raise InputError(
+            f"The CTP scan {path} has values from {low:.6g} to {high:.6g}, outside the plausible HU range "
+            f"[{hu_range[0]:g}, {hu_range[1]:g}]. Convert the scan to HU (apply RescaleSlope and "
+            "RescaleIntercept) or check that the file is not corrupt."
+        )
+    if low >= 0 and float(np.median(data)) > 500:
+        raise InputError(
+            f"The CTP scan {path} does not look like Hounsfield units (no negative values, median "
+            f"{float(np.median(data)):.0f}): air should be near -1000 HU. Apply the DICOM RescaleSlope and "
+            "RescaleIntercept when converting the scan."
+        )
+
+
+def _load_uniform(in_file, frame_interval=None):
+    """The scan, its series on a uniform grid, the grid and whether it was resampled."""
+    scan = load_ctp(in_file, frame_interval=frame_interval)
+    if scan.timing.is_uniform:
+        return scan, scan.data, scan.frame_times, False
+    data, times = resample_to_uniform(scan.data, scan.frame_times)
+    return scan, data.astype(np.float32), times, True
+
+
+def _timing_sidecar(times, resampled, source, original=None):
+    sidecar = {
+        "FrameTimesStart": [float(t) for t in times],
+        "RepetitionTime": float(times[1] - times[0]),
+        "TimingSource": source,
+        "ResampledToUniformGrid": bool(resampled),
+    }
+    if resampled and original is not None:
+        sidecar["OriginalFrameTimes"] = [float(t) for t in original]
+        sidecar["ResamplingMethod"] = "linear interpolation in time onto the smallest original frame step"
+    return sidecar
+
+
+def _write_mask(runtime, name, mask, scan, sidecar):
+    path = _out(runtime, name)
+    write_nifti(path, mask.astype(np.uint8), scan.affine, scan.header, sidecar, dtype=np.uint8)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# LoadCTP
+
+
+class _LoadCTPInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="4D CTP NIfTI in HU (x, y, z, t)")
+    sidecar_file = File(exists=True, desc="JSON sidecar with the timing (default: the file next to in_file)")
+    frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
+    min_frames = traits.Int(10, usedefault=True, desc="fewer frames than this is an error")
+    hu_range = traits.Tuple(PLAUSIBLE_HU, traits.Float, traits.Float, usedefault=True, desc="plausible HU range (min, max)"
+    )
+    out_prefix = traits.Str(desc="output file-name prefix (default: input name without _ctp and extension)")
+
+
+class _LoadCTPOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="float32 4D series in HU on a uniform time grid")
+    out_json = File(exists=True, desc="sidecar of out_file: FrameTimesStart, RepetitionTime, resampling")
+    frame_times_file = File(exists=True, desc="TSV with a 'time' column (s), one row per frame of out_file")
+    resampled = traits.Bool(desc="whether the series was resampled onto a uniform grid")
+    frame_interval = traits.Float(desc="frame interval of out_file in seconds")
+
+
+class LoadCTP(SimpleInterface):
+    """Read a 4D CTP scan and its timing, check it, and write it on a uniform time grid.
+
+    Checks, each with its own error: 4D, at least ``min_frames`` frames,
+    finite values, plausible HU (:func:`check_plausible_hu`), a timing source
+    and strictly increasing frame times. A non-uniformly sampled series is
+    interpolated linearly onto a uniform grid with the smallest original step,
+    and the sidecar says so (``ResampledToUniformGrid``, ``OriginalFrameTimes``).
+
+    Examples
+    --------
+    >>> LoadCTP(frame_interval=1.0).inputs.min_frames
+    10
+    """
+
+    input_spec = _LoadCTPInputSpec
+    output_spec = _LoadCTPOutputSpec
+
+    def _run_interface(self, runtime):
+        scan = load_ctp(
+            self.inputs.in_file,
+            frame_interval=_optional(self.inputs.frame_interval),
+            sidecar=_optional(self.inputs.sidecar_file),
+            min_frames=self.inputs.min_frames,
+        )
+        check_plausible_hu(scan.data, self.inputs.in_file, self.inputs.hu_range)
+        resampled = not scan.timing.is_uniform
+        data, times = resample_to_uniform(scan.data, scan.frame_times) if resampled else (scan.data, scan.frame_times)
+        prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
+        sidecar = {**scan.sidecar, **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times)}
+        sidecar.update(_provenance(self.inputs.in_file))
+        out_file = _out(runtime, f"{prefix}_ctp.nii.gz")
+        write_nifti(out_file, data, scan.affine, scan.header, sidecar)
+        times_file = write_curves_tsv(_out(runtime, f"{prefix}_frametimes.tsv"), {"time": times})
+        self._results.update(
+            out_file=out_file,
+            out_json=_out(runtime, f"{prefix}_ctp.json"),
+            frame_times_file=str(times_file),
+            resampled=bool(resampled),
+            frame_interval=float(times[1] - times[0]),
+        )
+        return runtime
+
+
+# ----------------------------------------------------------------------------------------------
+# MotionCorrection
+
+
+class _MotionCorrectionInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="4D CTP series in HU")
+    n_baseline_frames = traits.Int(desc="pre-bolus frames averaged into the reference (default: detected)")
+    metric = traits.Enum("meansquares", "mattes", "correlation", usedefault=True, desc="registration metric")
+    sampling_fraction = traits.Float(0.2, usedefault=True, desc="fraction of voxels sampled at the finest level")
+    frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
+    out_prefix = traits.Str(desc="output file-name prefix")
+
+
+class _MotionCorrectionOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="motion-corrected 4D series (float32, HU)")
+    motion_file = File(
+        exists=True, desc="TSV: time, trans_x_mm, trans_y_mm, trans_z_mm, rot_x_deg, rot_y_deg, rot_z_deg, fd_mm"
+    )
+    reference_file = File(exists=True, desc="the registration reference: mean of the pre-bolus frames")
+    max_framewise_displacement = traits.Float(desc="largest framewise displacement, mm")
+
+
+class MotionCorrection(SimpleInterface):
+    """Rigid 3D registration of every frame to the mean of the pre-bolus frames (SimpleITK).
+
+    See :mod:`ctp_nipype.perfusion.motion` for the metric, the mask of
+    enhancing vessels, the pyramid and the parameter conventions.
+
+    Examples
+    --------
+    >>> MotionCorrection().inputs.metric
+    'meansquares'
+    """
+
+    input_spec = _MotionCorrectionInputSpec
+    output_spec = _MotionCorrectionOutputSpec
+
+    def _run_interface(self, runtime):
+        scan, data, times, resampled = _load_uniform(self.inputs.in_file, _optional(self.inputs.frame_interval))
+        n_base = _optional(self.inputs.n_baseline_frames)
+        if n_base is None:
+            brain = masks.brain_mask(masks.time_average(data))
+            n_base = aif_selection.estimate_baseline_frames(data, brain if brain.any() else None)
+        spacing = scan.header.get_zooms()[:3]
+        fraction = self.inputs.sampling_fraction
+        result = motion.register_series(
+            data, spacing, n_base, metric=self.inputs.metric, sampling_fraction=(min(1.0, 2.5 * fraction),
+                                                                                 min(1.0, 1.5 * fraction), fraction)
+        )
+        prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
+        sidecar = {
+            **scan.sidecar,
+            **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times),
+            "MotionCorrection": {
+                "Method": "rigid 3D registration (SimpleITK), multi-resolution 4-2-1",
+                "Metric": self.inputs.metric,
+                "ReferenceFrames": int(n_base),
+                "MaxFramewiseDisplacementMM": float(result.framewise_displacement.max()),
+            },
+            **_provenance(self.inputs.in_file),
+        }
+        out_file = _out(runtime, f"{prefix}_ctp.nii.gz")
+        write_nifti(out_file, result.corrected, scan.affine, scan.header, sidecar)
+        reference_file = _out(runtime, f"{prefix}_desc-motionref_ct.nii.gz")
+        write_nifti(reference_file, result.reference, scan.affine, scan.header, {"Description": "mean of pre-bolus frames"})
+        columns = {"time": times}
+        columns.update({name: result.parameters[:, i] for i, name in enumerate(motion.PARAMETER_NAMES)})
+        columns["framewise_displacement_mm"] = result.framewise_displacement
+        motion_file = write_curves_tsv(_out(runtime, f"{prefix}_desc-motion_params.tsv"), columns)
+        self._results.update(
+            out_file=out_file,
+            motion_file=str(motion_file),
+            reference_file=reference_file,
+            max_framewise_displacement=float(result.framewise_displacement.max()),
+        )
+        return runtime
+
+
+# ----------------------------------------------------------------------------------------------
+# masks
+
+
+class _BrainMaskInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="4D CTP series in HU")
+    in_mask = File(exists=True, desc="user brain mask; replaces the automatic one (checked against the scan's grid)")
+    hu_window = traits.Tuple(masks.BRAIN_WINDOW_HU, traits.Float, traits.Float, usedefault=True,
+        desc="HU window of brain and CSF on the time-averaged image",
+    )
+    opening_radius = traits.Int(2, usedefault=True, desc="in-plane opening radius in voxels")
+    frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
+    out_prefix = traits.Str(desc="output file-name prefix")
+
+
+class _MaskOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="3D uint8 mask (1 inside)")
+    n_voxels = traits.Int(desc="voxels in the mask")
+
+
+class BrainMask(SimpleInterface):
+    """Brain mask from the time-averaged image (HU window, largest component, hole filling).
+
+    Examples
+    --------
+    >>> BrainMask().inputs.hu_window
+    (-5.0, 100.0)
+    """
+
+    input_spec = _BrainMaskInputSpec
+    output_spec = _MaskOutputSpec
+
+    def _run_interface(self, runtime):
+        scan = load_ctp(self.inputs.in_file, frame_interval=_optional(self.inputs.frame_interval))
+        if isdefined(self.inputs.in_mask):
+            mask = load_mask(self.inputs.in_mask, scan.spatial_shape, scan.affine, "brain mask")
+            sidecar = {"Type": "Brain", "Source": "user", **_provenance(self.inputs.in_mask)}
+        else:
+            mask = masks.brain_mask(masks.time_average(scan.data), self.inputs.hu_window, self.inputs.opening_radius)
+            if not mask.any():
+                raise InputError(
+                    f"No voxel of {self.inputs.in_file} lies in the brain window {self.inputs.hu_window} HU; "
+                    "check that the scan is in HU or give a brain mask (in_mask)."
+                )
+            sidecar = {
+                "Type": "Brain",
+                "Source": "automatic",
+                "Method": "HU window on the time-averaged image, in-plane opening, largest component, hole filling",
+                "HUWindow": list(self.inputs.hu_window),
+                "OpeningRadiusVoxels": self.inputs.opening_radius,
+                **_provenance(self.inputs.in_file),
+            }
+        prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
+        self._results["out_file"] = _write_mask(runtime, f"{prefix}_desc-brain_mask.nii.gz", mask, scan, sidecar)
+        self._results["n_voxels"] = int(mask.sum())
+        return runtime
+
+
+class _TissueMaskInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="4D CTP series in HU")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask")
+    in_mask = File(exists=True, desc="user mask; replaces the automatic one")
+    n_baseline_frames = traits.Int(desc="pre-bolus frames (default: detected from the most enhancing voxels)")
+    frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
+    out_prefix = traits.Str(desc="output file-name prefix")
+
+
+class _CSFMaskInputSpec(_TissueMaskInputSpec):
+    hu_window = traits.Tuple(masks.CSF_WINDOW_HU, traits.Float, traits.Float, usedefault=True, desc="baseline HU range of CSF"
+    )
+    max_relative_enhancement = traits.Float(
+        0.5, usedefault=True, desc="CSF enhances less than this times the brain's median enhancement"
+    )
+
+
+class _VesselMaskInputSpec(_TissueMaskInputSpec):
+    csf_mask = File(exists=True, desc="CSF mask, left out of the tissue reference")
+    min_relative_cbv = traits.Float(5.0, usedefault=True, desc="vessel: enhancement above this times the tissue median")
+
+
+class _TissueMask(SimpleInterface):
+    """Common run of CSFMask and VesselMask: load, user override or automatic mask, write."""
+
+    output_spec = _MaskOutputSpec
+    _kind = ""
+
+    def _automatic(self, data, times, brain, n_base, scan):
+        raise NotImplementedError
+
+    def _run_interface(self, runtime):
+        scan, data, times, _ = _load_uniform(self.inputs.in_file, _optional(self.inputs.frame_interval))
+        brain = load_mask(self.inputs.brain_mask, scan.spatial_shape, scan.affine, "brain mask")
+        if isdefined(self.inputs.in_mask):
+            mask = load_mask(self.inputs.in_mask, scan.spatial_shape, scan.affine, f"{self._kind} mask")
+            sidecar = {"Type": self._kind, "Source": "user", **_provenance(self.inputs.in_mask)}
+        else:
+            n_base = _optional(self.inputs.n_baseline_frames) or aif_selection.estimate_baseline_frames(data, brain)
+            mask, parameters = self._automatic(data, times, brain, n_base, scan)
+            sidecar = {
+                "Type": self._kind,
+                "Source": "automatic",
+                "BaselineFrames": int(n_base),
+                **parameters,
+                **_provenance(self.inputs.in_file, self.inputs.brain_mask),
+            }
+        prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
+        name = f"{prefix}_desc-{self._kind.lower()}_mask.nii.gz"
+        self._results["out_file"] = _write_mask(runtime, name, mask, scan, sidecar)
+        self._results["n_voxels"] = int(mask.sum())
+        return runtime
+
+
+class CSFMask(_TissueMask):
+    """CSF: water-like fitted baseline and no enhancement (:func:`ctp_nipype.perfusion.masks.csf_mask`).
+
+    Examples
+    --------
+    >>> CSFMask().inputs.max_relative_enhancement
+    0.5
+    """
+
+    input_spec = _CSFMaskInputSpec
+    _kind = "CSF"
+
+    def _automatic(self, data, times, brain, n_base, scan):
+        mask = masks.csf_mask(
+            data, times, brain, n_base, self.inputs.hu_window, self.inputs.max_relative_enhancement
+        )
+        return mask, {
+            "HUWindow": list(self.inputs.hu_window),
+            "MaxRelativeEnhancement": self.inputs.max_relative_enhancement,
+        }
+
+
+class VesselMask(_TissueMask):
+    """Large vessels: very high relative CBV (:func:`ctp_nipype.perfusion.masks.vessel_mask`).
+
+    Examples
+    --------
+    >>> VesselMask().inputs.min_relative_cbv
+    5.0
+    """
+
+    input_spec = _VesselMaskInputSpec
+    _kind = "Vessel"
+
+    def _automatic(self, data, times, brain, n_base, scan):
+        csf = (
+            load_mask(self.inputs.csf_mask, scan.spatial_shape, scan.affine, "CSF mask")
+            if isdefined(self.inputs.csf_mask)
+            else None
+        )
+        mask = masks.vessel_mask(data, times, brain, n_base, self.inputs.min_relative_cbv, exclude=csf)
+        return mask, {"MinRelativeCBV": self.inputs.min_relative_cbv}
+
+
+# ----------------------------------------------------------------------------------------------
+# AIF and VOF
+
+
+class _SelectAIFVOFInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="4D CTP series in HU")
+    brain_mask = File(exists=True, mandatory=True, desc="where to search for arteries and veins")
+    exclude_mask = File(exists=True, desc="voxels never chosen (e.g. the CSF mask)")
+    aif_file = File(exists=True, desc="user AIF: TSV with an 'aif' column in HU (optional 'time'); overrides")
+    vof_file = File(exists=True, desc="user VOF: TSV with a 'vof' column in HU (optional 'time'); overrides")
+    aif_mask = File(exists=True, desc="user mask of arterial voxels, averaged into the AIF; overrides")
+    vof_mask = File(exists=True, desc="user mask of venous voxels, averaged into the VOF; overrides")
+    n_aif_voxels = traits.Int(5, usedefault=True, desc="voxels averaged into the automatic AIF")
+    n_vof_voxels = traits.Int(5, usedefault=True, desc="voxels averaged into the automatic VOF")
+    min_vein_delay = traits.Float(2.0, usedefault=True, desc="VOF voxels arrive at least this many s after the AIF")
+    correct_partial_volume = traits.Bool(True, usedefault=True, desc="rescale the AIF to the VOF's first-pass area")
+    allow_downscaling = traits.Bool(False, usedefault=True, desc="apply a partial-volume factor below 1")
+    frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
+    out_prefix = traits.Str(desc="output file-name prefix")
+
+
+class _SelectAIFVOFOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="TSV: time, aif, vof, aif_corrected (HU, baseline included)")
+    out_json = File(exists=True, desc="sidecar: voxels, scale factor, first-pass fits, sources")
+    out_png = File(exists=True, desc="figure of the curves and of the chosen voxels")
+    voxels_file = File(desc="3D label image of the chosen voxels: 1 AIF, 2 VOF (automatic or mask choice)")
+    scale = traits.Float(desc="partial-volume factor applied to the AIF's concentration")
+
+
+def _user_curve(path, column, times):
+    """A user's curve on the scan's uniform grid (interpolated when it has its own 'time' column)."""
+    values, curve_times = read_curve_tsv(path, column, n_frames=None)
+    if curve_times is None:
+        if values.size != times.size:
+            raise InputError(
+                f"The '{column}' column of {path} has {values.size} rows but the (uniform) series has "
+                f"{times.size} frames; give one value per frame or add a 'time' column in seconds."
+            )
+        return values
+    if curve_times[0] > times[0] + 1e-6 or curve_times[-1] < times[-1] - 1e-6:
+        raise InputError(
+            f"The 'time' column of {path} covers {curve_times[0]:g}-{curve_times[-1]:g} s but the series "
+            f"runs {times[0]:g}-{times[-1]:g} s; the curve must cover every frame."
+        )
+    return np.interp(times, curve_times, values)
+
+
+class SelectAIFVOF(SimpleInterface):
+    """Automatic arterial input and venous output functions, with the partial-volume correction.
+
+    Automatic choice by :func:`ctp_nipype.perfusion.aif.select_vascular_functions`;
+    a user TSV or mask replaces the automatic AIF and/or VOF. The corrected AIF
+    has the VOF's first-pass area (de la Rosa et al. 2021). Writes the
+    conventions' ``<prefix>_desc-global_aif.tsv`` (time, aif, vof,
+    aif_corrected; HU with baseline, like a user TSV), a JSON sidecar and a PNG.
+
+    Examples
+    --------
+    >>> SelectAIFVOF().inputs.n_aif_voxels
+    5
+    """
+
+    input_spec = _SelectAIFVOFInputSpec
+    output_spec = _SelectAIFVOFOutputSpec
+
+    def _mask_curve(self, path, what, scan, data):
+        mask = load_mask(path, scan.spatial_shape, scan.affine, what)
+        if not mask.any():
+            raise InputError(f"The {what} {path} is empty; it must mark at least one voxel.")
+        return data[mask].astype(float).mean(axis=0), np.argwhere(mask)
+
+    def _run_interface(self, runtime):
+        scan, data, times, resampled = _load_uniform(self.inputs.in_file, _optional(self.inputs.frame_interval))
+        brain = load_mask(self.inputs.brain_mask, scan.spatial_shape, scan.affine, "brain mask")
+        exclude = (
+            load_mask(self.inputs.exclude_mask, scan.spatial_shape, scan.affine, "exclusion mask")
+            if isdefined(self.inputs.exclude_mask)
+            else None
+        )
+        user = {}
+        for column, tsv, mask_file in (
+            ("aif", self.inputs.aif_file, self.inputs.aif_mask),
+            ("vof", self.inputs.vof_file, self.inputs.vof_mask),
+        ):
+            if isdefined(tsv):
+                user[column] = (_user_curve(tsv, column, times), None, "user TSV")
+            elif isdefined(mask_file):
+                curve, voxels = self._mask_curve(mask_file, f"{column.upper()} mask", scan, data)
+                user[column] = (curve, voxels, "user mask")
+
+        auto = None
+        if len(user) < 2:
+            auto = aif_selection.select_vascular_functions(
+                data,
+                times,
+                brain,
+                exclude_mask=exclude,
+                n_aif_voxels=self.inputs.n_aif_voxels,
+                n_vof_voxels=self.inputs.n_vof_voxels,
+                min_vein_delay=self.inputs.min_vein_delay,
+                correct_partial_volume=False,
+            )
+        curves, voxels, sources = {}, {}, {}
+        for column in ("aif", "vof"):
+            if column in user:
+                curves[column], voxels[column], sources[column] = user[column]
+            else:
+                curves[column] = getattr(auto, column)
+                voxels[column] = getattr(auto, f"{column}_voxels")
+                sources[column] = "automatic"
+        if self.inputs.correct_partial_volume:
+            corrected, scale, fits, n_base = aif_selection.correct_aif(
+                curves["aif"], curves["vof"], times, allow_downscaling=self.inputs.allow_downscaling
+            )
+            fit_summary = {
+                name: {"t0": float(fits.t0[i]), "alpha": float(fits.alpha[i]), "beta": float(fits.beta[i]),
+                       "peak_hu": float(fits.peak[i]), "area_hu_s": float(fits.area[i])}
+                for i, name in enumerate(("aif", "vof"))
+            }
+        else:
+            corrected, scale, fit_summary = np.asarray(curves["aif"], float), 1.0, None
+            n_base = detect_bolus_arrival(corrected)
+
+        prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
+        columns = {"time": times, "aif": curves["aif"], "vof": curves["vof"], "aif_corrected": corrected}
+        out_file = write_curves_tsv(_out(runtime, f"{prefix}_desc-global_aif.tsv"), columns)
+        sidecar = {
+            "Units": {"time": "s", "aif": "HU", "vof": "HU", "aif_corrected": "HU"},
+            "AIFSource": sources["aif"],
+            "VOFSource": sources["vof"],
+            "AIFVoxels": None if voxels["aif"] is None else np.asarray(voxels["aif"]).tolist(),
+            "VOFVoxels": None if voxels["vof"] is None else np.asarray(voxels["vof"]).tolist(),
+            "PartialVolumeCorrection": {
+                "Applied": bool(self.inputs.correct_partial_volume),
+                "Method": "AIF concentration scaled so that its first-pass area (gamma-variate fit, "
+                "recirculation excluded) equals the VOF's (de la Rosa et al. 2021)",
+                "Scale": float(scale),
+                "AllowDownscaling": bool(self.inputs.allow_downscaling),
+                "FirstPassFits": fit_summary,
+            },
+            "BaselineFrames": int(n_base),
+            "ResampledToUniformGrid": bool(resampled),
+            **({} if auto is None else {"Selection": auto.details}),
+            **_provenance(self.inputs.in_file, self.inputs.brain_mask),
+        }
+        out_json = write_json(_out(runtime, f"{prefix}_desc-global_aif.json"), sidecar)
+        from ..viz import plot_vascular_functions
+
+        out_png = plot_vascular_functions(
+            _out(runtime, f"{prefix}_desc-global_aif.png"),
+            times,
+            {k: v for k, v in columns.items() if k != "time"},
+            masks.time_average(data),
+            voxels["aif"],
+            voxels["vof"],
+            title=f"{prefix}: AIF ({sources['aif']}), VOF ({sources['vof']}), scale {scale:.2f}",
+        )
+        if voxels["aif"] is not None or voxels["vof"] is not None:
+            labels = np.zeros(scan.spatial_shape, np.uint8)
+            for value, name in ((2, "vof"), (1, "aif")):
+                if voxels[name] is not None:
+                    labels[tuple(np.asarray(voxels[name]).T)] = value
+            voxels_file = _out(runtime, f"{prefix}_desc-vascular_dseg.nii.gz")
+            write_nifti(voxels_file, labels, scan.affine, scan.header, {"Labels": {"1": "AIF", "2": "VOF"}}, np.uint8)
+            self._results["voxels_file"] = voxels_file
+        self._results.update(out_file=str(out_file), out_json=str(out_json), out_png=str(out_png), scale=float(scale))
+        return runtime
+
+
+# ----------------------------------------------------------------------------------------------
+# GuidedFilter
+
+
+class _GuidedFilterInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="4D CTP series in HU")
+    guidance_file = File(exists=True, desc="3D guidance image in HU (default: the time-averaged series)")
+    radius = traits.Int(filtering.RADIUS, usedefault=True, desc="window radius in voxels")
+    eps = traits.Float(filtering.EPS, usedefault=True, desc="regularisation on the guidance normalised to [0, 1]")
+    mode = traits.Enum("2d", "3d", usedefault=True, desc="in-plane per slice (paper) or 3D windows")
+    guidance_window = traits.Tuple(filtering.GUIDANCE_WINDOW_HU, traits.Float, traits.Float, usedefault=True,
+        desc="HU window mapped onto [0, 1] for the guidance",
+    )
+    frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
+    out_prefix = traits.Str(desc="output file-name prefix")
+
+
+class _GuidedFilterOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="filtered 4D series (float32, HU)")
+
+
+class GuidedFilter(SimpleInterface):
+    """Guided filter (He et al. 2013) of every frame, guided by the time-averaged scan.
+
+    Defaults of Zeng et al. (2025): radius 2, eps 0.01 on the guidance
+    normalised to [0, 1] over ``guidance_window`` HU.
+
+    Examples
+    --------
+    >>> GuidedFilter().inputs.radius, GuidedFilter().inputs.eps
+    (2, 0.01)
+    """
+
+    input_spec = _GuidedFilterInputSpec
+    output_spec = _GuidedFilterOutputSpec
+
+    def _run_interface(self, runtime):
+        scan = load_ctp(self.inputs.in_file, frame_interval=_optional(self.inputs.frame_interval))
+        guidance = None
+        if isdefined(self.inputs.guidance_file):
+            img, guidance = load_nifti(self.inputs.guidance_file, "guidance image")
+            guidance = np.asarray(guidance, np.float32)
+            if guidance.shape != scan.spatial_shape:
+                raise InputError(
+                    f"The guidance image {self.inputs.guidance_file} has shape {guidance.shape} but the scan has "
+                    f"{scan.spatial_shape}; give a 3D image on the scan's grid."
+                )
+        filtered = filtering.guided_filter(
+            scan.data, guidance, self.inputs.radius, self.inputs.eps, self.inputs.mode, self.inputs.guidance_window
+        )
+        prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
+        sidecar = {
+            **scan.sidecar,
+            "GuidedFilter": {
+                "Radius": self.inputs.radius,
+                "Epsilon": self.inputs.eps,
+                "EpsilonRelativeTo": "guidance normalised to [0, 1] over GuidanceWindowHU",
+                "GuidanceWindowHU": list(self.inputs.guidance_window),
+                "Mode": self.inputs.mode,
+                "Guidance": "user image" if guidance is not None else "time-averaged series",
+            },
+            **_provenance(self.inputs.in_file),
+        }
+        out_file = _out(runtime, f"{prefix}_ctp.nii.gz")
+        write_nifti(out_file, filtered, scan.affine, scan.header, sidecar)
+        self._results["out_file"] = out_file
+        return runtime

@@ -1,0 +1,160 @@
+"""The preprocessing interfaces end to end on files: the small digital phantom and broken inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from ctp_nipype.interfaces.preprocessing import (
+    BrainMask,
+    CSFMask,
+    GuidedFilter,
+    LoadCTP,
+    MotionCorrection,
+    SelectAIFVOF,
+    VesselMask,
+)
+from ctp_nipype.io import InputError, write_curves_tsv
+from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+
+
+def _save(path, data, affine=np.eye(4), sidecar=None):
+    img = nb.Nifti1Image(np.asarray(data, np.float32), affine)
+    nb.save(img, str(path))
+    if sidecar is not None:
+        json_path = str(path).replace(".nii.gz", ".json")
+        with open(json_path, "w") as handle:
+            json.dump(sidecar, handle)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def phantom_file(tmp_path_factory):
+    ph = make_phantom("small", seed=0, non_uniform_timing=True)
+    root = tmp_path_factory.mktemp("data")
+    path = _save(root / "sub-01_ctp.nii.gz", ph.hu, ph.affine, {"FrameTimesStart": ph.frame_times.tolist()})
+    return ph, path
+
+
+def _run(interface, tmp_path, name):
+    workdir = tmp_path / name
+    workdir.mkdir()
+    return interface.run(cwd=str(workdir)).outputs
+
+
+def test_pipeline_on_phantom(phantom_file, tmp_path):
+    ph, path = phantom_file
+    loaded = _run(LoadCTP(in_file=path), tmp_path, "load")
+    assert loaded.resampled
+    sidecar = json.loads(open(loaded.out_json).read())
+    assert sidecar["ResampledToUniformGrid"] is True
+    assert sidecar["OriginalFrameTimes"] == pytest.approx(ph.frame_times.tolist())
+    img = nb.load(loaded.out_file)
+    assert img.get_data_dtype() == np.float32
+    # 1 s then 2 s frames -> uniform frames of 1 s from the first to the last
+    n_uniform = int(ph.frame_times[-1] - ph.frame_times[0]) + 1
+    assert img.shape[3] == n_uniform and loaded.frame_interval == pytest.approx(1.0)
+    with open(loaded.frame_times_file) as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [float(r["time"]) for r in rows] == pytest.approx(ph.frame_times[0] + np.arange(n_uniform))
+
+    brain = _run(BrainMask(in_file=loaded.out_file), tmp_path, "brain")
+    brain_mask = nb.load(brain.out_file).get_fdata() > 0
+    truth = ph.brain_mask
+    assert 2 * (brain_mask & truth).sum() / (brain_mask.sum() + truth.sum()) >= 0.95
+    csf = _run(CSFMask(in_file=loaded.out_file, brain_mask=brain.out_file), tmp_path, "csf")
+    vessels = _run(
+        VesselMask(in_file=loaded.out_file, brain_mask=brain.out_file, csf_mask=csf.out_file), tmp_path, "vessels"
+    )
+    vessel_mask = nb.load(vessels.out_file).get_fdata() > 0
+    assert vessel_mask[ph.labels == PhantomLabel.ARTERY].all()
+
+    selected = _run(
+        SelectAIFVOF(in_file=loaded.out_file, brain_mask=brain.out_file, exclude_mask=csf.out_file), tmp_path, "aif"
+    )
+    with open(selected.out_file) as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        assert reader.fieldnames == ["time", "aif", "vof", "aif_corrected"]
+        table = list(reader)
+    assert len(table) == n_uniform
+    aif = np.array([float(r["aif"]) for r in table])
+    assert aif[:3].mean() == pytest.approx(24.0, abs=8)  # baseline included, like a user TSV
+    assert 1.6 < selected.scale < 2.4  # artery voxels hold 50% blood
+    assert open(selected.out_png, "rb").read(4) == b"\x89PNG"
+    chosen = nb.load(selected.voxels_file).get_fdata()
+    assert np.all(ph.labels[chosen == 1] == PhantomLabel.ARTERY)
+
+    filtered = _run(GuidedFilter(in_file=loaded.out_file), tmp_path, "gf")
+    assert nb.load(filtered.out_file).shape == img.shape
+
+
+def test_user_masks_and_curves_override(phantom_file, tmp_path):
+    ph, path = phantom_file
+    loaded = _run(LoadCTP(in_file=path), tmp_path, "load")
+    user_brain = _save(tmp_path / "brain.nii.gz", ph.brain_mask, ph.affine)
+    brain = _run(BrainMask(in_file=loaded.out_file, in_mask=user_brain), tmp_path, "brain")
+    assert np.array_equal(nb.load(brain.out_file).get_fdata() > 0, ph.brain_mask)
+    artery = _save(tmp_path / "artery.nii.gz", ph.labels == PhantomLabel.ARTERY, ph.affine)
+    # the user's VOF on the original, non-uniform grid: interpolated onto the series' grid
+    vof_tsv = write_curves_tsv(tmp_path / "vof.tsv", {"time": ph.frame_times, "vof": ph.vof})
+    out = _run(
+        SelectAIFVOF(in_file=loaded.out_file, brain_mask=brain.out_file, aif_mask=artery, vof_file=str(vof_tsv)),
+        tmp_path,
+        "aif",
+    )
+    sidecar = json.loads(open(out.out_json).read())
+    assert sidecar["AIFSource"] == "user mask" and sidecar["VOFSource"] == "user TSV"
+    assert out.scale == pytest.approx(2.0, rel=0.1)
+
+
+def _write_scan(tmp_path, data, sidecar={"RepetitionTime": 1.0}):
+    return _save(tmp_path / "scan_ctp.nii.gz", data, np.eye(4), sidecar)
+
+
+@pytest.mark.parametrize(
+    "data, sidecar, message",
+    [
+        (np.zeros((4, 4, 4)), {"RepetitionTime": 1.0}, "4D"),
+        (np.zeros((4, 4, 1, 5)), {"RepetitionTime": 1.0}, "at least 10"),
+        (np.full((4, 4, 1, 12), np.nan), {"RepetitionTime": 1.0}, "NaN"),
+        (np.full((4, 4, 1, 12), 1e6), {"RepetitionTime": 1.0}, "plausible HU"),
+        (np.full((4, 4, 1, 12), 1050.0), {"RepetitionTime": 1.0}, "Hounsfield"),
+        (np.zeros((4, 4, 1, 12)), {"FrameTimesStart": [0, 1, 2, 3, 4, 4, 6, 7, 8, 9, 10, 11]}, "strictly increasing"),
+        (np.zeros((4, 4, 1, 12)), {}, "No frame timing"),
+    ],
+)
+def test_load_errors_are_specific(tmp_path, data, sidecar, message):
+    path = _write_scan(tmp_path, data, sidecar)
+    nb.Nifti1Image(np.asarray(data, np.float32), np.eye(4)).to_filename(path)
+    with pytest.raises(Exception) as info:
+        LoadCTP(in_file=path).run(cwd=str(tmp_path))
+    assert message in str(info.value)
+
+
+def test_user_mask_on_other_grid_is_rejected(phantom_file, tmp_path):
+    ph, path = phantom_file
+    wrong = _save(tmp_path / "mask.nii.gz", np.ones((5, 5, 5)), ph.affine)
+    with pytest.raises(Exception, match="resample the mask"):
+        BrainMask(in_file=path, in_mask=wrong).run(cwd=str(tmp_path))
+
+
+def test_motion_correction_interface_writes_parameters(tmp_path):
+    from ctp_nipype.perfusion.motion import PARAMETER_NAMES
+
+    ph = make_phantom("small", seed=3, noise_sd_hu=2.0)
+    short = ph.hu[..., :12]
+    path = _save(tmp_path / "m_ctp.nii.gz", short, ph.affine, {"RepetitionTime": 1.0})
+    out = _run(MotionCorrection(in_file=path, n_baseline_frames=4), tmp_path, "mc")
+    with open(out.motion_file) as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        assert reader.fieldnames == ["time", *PARAMETER_NAMES, "framewise_displacement_mm"]
+        rows = list(reader)
+    assert len(rows) == 12
+    # no motion injected: every frame within 0.3 mm / 0.3 degrees of rest
+    values = np.array([[float(r[n]) for n in PARAMETER_NAMES] for r in rows])
+    assert np.abs(values).max() < 0.3
+    assert isinstance(InputError("x"), ValueError)
