@@ -1,4 +1,5 @@
 """Nipype interfaces: each reads files, calls the science in ctp_nipype.perfusion / ctp_nipype.nn, writes files."""
 
 from .svd import SVDDeconvolution  # noqa: F401
+from .transformer import TransformerPerfusion  # noqa: F401
 from .preprocessing import BrainMask, CSFMask, GuidedFilter, LoadCTP, MotionCorrection, SelectAIFVOF, VesselMask  # noqa: F401

@@ -112,6 +112,7 @@ class TransformerPerfusion(SimpleInterface):
             "Method": "transformer",
             "KappaH": self.inputs.kappa_h,
             "TissueDensity": self.inputs.rho,
+            "CBVDefinition": "100 * kappa_H / rho * integral of the network's residue K (trapezoidal)",
             "Weights": os.path.abspath(weights) if weights else f"shipped ({SHIPPED_WEIGHTS.name})",
             "WeightsCard": getattr(model, "card", {}),
             "Device": str(device),

@@ -8,9 +8,11 @@ AIF is the same for all voxels of a scan) and maps the outputs back to the
 units of the conventions:
 
 * ``cbf`` [ml/100 g/min] = ``6000 * kappa_H / rho * max(K)``;
-* ``cbv`` [ml/100 g] = ``100 * kappa_H / rho * integral(C) / integral(Ca)``
-  (the global AIF; trapezoidal rule, as the SVD models);
-* ``mtt`` [s] = ``60 * CBV / CBF``;
+* ``cbv`` [ml/100 g] = ``100 * kappa_H / rho * integral(K)`` (trapezoidal rule), the
+  network's own estimate: for ``C = Ca_local (x) K`` it equals the conventions'
+  ``100 * kappa_H / rho * integral(C) / integral(Ca)`` (delay and dispersion keep the
+  AIF's area) but is not thrown negative by noise in near-empty voxels;
+* ``mtt`` [s] = ``60 * CBV / CBF`` = ``integral(K) / max(K)``;
 * ``bad`` [s], the network's bolus arrival delay;
 * ``local_aif`` (n, T) in the units of the input AIF; ``residue`` (n, T) = K in 1/s.
 """
@@ -168,7 +170,7 @@ def estimate_curves(
     residue = raw["residue"] / RESIDUE_SCALE
     scale = kappa_h / rho
     cbf = CBF_UNIT_FACTOR * scale * residue.max(axis=1)
-    cbv = CBV_UNIT_FACTOR * scale * trapezoid_integral(tissue, dt) / trapezoid_integral(aif, dt)
+    cbv = CBV_UNIT_FACTOR * scale * trapezoid_integral(residue, dt)
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), 0.0)
     return {

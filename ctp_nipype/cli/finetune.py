@@ -1,0 +1,72 @@
+"""``ctp-finetune``: adapt the perfusion Transformer to unlabelled scans (residue head only).
+
+Example
+-------
+ctp-finetune --scan sub-01_ctp.nii.gz --aif sub-01_desc-global_aif.tsv --mask sub-01_mask.nii.gz --out tuned/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="ctp-finetune",
+        description="Fine-tune the perfusion Transformer on your own CTP scans without labels: every weight "
+        "frozen except the residue head, loss = tissue reconstruction + residue smoothness. "
+        "Writes OUT/finetuned.safetensors (+ .json) and OUT/model_card.md.",
+    )
+    parser.add_argument("--scan", action="append", required=True, help="4D CTP NIfTI in HU (repeat for several)")
+    parser.add_argument("--aif", action="append", required=True, help="global AIF TSV ('aif' column), one per --scan")
+    parser.add_argument("--mask", action="append", default=None, help="brain mask NIfTI, one per --scan")
+    parser.add_argument("--out", required=True, help="output folder (not inside an input dataset)")
+    parser.add_argument("--weights", default=None, help="starting weights (default: the shipped weights)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--max-voxels", type=int, default=200000, help="voxels kept per scan (random subset)")
+    parser.add_argument("--frame-interval", type=float, default=None, help="s, when the scan has no timing")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if len(args.aif) != len(args.scan) or (args.mask and len(args.mask) != len(args.scan)):
+        parser.error("give one --aif (and one --mask, if any) per --scan, in the same order")
+    import torch
+
+    from ..io import InputError
+    from ..nn.finetune import card_markdown, finetune, finetuned_card, load_scan_curves
+    from ..nn.weights import WeightsError, load_model, save_weights
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = load_model(args.weights)
+        scans = [
+            load_scan_curves(scan, aif, args.mask[i] if args.mask else None, args.frame_interval, args.max_voxels,
+                             args.seed)
+            for i, (scan, aif) in enumerate(zip(args.scan, args.aif))
+        ]
+        settings = {"batch_size": args.batch_size, "learning_rate": args.learning_rate, "seed": args.seed,
+                    "base_weights": args.weights or "shipped"}
+        result = finetune(model, scans, args.steps, args.batch_size, args.learning_rate, args.seed, progress=True)
+    except (InputError, WeightsError, ValueError) as err:
+        print(f"ctp-finetune: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    card = finetuned_card(getattr(model, "card", {}), result, scans, settings)
+    path = save_weights(model, out / "finetuned.safetensors", card)
+    (out / "model_card.md").write_text(card_markdown(card), encoding="utf-8")
+    print(f"ctp-finetune: loss {result['loss_before']:.4g} -> {result['loss_after']:.4g}; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
