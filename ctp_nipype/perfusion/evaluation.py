@@ -535,6 +535,99 @@ def evaluate(test_sets, methods=SVD_METHODS, options=None, progress=None):
     return evaluation
 
 
+# ----------------------------------------------------------------------------- tables
+
+#: Columns of the summary tables: (key, header).
+SUMMARY_COLUMNS = (
+    ("cbf_rmse", "CBF RMSE (ml/100 g/min)"),
+    ("delay_rmse", "delay RMSE (s)"),
+    ("cbf_ratio", "CBF ratio est/true"),
+    ("aif_r", "local AIF r"),
+    ("aif_peak_error", "M_peak error (rel.)"),
+    ("aif_ttp_error", "T_peak error (s)"),
+    ("aif_fwhm_error", "FWHM error (s)"),
+)
+
+
+def summary_rows(evaluation):
+    """One row per (set, method) and two overall rows per method: the mean of the sets and all curves pooled.
+
+    Each row is a dict with ``set`` (``'#k <variable>'``, ``'mean of sets'`` or
+    ``'all curves'``), ``method`` and the :func:`summarize` metrics.
+    """
+    rows = []
+    for number in evaluation.sets:
+        for method in evaluation.methods:
+            if number in evaluation.records[method]:
+                rows.append({"set": TEST_SETS[number].title, "method": method, **evaluation.summary(method, number)})
+    for label, metrics in (("mean of sets", evaluation.mean_of_sets), ("all curves", evaluation.pooled)):
+        for method in evaluation.methods:
+            rows.append({"set": label, "method": method, **metrics(method)})
+    return rows
+
+
+def level_rows(evaluation):
+    """One row per (set, level, method) with the :func:`summarize` metrics (the data of figures 4-5)."""
+    rows = []
+    for number in evaluation.sets:
+        spec = TEST_SETS[number]
+        for method in evaluation.methods:
+            for level, metrics in evaluation.by_level(method, number):
+                rows.append({"set": spec.number, "variable": spec.variable, "level": level, "method": method,
+                             **metrics})
+    return rows
+
+
+def _cell(row, key):
+    if key == "cbf_ratio":
+        return f"{row['cbf_ratio_mean']:.2f} ± {row['cbf_ratio_sd']:.2f}"
+    if key.startswith("aif_"):
+        if f"{key}_mean" not in row:
+            return "-"
+        return f"{row[f'{key}_mean']:.2f} ± {row[f'{key}_sd']:.2f}"
+    return f"{row[key]:.2f}"
+
+
+def markdown_table(rows):
+    """The summary rows as a markdown table in the paper's form (local AIF columns only when some method has them).
+
+    >>> print(markdown_table([{"set": "#1 noise", "method": "ssvd", "n": 2, "cbf_rmse": 7.951,
+    ...                        "delay_rmse": 3.07, "cbf_ratio_mean": 0.85, "cbf_ratio_sd": 0.13}]))
+    | set | method | n | CBF RMSE (ml/100 g/min) | delay RMSE (s) | CBF ratio est/true |
+    |---|---|---|---|---|---|
+    | #1 noise | ssvd | 2 | 7.95 | 3.07 | 0.85 ± 0.13 |
+    """
+    with_aif = any("aif_r_mean" in row for row in rows)
+    columns = [c for c in SUMMARY_COLUMNS if with_aif or not c[0].startswith("aif_")]
+    lines = ["| set | method | n | " + " | ".join(header for _, header in columns) + " |",
+             "|" + "---|" * (3 + len(columns))]
+    for row in rows:
+        cells = [str(row["set"]), str(row["method"]), str(row["n"])] + [_cell(row, key) for key, _ in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tsv_text(rows):
+    """Rows (dicts) as tab-separated text with a header; missing values are empty.
+
+    >>> print(tsv_text([{"set": 1, "cbf_rmse": 2.5}, {"set": 2}]), end="")
+    set\tcbf_rmse
+    1\t2.5
+    2\t
+    """
+    keys = []
+    for row in rows:
+        keys += [key for key in row if key not in keys]
+
+    def text(value):
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.6g}"
+        return "" if value is None else str(value)
+
+    lines = ["\t".join(keys)] + ["\t".join(text(row.get(key)) for key in keys) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 __all__ = [
     "METHODS",
     "SVD_METHODS",
@@ -549,5 +642,9 @@ __all__ = [
     "rmse",
     "run_methods",
     "summarize",
+    "level_rows",
+    "markdown_table",
+    "summary_rows",
     "transformer_method",
+    "tsv_text",
 ]
