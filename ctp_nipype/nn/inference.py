@@ -49,16 +49,23 @@ def default_batch_size(n_frames, device):
 
 
 def check_inputs(global_aif, tissue, frame_times):
-    """Validate shapes and timing; returns float arrays and the frame interval in seconds."""
+    """Validate shapes and timing.
+
+    Returns float arrays ``aif`` ((T,) or (n, T)), ``tissue`` (n, T), ``times``,
+    the frame interval in seconds and the AIF peak(s) (scalar or (n, 1)).
+    """
     aif = np.asarray(global_aif, dtype=np.float64)
-    if aif.ndim != 1:
-        raise ValueError(f"The global AIF must be one curve (1D), got shape {aif.shape}.")
     tissue = np.asarray(tissue)
-    if tissue.ndim != 2 or tissue.shape[1] != aif.size:
+    if aif.ndim not in (1, 2):
+        raise ValueError(f"The global AIF must be one curve (T,) or one per tissue curve (n, T), got {aif.shape}.")
+    n_frames = aif.shape[-1]
+    if tissue.ndim != 2 or tissue.shape[1] != n_frames:
         raise ValueError(
-            f"The tissue curves must have shape (n_voxels, {aif.size}) to match the AIF, got {tissue.shape}."
+            f"The tissue curves must have shape (n_voxels, {n_frames}) to match the AIF, got {tissue.shape}."
         )
-    times = check_frame_times(frame_times, aif.size)
+    if aif.ndim == 2 and aif.shape[0] != tissue.shape[0]:
+        raise ValueError(f"{aif.shape[0]} AIFs were given for {tissue.shape[0]} tissue curves; give one or one each.")
+    times = check_frame_times(frame_times, n_frames)
     if not is_uniform(times):
         raise ValueError(
             "The network needs uniformly spaced frames; resample the series first "
@@ -66,14 +73,17 @@ def check_inputs(global_aif, tissue, frame_times):
         )
     if not np.all(np.isfinite(aif)) or not np.all(np.isfinite(tissue)):
         raise ValueError("The AIF or the tissue curves contain NaN or infinite values.")
-    peak = float(aif.max())
-    if not peak > 0:
+    peak = aif.max(axis=-1, keepdims=aif.ndim == 2)
+    if not np.all(peak > 0):
         raise ValueError("The global AIF has no positive peak: pass a baseline-subtracted concentration curve.")
     return aif, tissue, times, float(np.mean(np.diff(times))), peak
 
 
 def run_network(model, aif_normalised, tissue_normalised, frame_times, device, batch_size=None, progress=False):
-    """Network outputs for all voxels (normalised units), batch by batch, AIF part cached.
+    """Network outputs for all voxels (normalised units), batch by batch.
+
+    ``aif_normalised`` is one curve (T,), whose decoder part is computed once
+    and shared by all batches, or one curve per voxel (n, T).
 
     Returns numpy arrays ``local_aif`` (n, T), ``residue`` (n, T) and ``bad`` (n,), float32.
     """
@@ -93,12 +103,16 @@ def run_network(model, aif_normalised, tissue_normalised, frame_times, device, b
         from tqdm import tqdm
 
         starts = tqdm(starts, total=(n + batch_size - 1) // batch_size, desc="transformer", unit="batch")
+    per_curve_aif = aif.dim() == 2  # simulated curves each have their own global AIF: no shared cache
     with torch.inference_mode(), autocast:
-        cache = model.encode_aif(aif, times)
+        cache = None if per_curve_aif else model.encode_aif(aif, times)
         for start in starts:
             stop = min(start + batch_size, n)
             batch = torch.as_tensor(np.asarray(tissue_normalised[start:stop], np.float32), device=device)
-            result = model(batch, frame_times=times, aif_cache=cache)
+            if per_curve_aif:
+                result = model(batch, aif[start:stop], times)
+            else:
+                result = model(batch, frame_times=times, aif_cache=cache)
             for key in out:
                 out[key][start:stop] = result[key].float().cpu().numpy()
     return out
@@ -128,8 +142,9 @@ def estimate_curves(
 
     Parameters
     ----------
-    global_aif : array_like, shape (T,)
-        Global arterial concentration (HU above baseline).
+    global_aif : array_like, shape (T,) or (n, T)
+        Global arterial concentration (HU above baseline): one for all curves
+        (a scan; its decoder part is computed once) or one per curve (simulations).
     tissue : array_like, shape (n, T)
         Tissue concentration curves (HU above baseline), same grid.
     frame_times : array_like, shape (T,)
@@ -178,6 +193,6 @@ def estimate_curves(
         "cbv": cbv.astype(np.float32),
         "mtt": mtt.astype(np.float32),
         "bad": raw["bad"],
-        "local_aif": (raw["local_aif"] * peak).astype(np.float32),
+        "local_aif": (raw["local_aif"] * peak).astype(np.float32),  # peak: scalar or (n, 1)
         "residue": residue.astype(np.float32),
     }
