@@ -366,3 +366,16 @@ def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, met
         path = out_dir / map_filename(prefix, method, name)
         written[name] = write_nifti(path, np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), affine, header, sidecar)
     return written
+
+
+def copy_atomic(source, destination):
+    """Copy a file to ``destination`` through a temporary name in the same folder."""
+    import shutil
+
+    destination, tmp = _atomic_target(destination)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, destination)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return destination

@@ -28,6 +28,9 @@ class _SVDDeconvolutionInputSpec(BaseInterfaceInputSpec):
         mandatory=True,
         desc="TSV with an 'aif' column in HU (baseline included), one row per frame; optional 'time' column",
     )
+    aif_column = traits.Str(
+        "aif", usedefault=True, desc="column of aif_file to use, e.g. 'aif_corrected' (partial-volume corrected)"
+    )
     mask_file = File(exists=True, desc="3D mask of the voxels to fit (default: all voxels)")
     method = traits.Enum("osvd", "ssvd", "csvd", usedefault=True, desc="SVD variant")
     threshold = traits.Float(
@@ -71,7 +74,7 @@ class SVDDeconvolution(SimpleInterface):
     def _run_interface(self, runtime):
         frame_interval = self.inputs.frame_interval if isdefined(self.inputs.frame_interval) else None
         scan = load_ctp(self.inputs.in_file, frame_interval=frame_interval)
-        aif_hu, _ = read_curve_tsv(self.inputs.aif_file, "aif", n_frames=scan.data.shape[3])
+        aif_hu, _ = read_curve_tsv(self.inputs.aif_file, self.inputs.aif_column, n_frames=scan.data.shape[3])
         mask = (
             load_mask(self.inputs.mask_file, scan.spatial_shape, scan.affine)
             if isdefined(self.inputs.mask_file)
@@ -99,6 +102,7 @@ class SVDDeconvolution(SimpleInterface):
             "TimingSource": scan.timing.source,
             "FlaggedVoxels": fit.n_flagged,
             "Sources": [os.path.abspath(self.inputs.in_file), os.path.abspath(self.inputs.aif_file)],
+            "AIFColumn": self.inputs.aif_column,
             "SoftwareVersion": f"ctp_nipype {__version__}",
         }
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)

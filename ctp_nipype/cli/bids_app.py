@@ -1,0 +1,174 @@
+"""``ctp-bids-app BIDS_DIR OUTPUT_DIR participant|group``: the BIDS App.
+
+Follows the BIDS Apps specification (Gorgolewski et al. 2017): positional
+``bids_dir output_dir analysis_level``, ``--participant-label``, and the
+usual extras. At participant level every CTP scan of the selected
+participants runs through :func:`ctp_nipype.workflows.base.init_ctp_wf`,
+all in one Nipype workflow executed by Nipype's own plugins (Linear,
+MultiProc or SLURM), with a work directory that makes a rerun resume from
+the cache. At group level the per-scan statistics are gathered into group
+tables and a group report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .. import __version__
+from ._errors import user_facing
+from ._run import PLUGINS, parse_plugin_args, run_workflow, summarise_outputs
+
+METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="ctp-bids-app",
+        description="CT perfusion maps (SVD family and a Transformer) for a BIDS dataset of CTP scans.",
+    )
+    parser.add_argument("bids_dir", type=Path, help="root of the input BIDS dataset (never written to)")
+    parser.add_argument("output_dir", type=Path, help="derivatives folder (outside the input dataset)")
+    parser.add_argument("analysis_level", choices=["participant", "group"], help="processing stage")
+    parser.add_argument(
+        "--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+        help="participants to process (with or without 'sub-'; default: all)",
+    )
+    parser.add_argument("--session-label", nargs="+", metavar="LABEL", help="sessions to process (default: all)")
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHOD_CHOICES, default=["osvd", "transformer"], metavar="METHOD",
+        help="one or more of ssvd, csvd, osvd, transformer (default: osvd transformer)",
+    )
+    parser.add_argument("-w", "--work-dir", type=Path, help="Nipype work directory; a rerun with the same one resumes")
+    parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1, help="processes for MultiProc")
+    parser.add_argument("--plugin", choices=PLUGINS, default="MultiProc", help="Nipype execution plugin")
+    parser.add_argument(
+        "--plugin-args", default="",
+        help="plugin arguments as JSON or key=value pairs, e.g. 'sbatch_args=-p short --mem 8G,max_jobs=50'",
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device of the network")
+    parser.add_argument("--weights", type=Path, help="network weights (.safetensors); default the shipped ones")
+    parser.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame")
+    parser.add_argument("--no-guided-filter", action="store_true", help="skip the guided filter")
+    parser.add_argument("--frame-interval", type=float, help="seconds per frame when no other timing source exists")
+    parser.add_argument("--skip-bids-validation", action="store_true", help="skip the dataset checks")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"ctp_nipype {__version__}")
+    return parser
+
+
+def validate_dataset(bids_dir):
+    """The checks a CT dataset can pass (the official validator knows no CT yet)."""
+    import json
+
+    from ..bids import BIDSError
+
+    description = Path(bids_dir) / "dataset_description.json"
+    if not description.exists():
+        raise BIDSError(f"{bids_dir} has no dataset_description.json; is it the root of a BIDS dataset?")
+    try:
+        payload = json.loads(description.read_text())
+    except json.JSONDecodeError as err:
+        raise BIDSError(f"{description} is not valid JSON ({err}).") from None
+    missing = [key for key in ("Name", "BIDSVersion") if key not in payload]
+    if missing:
+        raise BIDSError(f"{description} lacks the required field(s) {', '.join(missing)}.")
+
+
+def participant_level(args):
+    from ..bids import check_output_outside_input, collect_scans, write_dataset_description
+    from ..workflows.base import init_ctp_wf
+
+    if not args.skip_bids_validation:
+        validate_dataset(args.bids_dir)
+    check_output_outside_input(args.output_dir, [args.bids_dir])
+    work_dir = args.work_dir or Path(tempfile.gettempdir()) / "ctp_nipype_work"
+    check_output_outside_input(work_dir, [args.bids_dir])
+    scans = collect_scans(args.bids_dir, args.participant_label, args.session_label)
+    if "transformer" in args.methods:
+        check_weights(args.weights)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(args.output_dir)
+    write_dataset_description(args.output_dir, [args.bids_dir])
+
+    from nipype.pipeline import engine as pe
+
+    workflow = pe.Workflow(name="ctp_nipype_wf", base_dir=str(work_dir))
+    workflow.config["execution"] = {"remove_unnecessary_outputs": False}
+    for scan in scans:
+        single = init_ctp_wf(
+            str(args.output_dir.resolve()),
+            subdir=str(scan.derivatives_subdir),
+            methods=args.methods,
+            motion_correction=args.motion_correction,
+            guided_filter=not args.no_guided_filter,
+            device=args.device,
+            weights=str(args.weights.resolve()) if args.weights else None,
+            frame_interval=args.frame_interval,
+            name=f"scan_{scan.prefix.replace('-', '_')}",
+        )
+        single.inputs.inputnode.in_file = str(scan.path)
+        single.inputs.inputnode.prefix = scan.prefix
+        workflow.add_nodes([single])
+    print(
+        f"ctp-bids-app {__version__}: {len(scans)} scan(s) of {len({s.subject for s in scans})} participant(s), "
+        f"methods {', '.join(args.methods)}, plugin {args.plugin}, work dir {work_dir}",
+        flush=True,
+    )
+    start = time.time()
+    progress = run_workflow(
+        workflow, args.plugin, args.nprocs, parse_plugin_args(args.plugin_args), crashdump_dir=work_dir / "crashes"
+    )
+    print(f"\nFinished in {time.time() - start:.0f} s ({progress.finished} steps run).")
+    for line in summarise_outputs(args.output_dir, start):
+        print(line)
+    return 0
+
+
+def group_level(args):
+    from ..bids import check_output_outside_input
+
+    check_output_outside_input(args.output_dir, [args.bids_dir])
+    from ..workflows.group import run_group_level
+
+    written = run_group_level(args.output_dir, args.participant_label, args.methods)
+    for path in written:
+        print(f"written: {path}")
+    return 0
+
+
+def check_weights(weights):
+    """Fail early when the network is asked for but no weights can be found."""
+    from ..nn.weights import shipped_weights_available
+
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"The weights file {weights} does not exist.")
+    if weights is None and not shipped_weights_available():
+        raise FileNotFoundError(
+            "This installation ships no Transformer weights; pass --weights FILE.safetensors "
+            "or choose SVD methods only (--methods ssvd csvd osvd)."
+        )
+
+
+def _check_writable(folder):
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise PermissionError(f"The output folder {folder} is not writable ({err.strerror}).") from None
+
+
+@user_facing("ctp-bids-app")
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.analysis_level == "participant":
+        return participant_level(args)
+    return group_level(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

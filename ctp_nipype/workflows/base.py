@@ -1,0 +1,325 @@
+"""Workflow factories: plain options in, a Nipype workflow out (fMRIPrep's ``init_*_wf`` style).
+
+Each workflow exposes an ``inputnode`` and an ``outputnode`` (identity
+interfaces) as its interface, so that users can embed it in their own
+workflows and connect to named fields.
+
+Every interface of ctp_nipype writes a JSON sidecar next to each output file.
+Nipype's ``remove_unnecessary_outputs`` clean-up deletes files that are not
+declared outputs, so a workflow that needs the sidecars downstream sets
+``workflow.config["execution"]["remove_unnecessary_outputs"] = False``
+(:func:`init_ctp_wf` does).
+"""
+
+from __future__ import annotations
+
+from nipype.interfaces.utility import IdentityInterface, Merge
+from nipype.pipeline import engine as pe
+
+from ..interfaces.preprocessing import (
+    BrainMask,
+    CSFMask,
+    GuidedFilter,
+    LoadCTP,
+    MotionCorrection,
+    SelectAIFVOF,
+    VesselMask,
+)
+from ..interfaces.svd import SVDDeconvolution
+
+SVD_METHODS = ("ssvd", "csvd", "osvd")
+ALL_METHODS = SVD_METHODS + ("transformer",)
+DEFAULT_METHODS = ("osvd", "transformer")
+
+#: the maps each method writes (besides its 4D curves)
+METHOD_MAPS = {m: ("cbf", "cbv", "mtt", "tmax") for m in SVD_METHODS}
+METHOD_MAPS["transformer"] = ("cbf", "cbv", "mtt", "bad")
+
+
+def check_methods(methods):
+    """Validate a list of method names and return it as a tuple (order kept, duplicates dropped)."""
+    methods = tuple(dict.fromkeys(str(m).lower() for m in methods))
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown or not methods:
+        raise ValueError(
+            f"Unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ALL_METHODS)}."
+        )
+    return methods
+
+
+def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_interval=None, name="ctp_preproc_wf"):
+    """Preprocessing of one CTP scan.
+
+    Workflow graph::
+
+        inputnode ─► load ─► [motion] ─┬─► brain ─► csf ─► vessel
+                                        │     │       │
+                                        │     └───────┴─► select_vessels (AIF/VOF + PV correction)
+                                        └─► [guided_filter] ─► outputnode.preproc_file
+
+    Parameters
+    ----------
+    motion_correction : bool
+        Rigid registration of every frame to the pre-bolus mean (SimpleITK).
+    guided_filter : bool
+        He et al.'s guided filter on every frame (radius 2, eps 0.01).
+    frame_interval : float, optional
+        Frame interval (s) used only when no other timing source exists.
+
+    Inputs (``inputnode``)
+    ----------------------
+    in_file
+        4D CTP NIfTI in HU.
+    prefix
+        File-name prefix of every output (``sub-01_ses-01``).
+    brain_mask, aif_file, vof_file
+        Optional user replacements of the automatic brain mask and AIF/VOF.
+
+    Outputs (``outputnode``)
+    ------------------------
+    preproc_file
+        The series to deconvolve (uniform grid, motion corrected and filtered as asked).
+    series_file
+        The series before filtering (for reports).
+    brain_mask, csf_mask, vessel_mask
+        3D masks.
+    curves_file, curves_json, curves_png, vascular_dseg
+        The global AIF/VOF curves TSV, its sidecar, its figure and the chosen voxels.
+    motion_file
+        Motion parameters TSV (only with motion correction).
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(
+        IdentityInterface(fields=["in_file", "prefix", "brain_mask", "aif_file", "vof_file"]), name="inputnode"
+    )
+    outputnode = pe.Node(
+        IdentityInterface(
+            fields=[
+                "preproc_file",
+                "series_file",
+                "brain_mask",
+                "csf_mask",
+                "vessel_mask",
+                "curves_file",
+                "curves_json",
+                "curves_png",
+                "vascular_dseg",
+                "motion_file",
+            ]
+        ),
+        name="outputnode",
+    )
+    load = pe.Node(LoadCTP(), name="load")
+    brain = pe.Node(BrainMask(), name="brain_mask")
+    csf = pe.Node(CSFMask(), name="csf_mask")
+    vessel = pe.Node(VesselMask(), name="vessel_mask")
+    select = pe.Node(SelectAIFVOF(), name="select_vessels")
+    if frame_interval is not None:
+        load.inputs.frame_interval = frame_interval
+
+    workflow.connect([
+        (inputnode, load, [("in_file", "in_file"), ("prefix", "out_prefix")]),
+        (inputnode, brain, [("brain_mask", "in_mask"), ("prefix", "out_prefix")]),
+        (inputnode, csf, [("prefix", "out_prefix")]),
+        (inputnode, vessel, [("prefix", "out_prefix")]),
+        (inputnode, select, [("aif_file", "aif_file"), ("vof_file", "vof_file"), ("prefix", "out_prefix")]),
+        (brain, csf, [("out_file", "brain_mask")]),
+        (brain, vessel, [("out_file", "brain_mask")]),
+        (csf, vessel, [("out_file", "csf_mask")]),
+        (brain, select, [("out_file", "brain_mask")]),
+        (csf, select, [("out_file", "exclude_mask")]),
+        (brain, outputnode, [("out_file", "brain_mask")]),
+        (csf, outputnode, [("out_file", "csf_mask")]),
+        (vessel, outputnode, [("out_file", "vessel_mask")]),
+        (select, outputnode, [
+            ("out_file", "curves_file"),
+            ("out_json", "curves_json"),
+            ("out_png", "curves_png"),
+            ("voxels_file", "vascular_dseg"),
+        ]),
+    ])  # fmt: skip
+
+    if motion_correction:
+        motion = pe.Node(MotionCorrection(), name="motion_correction")
+        workflow.connect([
+            (inputnode, motion, [("prefix", "out_prefix")]),
+            (load, motion, [("out_file", "in_file")]),
+            (motion, outputnode, [("motion_file", "motion_file")]),
+        ])  # fmt: skip
+        series, series_field = motion, "out_file"
+    else:
+        series, series_field = load, "out_file"
+
+    for node in (brain, csf, vessel, select):
+        workflow.connect(series, series_field, node, "in_file")
+    workflow.connect(series, series_field, outputnode, "series_file")
+
+    if guided_filter:
+        gfilter = pe.Node(GuidedFilter(), name="guided_filter")
+        workflow.connect([
+            (inputnode, gfilter, [("prefix", "out_prefix")]),
+            (series, gfilter, [(series_field, "in_file")]),
+            (gfilter, outputnode, [("out_file", "preproc_file")]),
+        ])  # fmt: skip
+    else:
+        workflow.connect(series, series_field, outputnode, "preproc_file")
+    return workflow
+
+
+def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_column="aif_corrected",
+                      method_options=None, name="perfusion_wf"):
+    """Perfusion maps by each requested method.
+
+    Workflow graph::
+
+        inputnode ─┬─► ssvd ────────┐
+                   ├─► csvd ────────┤
+                   ├─► osvd ────────┼─► outputnode.<method>_maps, outputnode.maps
+                   └─► transformer ─┘
+
+    Parameters
+    ----------
+    methods : sequence of str
+        Any of ``ssvd``, ``csvd``, ``osvd``, ``transformer``.
+    device : str
+        ``auto``, ``cpu`` or ``cuda`` for the network.
+    weights : str, optional
+        Network weights (.safetensors); default the shipped ones.
+    aif_column : str
+        Column of the curves TSV used as the AIF (``aif_corrected`` after partial-volume correction).
+    method_options : dict, optional
+        Inputs set on every method's interface when it has them (``kappa_h``, ``rho``,
+        ``threshold``, ``oi_threshold``, ``n_baseline_frames``, ``frame_interval``).
+
+    Inputs (``inputnode``): ``in_file`` (preprocessed 4D series), ``curves_file`` (AIF TSV),
+    ``mask_file`` (brain mask), ``prefix``.
+
+    Outputs (``outputnode``): ``<method>_maps`` (the maps and 4D curves of one method) and
+    ``maps`` (all of them, flattened).
+    """
+    methods = check_methods(methods)
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(fields=["in_file", "curves_file", "mask_file", "prefix"]), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(fields=["maps"] + [f"{m}_maps" for m in methods]), name="outputnode")
+    merge_all = pe.Node(Merge(len(methods)), name="merge_all")
+    for index, method in enumerate(methods, start=1):
+        maps = list(METHOD_MAPS[method]) + ["residue"]
+        if method == "transformer":
+            from ..interfaces.transformer import TransformerPerfusion  # torch only when asked for
+
+            node = pe.Node(TransformerPerfusion(device=device), name="transformer")
+            if weights:
+                node.inputs.weights = weights
+            maps.append("localaif")
+        else:
+            node = pe.Node(SVDDeconvolution(method=method), name=method)
+        accepted = set(node.inputs.copyable_trait_names())
+        for key, value in dict(method_options or {}, aif_column=aif_column).items():
+            if value is not None and key in accepted:
+                setattr(node.inputs, key, value)
+        merge = pe.Node(Merge(len(maps)), name=f"merge_{method}")
+        workflow.connect([
+            (inputnode, node, [
+                ("in_file", "in_file"),
+                ("curves_file", "aif_file"),
+                ("mask_file", "mask_file"),
+                ("prefix", "out_prefix"),
+            ]),
+            (merge, outputnode, [("out", f"{method}_maps")]),
+            (merge, merge_all, [("out", f"in{index}")]),
+        ])  # fmt: skip
+        for slot, map_name in enumerate(maps, start=1):
+            workflow.connect(node, map_name, merge, f"in{slot}")
+    flatten = pe.Node(Merge(1, ravel_inputs=True), name="flatten_maps")
+    workflow.connect([
+        (merge_all, flatten, [("out", "in1")]),
+        (flatten, outputnode, [("out", "maps")]),
+    ])  # fmt: skip
+    return workflow
+
+
+def init_ctp_wf(
+    output_dir,
+    subdir="",
+    methods=DEFAULT_METHODS,
+    motion_correction=False,
+    guided_filter=True,
+    device="auto",
+    weights=None,
+    frame_interval=None,
+    method_options=None,
+    name="ctp_wf",
+):
+    """The whole scan: preprocessing, perfusion by every method, derivatives.
+
+    Workflow graph::
+
+        inputnode ─► ctp_preproc_wf ─► perfusion_wf ─► ds_maps ─► <output_dir>/<subdir>/
+                          └───────────────────────────► ds_preproc (masks, AIF/VOF curves, motion)
+
+    Parameters
+    ----------
+    output_dir : str
+        Derivatives root (BIDS App) or the flat output folder (``ctp-perfusion``).
+    subdir : str
+        Folder below ``output_dir`` (``sub-01/ses-01/perf`` for BIDS, ``""`` flat).
+    methods, device, weights, method_options
+        See :func:`init_perfusion_wf`.
+    motion_correction, guided_filter, frame_interval
+        See :func:`init_ctp_preproc_wf`.
+
+    Inputs (``inputnode``): ``in_file``, ``prefix`` and the optional user replacements
+    ``brain_mask``, ``aif_file``, ``vof_file``.
+
+    Outputs (``outputnode``): ``maps`` (derivative paths), ``preproc_derivatives``.
+    """
+    from ..interfaces.bids import DerivativesDataSink
+
+    methods = check_methods(methods)
+    workflow = pe.Workflow(name=name)
+    # our interfaces write a JSON sidecar next to every output; Nipype's default clean-up
+    # of node folders would delete them before the sinks copy them
+    workflow.config["execution"] = {"remove_unnecessary_outputs": False}
+    inputnode = pe.Node(
+        IdentityInterface(fields=["in_file", "prefix", "brain_mask", "aif_file", "vof_file"]), name="inputnode"
+    )
+    outputnode = pe.Node(IdentityInterface(fields=["maps", "preproc_derivatives"]), name="outputnode")
+    preproc = init_ctp_preproc_wf(
+        motion_correction=motion_correction, guided_filter=guided_filter, frame_interval=frame_interval
+    )
+    options = dict(method_options or {})
+    if frame_interval is not None:
+        options.setdefault("frame_interval", frame_interval)
+    perfusion = init_perfusion_wf(methods=methods, device=device, weights=weights, method_options=options)
+    # the sinks always run (cheap copies), so a rerun restores deleted derivatives from the cache
+    ds_maps = pe.Node(DerivativesDataSink(base_directory=str(output_dir), subdir=subdir), name="ds_maps",
+                      run_without_submitting=True, overwrite=True)
+    preproc_files = ["brain_mask", "csf_mask", "vessel_mask", "curves_file", "curves_png", "vascular_dseg"]
+    if motion_correction:
+        preproc_files.append("motion_file")
+    collect = pe.Node(Merge(len(preproc_files)), name="collect_preproc")
+    ds_preproc = pe.Node(DerivativesDataSink(base_directory=str(output_dir), subdir=subdir), name="ds_preproc",
+                         run_without_submitting=True, overwrite=True)
+
+    workflow.connect([
+        (inputnode, preproc, [
+            ("in_file", "inputnode.in_file"),
+            ("prefix", "inputnode.prefix"),
+            ("brain_mask", "inputnode.brain_mask"),
+            ("aif_file", "inputnode.aif_file"),
+            ("vof_file", "inputnode.vof_file"),
+        ]),
+        (inputnode, perfusion, [("prefix", "inputnode.prefix")]),
+        (preproc, perfusion, [
+            ("outputnode.preproc_file", "inputnode.in_file"),
+            ("outputnode.curves_file", "inputnode.curves_file"),
+            ("outputnode.brain_mask", "inputnode.mask_file"),
+        ]),
+        (perfusion, ds_maps, [("outputnode.maps", "in_files")]),
+        (ds_maps, outputnode, [("out_files", "maps")]),
+        (collect, ds_preproc, [("out", "in_files")]),
+        (ds_preproc, outputnode, [("out_files", "preproc_derivatives")]),
+    ])  # fmt: skip
+    for slot, field in enumerate(preproc_files, start=1):
+        workflow.connect(preproc, f"outputnode.{field}", collect, f"in{slot}")
+    return workflow
