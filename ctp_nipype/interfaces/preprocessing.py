@@ -66,7 +66,7 @@ def check_plausible_hu(data, path, hu_range=PLAUSIBLE_HU):
     0 or 24 instead of -1000).
 
     >>> check_plausible_hu(np.array([-1000.0, 35.0, 1200.0]), "scan.nii.gz")
-    >>> check_plausible_hu(np.array([0.0, 1060.0, 1100.0]), "scan.nii.gz")
+    >>> check_plausible_hu(np.array([0.0, 1060.0, 1100.0]), "scan.nii.gz")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     ctp_nipype.io.InputError: The CTP scan scan.nii.gz does not look like Hounsfield units ...
