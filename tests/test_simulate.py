@@ -1,0 +1,251 @@
+"""The curve simulator against physics: constants, residue, dispersion, delay, noise, seeds; and the dataset."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctp_nipype.nn import dataset
+from ctp_nipype.perfusion.constants import KAPPA_H, RHO
+from ctp_nipype.perfusion.convolution import convolve, trapezoid_integral
+from ctp_nipype.perfusion.simulate import (
+    AIF_PEAK_HU,
+    TRAINING_RANGES,
+    SimulationRanges,
+    delay_curves,
+    disperse,
+    flow_scaled_residue,
+    gamma_variate_aif,
+    parker_aif,
+    residue_function,
+    residue_on_grid,
+    sample_curves,
+    simulate_curves,
+    vtf_kernel,
+)
+from ctp_nipype.perfusion.svd import SVDModel
+
+FLOW_PER_CBF = (RHO / KAPPA_H) / 6000.0  # K(0) in 1/s per ml/100 g/min
+
+
+def noise_free(n, seed=0, **kwargs):
+    settings_ = dict(frame_interval=1.0, n_frames=120, snr_db=np.inf)
+    settings_.update(kwargs)
+    return simulate_curves(n, seed, **settings_)
+
+
+@pytest.mark.parametrize("method", ["ssvd", "csvd", "osvd"])
+def test_noise_free_curves_deconvolve_to_their_true_cbv(method):
+    """CBV of the SVD family (area ratio with kappa_H / rho) equals CBF * MTT / 60 within 1%.
+
+    Gamma-variate AIFs and a 120 s window hold the whole passage; a constant lost
+    or doubled between simulator and deconvolution would show as a 27% error.
+    """
+    sim = noise_free(12, seed=1, aif_type="gamma", mtt=np.linspace(3.5, 12, 12), delay=np.linspace(0, 8, 12),
+                     t_a=np.linspace(0, 3, 12), alpha=np.geomspace(0.7, 50, 12))
+    cbv = np.array([SVDModel(sim.global_aif[i], sim.frame_times, method).fit(sim.tissue[i : i + 1]).cbv[0]
+                    for i in range(sim.n_curves)])
+    np.testing.assert_allclose(cbv, sim.cbv, rtol=0.01)
+    np.testing.assert_allclose(sim.cbv, sim.cbf * sim.mtt / 60.0)
+
+
+def test_batch_simulator_matches_building_blocks_on_a_finer_grid():
+    """simulate_curves (0.1 s grid, spectra shared) agrees with the building blocks at 0.01 s to 0.1%."""
+    sim = simulate_curves(4, 7, frame_interval=1.3, n_frames=60, snr_db=np.inf,
+                          aif_type=["gamma", "parker", "gamma", "parker"], alpha=[0.6, 1.0, 20.0, 90.0],
+                          t_a=[0.0, 1.5, 3.0, 4.0], delay=[0.0, 3.3, 12.0, 24.0])
+    h = 0.01
+    t = np.arange(0, sim.frame_times[-1] + 1, h)
+    aif = np.zeros((4, t.size))
+    g, p = [0, 2], [1, 3]
+    aif[g] = gamma_variate_aif(t, t0=sim.aif_onset[g], alpha=[3.0, 3.0], beta=1.5 * sim.aif_time_scale[g],
+                               peak=AIF_PEAK_HU * sim.aif_value_scale[g])
+    aif[p] = parker_aif(t, t0=sim.aif_onset[p], peak=AIF_PEAK_HU * sim.aif_value_scale[p],
+                        time_scale=sim.aif_time_scale[p])
+    local = disperse(delay_curves(aif, h, sim.delay), h, sim.t_a)
+    flow_residue = flow_scaled_residue(residue_function(t, sim.mtt, sim.alpha), sim.cbf)
+    tissue = convolve(local, flow_residue, h)
+    for reference, simulated in ((aif, sim.global_aif), (local, sim.local_aif), (tissue, sim.tissue_clean),
+                                 (flow_residue, sim.residue)):
+        expected = sample_curves(reference, h, sim.frame_times)
+        scale = np.abs(expected).max(axis=1, keepdims=True)
+        np.testing.assert_array_less(np.abs(simulated - expected) / scale, 1e-3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(mtt=st.floats(3.43, 24.0), alpha=st.floats(0.5, 100.0), cbf=st.floats(0.0, 200.0))
+def test_flow_scaled_residue_starts_at_cbf_and_decreases(mtt, alpha, cbf):
+    sim = simulate_curves(1, 0, frame_interval=1.0, n_frames=50, mtt=mtt, alpha=alpha, cbf=cbf, snr_db=np.inf)
+    k = sim.residue[0].astype(float)
+    # r(0) = 1: K(0) holds the CBF with the constants of the conventions (a lost kappa_H is 27%)
+    assert k[0] == pytest.approx(FLOW_PER_CBF * cbf, rel=1e-6, abs=1e-12)
+    assert np.all(np.diff(k) <= 1e-9)
+    assert np.all(k >= 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(mtt=st.floats(3.43, 24.0), alpha=st.floats(0.5, 100.0))
+def test_residue_area_is_the_mtt(mtt, alpha):
+    """integral(r) = MTT, so integral(K) = (rho / kappa_H) * CBF / 6000 * MTT; and the fast grid agrees with gammainc."""
+    h = 0.1
+    r = residue_on_grid([mtt], [alpha], h, 6000)[0].astype(float)
+    tail = np.ravel(residue_function(600.0, mtt, alpha))[0]  # what lies beyond the 600 s window
+    assert trapezoid_integral(r, h) == pytest.approx(mtt, abs=0.5 * h + 600 * tail + 2e-3)
+    exact = residue_function(np.arange(6000) * h, mtt, alpha)
+    np.testing.assert_allclose(r, exact, atol=2e-3)
+
+
+@settings(max_examples=20, deadline=None)
+@given(t_a=st.floats(0.0, 6.0), delay=st.floats(0.0, 20.0), width=st.floats(1.0, 8.0))
+def test_dispersion_preserves_area_and_delay_shifts(t_a, delay, width):
+    h = 0.05
+    t = np.arange(0, 200, h)
+    curve = gamma_variate_aif(t, t0=5.0, alpha=3.0, beta=width / 3, peak=300.0)
+    moved = disperse(delay_curves(curve, h, delay), h, t_a)[0]
+    assert trapezoid_integral(moved, h) == pytest.approx(trapezoid_integral(curve, h), rel=1e-6)
+    # the centre of mass moves by delay + T_A (the mean of the exponential kernel)
+    centre = trapezoid_integral(t * curve, h) / trapezoid_integral(curve, h)
+    moved_centre = trapezoid_integral(t * moved, h) / trapezoid_integral(moved, h)
+    assert moved_centre - centre == pytest.approx(delay + t_a, abs=0.01)
+
+
+def test_vtf_kernel_sums_to_one_and_t_a_zero_is_identity():
+    kernel = vtf_kernel([0.0, 0.5, 4.0], 0.1, 2000)
+    np.testing.assert_allclose(kernel.sum(axis=1), 1.0)
+    assert kernel[0, 0] == 1.0 and not kernel[0, 1:].any()
+    with pytest.raises(ValueError, match="T_A"):
+        vtf_kernel([-1.0], 0.1, 10)
+
+
+def test_local_aif_is_the_global_aif_delayed_and_dispersed():
+    sim = noise_free(6, seed=3, t_a=0.0, delay=[0, 1, 2, 5, 10, 20])
+    for i, shift in enumerate([0, 1, 2, 5, 10, 20]):
+        np.testing.assert_allclose(sim.local_aif[i, shift:], sim.global_aif[i, : sim.n_frames - shift],
+                                   atol=1e-4 * sim.global_aif[i].max())
+        assert not sim.local_aif[i, :shift].any()
+    dispersed = noise_free(2, seed=3, delay=0.0, t_a=[2.0, 4.0], aif_type="gamma")  # back to baseline in the window
+    dt = dispersed.frame_interval
+    np.testing.assert_allclose(trapezoid_integral(dispersed.local_aif, dt),
+                               trapezoid_integral(dispersed.global_aif, dt), rtol=0.003)
+    assert np.all(dispersed.local_aif.max(axis=1) < dispersed.global_aif.max(axis=1))
+
+
+def test_tissue_moves_with_the_delay():
+    common = dict(aif_type="gamma", aif_time_scale=1.0, aif_value_scale=1.0, aif_onset=5.0, mtt=6.0, cbf=50.0,
+                  alpha=1.0, t_a=1.0)
+    early = noise_free(1, seed=0, delay=0.0, **common)
+    late = noise_free(1, seed=0, delay=7.0, **common)
+    np.testing.assert_allclose(late.tissue[0, 7:], early.tissue[0, :-7], rtol=1e-5, atol=1e-5)
+
+
+def test_same_seed_same_curves_whatever_the_chunking():
+    a = simulate_curves(300, 42)
+    b = simulate_curves(300, np.random.default_rng(42), chunk_size=64, workers=2)
+    for name in ("frame_times", "global_aif", "local_aif", "tissue", "residue", "cbf", "delay", "aif_type"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    c = simulate_curves(300, 43)
+    assert not np.array_equal(a.tissue[:, :10], c.tissue[:, :10]) or a.n_frames != c.n_frames
+
+
+def test_snr_definition_is_peak_over_noise_sigma():
+    """SNR_dB = 20 log10(peak of the clean tissue curve / noise sigma), measured."""
+    for snr in (5.0, 20.0):
+        sim = simulate_curves(400, 5, frame_interval=1.0, n_frames=100, snr_db=snr)
+        noise = (sim.tissue - sim.tissue_clean) / sim.tissue_clean.max(axis=1, keepdims=True)
+        measured = 20 * np.log10(1.0 / noise.std())
+        assert measured == pytest.approx(snr, abs=0.15)
+        np.testing.assert_allclose(sim.noise_sigma, sim.tissue_clean.max(axis=1) / 10 ** (snr / 20), rtol=1e-5)
+        assert abs(noise.mean()) < 0.01  # zero mean
+    assert not simulate_curves(5, 0, snr_db=np.inf).noise_sigma.any()
+
+
+def test_draws_follow_the_training_ranges():
+    sim = simulate_curves(4000, 11)
+    r = TRAINING_RANGES
+    for name in ("snr_db", "cbf", "mtt", "alpha", "delay", "aif_time_scale", "aif_value_scale", "aif_onset"):
+        values = getattr(sim, name)
+        low, high = getattr(r, name)
+        assert values.min() >= low and values.max() <= high, name
+        assert values.min() < low + 0.02 * (high - low) and values.max() > high - 0.02 * (high - low), name
+    dispersed = sim.t_a[sim.t_a > 0]
+    assert dispersed.min() >= 1.0 and dispersed.max() <= 4.0
+    assert np.mean(sim.t_a == 0) == pytest.approx(r.t_a_zero_fraction, abs=0.03)
+    assert set(sim.aif_type) == {"gamma", "parker"}
+    assert np.mean(sim.aif_type == "gamma") == pytest.approx(0.5, abs=0.03)
+    # realistic CT amplitudes and a pre-bolus baseline
+    peaks = sim.global_aif.max(axis=1)
+    assert peaks.min() > 0.6 * AIF_PEAK_HU and peaks.max() < 1.35 * AIF_PEAK_HU
+    assert not sim.global_aif[:, sim.frame_times < 3.0].any()
+    grids = [simulate_curves(2, seed) for seed in range(30)]
+    assert all(1.0 <= g.frame_interval <= 2.0 and 45 <= g.n_frames <= 120 for g in grids)
+    assert len({g.n_frames for g in grids}) > 10
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_curves=0), "n_curves"),
+        (dict(aif_type="cosine"), "Unknown AIF type"),
+        (dict(fine_dt=0.5), "fine_dt"),
+        (dict(mtt=-1.0), "mtt"),
+        (dict(cbf=[1.0, 2.0]), "one value per curve"),
+        (dict(frame_interval=0.05), "frame_interval"),
+    ],
+)
+def test_bad_input_is_refused_early(kwargs, message):
+    arguments = dict(n_curves=3, rng=0)
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        simulate_curves(**arguments)
+
+
+def test_ranges_are_checked():
+    with pytest.raises(ValueError, match="cbf"):
+        SimulationRanges(cbf=(10.0, 5.0))
+    with pytest.raises(ValueError, match="aif_types"):
+        SimulationRanges(aif_types=("box",))
+
+
+# ----------------------------------------------------------------------------- the training dataset
+
+
+class _Worker:
+    def __init__(self, worker_id, num_workers):
+        self.id, self.num_workers = worker_id, num_workers
+
+
+def test_stream_yields_float32_batches_of_one_grid_each():
+    stream = dataset.SimulatedCurveStream(batch_size=16, seed=4, n_batches=4, batches_per_grid=2)
+    batches = list(stream)
+    assert len(batches) == 4
+    for batch in batches:
+        n_frames = batch["frame_times"].shape[0]
+        for key in dataset.CURVE_KEYS:
+            assert batch[key].dtype == torch.float32 and batch[key].shape == (16, n_frames)
+        assert batch["bad"].shape == (16,) and torch.equal(batch["bad"], batch["delay"])
+    assert torch.equal(batches[0]["frame_times"], batches[1]["frame_times"])  # two batches per grid
+    assert [b["tissue"].shape for b in batches] == [b["tissue"].shape for b in stream]  # reproducible
+
+
+def test_workers_draw_different_reproducible_streams(monkeypatch):
+    stream = dataset.SimulatedCurveStream(batch_size=8, seed=9, n_batches=5)
+    seen = {}
+    for worker in (0, 1):
+        monkeypatch.setattr(dataset, "get_worker_info", lambda w=worker: _Worker(w, 2))
+        seen[worker] = [b["tissue"] for b in stream]
+    assert len(seen[0]) + len(seen[1]) == 5  # the epoch's batches are shared out
+    assert not torch.equal(seen[0][0][:, :10], seen[1][0][:, :10])
+    stream.set_epoch(1)
+    monkeypatch.setattr(dataset, "get_worker_info", lambda: _Worker(0, 2))
+    assert not torch.equal(next(iter(stream))["tissue"][:, :10], seen[0][0][:, :10])
+
+
+def test_validation_set_is_fixed_and_apart_from_training():
+    first = dataset.validation_set(20, seed=3, batch_size=8)
+    again = dataset.validation_set(20, seed=3, batch_size=8)
+    assert [s.n_curves for s in first] == [8, 8, 4]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.tissue, b.tissue)
+    training = next(iter(dataset.SimulatedCurveStream(batch_size=8, seed=3, as_tensors=False)))
+    assert training.n_frames != first[0].n_frames or not np.array_equal(training.tissue, first[0].tissue)
