@@ -289,7 +289,10 @@ def write_nifti(path, data, affine, header=None, sidecar=None, dtype=np.float32)
 
 
 def write_curves_tsv(path, columns):
-    """Write named 1D arrays of equal length as a TSV with a header row, atomically."""
+    """Write named 1D arrays of equal length as a TSV with a header row, atomically.
+
+    Non-finite values are written as ``n/a`` (the BIDS convention for a missing value).
+    """
     names = list(columns)
     arrays = [np.asarray(columns[n], dtype=float) for n in names]
     if len({a.size for a in arrays}) > 1:
@@ -300,7 +303,7 @@ def write_curves_tsv(path, columns):
             writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
             writer.writerow(names)
             for row in zip(*arrays):
-                writer.writerow([f"{v:.6g}" for v in row])
+                writer.writerow([f"{v:.6g}" if np.isfinite(v) else "n/a" for v in row])
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -379,3 +382,16 @@ def copy_atomic(source, destination):
     finally:
         tmp.unlink(missing_ok=True)
     return destination
+
+
+def timing_provenance(scan, resampled_here=False):
+    """Timing provenance for sidecars, carried over from an upstream step's sidecar.
+
+    A series that LoadCTP resampled arrives uniform, with ``ResampledToUniformGrid``
+    and ``TimingSource`` in its sidecar; those are kept, so that every map says
+    how its time axis was made.
+    """
+    return {
+        "TimingSource": scan.sidecar.get("TimingSource", scan.timing.source),
+        "ResampledToUniformGrid": bool(resampled_here or scan.sidecar.get("ResampledToUniformGrid", False)),
+    }

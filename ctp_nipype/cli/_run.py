@@ -75,8 +75,30 @@ class ProgressPrinter:
             print(f"[FAILED {elapsed:5.1f} s] {name}", file=self.stream, flush=True)
 
 
-def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crashdump_dir=None):
-    """Run with a Nipype plugin, printing progress; returns the ProgressPrinter."""
+class WorkflowError(ValueError):
+    """A step of the workflow failed; the message names the step and its error."""
+
+
+def _crash_summary(crashdump_dir, since):
+    """``(node, last line of the traceback, path)`` for each crash file written since ``since``."""
+    found = []
+    for crash in sorted(Path(crashdump_dir).glob("crash-*.txt")):
+        if crash.stat().st_mtime < since:
+            continue
+        text = crash.read_text(errors="replace").splitlines()
+        node = next((line.split(":", 1)[1].strip() for line in text if line.startswith("Node:")), crash.name)
+        errors = [line.strip() for line in text if line.strip() and not line.startswith(("Node", "Working", "File"))]
+        message = next((line for line in reversed(errors) if "Error" in line or "Exception" in line), errors[-1] if errors else "")
+        found.append((node, message, crash))
+    return found
+
+
+def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crashdump_dir=None, debug=False):
+    """Run with a Nipype plugin, printing one line per finished step; returns the ProgressPrinter.
+
+    A failed step raises :class:`WorkflowError` with the step's name, its error
+    message and the crash report's path (Nipype's own traceback only with ``debug``).
+    """
     from nipype import config, logging as nipype_logging
 
     if plugin not in PLUGINS:
@@ -87,7 +109,9 @@ def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crash
         config.set("execution", "crashdump_dir", str(crashdump_dir))
         workflow.config["execution"]["crashdump_dir"] = str(crashdump_dir)
     config.set("monitoring", "enabled", "false")
-    nipype_logging.getLogger("nipype.workflow").setLevel(logging.WARNING)
+    quiet = logging.WARNING if debug else logging.CRITICAL
+    for logger in ("nipype.workflow", "nipype.interface", "nipype.utils"):
+        nipype_logging.getLogger(logger).setLevel(quiet)
     progress = ProgressPrinter()
     args = dict(plugin_args or {})
     if plugin in ("Linear", "MultiProc"):
@@ -99,12 +123,18 @@ def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crash
         plugin = "Linear"
         args.pop("n_procs")
         args.pop("raise_insufficient")
+    started = time.time() - 1
     try:
         workflow.run(plugin=plugin, plugin_args=args)
-    except RuntimeError as err:
-        crashes = sorted(Path(crashdump_dir or ".").glob("crash-*.txt")) if crashdump_dir else []
-        hint = f" Crash reports: {crashes[-1].parent}" if crashes else ""
-        raise RuntimeError(f"{err}{hint}") from None
+    except Exception as err:  # nipype raises RuntimeError or the node's own error
+        if debug:
+            raise
+        crashes = _crash_summary(crashdump_dir, started) if crashdump_dir else []
+        if not crashes:
+            raise WorkflowError(f"the workflow failed: {err}") from None
+        node, message, path = crashes[0]
+        more = f" (and {len(crashes) - 1} more failed steps)" if len(crashes) > 1 else ""
+        raise WorkflowError(f"step '{node}' failed: {message.rstrip('.')}{more}. Crash report: {path}") from None
     return progress
 
 
@@ -121,6 +151,13 @@ def summarise_outputs(output_dir, since):
             continue
         if flagged:
             lines.append(f"warning: {side.name}: {flagged} voxels could not be fitted (set to 0)")
+    for side in sorted(p for p in written if p.name.endswith("_desc-global_aif.json")):
+        try:
+            reason = json.loads(side.read_text()).get("PartialVolumeCorrection", {}).get("NotAppliedBecause")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if reason:
+            lines.append(f"warning: {side.name}: partial-volume correction of the AIF not applied ({reason})")
     reports = sorted(p for p in written if p.suffix == ".html")
     for report in reports:
         lines.append(f"report: {report}")

@@ -121,7 +121,8 @@ def participant_level(args):
     )
     start = time.time()
     progress = run_workflow(
-        workflow, args.plugin, args.nprocs, parse_plugin_args(args.plugin_args), crashdump_dir=work_dir / "crashes"
+        workflow, args.plugin, args.nprocs, parse_plugin_args(args.plugin_args), crashdump_dir=work_dir / "crashes",
+        debug=args.debug,
     )
     print(f"\nFinished in {time.time() - start:.0f} s ({progress.finished} steps run).")
     for line in summarise_outputs(args.output_dir, start):

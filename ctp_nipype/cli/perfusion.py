@@ -1,6 +1,9 @@
 """``ctp-perfusion IN_FILE OUT_DIR``: perfusion maps of one CTP scan.
 
-Writes ``<prefix>_desc-<method>_<map>.nii.gz`` (+ JSON sidecars) flat into
+Runs :func:`ctp_nipype.workflows.base.init_ctp_wf` (loading, optional motion
+correction, masks, automatic AIF/VOF with partial-volume correction unless
+``--aif``, guided filter unless ``--no-guided-filter``, every method) and
+writes ``<prefix>_desc-<method>_<map>.nii.gz`` (+ JSON sidecars) flat into
 OUT_DIR, the prefix being the input's file name without ``_ctp`` and the
 extension.
 """
@@ -9,34 +12,47 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from .. import __version__
 from ..perfusion.constants import KAPPA_H, RHO
-from ..perfusion.svd import DEFAULT_OI_THRESHOLD, METHODS
+from ..perfusion.svd import DEFAULT_OI_THRESHOLD
 from ._errors import user_facing
+from ._run import PLUGINS, parse_plugin_args, run_workflow, summarise_outputs
+
+METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="ctp-perfusion",
-        description="Perfusion maps (CBF, CBV, MTT, Tmax) of one 4D CT perfusion scan.",
+        description="Perfusion maps (CBF, CBV, MTT, Tmax/BAD) of one 4D CT perfusion scan.",
     )
     parser.add_argument("in_file", type=Path, help="4D CTP NIfTI in HU (x, y, z, t)")
     parser.add_argument("out_dir", type=Path, help="output folder (created if missing)")
-    parser.add_argument("--aif", type=Path, required=True, help="arterial curve TSV (column 'aif', HU)")
-    parser.add_argument("--mask", type=Path, help="3D mask of the voxels to fit")
+    parser.add_argument("--aif", type=Path, help="arterial curve TSV (column 'aif', HU); default: automatic")
+    parser.add_argument("--vof", type=Path, help="venous curve TSV (column 'vof', HU); default: automatic")
+    parser.add_argument("--mask", type=Path, help="brain mask replacing the automatic one")
     parser.add_argument(
-        "--method", nargs="+", choices=METHODS, default=["osvd"], metavar="METHOD",
-        help=f"one or more of {', '.join(METHODS)} (default: osvd)",
+        "--method", "--methods", nargs="+", choices=METHOD_CHOICES, default=["osvd", "transformer"],
+        metavar="METHOD", help="one or more of ssvd, csvd, osvd, transformer (default: osvd transformer)",
     )
+    parser.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame")
+    parser.add_argument("--no-guided-filter", action="store_true", help="skip the guided filter")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device of the network")
+    parser.add_argument("--weights", type=Path, help="network weights (.safetensors); default the shipped ones")
     parser.add_argument("--threshold", type=float, help="relative SVD threshold (default per method)")
     parser.add_argument("--oi-threshold", type=float, default=DEFAULT_OI_THRESHOLD, help="oSVD oscillation index")
     parser.add_argument("--kappa-h", type=float, default=KAPPA_H, help="hematocrit factor (default %(default)s)")
     parser.add_argument("--rho", type=float, default=RHO, help="tissue density in g/ml (default %(default)s)")
     parser.add_argument("--frame-interval", type=float, help="seconds per frame when no other timing source exists")
     parser.add_argument("--baseline-frames", type=int, help="pre-bolus frames (default: detected from the AIF)")
+    parser.add_argument("--nprocs", type=int, default=1, help="processes (MultiProc when > 1)")
+    parser.add_argument("--plugin", choices=PLUGINS, default="MultiProc", help="Nipype execution plugin")
+    parser.add_argument("--plugin-args", default="", help="plugin arguments (JSON or key=value pairs)")
+    parser.add_argument("-w", "--work-dir", type=Path, help="Nipype work directory (default: a temporary folder)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"ctp_nipype {__version__}")
     return parser
@@ -45,36 +61,64 @@ def build_parser():
 @user_facing("ctp-perfusion")
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from ..interfaces import SVDDeconvolution  # nipype import kept out of --help
+    from ..io import load_ctp, load_mask, output_prefix, read_curve_tsv
+    from ..workflows.base import init_ctp_wf
+    from .bids_app import _check_writable, check_weights
 
-    if not args.in_file.exists():
-        raise FileNotFoundError(f"The input scan {args.in_file} does not exist.")
+    for label, path in (("input scan", args.in_file), ("AIF file", args.aif), ("VOF file", args.vof),
+                        ("mask", args.mask)):
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"The {label} {path} does not exist.")
+    # read and check every input before building anything: bad input fails here, in one line
+    scan = load_ctp(args.in_file, frame_interval=args.frame_interval)
+    n_frames = scan.data.shape[3]
+    if args.aif is not None:
+        read_curve_tsv(args.aif, "aif", n_frames)
+    if args.vof is not None:
+        read_curve_tsv(args.vof, "vof", n_frames)
+    if args.mask is not None:
+        load_mask(args.mask, scan.spatial_shape, scan.affine, "brain mask")
+    del scan
+    if "transformer" in args.method:
+        check_weights(args.weights)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for method in args.method:
-        start = time.monotonic()
-        interface = SVDDeconvolution(
-            in_file=str(args.in_file.resolve()),
-            aif_file=str(args.aif.resolve()),
-            method=method,
-            oi_threshold=args.oi_threshold,
-            kappa_h=args.kappa_h,
-            rho=args.rho,
-        )
-        if args.mask:
-            interface.inputs.mask_file = str(args.mask.resolve())
-        if args.threshold is not None:
-            interface.inputs.threshold = args.threshold
-        if args.frame_interval is not None:
-            interface.inputs.frame_interval = args.frame_interval
-        if args.baseline_frames is not None:
-            interface.inputs.n_baseline_frames = args.baseline_frames
-        result = interface.run(cwd=str(args.out_dir.resolve()))
-        outputs = result.outputs
-        print(
-            f"[{method}] done in {time.monotonic() - start:.1f} s: "
-            f"{Path(outputs.cbf).name} ... ({outputs.flagged_voxels} flagged voxels)"
-        )
-    print(f"Maps written to {args.out_dir}")
+    _check_writable(args.out_dir)
+
+    prefix = output_prefix(args.in_file)
+    options = {
+        "threshold": args.threshold,
+        "oi_threshold": args.oi_threshold,
+        "kappa_h": args.kappa_h,
+        "rho": args.rho,
+        "n_baseline_frames": args.baseline_frames,
+    }
+    workflow = init_ctp_wf(
+        str(args.out_dir.resolve()),
+        subdir="",
+        methods=args.method,
+        motion_correction=args.motion_correction,
+        guided_filter=not args.no_guided_filter,
+        device=args.device,
+        weights=str(args.weights.resolve()) if args.weights else None,
+        frame_interval=args.frame_interval,
+        method_options=options,
+        name=f"ctp_{prefix.replace('-', '_')}",
+    )
+    workflow.inputs.inputnode.in_file = str(args.in_file.resolve())
+    workflow.inputs.inputnode.prefix = prefix
+    for field, path in (("aif_file", args.aif), ("vof_file", args.vof), ("brain_mask", args.mask)):
+        if path is not None:
+            setattr(workflow.inputs.inputnode, field, str(path.resolve()))
+    with tempfile.TemporaryDirectory(prefix="ctp_perfusion_") as tmp:
+        work_dir = args.work_dir or Path(tmp)
+        workflow.base_dir = str(Path(work_dir).resolve())
+        start = time.time()
+        crashdump_dir = (args.out_dir if args.work_dir is None else Path(work_dir)).resolve() / "crashes"
+        run_workflow(workflow, args.plugin, args.nprocs, parse_plugin_args(args.plugin_args),
+                     crashdump_dir=crashdump_dir, debug=args.debug)
+    print(f"\nFinished in {time.time() - start:.0f} s.")
+    for line in summarise_outputs(args.out_dir, start):
+        print(line)
     return 0
 
 

@@ -9,6 +9,8 @@ was done and with which parameters.
 
 from __future__ import annotations
 
+import warnings
+
 import os
 
 import numpy as np
@@ -443,9 +445,15 @@ class _SelectAIFVOFOutputSpec(TraitedSpec):
     scale = traits.Float(desc="partial-volume factor applied to the AIF's concentration")
 
 
-def _user_curve(path, column, times):
-    """A user's curve on the scan's uniform grid (interpolated when it has its own 'time' column)."""
+def _user_curve(path, column, times, original_times=None):
+    """A user's curve on the scan's uniform grid.
+
+    Interpolated when it has its own 'time' column, or when it has one row per
+    frame of the original (non-uniform) series that LoadCTP resampled.
+    """
     values, curve_times = read_curve_tsv(path, column, n_frames=None)
+    if curve_times is None and original_times is not None and values.size == len(original_times) != times.size:
+        curve_times = np.asarray(original_times, dtype=float)
     if curve_times is None:
         if values.size != times.size:
             raise InputError(
@@ -499,7 +507,8 @@ class SelectAIFVOF(SimpleInterface):
             ("vof", self.inputs.vof_file, self.inputs.vof_mask),
         ):
             if isdefined(tsv):
-                user[column] = (_user_curve(tsv, column, times), None, "user TSV")
+                original = scan.sidecar.get("OriginalFrameTimes")
+                user[column] = (_user_curve(tsv, column, times, original), None, "user TSV")
             elif isdefined(mask_file):
                 curve, voxels = self._mask_curve(mask_file, f"{column.upper()} mask", scan, data)
                 user[column] = (curve, voxels, "user mask")
@@ -515,6 +524,7 @@ class SelectAIFVOF(SimpleInterface):
                 n_vof_voxels=self.inputs.n_vof_voxels,
                 min_vein_delay=self.inputs.min_vein_delay,
                 correct_partial_volume=False,
+                require_vof=False,
             )
         curves, voxels, sources = {}, {}, {}
         for column in ("aif", "vof"):
@@ -524,7 +534,12 @@ class SelectAIFVOF(SimpleInterface):
                 curves[column] = getattr(auto, column)
                 voxels[column] = getattr(auto, f"{column}_voxels")
                 sources[column] = "automatic"
-        if self.inputs.correct_partial_volume:
+        no_vof_reason = None
+        if curves["vof"] is None:
+            no_vof_reason = auto.details.get("VOFNotFound", "no VOF")
+            warnings.warn(f"partial-volume correction not applied: {no_vof_reason}", stacklevel=1)
+            curves["vof"] = np.full(times.size, np.nan)
+        if self.inputs.correct_partial_volume and no_vof_reason is None:
             corrected, scale, fits, n_base = aif_selection.correct_aif(
                 curves["aif"], curves["vof"], times, allow_downscaling=self.inputs.allow_downscaling
             )
@@ -547,7 +562,8 @@ class SelectAIFVOF(SimpleInterface):
             "AIFVoxels": None if voxels["aif"] is None else np.asarray(voxels["aif"]).tolist(),
             "VOFVoxels": None if voxels["vof"] is None else np.asarray(voxels["vof"]).tolist(),
             "PartialVolumeCorrection": {
-                "Applied": bool(self.inputs.correct_partial_volume),
+                "Applied": bool(self.inputs.correct_partial_volume) and no_vof_reason is None,
+                "NotAppliedBecause": no_vof_reason,
                 "Method": "AIF concentration scaled so that its first-pass area (gamma-variate fit, "
                 "recirculation excluded) equals the VOF's (de la Rosa et al. 2021)",
                 "Scale": float(scale),

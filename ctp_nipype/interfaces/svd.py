@@ -15,7 +15,7 @@ from nipype.interfaces.base import (
 )
 
 from .. import __version__
-from ..io import load_ctp, load_mask, output_prefix, read_curve_tsv, write_perfusion_maps
+from ..io import load_ctp, load_mask, output_prefix, read_curve_tsv, timing_provenance, write_perfusion_maps
 from ..perfusion.constants import KAPPA_H, RHO
 from ..perfusion.prepare import prepare_curves
 from ..perfusion.svd import DEFAULT_OI_THRESHOLD, SVDModel
@@ -99,7 +99,7 @@ class SVDDeconvolution(SimpleInterface):
         metadata = {
             **model.params,
             **curves.describe(),
-            "TimingSource": scan.timing.source,
+            **timing_provenance(scan, curves.resampled),
             "FlaggedVoxels": fit.n_flagged,
             "Sources": [os.path.abspath(self.inputs.in_file), os.path.abspath(self.inputs.aif_file)],
             "AIFColumn": self.inputs.aif_column,

@@ -566,6 +566,7 @@ def select_vascular_functions(
     n_baseline_frames=None,
     correct_partial_volume=True,
     allow_downscaling=False,
+    require_vof=True,
 ):
     """Automatic AIF and VOF from a 4D series, with the partial-volume correction.
 
@@ -591,6 +592,10 @@ def select_vascular_functions(
         Rescale the AIF to the VOF's first-pass area (otherwise ``aif_corrected`` equals ``aif``).
     allow_downscaling : bool
         Apply a partial-volume factor below 1.
+    require_vof : bool
+        When False and no venous voxel qualifies (a slab without a sinus), return
+        ``vof = None`` and the uncorrected AIF instead of raising; the reason is in
+        ``details['VOFNotFound']``.
 
     Returns
     -------
@@ -616,10 +621,19 @@ def select_vascular_functions(
 
     aif_index = select_arterial_voxels(features, n_aif_voxels, candidate_fraction)
     aif_arrival = float(np.median(features.arrival[aif_index]))
-    vof_index = select_venous_voxels(
-        features, n_vof_voxels, candidate_fraction, after=aif_arrival + min_vein_delay, exclude=aif_index
-    )
     aif = voxels_hu[aif_index].astype(float).mean(axis=0)
+    try:
+        vof_index = select_venous_voxels(
+            features, n_vof_voxels, candidate_fraction, after=aif_arrival + min_vein_delay, exclude=aif_index
+        )
+    except SelectionError as err:
+        if require_vof:
+            raise
+        return VascularFunctions(
+            frame_times=times, aif=aif, vof=None, aif_corrected=aif.copy(), aif_voxels=coords[aif_index],
+            vof_voxels=None, scale=1.0, n_baseline_frames=detect_bolus_arrival(aif), fits=None,
+            details={"SelectionBaselineFrames": n_base, "AIFArrival": aif_arrival, "VOFNotFound": str(err)},
+        )
     vof = voxels_hu[vof_index].astype(float).mean(axis=0)
     if correct_partial_volume:
         aif_corrected, scale, fits, n_base_aif = correct_aif(aif, vof, times, None, allow_downscaling)
