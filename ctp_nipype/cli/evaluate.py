@@ -79,7 +79,9 @@ def plot_figures(rows, out_dir, methods):
                     positions = [p[0] for p in points]
                 axis.plot(list(positions), [p[1] for p in points], marker="o", label=method)
             axis.grid(alpha=0.3)
-        axes.ravel()[0].legend()
+        with_lines = [axis for axis in axes.ravel() if axis.get_lines()]
+        if with_lines:
+            with_lines[0].legend()
         figure.suptitle(FIGURE_TITLES[metric])
         path = Path(out_dir) / name
         figure.savefig(path, dpi=110)
