@@ -1,0 +1,194 @@
+"""Nipype interface of the per-scan HTML report."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from ..io import InputError, load_ctp, load_mask, load_nifti, output_prefix, read_json, sidecar_path, strip_extension
+from .stats import _write_text, parse_map_filename, read_table_tsv
+
+_LESION_MASK = re.compile(r"_label-(?P<label>core|hypoperfused)_desc-(?P<method>[A-Za-z0-9]+)_mask$")
+
+
+def _defined(value, default=None):
+    return value if isdefined(value) else default
+
+
+def read_columns_tsv(path):
+    """All columns of a numeric TSV with a header row, as float arrays (``n/a`` -> NaN)."""
+    rows = read_table_tsv(path)
+    if not rows:
+        raise InputError(f"The table {path} has no rows.")
+    return {name: np.array([np.nan if r[name] is None else float(r[name]) for r in rows]) for name in rows[0]}
+
+
+class _ScanReportInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the 4D CTP scan (HU) the maps were computed from")
+    curves_file = File(exists=True, mandatory=True,
+                       desc="<prefix>_desc-global_aif.tsv: time, aif, vof, aif_corrected (HU); its JSON sidecar's "
+                            "AIFVoxels/VOFVoxels are shown when present")
+    aif_column = traits.Str("aif_corrected", usedefault=True,
+                            desc="the curve the deconvolution used (falls back to 'aif' when absent)")
+    aif_png = File(exists=True, desc="a ready AIF/VOF figure (PNG) shown instead of the drawn one")
+    motion_file = File(exists=True, desc="motion TSV of MotionCorrection (time, trans_*_mm, rot_*_deg, fd)")
+    brain_mask = File(exists=True, desc="brain mask (default: computed from the scan)")
+    gm_mask = File(exists=True, desc="grey-matter mask (ROIs split into GM/WM when both are given)")
+    wm_mask = File(exists=True, desc="white-matter mask")
+    csf_mask = File(exists=True, desc="CSF mask (kept out of the ROIs)")
+    vessel_mask = File(exists=True, desc="vessel mask (kept out of the ROIs)")
+    lesion_mask = File(exists=True, desc="ischemic lesion mask for the ischemic ROIs (default: a hypoperfused mask)")
+    map_files = InputMultiObject(File(exists=True), desc="3D maps <prefix>_desc-<method>_<map>.nii.gz")
+    residue_files = InputMultiObject(
+        File(exists=True), desc="4D <prefix>_desc-<method>_residue.nii.gz (and the network's _localaif)"
+    )
+    stats_file = File(exists=True, desc="region statistics TSV of MapStats")
+    lesion_files = InputMultiObject(File(exists=True), desc="lesion JSONs of LesionVolumes (<prefix>_desc-<method>_lesion.json)")
+    lesion_mask_files = InputMultiObject(
+        File(exists=True),
+        desc="core/hypoperfused masks <prefix>_label-<core|hypoperfused>_desc-<method>_mask.nii.gz "
+             "(default: the MaskFiles next to each lesion JSON)",
+    )
+    frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
+    out_prefix = traits.Str(desc="output file-name prefix (default: the scan's prefix)")
+
+
+class _ScanReportOutputSpec(TraitedSpec):
+    out_report = File(exists=True, desc="self-contained HTML report <prefix>_desc-perfusion_report.html")
+
+
+class ScanReport(SimpleInterface):
+    """A self-contained HTML report of one scan (images embedded as base64 PNG).
+
+    Reads the scan, the curves TSV (and its sidecar), the optional motion TSV,
+    masks, maps, residues, region statistics and lesion JSONs/masks, and
+    writes ``<prefix>_desc-perfusion_report.html`` via
+    :func:`ctp_nipype.reports.scan.scan_report_html`. Methods and map names are
+    read from the file names (``<prefix>_desc-<method>_<map>.nii.gz``).
+    Warnings on the page come from the inputs' sidecars (flagged voxels,
+    resampling, AIF scale) and the motion trace.
+
+    Examples
+    --------
+    >>> ScanReport().inputs.aif_column
+    'aif_corrected'
+    """
+
+    input_spec = _ScanReportInputSpec
+    output_spec = _ScanReportOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..reports.scan import ScanReportData, scan_report_html
+
+        scan = load_ctp(self.inputs.in_file, frame_interval=_defined(self.inputs.frame_interval))
+        shape, affine = scan.spatial_shape, scan.affine
+        warnings = []
+
+        def mask(name, what):
+            path = _defined(getattr(self.inputs, name))
+            return None if path is None else load_mask(path, shape, affine, what)
+
+        curves = read_columns_tsv(self.inputs.curves_file)
+        if "aif" not in curves:
+            raise InputError(f"The curves file {self.inputs.curves_file} has no 'aif' column.")
+        aif_column = self.inputs.aif_column if self.inputs.aif_column in curves else "aif"
+        curves_sidecar_file = sidecar_path(self.inputs.curves_file)
+        curves_sidecar = read_json(curves_sidecar_file) if curves_sidecar_file.exists() else {}
+        scale = curves_sidecar.get("PartialVolumeCorrection", {}).get("Scale")
+        if scale is not None and scale > 3:
+            warnings.append(f"The AIF was scaled by {scale:.2g} for partial volume: check the chosen artery.")
+
+        maps = {}
+        for path in _defined(self.inputs.map_files, []):
+            method, name = self._method_map(path)
+            _, values = load_nifti(path, f"{method} {name} map")
+            maps[(method, name)] = np.asarray(values, np.float32)
+            sidecar = sidecar_path(path)
+            meta = read_json(sidecar) if sidecar.exists() else {}
+            if meta.get("FlaggedVoxels"):
+                warnings.append(f"{method}: {meta['FlaggedVoxels']} voxels flagged by the fit ({name} map sidecar).")
+            if meta.get("ResampledToUniformGrid"):
+                warnings.append(f"{method}: the series was resampled to a uniform grid before fitting.")
+        residues, local_aifs = {}, {}
+        for path in _defined(self.inputs.residue_files, []):
+            method, name = self._method_map(path)
+            _, values = load_nifti(path, f"{method} {name}")
+            (local_aifs if name == "localaif" else residues)[method] = np.asarray(values, np.float32)
+
+        lesions = {}
+        for path in _defined(self.inputs.lesion_files, []):
+            summary = read_json(path)
+            parsed = parse_map_filename(path)
+            method = summary.get("Method") or (parsed[1] if parsed else strip_extension(path))
+            lesions[method] = {"summary": summary, "core": None, "hypoperfused": None}
+            if not isdefined(self.inputs.lesion_mask_files):
+                for label, name in summary.get("MaskFiles", {}).items():
+                    candidate = Path(path).with_name(name)
+                    if candidate.exists():
+                        lesions[method][label] = load_mask(candidate, shape, affine, f"{method} {label} mask")
+        for path in _defined(self.inputs.lesion_mask_files, []):
+            match = _LESION_MASK.search(strip_extension(path))
+            if match is None:
+                raise InputError(
+                    f"The lesion mask {path} is not named <prefix>_label-<core|hypoperfused>_desc-<method>_mask.nii.gz."
+                )
+            entry = lesions.setdefault(match["method"], {"summary": {}, "core": None, "hypoperfused": None})
+            entry[match["label"]] = load_mask(path, shape, affine, f"{match['method']} {match['label']} mask")
+        sides = {m: e["summary"].get("AffectedHemisphere") for m, e in lesions.items() if e["summary"]}
+        if len(set(sides.values())) > 1:
+            warnings.append(f"The methods disagree on the affected hemisphere: {sides}.")
+
+        voxels = {k: curves_sidecar.get(f"{k.upper()}Voxels") for k in ("aif", "vof")}
+        data = ScanReportData(
+            title=_defined(self.inputs.out_prefix, output_prefix(self.inputs.in_file)),
+            hu=scan.data,
+            frame_times=scan.frame_times,
+            affine=affine,
+            voxel_size_mm=tuple(float(v) for v in scan.header.get_zooms()[:3]),
+            timing_source=scan.timing.source,
+            curves=curves,
+            aif_column=aif_column,
+            aif_voxels=None if voxels["aif"] is None else np.asarray(voxels["aif"], int),
+            vof_voxels=None if voxels["vof"] is None else np.asarray(voxels["vof"], int),
+            aif_png=Path(self.inputs.aif_png).read_bytes() if isdefined(self.inputs.aif_png) else None,
+            motion=read_columns_tsv(self.inputs.motion_file) if isdefined(self.inputs.motion_file) else None,
+            brain=mask("brain_mask", "brain mask"),
+            grey_matter=mask("gm_mask", "grey-matter mask"),
+            white_matter=mask("wm_mask", "white-matter mask"),
+            csf=mask("csf_mask", "CSF mask"),
+            vessels=mask("vessel_mask", "vessel mask"),
+            lesion=mask("lesion_mask", "lesion mask"),
+            maps=maps,
+            residues=residues,
+            local_aifs=local_aifs,
+            stats_rows=read_table_tsv(self.inputs.stats_file) if isdefined(self.inputs.stats_file) else [],
+            lesions=lesions,
+            warnings=warnings,
+        )
+        html = scan_report_html(data)
+        out_report = os.path.join(runtime.cwd, f"{data.title}_desc-perfusion_report.html")
+        _write_text(out_report, html)
+        self._results["out_report"] = out_report
+        return runtime
+
+    @staticmethod
+    def _method_map(path):
+        parsed = parse_map_filename(path)
+        if parsed is None:
+            raise InputError(
+                f"{path} is not named <prefix>_desc-<method>_<map>.nii.gz, so its method and map cannot be told; "
+                "rename it per the conventions."
+            )
+        return parsed[1], parsed[2]

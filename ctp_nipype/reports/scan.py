@@ -1,0 +1,369 @@
+"""The per-scan report: one self-contained HTML page from arrays and tables.
+
+:func:`scan_report_html` takes a :class:`ScanReportData` (what the
+:class:`~ctp_nipype.interfaces.report.ScanReport` interface read from files)
+and returns the page: scan summary and warnings, motion trace, AIF/VOF curves
+and their voxels, a mosaic of every map of every method (one colour scale per
+map across methods, colour bars in units), core and hypoperfusion overlays
+with their volumes, residue and reconstructed tissue curves averaged in 5 x 5
+ROIs of normal and ischemic grey and white matter (as figures 6-7 of Zeng
+et al. 2025) and the table of region statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ..perfusion.constants import UNITS
+from ..perfusion.convolution import convolve
+from ..perfusion.masks import brain_mask, time_average
+from ..perfusion.prepare import prepare_curves
+from ..perfusion.stats import MAP_ORDER, METHOD_ORDER, STAT_COLUMNS, hemisphere_masks
+from ..perfusion.timing import is_uniform, resample_to_uniform
+from . import figures
+from .html import escape, format_cell, page, png_img, table
+
+#: in-plane side of the ROIs of the curve figure, voxels (the paper's 5 x 5)
+ROI_SIZE = 5
+#: a framewise displacement above this (mm) is reported as a warning
+MAX_FRAMEWISE_DISPLACEMENT_MM = 1.0
+#: methods whose lesion masks are preferred for the ischemic ROI when no lesion mask is given
+ISCHEMIC_ROI_METHODS = ("osvd", "transformer", "csvd", "ssvd")
+
+
+@dataclass
+class ScanReportData:
+    """Everything the report shows, as arrays and plain values.
+
+    Attributes
+    ----------
+    title : str
+        The scan's name (prefix).
+    hu : ndarray (x, y, z, T)
+        The scan, HU.
+    frame_times : ndarray (T,)
+        Seconds.
+    affine : ndarray (4, 4)
+    voxel_size_mm : tuple of float
+    timing_source : str
+    curves : dict
+        Columns of the curves TSV: ``time`` (optional), ``aif``, ``vof``, ``aif_corrected`` (HU).
+    aif_column : str
+        The curve the deconvolution used (``aif_corrected`` when present).
+    aif_voxels, vof_voxels : ndarray (n, 3) of int, optional
+        Voxels averaged into the AIF and VOF.
+    aif_png : bytes, optional
+        A ready AIF figure (replaces the one drawn from ``curves``).
+    motion : dict, optional
+        Columns of the motion TSV.
+    brain, grey_matter, white_matter, csf, vessels, lesion : ndarray of bool, optional
+    maps : dict
+        ``{(method, map): 3D array}``.
+    residues : dict
+        ``{method: 4D flow-scaled residue [1/s]}``.
+    local_aifs : dict
+        ``{method: 4D local AIF [HU above baseline]}`` (the network's).
+    stats_rows : list of dict
+        Region statistics (rows of the MapStats TSV).
+    lesions : dict
+        ``{method: {"summary": dict of the lesion JSON, "core": mask or None, "hypoperfused": mask or None}}``.
+    warnings : list of str
+    """
+
+    title: str
+    hu: np.ndarray
+    frame_times: np.ndarray
+    affine: np.ndarray
+    voxel_size_mm: tuple
+    timing_source: str = "unknown"
+    curves: dict = field(default_factory=dict)
+    aif_column: str = "aif_corrected"
+    aif_voxels: np.ndarray | None = None
+    vof_voxels: np.ndarray | None = None
+    aif_png: bytes | None = None
+    motion: dict | None = None
+    brain: np.ndarray | None = None
+    grey_matter: np.ndarray | None = None
+    white_matter: np.ndarray | None = None
+    csf: np.ndarray | None = None
+    vessels: np.ndarray | None = None
+    lesion: np.ndarray | None = None
+    maps: dict = field(default_factory=dict)
+    residues: dict = field(default_factory=dict)
+    local_aifs: dict = field(default_factory=dict)
+    stats_rows: list = field(default_factory=list)
+    lesions: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# ROIs
+
+
+def place_square_roi(region, size=ROI_SIZE):
+    """The ``size x size`` in-plane square (one slice) that holds the most voxels of ``region``.
+
+    Returns the square's voxels inside ``region`` (a bool mask), or None for an empty region.
+
+    >>> region = np.zeros((12, 12, 2), bool); region[6:12, 1:7, 1] = True
+    >>> roi = place_square_roi(region)
+    >>> int(roi.sum()), bool(roi[..., 0].any())
+    (25, False)
+    """
+    region = np.asarray(region, bool)
+    if not region.any():
+        return None
+    fraction = ndimage.uniform_filter(region.astype(np.float32), size=(size, size, 1), mode="constant")
+    fraction[~region] = -1.0  # centre the square on a voxel of the region
+    i, j, k = np.unravel_index(int(np.argmax(fraction)), region.shape)
+    half = size // 2
+    roi = np.zeros_like(region)
+    roi[max(i - half, 0) : i + half + 1, max(j - half, 0) : j + half + 1, k] = True
+    return roi & region
+
+
+def curve_regions(data):
+    """The named regions whose ROIs the curve figure averages: normal/ischemic x GM/WM.
+
+    Ischemic: the lesion mask, else the hypoperfused mask of the first method
+    of :data:`ISCHEMIC_ROI_METHODS` that has one. Normal: tissue of the other
+    hemisphere (the one holding less of the ischemic region), away from it.
+    Returns ``[]`` when no ischemic region is known (then only normal ROIs).
+    """
+    brain = data.brain
+    tissue = brain.copy()
+    for excluded in (data.csf, data.vessels):
+        if excluded is not None:
+            tissue &= ~excluded
+    ischemic = data.lesion
+    if ischemic is None:
+        for method in ISCHEMIC_ROI_METHODS:
+            hypo = data.lesions.get(method, {}).get("hypoperfused")
+            if hypo is not None and hypo.any():
+                ischemic = hypo
+                break
+    left, right, _ = hemisphere_masks(brain, data.affine)
+    regions = []
+    if ischemic is not None and ischemic.any():
+        ischemic = ischemic & tissue
+        other = right if (ischemic & left).sum() >= (ischemic & right).sum() else left
+        normal = tissue & other & ~ndimage.binary_dilation(ischemic, iterations=2)
+        pairs = [("normal", normal), ("ischemic", ischemic)]
+    else:
+        pairs = [("normal", tissue)]
+    for name, region in pairs:
+        if data.grey_matter is not None and data.white_matter is not None:
+            regions += [(f"{name} GM", region & data.grey_matter), (f"{name} WM", region & data.white_matter)]
+        else:
+            regions.append((name, region))
+    return regions
+
+
+def roi_curve_data(data, rois):
+    """Mean observed tissue curve, residues and reconstructions (AIF (x) residue) in each ROI.
+
+    The tissue and the AIF go through :func:`ctp_nipype.perfusion.prepare.prepare_curves`
+    (the deconvolution's baseline and uniform grid); the reconstruction is
+    :func:`ctp_nipype.perfusion.convolution.convolve` of each voxel's AIF (the
+    global one, or the network's local one) with its residue, averaged over
+    the ROI. Methods whose residue has another number of frames are skipped.
+
+    Returns
+    -------
+    frame_times : ndarray
+    curves : list of dict (see :func:`ctp_nipype.reports.figures.roi_curves`)
+    skipped : list of str
+    """
+    aif_hu = np.asarray(data.curves.get(data.aif_column, data.curves.get("aif")), float)
+    times = np.asarray(data.frame_times, float)
+    curve_times = data.curves.get("time")
+    out, skipped = [], []
+    prepared_times = None
+    for name, roi in rois:
+        hu = data.hu[roi].astype(np.float64)
+        roi_times = times
+        if aif_hu.size != times.size or not is_uniform(times):
+            step = float(np.diff(curve_times).min()) if curve_times is not None else None
+            hu, roi_times = resample_to_uniform(hu, times, step)
+        if aif_hu.size != roi_times.size:
+            skipped.append(f"the AIF has {aif_hu.size} samples but the scan's grid {roi_times.size}")
+            return None, [], skipped
+        prepared = prepare_curves(hu, roi_times, aif_hu)
+        dt = float(prepared.frame_times[1] - prepared.frame_times[0])
+        prepared_times = prepared.frame_times
+        entry = {"name": name, "observed": prepared.tissue.mean(axis=0), "residue": {}, "reconstructed": {}}
+        for method, residue in data.residues.items():
+            voxels = residue[roi]
+            if voxels.shape[-1] != prepared.tissue.shape[-1]:
+                skipped.append(f"{method}: residue has {voxels.shape[-1]} frames, the curves {prepared.tissue.shape[-1]}")
+                continue
+            aif = data.local_aifs[method][roi] if method in data.local_aifs else prepared.aif
+            entry["residue"][method] = voxels.mean(axis=0)
+            entry["reconstructed"][method] = convolve(aif, voxels, dt).mean(axis=0)
+        out.append(entry)
+    return prepared_times, out, sorted(set(skipped))
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+
+
+def _summary_section(data, background):
+    times = np.asarray(data.frame_times, float)
+    steps = np.diff(times)
+    rows = [
+        ("scan", data.title),
+        ("matrix (x, y, z)", " x ".join(str(s) for s in data.hu.shape[:3])),
+        ("voxel size [mm]", " x ".join(f"{v:.3g}" for v in data.voxel_size_mm)),
+        ("frames", str(times.size)),
+        ("duration [s]", f"{times[-1] - times[0]:.4g}"),
+        ("frame interval [s]", f"{steps.min():.3g}" + ("" if is_uniform(times) else f" to {steps.max():.3g} (non-uniform)")),
+        ("timing source", data.timing_source),
+        ("brain voxels", str(int(data.brain.sum()))),
+        ("methods", ", ".join(sorted({m for m, _ in data.maps}, key=lambda m: _order(m, METHOD_ORDER))) or "none"),
+    ]
+    body = "<table>" + "".join(f"<tr><th class=\"text\">{escape(k)}</th><td class=\"text\">{escape(v)}</td></tr>"
+                               for k, v in rows) + "</table>"
+    if data.warnings:
+        body += "".join(f'<div class="warning">{escape(w)}</div>' for w in data.warnings)
+    else:
+        body += '<p class="note">No warnings.</p>'
+    return body
+
+
+def _order(value, order):
+    return order.index(value) if value in order else len(order)
+
+
+def _maps_section(data, slices):
+    names = sorted({name for _, name in data.maps}, key=lambda n: _order(n, MAP_ORDER))
+    if not names:
+        return '<p class="note">No maps were given.</p>'
+    parts = []
+    # Tmax (SVD) and BAD (network) are both delays in s: one row set, one colour scale
+    groups = []
+    for name in names:
+        if name == "bad" and "tmax" in names:
+            continue
+        members = ["tmax", "bad"] if name == "tmax" and "bad" in names else [name]
+        groups.append(members)
+    for members in groups:
+        maps = {
+            f"{method} {name}" if len(members) > 1 else method: values
+            for name in members
+            for (method, map_name), values in sorted(data.maps.items(), key=lambda kv: _order(kv[0][0], METHOD_ORDER))
+            if map_name == name
+        }
+        label = "/".join(members)
+        png = figures.map_mosaic(maps, label, UNITS.get(members[0], ""), data.brain, slices)
+        parts.append(png_img(png, f"{label} maps"))
+    return "<p class=\"note\">One colour scale per map across methods (0 to the 99th percentile in the brain).</p>" + "".join(parts)
+
+
+def _lesion_section(data, background, slices):
+    if not data.lesions:
+        return '<p class="note">No lesion measures were given.</p>'
+    rows = []
+    overlays = {}
+    for method in sorted(data.lesions, key=lambda m: _order(m, METHOD_ORDER)):
+        entry = data.lesions[method]
+        summary = entry.get("summary", {})
+        rows.append({
+            "method": method,
+            "core": summary.get("CoreVolume"),
+            "hypo": summary.get("HypoperfusedVolume"),
+            "mismatch": summary.get("MismatchVolume"),
+            "ratio": summary.get("MismatchRatio"),
+            "side": summary.get("AffectedHemisphere"),
+            "reference": summary.get("ReferenceCBF"),
+            "rule": f"CBF < {format_cell(summary.get('CoreRelativeCBFThreshold'))} x reference; "
+                    f"{summary.get('DelayMap', 'delay')} > {format_cell(summary.get('DelayThreshold'))} s",
+        })
+        if entry.get("core") is not None and entry.get("hypoperfused") is not None:
+            title = (f"core {format_cell(summary.get('CoreVolume'))} ml, "
+                     f"hypoperfused {format_cell(summary.get('HypoperfusedVolume'))} ml")
+            overlays[method] = (entry["core"], entry["hypoperfused"], title)
+    body = table(
+        rows, ["method", "core", "hypo", "mismatch", "ratio", "side", "reference", "rule"],
+        ["method", "core [ml]", "hypoperfused [ml]", "mismatch [ml]", "mismatch ratio", "affected side",
+         "reference CBF [ml/100g/min]", "rule"],
+        text_columns=["method", "side", "rule"],
+    )
+    if overlays:
+        body += png_img(figures.lesion_overlay(background, data.brain, overlays, slices), "core and hypoperfusion")
+    return body
+
+
+def _curves_section(data, background):
+    if not data.residues:
+        return '<p class="note">No residue functions were given.</p>'
+    rois = [(name, place_square_roi(region)) for name, region in curve_regions(data)]
+    rois = [(name, roi) for name, roi in rois if roi is not None]
+    if not rois:
+        return '<p class="note">No tissue to place ROIs in.</p>'
+    times, curves, skipped = roi_curve_data(data, rois)
+    notes = "".join(f'<div class="warning">{escape(s)}</div>' for s in skipped)
+    if not curves:
+        return notes
+    text = (f"<p class=\"note\">Means over {ROI_SIZE} x {ROI_SIZE} voxel ROIs (one slice each). Reconstructed tissue "
+            "curve = AIF (x) residue (the network: its local AIF), against the observed concentration.</p>")
+    return (text + png_img(figures.roi_locations(background, data.brain, rois), "ROI locations")
+            + png_img(figures.roi_curves(times, curves), "residue and tissue curves") + notes)
+
+
+def _stats_section(data):
+    if not data.stats_rows:
+        return '<p class="note">No region statistics were given.</p>'
+    columns = ["region", "method", "map", "units"] + list(STAT_COLUMNS)
+    rows = [{k: _number(v) if k not in ("region", "method", "map", "units") else v for k, v in row.items()}
+            for row in data.stats_rows]
+    return table(rows, columns, text_columns=["region", "method", "map", "units"])
+
+
+def _number(value):
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(number) if number.is_integer() and abs(number) < 1e15 and "." not in str(value) else number
+
+
+def scan_report_html(data):
+    """The per-scan report page (self-contained HTML) of a :class:`ScanReportData`."""
+    background = time_average(data.hu)
+    if data.brain is None:
+        data.brain = brain_mask(background)
+    warnings = list(data.warnings)
+    if data.motion and "framewise_displacement_mm" in data.motion:
+        fd = float(np.max(data.motion["framewise_displacement_mm"]))
+        if fd > MAX_FRAMEWISE_DISPLACEMENT_MM:
+            warnings.append(f"Head motion: framewise displacement up to {fd:.2g} mm "
+                            f"(above {MAX_FRAMEWISE_DISPLACEMENT_MM:g} mm).")
+    data.warnings = warnings
+    slices = figures.slices_to_show(data.brain)
+    sections = [("summary", "Scan summary", _summary_section(data, background))]
+    if data.motion:
+        times = np.asarray(data.motion.get("time", np.arange(len(next(iter(data.motion.values()))))), float)
+        sections.append(("motion", "Head motion",
+                         png_img(figures.motion_plot(times, {k: v for k, v in data.motion.items() if k != "time"}),
+                                 "motion trace")))
+    if data.aif_png is not None:
+        vascular = png_img(data.aif_png, "AIF and VOF")
+    elif data.curves:
+        curve_times = data.curves.get("time", data.frame_times)
+        vascular = png_img(figures.vascular_functions(
+            curve_times, {k: v for k, v in data.curves.items() if k != "time"}, background,
+            data.aif_voxels, data.vof_voxels, title=f"{data.title}: vascular functions"), "AIF and VOF")
+    else:
+        vascular = '<p class="note">No curves were given.</p>'
+    sections.append(("vascular", "Arterial input and venous output", vascular))
+    sections.append(("maps", "Perfusion maps", _maps_section(data, slices)))
+    sections.append(("lesion", "Core and hypoperfusion", _lesion_section(data, background, slices)))
+    sections.append(("curves", "Residue and tissue curves in ROIs", _curves_section(data, background)))
+    sections.append(("stats", "Region statistics", _stats_section(data)))
+    return page(f"CT perfusion report: {data.title}", sections)

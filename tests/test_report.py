@@ -1,0 +1,145 @@
+"""The per-scan report on the phantom: contents, self-containedness, and a render in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pytest
+
+from ctp_nipype.interfaces.report import ScanReport
+from ctp_nipype.interfaces.stats import LesionVolumes, MapStats
+from ctp_nipype.io import write_curves_tsv, write_json, write_nifti, write_perfusion_maps
+from ctp_nipype.perfusion.convolution import convolve
+from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+from ctp_nipype.perfusion.prepare import prepare_curves
+from ctp_nipype.perfusion.svd import SVDModel
+from ctp_nipype.reports.scan import ScanReportData, curve_regions, place_square_roi, roi_curve_data
+
+import render_report
+from test_stats import label_mask, write_phantom_inputs
+
+METHODS = ("ssvd", "osvd")
+
+
+def phantom_derivatives(folder, motion=True, seed=0):
+    """The files a workflow would have made for a phantom scan; returns (phantom, dict of paths)."""
+    ph = make_phantom("small", seed=seed, noise_sd_hu=1.0, motion=motion)
+    scan = folder / "sub-01_ctp.nii.gz"
+    write_nifti(scan, ph.hu, ph.affine, sidecar={"FrameTimesStart": ph.frame_times.tolist()})
+    curves_file = folder / "sub-01_desc-global_aif.tsv"
+    write_curves_tsv(curves_file, {"time": ph.frame_times, "aif": ph.aif, "vof": ph.vof, "aif_corrected": ph.aif})
+    artery = np.argwhere(ph.labels == PhantomLabel.ARTERY)
+    write_json(folder / "sub-01_desc-global_aif.json", {"AIFVoxels": artery.tolist(), "PartialVolumeCorrection": {"Scale": 2.0}})
+    paths = {"scan": str(scan), "curves": str(curves_file)}
+    if motion:
+        columns = {"time": ph.frame_times}
+        names = ("trans_x_mm", "trans_y_mm", "trans_z_mm", "rot_x_deg", "rot_y_deg", "rot_z_deg")
+        columns.update({name: ph.motion_parameters[:, i] for i, name in enumerate(names)})
+        columns["framewise_displacement_mm"] = np.r_[0, np.abs(np.diff(ph.motion_parameters[:, :3], axis=0)).sum(1)]
+        paths["motion"] = str(write_curves_tsv(folder / "sub-01_desc-motion_params.tsv", columns))
+    curves = prepare_curves(ph.hu, ph.frame_times, ph.aif)
+    maps, residues = {}, []
+    for method in METHODS:
+        fit = SVDModel(curves.aif, curves.frame_times, method=method).fit(curves.tissue, ph.brain_mask)
+        maps.update({(method, name): getattr(fit, name) for name in ("cbf", "cbv", "mtt", "tmax")})
+        written = write_perfusion_maps(folder, "sub-01", method, {"residue": fit.residue}, ph.affine)
+        residues.append(str(written["residue"]))
+    map_files, masks = write_phantom_inputs(folder, ph, maps)
+    stats = MapStats(map_files=map_files, brain_mask=masks["brain"], gm_mask=masks["gm"], wm_mask=masks["wm"],
+                     csf_mask=masks["csf"], vessel_mask=masks["vessel"], lesion_mask=masks["lesion"]).run(cwd=str(folder))
+    lesion_files = []
+    for method in METHODS:
+        result = LesionVolumes(
+            cbf_file=str(folder / f"sub-01_desc-{method}_cbf.nii.gz"),
+            delay_file=str(folder / f"sub-01_desc-{method}_tmax.nii.gz"),
+            brain_mask=masks["brain"], csf_mask=masks["csf"], vessel_mask=masks["vessel"],
+        ).run(cwd=str(folder))
+        lesion_files.append(result.outputs.out_json)
+    paths.update(map_files=map_files, residue_files=residues, masks=masks, stats=stats.outputs.out_tsv,
+                 lesion_files=lesion_files)
+    return ph, paths
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    ph, paths = phantom_derivatives(folder)
+    masks = paths["masks"]
+    work = folder / "work"
+    work.mkdir()
+    result = ScanReport(
+        in_file=paths["scan"], curves_file=paths["curves"], motion_file=paths["motion"],
+        brain_mask=masks["brain"], gm_mask=masks["gm"], wm_mask=masks["wm"], csf_mask=masks["csf"],
+        vessel_mask=masks["vessel"], lesion_mask=masks["lesion"], map_files=paths["map_files"],
+        residue_files=paths["residue_files"], stats_file=paths["stats"], lesion_files=paths["lesion_files"],
+    ).run(cwd=str(work))
+    return ph, result.outputs.out_report
+
+
+def test_report_is_self_contained_with_every_section(report):
+    _, path = report
+    assert path.endswith("sub-01_desc-perfusion_report.html")
+    html = open(path, encoding="utf-8").read()
+    for anchor in ("summary", "motion", "vascular", "maps", "lesion", "curves", "stats"):
+        assert f'id="{anchor}"' in html
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', html)
+    # motion, AIF, cbf, cbv, mtt, tmax, lesion overlay, ROI locations, ROI curves
+    assert len(sources) == 9
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r'(src|href)="(https?:|file:|//)', html)
+    # scan summary, units, lesion volumes from the JSONs, the regions of the stats table
+    assert "60 x 60 x 4" in html and "FrameTimesStart" in html
+    assert "ml/100g/min" in html
+    assert "hypoperfused [ml]" in html and ">ischemic<" in html
+    assert "osvd" in html and "ssvd" in html
+
+
+def test_roi_curves_reconstruct_the_observed_tissue_curve():
+    """The reconstruction AIF (x) residue of the ROI means agrees with the observed ROI curve (noise-free)."""
+    ph = make_phantom("small", seed=1, noise_sd_hu=0)
+    curves = prepare_curves(ph.hu, ph.frame_times, ph.aif)
+    fit = SVDModel(curves.aif, curves.frame_times, method="osvd").fit(curves.tissue, ph.brain_mask)
+    lesion = label_mask(ph, PhantomLabel.CORE, PhantomLabel.PENUMBRA)
+    data = ScanReportData(
+        title="x", hu=ph.hu, frame_times=ph.frame_times, affine=ph.affine, voxel_size_mm=(4, 4, 5),
+        curves={"time": ph.frame_times, "aif": ph.aif}, aif_column="aif", brain=ph.brain_mask,
+        grey_matter=label_mask(ph, PhantomLabel.GREY_MATTER, PhantomLabel.CORE, PhantomLabel.PENUMBRA),
+        white_matter=label_mask(ph, PhantomLabel.WHITE_MATTER, PhantomLabel.CORE, PhantomLabel.PENUMBRA),
+        csf=label_mask(ph, PhantomLabel.CSF), vessels=label_mask(ph, PhantomLabel.ARTERY, PhantomLabel.VEIN),
+        lesion=lesion, residues={"osvd": fit.residue},
+    )
+    regions = curve_regions(data)
+    assert [name for name, _ in regions] == ["normal GM", "normal WM", "ischemic GM", "ischemic WM"]
+    rois = [(name, place_square_roi(region)) for name, region in regions]
+    for name, roi in rois:
+        assert 0 < roi.sum() <= 25 and len(np.flatnonzero(roi.any(axis=(0, 1)))) == 1
+    assert (rois[2][1] & ~lesion).sum() == 0 and (rois[0][1] & lesion).sum() == 0
+    times, entries, skipped = roi_curve_data(data, rois)
+    assert not skipped
+    for entry, (_, roi) in zip(entries, rois):
+        observed = entry["observed"]
+        np.testing.assert_allclose(observed, curves.tissue[roi].mean(axis=0), rtol=1e-5, atol=1e-4)
+        reconstructed = entry["reconstructed"]["osvd"]
+        direct = convolve(curves.aif, fit.residue[roi].mean(axis=0), 1.0)
+        np.testing.assert_allclose(reconstructed, direct, rtol=1e-6, atol=1e-6)
+        assert np.abs(reconstructed - observed).max() < 0.1 * observed.max()  # oSVD fits the curve
+    # ischemic residue decays more slowly: Tmax later and CBF (max K) lower than normal grey matter
+    normal, ischemic = entries[0]["residue"]["osvd"], entries[2]["residue"]["osvd"]
+    assert np.argmax(ischemic) > np.argmax(normal) and ischemic.max() < normal.max()
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    chromium = render_report.find_chromium()
+    if chromium is None:
+        pytest.skip("headless Chromium not installed (apt-get install chromium); the render check needs it")
+    _, path = report
+    result = render_report.render(path, tmp_path / "report.png", chromium=chromium)
+    assert result["images"] == 9
+    assert result["broken"] == [], result
+    assert result["errors"] == [], result
+    png = (tmp_path / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
