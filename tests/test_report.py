@@ -25,7 +25,7 @@ METHODS = ("ssvd", "osvd")
 
 def phantom_derivatives(folder, motion=True, seed=0):
     """The files a workflow would have made for a phantom scan; returns (phantom, dict of paths)."""
-    ph = make_phantom("small", seed=seed, noise_sd_hu=1.0, motion=motion)
+    ph = make_phantom("small", seed=seed, noise_sd_hu=1.0)
     scan = folder / "sub-01_ctp.nii.gz"
     write_nifti(scan, ph.hu, ph.affine, sidecar={"FrameTimesStart": ph.frame_times.tolist()})
     curves_file = folder / "sub-01_desc-global_aif.tsv"
@@ -36,8 +36,10 @@ def phantom_derivatives(folder, motion=True, seed=0):
     if motion:
         columns = {"time": ph.frame_times}
         names = ("trans_x_mm", "trans_y_mm", "trans_z_mm", "rot_x_deg", "rot_y_deg", "rot_z_deg")
-        columns.update({name: ph.motion_parameters[:, i] for i, name in enumerate(names)})
-        columns["framewise_displacement_mm"] = np.r_[0, np.abs(np.diff(ph.motion_parameters[:, :3], axis=0)).sum(1)]
+        # the trace of a moved phantom (the maps come from the still one: as after motion correction)
+        parameters = make_phantom("small", seed=seed, motion=True, noise_sd_hu=0).motion_parameters
+        columns.update({name: parameters[:, i] for i, name in enumerate(names)})
+        columns["framewise_displacement_mm"] = np.r_[0, np.abs(np.diff(parameters[:, :3], axis=0)).sum(1)]
         paths["motion"] = str(write_curves_tsv(folder / "sub-01_desc-motion_params.tsv", columns))
     curves = prepare_curves(ph.hu, ph.frame_times, ph.aif)
     maps, residues = {}, []
@@ -143,3 +145,18 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert result["errors"] == [], result
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_render_check_catches_broken_images_and_script_errors(tmp_path):
+    """The render check can fail: a broken image and an uncaught error are reported."""
+    chromium = render_report.find_chromium()
+    if chromium is None:
+        pytest.skip("headless Chromium not installed (apt-get install chromium); the render check needs it")
+    page = tmp_path / "bad.html"
+    page.write_text(
+        '<!DOCTYPE html><html><head><title>bad</title></head><body>'
+        '<img alt="broken" src="data:image/png;base64,AAAA"/><script>undefinedFunction();</script></body></html>'
+    )
+    result = render_report.render(page, tmp_path / "bad.png", chromium=chromium)
+    assert result["images"] == 1 and result["broken"] == ["broken"]
+    assert any("undefinedFunction" in error for error in result["errors"])

@@ -45,7 +45,7 @@ def slices_to_show(mask, max_slices=6):
 
     >>> m = np.zeros((2, 2, 10), bool); m[..., 2:8] = True
     >>> slices_to_show(m, 3)
-    [2, 5, 7]
+    [2, 4, 7]
     """
     mask = np.asarray(mask, bool)
     present = np.flatnonzero(mask.any(axis=(0, 1)))
@@ -57,19 +57,19 @@ def slices_to_show(mask, max_slices=6):
 
 
 def shared_range(arrays, mask, upper_percentile=99.0):
-    """A display range (0 or the lowest 1st percentile, the highest ``upper_percentile``) common to arrays.
+    """A display range ``(0, highest upper_percentile)`` common to arrays, inside ``mask``.
+
+    Perfusion maps are non-negative; values below 0 (SVD noise) show in the lowest colour.
 
     >>> shared_range([np.arange(101.0), 2 * np.arange(101.0)], np.ones(101, bool))
     (0.0, 198.0)
     """
     mask = np.asarray(mask, bool)
     values = [np.asarray(a)[mask] for a in arrays]
-    values = [v[np.isfinite(v)] for v in values if v.size]
-    if not values or not any(v.size for v in values):
-        return 0.0, 1.0
-    low = min(0.0, min(float(np.percentile(v, 1)) for v in values if v.size))
-    high = max(float(np.percentile(v, upper_percentile)) for v in values if v.size)
-    return low, high if high > low else low + 1.0
+    values = [v[np.isfinite(v)] for v in values]
+    values = [v for v in values if v.size]
+    high = max((float(np.percentile(v, upper_percentile)) for v in values), default=1.0)
+    return 0.0, high if high > 0 else 1.0
 
 
 def _crop_box(mask, margin=2):
@@ -81,7 +81,7 @@ def _crop_box(mask, margin=2):
     return (slice(max(xs[0] - margin, 0), xs[-1] + margin + 1), slice(max(ys[0] - margin, 0), ys[-1] + margin + 1))
 
 
-def map_mosaic(maps, map_name, units, brain, slices, value_range=None):
+def map_mosaic(maps, map_name, units, brain, slices, value_range=None, range_mask=None):
     """Rows = methods, columns = slices of one map, one colour scale and one colour bar in units.
 
     Parameters
@@ -95,7 +95,10 @@ def map_mosaic(maps, map_name, units, brain, slices, value_range=None):
         Outside is shown blank; the in-plane view is cropped to it.
     slices : list of int
     value_range : (float, float), optional
-        Default :func:`shared_range` over all methods in the brain.
+        Default :func:`shared_range` over all methods in ``range_mask``.
+    range_mask : ndarray of bool, optional
+        Voxels that set the colour scale (default ``brain``; give the tissue,
+        without vessels and CSF, so that the vessels' CBF does not set it).
 
     Returns
     -------
@@ -103,7 +106,9 @@ def map_mosaic(maps, map_name, units, brain, slices, value_range=None):
     """
     plt = _pyplot()
     methods = list(maps)
-    vmin, vmax = value_range if value_range is not None else shared_range(list(maps.values()), brain)
+    if value_range is None:
+        value_range = shared_range(list(maps.values()), brain if range_mask is None else range_mask)
+    vmin, vmax = value_range
     bx, by = _crop_box(brain)
     fig, axes = plt.subplots(
         len(methods), len(slices), figsize=(1.9 * len(slices) + 1.2, 1.9 * len(methods) + 0.4), squeeze=False

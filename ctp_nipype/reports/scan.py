@@ -21,7 +21,7 @@ from ..perfusion.constants import UNITS
 from ..perfusion.convolution import convolve
 from ..perfusion.masks import brain_mask, time_average
 from ..perfusion.prepare import prepare_curves
-from ..perfusion.stats import MAP_ORDER, METHOD_ORDER, STAT_COLUMNS, hemisphere_masks
+from ..perfusion.stats import MAP_ORDER, METHOD_ORDER, STAT_COLUMNS, hemisphere_masks, tissue_mask
 from ..perfusion.timing import is_uniform, resample_to_uniform
 from . import figures
 from .html import escape, format_cell, page, png_img, table
@@ -131,13 +131,11 @@ def curve_regions(data):
     Ischemic: the lesion mask, else the hypoperfused mask of the first method
     of :data:`ISCHEMIC_ROI_METHODS` that has one. Normal: tissue of the other
     hemisphere (the one holding less of the ischemic region), away from it.
-    Returns ``[]`` when no ischemic region is known (then only normal ROIs).
+    Without an ischemic region, only normal ROIs; when a GM/WM split of a
+    region is empty (tissue masks that exclude the lesion), the region is one ROI.
     """
     brain = data.brain
-    tissue = brain.copy()
-    for excluded in (data.csf, data.vessels):
-        if excluded is not None:
-            tissue &= ~excluded
+    tissue = tissue_mask(brain, data.csf, data.vessels)
     ischemic = data.lesion
     if ischemic is None:
         for method in ISCHEMIC_ROI_METHODS:
@@ -155,10 +153,11 @@ def curve_regions(data):
     else:
         pairs = [("normal", tissue)]
     for name, region in pairs:
+        split = []
         if data.grey_matter is not None and data.white_matter is not None:
-            regions += [(f"{name} GM", region & data.grey_matter), (f"{name} WM", region & data.white_matter)]
-        else:
-            regions.append((name, region))
+            split = [(f"{name} GM", region & data.grey_matter), (f"{name} WM", region & data.white_matter)]
+        # tissue masks that leave the lesion out (labels, not templates) give no split: one ROI
+        regions += split if split and all(mask.any() for _, mask in split) else [(name, region)]
     return regions
 
 
@@ -258,9 +257,10 @@ def _maps_section(data, slices):
             if map_name == name
         }
         label = "/".join(members)
-        png = figures.map_mosaic(maps, label, UNITS.get(members[0], ""), data.brain, slices)
+        png = figures.map_mosaic(maps, label, UNITS.get(members[0], ""), data.brain, slices,
+                                 range_mask=tissue_mask(data.brain, data.csf, data.vessels))
         parts.append(png_img(png, f"{label} maps"))
-    return "<p class=\"note\">One colour scale per map across methods (0 to the 99th percentile in the brain).</p>" + "".join(parts)
+    return "<p class=\"note\">One colour scale per map across methods: 0 to the 99th percentile in the brain's tissue (without CSF and vessels when their masks are given).</p>" + "".join(parts)
 
 
 def _lesion_section(data, background, slices):
