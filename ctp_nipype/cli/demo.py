@@ -1,41 +1,70 @@
 """``python -m ctp_nipype.cli.demo OUT_DIR``: the ``make demo`` job.
 
-Makes a small synthetic scan with a known CBF field, runs ``ctp-perfusion``
-with the three SVD methods on it, and prints how the estimated CBF compares
-with the truth.
+Makes the digital brain phantom dataset (size ``demo``, two subjects), runs
+the BIDS App at participant and group level with every available method
+(the network when its weights are shipped), and prints where the maps,
+reports and group tables are, with the grey-matter CBF of each method next
+to the phantom's truth.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 
-from ..io import write_curves_tsv, write_json, write_nifti
-from ..perfusion.synthetic import synthetic_scan
-from . import perfusion
+from . import bids_app, phantom
+
+
+def _methods():
+    from ..nn.weights import shipped_weights_available
+
+    methods = ["ssvd", "csvd", "osvd"]
+    if shipped_weights_available():
+        methods.append("transformer")
+    else:
+        print("note: no Transformer weights are shipped in this build; the demo runs the SVD methods only.")
+    return methods
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    out = Path(argv[0] if argv else "demo_output")
-    inputs = out / "inputs"
-    scan = synthetic_scan(shape=(48, 48, 4), n_frames=60, noise_sd=3.0, seed=1)
-    scan_file = write_nifti(inputs / "sub-demo_ctp.nii.gz", scan.hu, scan.affine)
-    write_json(inputs / "sub-demo_ctp.json", {"FrameTimesStart": scan.frame_times.tolist(), "Units": "HU"})
-    aif_file = write_curves_tsv(inputs / "sub-demo_aif.tsv", {"time": scan.frame_times, "aif": scan.aif_hu})
-    write_nifti(inputs / "sub-demo_truth_cbf.nii.gz", scan.cbf, scan.affine)
-    maps = out / "maps"
-    code = perfusion.main([str(scan_file), str(maps), "--aif", str(aif_file), "--method", "ssvd", "csvd", "osvd"])
+    out = Path(argv[0] if argv else "demo_output").resolve()
+    bids_dir, derivatives, work = out / "bids", out / "derivatives", out / "work"
+    start = time.time()
+    if not (bids_dir / "dataset_description.json").exists():
+        code = phantom.main([str(bids_dir), "--subjects", "2", "--size", "demo", "--seed", "1"])
+        if code:
+            return code
+    methods = _methods()
+    common = ["--methods", *methods, "-w", str(work), "--device", "cpu"]
+    code = bids_app.main([str(bids_dir), str(derivatives), "participant", "--nprocs", "2", *common])
     if code:
         return code
-    print("\nCBF estimated / true (median over the scan, noise SD 3 HU):")
-    for method in ("ssvd", "csvd", "osvd"):
-        cbf = np.asarray(nb.load(maps / f"sub-demo_desc-{method}_cbf.nii.gz").dataobj)
-        print(f"  {method}: {np.median(cbf / scan.cbf):.3f}")
-    print(f"\nInputs in {inputs}, maps in {maps}")
+    code = bids_app.main([str(bids_dir), str(derivatives), "group", "--methods", *methods])
+    if code:
+        return code
+
+    print("\nGrey-matter CBF, median (ml/100 g/min), against the phantom's truth:")
+    for perf in sorted(derivatives.glob("sub-*/ses-*/perf")):
+        prefix = "_".join(perf.parts[-3:-1])
+        truth = bids_dir / "derivatives" / "phantom-truth" / perf.relative_to(derivatives)
+        labels = np.asarray(nb.load(truth / f"{prefix}_desc-truth_dseg.nii.gz").dataobj)
+        grey = labels == 1
+        true_cbf = np.median(np.asarray(nb.load(truth / f"{prefix}_desc-truth_cbf.nii.gz").dataobj)[grey])
+        values = []
+        for method in methods:
+            cbf = np.asarray(nb.load(perf / f"{prefix}_desc-{method}_cbf.nii.gz").dataobj)
+            values.append(f"{method} {np.median(cbf[grey]):5.1f}")
+        print(f"  {prefix}: truth {true_cbf:5.1f} | " + " | ".join(values))
+    print(f"\nDemo finished in {time.time() - start:.0f} s.")
+    print(f"  input dataset: {bids_dir}")
+    print(f"  derivatives:   {derivatives} (maps under sub-*/ses-*/perf/)")
+    for report in sorted(derivatives.rglob("*.html")):
+        print(f"  report:        {report}")
     return 0
 
 

@@ -194,14 +194,17 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
     Inputs (``inputnode``): ``in_file`` (preprocessed 4D series), ``curves_file`` (AIF TSV),
     ``mask_file`` (brain mask), ``prefix``.
 
-    Outputs (``outputnode``): ``<method>_maps`` (the maps and 4D curves of one method) and
-    ``maps`` (all of them, flattened).
+    Outputs (``outputnode``): ``<method>_maps`` (the maps and 4D curves of one method),
+    ``<method>_cbf`` and ``<method>_delay`` (Tmax or BAD), ``maps`` (all files, flattened) and
+    ``parameter_maps`` (the 3D maps only, flattened).
     """
     methods = check_methods(methods)
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=["in_file", "curves_file", "mask_file", "prefix"]), name="inputnode")
-    outputnode = pe.Node(IdentityInterface(fields=["maps"] + [f"{m}_maps" for m in methods]), name="outputnode")
+    per_method = [f"{m}_{kind}" for m in methods for kind in ("maps", "cbf", "delay")]
+    outputnode = pe.Node(IdentityInterface(fields=["maps", "parameter_maps"] + per_method), name="outputnode")
     merge_all = pe.Node(Merge(len(methods)), name="merge_all")
+    merge_parameters = pe.Node(Merge(len(methods)), name="merge_parameters")
     for index, method in enumerate(methods, start=1):
         maps = list(METHOD_MAPS[method]) + ["residue"]
         if method == "transformer":
@@ -218,6 +221,7 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
             if value is not None and key in accepted:
                 setattr(node.inputs, key, value)
         merge = pe.Node(Merge(len(maps)), name=f"merge_{method}")
+        parameters = pe.Node(Merge(len(METHOD_MAPS[method])), name=f"merge_{method}_parameters")
         workflow.connect([
             (inputnode, node, [
                 ("in_file", "in_file"),
@@ -227,13 +231,20 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
             ]),
             (merge, outputnode, [("out", f"{method}_maps")]),
             (merge, merge_all, [("out", f"in{index}")]),
+            (parameters, merge_parameters, [("out", f"in{index}")]),
+            (node, outputnode, [("cbf", f"{method}_cbf"), (METHOD_MAPS[method][3], f"{method}_delay")]),
         ])  # fmt: skip
         for slot, map_name in enumerate(maps, start=1):
             workflow.connect(node, map_name, merge, f"in{slot}")
+        for slot, map_name in enumerate(METHOD_MAPS[method], start=1):
+            workflow.connect(node, map_name, parameters, f"in{slot}")
     flatten = pe.Node(Merge(1, ravel_inputs=True), name="flatten_maps")
+    flatten_parameters = pe.Node(Merge(1, ravel_inputs=True), name="flatten_parameter_maps")
     workflow.connect([
         (merge_all, flatten, [("out", "in1")]),
         (flatten, outputnode, [("out", "maps")]),
+        (merge_parameters, flatten_parameters, [("out", "in1")]),
+        (flatten_parameters, outputnode, [("out", "parameter_maps")]),
     ])  # fmt: skip
     return workflow
 
@@ -271,9 +282,11 @@ def init_ctp_wf(
     Inputs (``inputnode``): ``in_file``, ``prefix`` and the optional user replacements
     ``brain_mask``, ``aif_file``, ``vof_file``.
 
-    Outputs (``outputnode``): ``maps`` (derivative paths), ``preproc_derivatives``.
+    Outputs (``outputnode``): ``maps`` (derivative paths), ``preproc_derivatives``,
+    ``stats_derivatives`` (region statistics and lesion volumes).
     """
     from ..interfaces.bids import DerivativesDataSink
+    from ..interfaces.stats import LesionVolumes, MapStats
 
     methods = check_methods(methods)
     workflow = pe.Workflow(name=name)
@@ -283,7 +296,9 @@ def init_ctp_wf(
     inputnode = pe.Node(
         IdentityInterface(fields=["in_file", "prefix", "brain_mask", "aif_file", "vof_file"]), name="inputnode"
     )
-    outputnode = pe.Node(IdentityInterface(fields=["maps", "preproc_derivatives"]), name="outputnode")
+    outputnode = pe.Node(
+        IdentityInterface(fields=["maps", "preproc_derivatives", "stats_derivatives"]), name="outputnode"
+    )
     preproc = init_ctp_preproc_wf(
         motion_correction=motion_correction, guided_filter=guided_filter, frame_interval=frame_interval
     )
@@ -322,4 +337,37 @@ def init_ctp_wf(
     ])  # fmt: skip
     for slot, field in enumerate(preproc_files, start=1):
         workflow.connect(preproc, f"outputnode.{field}", collect, f"in{slot}")
+
+    # statistics of every map in every region, and the clinical lesion measures per method
+    map_stats = pe.Node(MapStats(), name="map_stats")
+    stats_files = pe.Node(Merge(2 + 3 * len(methods)), name="collect_stats")
+    ds_stats = pe.Node(DerivativesDataSink(base_directory=str(output_dir), subdir=subdir), name="ds_stats",
+                       run_without_submitting=True, overwrite=True)
+    workflow.connect([
+        (inputnode, map_stats, [("prefix", "out_prefix")]),
+        (perfusion, map_stats, [("outputnode.parameter_maps", "map_files")]),
+        (preproc, map_stats, [
+            ("outputnode.brain_mask", "brain_mask"),
+            ("outputnode.csf_mask", "csf_mask"),
+            ("outputnode.vessel_mask", "vessel_mask"),
+        ]),
+        (map_stats, stats_files, [("out_tsv", "in1"), ("out_json", "in2")]),
+        (stats_files, ds_stats, [("out", "in_files")]),
+        (ds_stats, outputnode, [("out_files", "stats_derivatives")]),
+    ])  # fmt: skip
+    for index, method in enumerate(methods):
+        lesion = pe.Node(LesionVolumes(), name=f"lesion_{method}")
+        workflow.connect([
+            (perfusion, lesion, [(f"outputnode.{method}_cbf", "cbf_file"), (f"outputnode.{method}_delay", "delay_file")]),
+            (preproc, lesion, [
+                ("outputnode.brain_mask", "brain_mask"),
+                ("outputnode.csf_mask", "csf_mask"),
+                ("outputnode.vessel_mask", "vessel_mask"),
+            ]),
+            (lesion, stats_files, [
+                ("core_mask", f"in{3 + 3 * index}"),
+                ("hypoperfused_mask", f"in{4 + 3 * index}"),
+                ("out_json", f"in{5 + 3 * index}"),
+            ]),
+        ])  # fmt: skip
     return workflow
