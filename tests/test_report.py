@@ -23,7 +23,7 @@ from test_stats import label_mask, write_phantom_inputs
 METHODS = ("ssvd", "osvd")
 
 
-def phantom_derivatives(folder, motion=True, seed=0):
+def phantom_derivatives(folder, motion=True, seed=0, with_outputs=True):
     """The files a workflow would have made for a phantom scan; returns (phantom, dict of paths)."""
     ph = make_phantom("small", seed=seed, noise_sd_hu=1.0)
     scan = folder / "sub-01_ctp.nii.gz"
@@ -41,6 +41,8 @@ def phantom_derivatives(folder, motion=True, seed=0):
         columns.update({name: parameters[:, i] for i, name in enumerate(names)})
         columns["framewise_displacement_mm"] = np.r_[0, np.abs(np.diff(parameters[:, :3], axis=0)).sum(1)]
         paths["motion"] = str(write_curves_tsv(folder / "sub-01_desc-motion_params.tsv", columns))
+    if not with_outputs:
+        return ph, paths
     curves = prepare_curves(ph.hu, ph.frame_times, ph.aif)
     maps, residues = {}, []
     for method in METHODS:
@@ -160,3 +162,31 @@ def test_render_check_catches_broken_images_and_script_errors(tmp_path):
     result = render_report.render(page, tmp_path / "bad.png", chromium=chromium)
     assert result["images"] == 1 and result["broken"] == ["broken"]
     assert any("undefinedFunction" in error for error in result["errors"])
+
+
+def test_minimal_report_and_network_maps(tmp_path):
+    """Only the scan and the curves: a page that says what is missing; network maps (bad) share the Tmax scale."""
+    ph, paths = phantom_derivatives(tmp_path, motion=False, with_outputs=False)
+    result = ScanReport(in_file=paths["scan"], curves_file=paths["curves"]).run(cwd=str(tmp_path))
+    html = open(result.outputs.out_report, encoding="utf-8").read()
+    assert "No maps were given." in html and "No residue functions were given." in html
+    assert html.count("<img ") == 1  # the AIF figure, with the brain mask computed from the scan
+
+    from ctp_nipype.reports.scan import scan_report_html
+
+    curves = prepare_curves(ph.hu, ph.frame_times, ph.aif)
+    fit = SVDModel(curves.aif, curves.frame_times, method="osvd").fit(curves.tissue, ph.brain_mask)
+    local_aif = np.broadcast_to(curves.aif, fit.residue.shape)
+    data = ScanReportData(
+        title="net", hu=ph.hu, frame_times=ph.frame_times, affine=ph.affine, voxel_size_mm=(4, 4, 5),
+        curves={"time": ph.frame_times, "aif": ph.aif}, aif_column="aif", brain=ph.brain_mask,
+        maps={("osvd", "tmax"): fit.tmax, ("transformer", "bad"): ph.delay, ("transformer", "cbf"): ph.cbf},
+        residues={"osvd": fit.residue, "transformer": fit.residue}, local_aifs={"transformer": local_aif},
+        lesion=label_mask(ph, PhantomLabel.CORE, PhantomLabel.PENUMBRA),
+    )
+    html = scan_report_html(data)
+    assert 'alt="tmax/bad maps"' in html and 'alt="cbf maps"' in html
+    rois = [(name, place_square_roi(region)) for name, region in curve_regions(data)]
+    _, entries, _ = roi_curve_data(data, rois)
+    for entry in entries:  # a local AIF equal to the global one reconstructs the same curve
+        np.testing.assert_allclose(entry["reconstructed"]["transformer"], entry["reconstructed"]["osvd"], rtol=1e-5)
