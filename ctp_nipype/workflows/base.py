@@ -195,16 +195,19 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
     ``mask_file`` (brain mask), ``prefix``.
 
     Outputs (``outputnode``): ``<method>_maps`` (the maps and 4D curves of one method),
-    ``<method>_cbf`` and ``<method>_delay`` (Tmax or BAD), ``maps`` (all files, flattened) and
-    ``parameter_maps`` (the 3D maps only, flattened).
+    ``<method>_cbf`` and ``<method>_delay`` (Tmax or BAD), ``maps`` (all files, flattened),
+    ``parameter_maps`` (the 3D maps only) and ``curve_maps`` (the 4D residues and local AIFs).
     """
     methods = check_methods(methods)
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=["in_file", "curves_file", "mask_file", "prefix"]), name="inputnode")
     per_method = [f"{m}_{kind}" for m in methods for kind in ("maps", "cbf", "delay")]
-    outputnode = pe.Node(IdentityInterface(fields=["maps", "parameter_maps"] + per_method), name="outputnode")
+    outputnode = pe.Node(
+        IdentityInterface(fields=["maps", "parameter_maps", "curve_maps"] + per_method), name="outputnode"
+    )
     merge_all = pe.Node(Merge(len(methods)), name="merge_all")
     merge_parameters = pe.Node(Merge(len(methods)), name="merge_parameters")
+    merge_curves = pe.Node(Merge(len(methods)), name="merge_curves")
     for index, method in enumerate(methods, start=1):
         maps = list(METHOD_MAPS[method]) + ["residue"]
         if method == "transformer":
@@ -222,6 +225,8 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
                 setattr(node.inputs, key, value)
         merge = pe.Node(Merge(len(maps)), name=f"merge_{method}")
         parameters = pe.Node(Merge(len(METHOD_MAPS[method])), name=f"merge_{method}_parameters")
+        curve_names = maps[len(METHOD_MAPS[method]):]
+        curves = pe.Node(Merge(len(curve_names)), name=f"merge_{method}_curves")
         workflow.connect([
             (inputnode, node, [
                 ("in_file", "in_file"),
@@ -232,19 +237,25 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
             (merge, outputnode, [("out", f"{method}_maps")]),
             (merge, merge_all, [("out", f"in{index}")]),
             (parameters, merge_parameters, [("out", f"in{index}")]),
+            (curves, merge_curves, [("out", f"in{index}")]),
             (node, outputnode, [("cbf", f"{method}_cbf"), (METHOD_MAPS[method][3], f"{method}_delay")]),
         ])  # fmt: skip
         for slot, map_name in enumerate(maps, start=1):
             workflow.connect(node, map_name, merge, f"in{slot}")
         for slot, map_name in enumerate(METHOD_MAPS[method], start=1):
             workflow.connect(node, map_name, parameters, f"in{slot}")
+        for slot, map_name in enumerate(curve_names, start=1):
+            workflow.connect(node, map_name, curves, f"in{slot}")
     flatten = pe.Node(Merge(1, ravel_inputs=True), name="flatten_maps")
     flatten_parameters = pe.Node(Merge(1, ravel_inputs=True), name="flatten_parameter_maps")
+    flatten_curves = pe.Node(Merge(1, ravel_inputs=True), name="flatten_curve_maps")
     workflow.connect([
         (merge_all, flatten, [("out", "in1")]),
         (flatten, outputnode, [("out", "maps")]),
         (merge_parameters, flatten_parameters, [("out", "in1")]),
         (flatten_parameters, outputnode, [("out", "parameter_maps")]),
+        (merge_curves, flatten_curves, [("out", "in1")]),
+        (flatten_curves, outputnode, [("out", "curve_maps")]),
     ])  # fmt: skip
     return workflow
 
@@ -283,9 +294,10 @@ def init_ctp_wf(
     ``brain_mask``, ``aif_file``, ``vof_file``.
 
     Outputs (``outputnode``): ``maps`` (derivative paths), ``preproc_derivatives``,
-    ``stats_derivatives`` (region statistics and lesion volumes).
+    ``stats_derivatives`` (region statistics and lesion volumes), ``report`` (the HTML report).
     """
     from ..interfaces.bids import DerivativesDataSink
+    from ..interfaces.report import ScanReport
     from ..interfaces.stats import LesionVolumes, MapStats
 
     methods = check_methods(methods)
@@ -297,7 +309,7 @@ def init_ctp_wf(
         IdentityInterface(fields=["in_file", "prefix", "brain_mask", "aif_file", "vof_file"]), name="inputnode"
     )
     outputnode = pe.Node(
-        IdentityInterface(fields=["maps", "preproc_derivatives", "stats_derivatives"]), name="outputnode"
+        IdentityInterface(fields=["maps", "preproc_derivatives", "stats_derivatives", "report"]), name="outputnode"
     )
     preproc = init_ctp_preproc_wf(
         motion_correction=motion_correction, guided_filter=guided_filter, frame_interval=frame_interval
@@ -355,8 +367,31 @@ def init_ctp_wf(
         (stats_files, ds_stats, [("out", "in_files")]),
         (ds_stats, outputnode, [("out_files", "stats_derivatives")]),
     ])  # fmt: skip
+    report = pe.Node(ScanReport(), name="report")
+    lesion_jsons = pe.Node(Merge(len(methods)), name="collect_lesions")
+    ds_report = pe.Node(DerivativesDataSink(base_directory=str(output_dir), subdir=subdir), name="ds_report",
+                        run_without_submitting=True, overwrite=True)
+    workflow.connect([
+        (inputnode, report, [("prefix", "out_prefix")]),
+        (preproc, report, [
+            ("outputnode.series_file", "in_file"),
+            ("outputnode.curves_file", "curves_file"),
+            ("outputnode.curves_png", "aif_png"),
+            ("outputnode.brain_mask", "brain_mask"),
+            ("outputnode.csf_mask", "csf_mask"),
+            ("outputnode.vessel_mask", "vessel_mask"),
+        ]),
+        (perfusion, report, [("outputnode.parameter_maps", "map_files"), ("outputnode.curve_maps", "residue_files")]),
+        (map_stats, report, [("out_tsv", "stats_file")]),
+        (lesion_jsons, report, [("out", "lesion_files")]),
+        (report, ds_report, [("out_report", "in_files")]),
+        (ds_report, outputnode, [("out_files", "report")]),
+    ])  # fmt: skip
+    if motion_correction:
+        workflow.connect(preproc, "outputnode.motion_file", report, "motion_file")
     for index, method in enumerate(methods):
         lesion = pe.Node(LesionVolumes(), name=f"lesion_{method}")
+        workflow.connect(lesion, "out_json", lesion_jsons, f"in{index + 1}")
         workflow.connect([
             (perfusion, lesion, [(f"outputnode.{method}_cbf", "cbf_file"), (f"outputnode.{method}_delay", "delay_file")]),
             (preproc, lesion, [
