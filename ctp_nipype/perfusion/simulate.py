@@ -207,21 +207,28 @@ def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32):
         mass -= midpoint[None, :] / beta[:, None].astype(dtype)
         mass -= (gammaln(a) + a * np.log(beta) - np.log(fine_dt))[:, None].astype(dtype)
         np.exp(mass, out=mass)
-        # ... exact (gammainc) for the first step, and for the first EXACT_STEPS steps of a
-        # density that is singular or steep at 0 (alpha < 2), where the midpoint rule is poor ...
-        exact_steps = np.where(a < 2.0, min(_EXACT_STEPS, n_samples - 1), 1)
-        knots = np.arange(int(exact_steps.max()) + 1) * fine_dt
-        cdf_at_knots = gammainc(a[:, None], knots[None, :] / beta[:, None])
-        head = np.diff(cdf_at_knots, axis=1)
-        column = np.arange(head.shape[1])[None, :]
-        mass[:, : head.shape[1]] = np.where(column < exact_steps[:, None], head, mass[:, : head.shape[1]])
-        # ... and the midpoint masses rescaled so that the CDF at the last sample is exact
-        head_total = cdf_at_knots[np.arange(a.size), exact_steps]
-        tail_total = mass.sum(axis=1, dtype=np.float64) - head_total
-        target = gammainc(a, (n_samples - 1) * fine_dt / beta) - head_total
+        # ... rescaled so that the CDF at the last sample is exact (gammainc) ...
+        first = gammainc(a, fine_dt / beta)
+        tail_total = mass.sum(axis=1, dtype=np.float64) - mass[:, 0]
+        target = gammainc(a, (n_samples - 1) * fine_dt / beta) - first
         with np.errstate(divide="ignore", invalid="ignore"):
             factor = np.where(tail_total > 1e-12, target / tail_total, 1.0)
-        mass *= np.where(np.arange(n_samples - 1)[None, :] >= exact_steps[:, None], factor[:, None], 1.0).astype(dtype)
+        mass *= factor[:, None].astype(dtype)
+        # ... with exact masses for the first step, and for the first _EXACT_STEPS steps of a
+        # density that is singular or steep at 0 (alpha < 2), where the midpoint rule is poor
+        mass[:, 0] = first
+        steep = np.flatnonzero(a < 2.0)
+        steps = min(_EXACT_STEPS, n_samples - 1)
+        if steep.size and steps > 1:
+            knots = np.arange(steps + 1) * fine_dt
+            cdf = gammainc(a[steep, None], knots[None, :] / beta[steep, None])
+            head = mass[steep]
+            rest = head[:, steps:].sum(axis=1, dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rescale = np.where(rest > 1e-12, (target[steep] + first[steep] - cdf[:, -1]) / rest, 1.0)
+            head[:, steps:] *= rescale[:, None].astype(dtype)
+            head[:, :steps] = np.diff(cdf, axis=1)
+            mass[steep] = head
         block = out if general.size == mtt.size else out[general]
         block[:, 0] = 0.0
         np.cumsum(mass, axis=1, out=block[:, 1:])
@@ -588,21 +595,31 @@ def _unit_aifs(types, time_scales, fine_dt, n_samples):
 
 
 def _chunk_curves(chunk, shared, positions, frame_offsets):
-    """The fine-grid work for one chunk of curves; returns unit-amplitude curves at the frames."""
+    """The fine-grid work for one chunk of curves; returns unit-amplitude curves at the frames.
+
+    Undispersed local AIFs are the unit AIFs themselves (sampled later), so
+    only dispersed curves pay for the inverse FFT of their local AIF.
+    """
     fine_dt, n_fine, length = shared["fine_dt"], shared["n_fine"], shared["length"]
-    aif_spectra, vtf_spectra = shared["aif_spectra"], shared["vtf_spectra"]
-    local_spectrum = aif_spectra[shared["aif_row"][chunk]] * vtf_spectra[shared["vtf_row"][chunk]]
-    local_fine = scipy.fft.irfft(local_spectrum, length, axis=-1, workers=1)  # (chunk, length)
-    residue_fine = residue_on_grid(shared["mtt"][chunk], shared["alpha"][chunk], fine_dt, n_fine)
-    local_spectrum *= scipy.fft.rfft(residue_fine, length, axis=-1, workers=1)
-    tissue_fine = scipy.fft.irfft(local_spectrum, length, axis=-1, workers=1)
+    unit_aifs, rows = shared["unit_aifs"], shared["aif_row"][chunk]
     position = positions[chunk] / fine_dt
-    where = _row_interpolation(position, n_fine, row_stride=length)
-    local = _sample_rows(local_fine, where, 0.0)
-    tissue = _sample_rows(tissue_fine, where, 0.0)
+    spectrum = shared["aif_spectra"][rows]
+    local = _sample_rows(unit_aifs, _row_interpolation(position, n_fine, rows=rows), 0.0)
+    local_start = unit_aifs[rows, 0]
+    dispersed = np.flatnonzero(shared["t_a"][chunk] > 0)
+    if dispersed.size:
+        spectrum[dispersed] *= shared["vtf_spectra"][shared["vtf_row"][chunk][dispersed]]
+        local_fine = scipy.fft.irfft(spectrum[dispersed], length, axis=-1, workers=1)  # (dispersed, length)
+        local[dispersed] = _sample_rows(local_fine, _row_interpolation(position[dispersed], n_fine,
+                                                                       row_stride=length), 0.0)
+        local_start[dispersed] = local_fine[:, 0]
+    residue_fine = residue_on_grid(shared["mtt"][chunk], shared["alpha"][chunk], fine_dt, n_fine)
+    spectrum *= scipy.fft.rfft(residue_fine, length, axis=-1, workers=1)
+    tissue_fine = scipy.fft.irfft(spectrum, length, axis=-1, workers=1)
+    tissue = _sample_rows(tissue_fine, _row_interpolation(position, n_fine, row_stride=length), 0.0)
     # trapezoidal rule: remove half of the end-point terms of the rectangle sum (r(0) = 1)
     residue_at = _sample_rows(residue_fine, _row_interpolation(position, n_fine), 0.0)
-    tissue = fine_dt * (tissue - 0.5 * (local + local_fine[:, :1] * residue_at))
+    tissue = fine_dt * (tissue - 0.5 * (local + local_start[:, None] * residue_at))
     residue = sample_curves(residue_fine, fine_dt, frame_offsets)
     return local, tissue, residue
 
@@ -735,19 +752,21 @@ def simulate_curves(
     length = scipy.fft.next_fast_len(2 * n_fine, real=True)
     # curves that share an AIF (type, time scale) or a T_A share their spectra
     aif_keys, aif_row = np.unique(np.stack([codes.astype(float), time_scale]), axis=1, return_inverse=True)
-    unit_aifs = _unit_aifs(aif_keys[0].astype(int), aif_keys[1], fine_dt, n_fine)
+    unit_aifs = _unit_aifs(aif_keys[0].astype(int), aif_keys[1], fine_dt, n_fine).astype(np.float32)
     vtf_keys, vtf_row = np.unique(t_a, return_inverse=True)
     shared = {
         "fine_dt": fine_dt,
         "n_fine": n_fine,
         "length": length,
-        "aif_spectra": scipy.fft.rfft(unit_aifs.astype(np.float32), length, axis=-1).astype(np.complex64),
+        "unit_aifs": unit_aifs,
+        "aif_spectra": scipy.fft.rfft(unit_aifs, length, axis=-1).astype(np.complex64),
         "vtf_spectra": scipy.fft.rfft(vtf_kernel(vtf_keys, fine_dt, n_fine).astype(np.float32), length,
                                       axis=-1).astype(np.complex64),
         "aif_row": aif_row.ravel(),
         "vtf_row": vtf_row.ravel(),
         "mtt": mtt,
         "alpha": alpha,
+        "t_a": t_a,
     }
     positions = (frame_times[None, :] - (onset + delay)[:, None]).astype(np.float32)
     chunks = [slice(start, min(start + chunk_size, n)) for start in range(0, n, int(chunk_size))]
@@ -761,7 +780,7 @@ def simulate_curves(
     amplitude = (AIF_PEAK_HU * value_scale)[:, None].astype(np.float32)
     flow = ((rho / kappa_h) * cbf / CBF_UNIT_FACTOR)[:, None].astype(np.float32)  # K(0) in 1/s
     global_aif = amplitude * sample_curves(
-        unit_aifs.astype(np.float32), fine_dt, (frame_times[None, :] - onset[:, None]).astype(np.float32),
+        unit_aifs, fine_dt, (frame_times[None, :] - onset[:, None]).astype(np.float32),
         fill_before=0.0, rows=aif_row.ravel())
     local_aif = amplitude * local
     tissue_clean = (amplitude * flow) * tissue_unit
