@@ -9,6 +9,7 @@ never leaves a map that looks complete).
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
 import tempfile
@@ -70,7 +71,7 @@ def read_json(path):
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path} is not valid JSON ({err}); fix or remove the file.") from None
 
 
@@ -150,6 +151,11 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10):
         )
     sidecar_file = Path(sidecar) if sidecar is not None else sidecar_path(path)
     meta = read_json(sidecar_file) if sidecar_file.exists() else {}
+    if not isinstance(meta, dict):
+        raise InputError(
+            f"The sidecar {sidecar_file} holds a JSON {type(meta).__name__}, not an object; "
+            'it must look like {"FrameTimesStart": [...]} (fix or remove the file).'
+        )
     pixdim4 = float(img.header["pixdim"][4])
     time_unit = img.header.get_xyzt_units()[1]
     try:
@@ -191,8 +197,14 @@ def read_curve_tsv(path, column="aif", n_frames=None):
     path = Path(path)
     if not path.exists():
         raise InputError(f"The curve file {path} does not exist.")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(
+            f"The curve file {path} is not a tab-separated text file ({err}); save it as UTF-8 text "
+            f"with a header row naming '{column}' and one row per frame."
+        ) from None
     if not rows:
         raise InputError(f"The curve file {path} is empty; it needs a header row with a '{column}' column.")
     header = [h.strip() for h in rows[0]]
@@ -211,7 +223,7 @@ def read_curve_tsv(path, column="aif", n_frames=None):
             except (ValueError, IndexError):
                 raise InputError(
                     f"Line {i} of {path} has no number in column '{name}' "
-                    f"({row[j] if j < len(row) else 'missing'!r})."
+                    f"({row[j] if j < len(row) else 'missing'!r}); every row needs a number there."
                 ) from None
         return np.asarray(out)
 
@@ -232,13 +244,63 @@ def read_curve_tsv(path, column="aif", n_frames=None):
     return values, times
 
 
+def prepare_output_dir(folder, what="output folder"):
+    """Create ``folder`` if missing and check that files can be written in it.
+
+    Raises :class:`InputError` with what to do when the path is a file, cannot
+    be created or is not writable. Returns the folder as a Path.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"The {what} {folder} is a file, not a folder; give a folder (it is created if missing).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"The {what} {folder} cannot be created ({err.strerror or err}); choose a folder you may write to."
+        ) from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise InputError(
+            f"The {what} {folder} is not writable ({err.strerror or err}); fix its permissions or choose "
+            "another folder."
+        ) from None
+    return folder
+
+
+#: temporary files of the atomic writers: ``.<name>.<random>.tmp`` beside the destination; never a
+#: name ending in ``.nii.gz`` or ``.json``, so that a half-written file cannot pass for an output
+TEMP_SUFFIX = ".tmp"
+
+
 def _atomic_target(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     return path, Path(tmp)
+
+
+def _read_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: the process's umask, read once (os.umask can only be read by setting it)
+_UMASK = _read_umask()
+
+
+def _publish(tmp, path):
+    """Rename a finished temporary file to its destination, with the permissions of a normal new file.
+
+    ``mkstemp`` creates files readable by their owner only; outputs get ``0o666 & ~umask``
+    like any file the user writes.
+    """
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
 
 
 def write_json(path, payload):
@@ -248,7 +310,7 @@ def write_json(path, payload):
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(payload, handle, indent=2, sort_keys=True, default=_json_default)
             handle.write("\n")
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -281,8 +343,14 @@ def write_nifti(path, data, affine, header=None, sidecar=None, dtype=np.float32)
         write_json(sidecar_path(path), sidecar)
     path, tmp = _atomic_target(path)
     try:
-        nb.save(img, str(tmp))
-        os.replace(tmp, path)
+        with open(tmp, "wb") as raw:
+            if path.name.endswith(".gz"):
+                # the destination's name and mtime 0 in the gzip header: the same map gives the same bytes
+                with gzip.GzipFile(path.name[: -len(".gz")], "wb", 1, raw, mtime=0) as stream:
+                    img.to_stream(stream)
+            else:
+                img.to_stream(raw)
+        _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -304,7 +372,7 @@ def write_curves_tsv(path, columns):
             writer.writerow(names)
             for row in zip(*arrays):
                 writer.writerow([f"{v:.6g}" if np.isfinite(v) else "n/a" for v in row])
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -378,7 +446,7 @@ def copy_atomic(source, destination):
     destination, tmp = _atomic_target(destination)
     try:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, destination)
+        _publish(tmp, destination)
     finally:
         tmp.unlink(missing_ok=True)
     return destination
