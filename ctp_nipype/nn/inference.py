@@ -19,6 +19,8 @@ units of the conventions:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -79,43 +81,124 @@ def check_inputs(global_aif, tissue, frame_times):
     return aif, tissue, times, float(np.mean(np.diff(times))), peak
 
 
+#: the smallest batch tried before a device is given up as out of memory
+MIN_BATCH = 64
+
+
+def is_out_of_memory(err):
+    """Whether an exception means the device ran out of memory (a CUDA or a CPU allocation)."""
+    if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def run_batches(step, n, batch_size, device, cpu_batch_size=None, min_batch=MIN_BATCH):
+    """Call ``step(start, stop, device)`` over ``range(n)`` batch by batch, shrinking batches when memory runs out.
+
+    A batch that runs out of memory is retried with half as many voxels (a
+    warning says so), down to ``min_batch``; a CUDA device that still runs
+    out hands the remaining batches to the CPU (``cpu_batch_size`` voxels
+    each, with a warning). On the CPU, running out at ``min_batch`` re-raises.
+
+    Returns
+    -------
+    torch.device
+        The device of the last batch.
+    """
+    device = torch.device(device)
+    start = 0
+    while start < n:
+        stop = min(start + batch_size, n)
+        try:
+            step(start, stop, device)
+            start = stop
+            continue
+        except Exception as err:  # noqa: BLE001 - only memory errors are handled, the rest re-raised
+            if not is_out_of_memory(err):
+                raise
+            if stop - start <= min_batch and device.type == "cpu":
+                raise
+        # out of the except block: the error's traceback no longer holds the failed batch's tensors
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if stop - start > min_batch:
+            batch_size = max(min_batch, (stop - start) // 2)
+            warnings.warn(
+                f"{device.type.upper()} out of memory with {stop - start} voxels per batch; "
+                f"retrying with batches of {batch_size}.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            device = torch.device("cpu")
+            batch_size = cpu_batch_size or batch_size
+            warnings.warn(
+                f"GPU out of memory even with {stop - start} voxels per batch; running the remaining "
+                f"{n - start} voxels on the CPU (slower).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return device
+
+
 def run_network(model, aif_normalised, tissue_normalised, frame_times, device, batch_size=None, progress=False):
     """Network outputs for all voxels (normalised units), batch by batch.
 
     ``aif_normalised`` is one curve (T,), whose decoder part is computed once
-    and shared by all batches, or one curve per voxel (n, T).
+    per device and shared by all batches, or one curve per voxel (n, T).
+    When the device runs out of memory the batches shrink, and on a GPU
+    finally move to the CPU (:func:`run_batches`); the model is then moved to
+    the CPU too.
 
     Returns numpy arrays ``local_aif`` (n, T), ``residue`` (n, T) and ``bad`` (n,), float32.
     """
     device = torch.device(device)
     n, n_frames = tissue_normalised.shape
     batch_size = batch_size or default_batch_size(n_frames, device)
-    times = torch.as_tensor(frame_times, dtype=torch.float32, device=device)
-    aif = torch.as_tensor(aif_normalised, dtype=torch.float32, device=device)
     out = {
         "local_aif": np.zeros((n, n_frames), np.float32),
         "residue": np.zeros((n, n_frames), np.float32),
         "bad": np.zeros(n, np.float32),
     }
-    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null_context()
-    starts = range(0, n, batch_size)
+    per_curve_aif = np.ndim(aif_normalised) == 2  # simulated curves each have their own global AIF: no shared cache
+    inputs = {}  # per device: times, AIF and the AIF's decoder part
+
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, total=(n + batch_size - 1) // batch_size, desc="transformer", unit="batch")
-    per_curve_aif = aif.dim() == 2  # simulated curves each have their own global AIF: no shared cache
-    with torch.inference_mode(), autocast:
-        cache = None if per_curve_aif else model.encode_aif(aif, times)
-        for start in starts:
-            stop = min(start + batch_size, n)
-            batch = torch.as_tensor(np.asarray(tissue_normalised[start:stop], np.float32), device=device)
+        bar = tqdm(total=n, desc="transformer", unit="voxel")
+
+    def step(start, stop, on):
+        if on not in inputs:
+            model.to(on)
+            times = torch.as_tensor(frame_times, dtype=torch.float32, device=on)
+            aif = torch.as_tensor(aif_normalised, dtype=torch.float32, device=on)
+            with _autocast(on):
+                inputs[on] = (times, aif, None if per_curve_aif else model.encode_aif(aif, times))
+        times, aif, cache = inputs[on]
+        with _autocast(on):
+            batch = torch.as_tensor(np.asarray(tissue_normalised[start:stop], np.float32), device=on)
             if per_curve_aif:
                 result = model(batch, aif[start:stop], times)
             else:
                 result = model(batch, frame_times=times, aif_cache=cache)
             for key in out:
                 out[key][start:stop] = result[key].float().cpu().numpy()
+        if bar is not None:
+            bar.update(stop - start)
+
+    with torch.inference_mode():
+        run_batches(step, n, batch_size, device, cpu_batch_size=default_batch_size(n_frames, "cpu"))
+    if bar is not None:
+        bar.close()
     return out
+
+
+def _autocast(device):
+    """Mixed precision on CUDA, nothing elsewhere."""
+    return torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null_context()
 
 
 class _null_context:

@@ -106,14 +106,24 @@ def load_model(weights=None, device="cpu"):
         meta = read_metadata(path)
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{path} cannot be read as safetensors weights ({err}).") from None
+        raise WeightsError(
+            f"{path} cannot be read as safetensors weights ({err}); the file is corrupt or not a weights file: "
+            "use a .safetensors file written by ctp-train or ctp-finetune."
+        ) from None
     if meta.get("format") != "ctp_nipype.PerfusionTransformer":
-        raise WeightsError(f"{path} does not hold ctp_nipype PerfusionTransformer weights (format {meta.get('format')!r}).")
+        raise WeightsError(
+            f"{path} does not hold ctp_nipype PerfusionTransformer weights (format {meta.get('format')!r}); "
+            "use a .safetensors file written by ctp-train or ctp-finetune."
+        )
     for key, expected in (("tissue_gain", TISSUE_GAIN), ("residue_scale", RESIDUE_SCALE)):
         if float(meta.get(key, expected)) != expected:
             raise WeightsError(f"{path} was trained with {key}={meta[key]}, this code uses {expected}.")
-    model = PerfusionTransformer(ModelConfig.from_dict(meta.get("config", {})))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        model = PerfusionTransformer(ModelConfig.from_dict(meta.get("config", {})))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError, ValueError) as err:  # tensor shapes or config of another architecture
+        first = str(err).strip().splitlines()[-1].strip()
+        raise WeightsError(f"{path} does not match the network its metadata describes ({first}).") from None
     if missing or unexpected:
         raise WeightsError(
             f"{path} does not match the network: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."

@@ -136,6 +136,9 @@ class SVDModel:
         Brain tissue density in g/ml.
     chunk_size : int
         Voxels processed per matrix product (bounds the memory).
+    ladder_stride : int
+        oSVD tries every ``ladder_stride``-th rung of the ladder first and refines
+        between the last failing and the first passing one (1: Wu's full sweep).
 
     Examples
     --------
@@ -158,6 +161,7 @@ class SVDModel:
         kappa_h=KAPPA_H,
         rho=RHO,
         chunk_size=8192,
+        ladder_stride=4,
     ):
         method = str(method).lower()
         if method not in METHODS:
@@ -191,6 +195,7 @@ class SVDModel:
         self.kappa_h = float(kappa_h)
         self.rho = float(rho)
         self.chunk_size = int(chunk_size)
+        self.ladder_stride = int(ladder_stride)
         n = aif.size
 
         if method == "ssvd":
@@ -348,12 +353,16 @@ class SVDModel:
         )
 
     def _fit_osvd(self, curves):
-        """Wu's ladder, vectorised: raise the threshold until each voxel's OI meets the target.
+        """Wu's ladder, vectorised: the smallest threshold whose OI meets the target, per voxel.
 
         Thresholds are tried from the smallest up (components removed from the
-        full solution rung by rung); a voxel leaves the active set at the first
-        rung that meets the target, so well-behaved voxels cost one rung. The
-        chosen residues are then rebuilt with one matrix product.
+        full solution rung by rung). With ``ladder_stride`` s > 1 every s-th rung
+        is tried first; a voxel that first meets the target at a coarse rung then
+        has the rungs between the last failing coarse rung and that one tried in
+        order, so the answer equals the full sweep's whenever the OI does not
+        dip below the target and back between two coarse rungs. Voxels leave the
+        active set as soon as they are decided; the chosen residues are rebuilt
+        with one matrix product at the end.
         """
         s = self.singular_values
         projected = curves @ (self._u / s).astype(np.float32)  # (voxels, L) scaled coefficients
@@ -370,27 +379,46 @@ class SVDModel:
         chosen_oi = np.full(n_vox, np.inf, np.float32)
         met = np.zeros(n_vox, bool)
 
+        stride = max(1, int(self.ladder_stride))
+        coarse = list(range(0, len(rungs), stride))
+        if coarse[-1] != len(rungs) - 1:
+            coarse.append(len(rungs) - 1)
         active = np.arange(n_vox)
         active_projected = projected
         top = rungs[0][0]
         current = active_projected[:, :top] @ v[:, :top].T
         previous = top
-        for m, threshold in rungs:
+        last_coarse = None
+        for j in coarse:
+            m, threshold = rungs[j]
             if m < previous:
                 current -= active_projected[:, m:previous] @ v[:, m:previous].T
                 previous = m
             oi = oscillation_index(current)
             ok = oi <= self.oi_threshold
-            done = active[ok]
-            chosen_m[done] = m
-            chosen_threshold[done] = threshold
-            chosen_oi[done] = oi[ok]
-            met[done] = True
             chosen_oi[active[~ok]] = oi[~ok]  # the last rung's OI stays for voxels that never meet it
-            if ok.all():
-                break
             if ok.any():
+                index, oi_ok = active[ok], oi[ok]
+                chosen_m[index], chosen_threshold[index], chosen_oi[index] = m, threshold, oi_ok
+                met[index] = True
+                if last_coarse is not None and j - last_coarse > 1:
+                    # refine: the skipped rungs (more components), smallest threshold first
+                    undecided = np.ones(index.size, bool)
+                    for k in range(last_coarse + 1, j):
+                        m_k, threshold_k = rungs[k]
+                        rows = np.flatnonzero(undecided)
+                        if rows.size == 0:
+                            break
+                        candidate = current[ok][rows] + active_projected[ok][rows][:, m:m_k] @ v[:, m:m_k].T
+                        oi_k = oscillation_index(candidate)
+                        better = oi_k <= self.oi_threshold
+                        hit = index[rows[better]]
+                        chosen_m[hit], chosen_threshold[hit], chosen_oi[hit] = m_k, threshold_k, oi_k[better]
+                        undecided[rows[better]] = False
+                if ok.all():
+                    break
                 active, active_projected, current = active[~ok], active_projected[~ok], current[~ok]
+            last_coarse = j
         components = np.arange(v.shape[0], dtype=np.int64)[None, :] < chosen_m[:, None]
         residue = (projected * components) @ v.T
         return residue, chosen_threshold, chosen_oi, ~met
