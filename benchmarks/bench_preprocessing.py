@@ -46,7 +46,8 @@ def synthetic_head(seed=0):
     curves[vein] = vof
     hu = baseline[..., None] + curves
     hu += rng.normal(0, 8.0, hu.shape).astype(np.float32)
-    return hu, t
+    # in NIfTI's (Fortran) order, x fastest and t slowest, as nibabel loads a scan
+    return np.asfortranarray(hu), t
 
 
 def timed(label, function, *args, **kwargs):

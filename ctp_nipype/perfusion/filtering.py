@@ -19,9 +19,13 @@ structures whose local standard deviation in the guidance is well above
 ``0.1 * (window width)`` HU keep their edges. The frames themselves need no
 normalisation: the filter is linear in ``p``.
 
-Box means use :func:`scipy.ndimage.uniform_filter` with a window of
-``2 r + 1`` voxels along the spatial axes and 1 along time, so all frames are
-filtered at once (in chunks of frames to bound memory).
+Box means: in ``'2d'`` mode (the default) each slice's frames are gathered
+into a contiguous ``(frames, x, y)`` block small enough to stay in the CPU
+cache, and the separable ``(2 r + 1)``-tap sums are added up from shifted
+views of the block, all frames at once (:func:`box_mean_2d`); this is several
+times faster than :func:`scipy.ndimage.uniform_filter` on the whole 4D array
+and gives the same values (its ``'reflect'`` boundary). ``'3d'`` mode uses ``uniform_filter`` with a window
+of 1 along time on chunks of frames.
 """
 
 from __future__ import annotations
@@ -53,6 +57,62 @@ def _box(array, radius, n_spatial, n_dims):
     return ndimage.uniform_filter(array, size=size, mode="reflect")
 
 
+def _reflect_index(n, radius):
+    """Indices of a length-``n`` axis padded by ``radius`` on both sides, mirrored with the edge repeated
+    (scipy's ``'reflect'``, numpy's ``'symmetric'``): ``d c b a | a b c d | d c b a``."""
+    index = np.arange(-radius, n + radius)
+    period = 2 * n
+    index = np.mod(index, period)
+    return np.where(index >= n, period - 1 - index, index)
+
+
+def box_mean_2d(block, radius):
+    """Mean over a ``(2 r + 1) x (2 r + 1)`` window in the last two axes, scipy's ``'reflect'`` boundary.
+
+    Parameters
+    ----------
+    block : ndarray, shape (..., y, x), float32
+        C-contiguous for speed (each 2D image contiguous).
+    radius : int
+
+    Returns
+    -------
+    ndarray, float32, same shape
+
+    Examples
+    --------
+    >>> image = np.arange(16, dtype=np.float32).reshape(4, 4)
+    >>> bool(np.allclose(box_mean_2d(image, 1), ndimage.uniform_filter(image, 3, mode="reflect")))
+    True
+    """
+    block = np.asarray(block, dtype=np.float32)
+    n0, n1 = block.shape[-2:]
+    width = 2 * radius + 1
+    padded = np.take(block, _reflect_index(n0, radius), axis=-2)
+    rows = padded[..., 0:n0, :].copy()
+    for k in range(1, width):
+        rows += padded[..., k : k + n0, :]
+    padded = np.take(rows, _reflect_index(n1, radius), axis=-1)
+    out = padded[..., 0:n1].copy()
+    for k in range(1, width):
+        out += padded[..., k : k + n1]
+    out *= np.float32(1.0 / (width * width))
+    return out
+
+
+def _filter_block(frames, guide, mean_guide, denominator, box):
+    """The guided filter's per-frame algebra on one block; ``guide``-derived arrays broadcast over frames."""
+    mean_p = box(frames)
+    cov = box(guide * frames)
+    cov -= mean_guide * mean_p
+    a = cov / denominator
+    b = mean_p - a * mean_guide
+    out = box(a)
+    out *= guide
+    out += box(b)
+    return out
+
+
 def guided_filter(
     series,
     guidance=None,
@@ -80,7 +140,7 @@ def guided_filter(
     guidance_window_hu : (float, float)
         HU window mapped onto [0, 1] for the guidance (see the module's docstring).
     chunk_frames : int
-        Frames filtered together (memory bound); the result does not depend on it.
+        At most this many frames are filtered together (memory bound); the result does not depend on it.
 
     Returns
     -------
@@ -111,19 +171,36 @@ def guided_filter(
     guidance = np.asarray(guidance)
     if guidance.shape != frames.shape[:3]:
         raise ValueError(f"The guidance has shape {guidance.shape} but the frames have {frames.shape[:3]}.")
-    n_spatial = 2 if mode == "2d" else 3
     guide = normalise_window(guidance, guidance_window_hu)
-    mean_guide = _box(guide, radius, n_spatial, 3)
-    var_guide = _box(guide * guide, radius, n_spatial, 3) - mean_guide * mean_guide
-    denominator = (var_guide + np.float32(eps))[..., None]
-    guide4, mean_guide4 = guide[..., None], mean_guide[..., None]
+    chunk_frames = max(int(chunk_frames), 1)
+    if mode == "2d":
+        # One slice at a time, as C-contiguous (frames, y, x) blocks of about 1 MB so that the box sums
+        # stay in the cache. Reading a block is a copy of whole images when the series is in NIfTI's
+        # (Fortran) order, x fastest and t slowest, as nibabel loads it; other series are put in that
+        # order first (one pass), and the result comes back in the order of the input.
+        c_order = frames.flags.c_contiguous and not frames.flags.f_contiguous
+        frames = np.asfortranarray(frames)
+        out = np.empty_like(frames, order="F")
+        block_frames = max(1, min(chunk_frames, (1 << 18) // max(frames.shape[0] * frames.shape[1], 1)))
+        for z in range(frames.shape[2]):
+            guide_z = np.ascontiguousarray(guide[:, :, z].T)  # (y, x)
+            mean_guide = box_mean_2d(guide_z, radius)
+            denominator = box_mean_2d(guide_z * guide_z, radius) - mean_guide * mean_guide + np.float32(eps)
+            for start in range(0, frames.shape[3], block_frames):
+                stop = start + block_frames
+                block = np.ascontiguousarray(frames[:, :, z, start:stop].T)  # (frames, y, x)
+                filtered = _filter_block(block, guide_z, mean_guide, denominator, lambda x: box_mean_2d(x, radius))
+                out[:, :, z, start:stop] = filtered.T
+        if c_order:
+            out = np.ascontiguousarray(out)
+        return out[..., 0] if single else out
 
+    mean_guide = _box(guide, radius, 3, 3)
+    denominator = (_box(guide * guide, radius, 3, 3) - mean_guide * mean_guide + np.float32(eps))[..., None]
     out = np.empty_like(frames)
-    for start in range(0, frames.shape[3], max(int(chunk_frames), 1)):
+    for start in range(0, frames.shape[3], chunk_frames):
         chunk = frames[..., start : start + chunk_frames]
-        mean_p = _box(chunk, radius, n_spatial, 4)
-        cov = _box(guide4 * chunk, radius, n_spatial, 4) - mean_guide4 * mean_p
-        a = cov / denominator
-        b = mean_p - a * mean_guide4
-        out[..., start : start + chunk_frames] = _box(a, radius, n_spatial, 4) * guide4 + _box(b, radius, n_spatial, 4)
+        out[..., start : start + chunk_frames] = _filter_block(
+            chunk, guide[..., None], mean_guide[..., None], denominator, lambda x: _box(x, radius, 3, 4)
+        )
     return out[..., 0] if single else out
