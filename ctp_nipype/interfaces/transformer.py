@@ -117,6 +117,7 @@ class TransformerPerfusion(SimpleInterface):
             "WeightsCard": getattr(model, "card", {}),
             "Device": str(device),
             "MaskedVoxels": int(np.count_nonzero(mask)),
+            "FlaggedVoxels": int(np.count_nonzero(estimates["flagged"])),
             **curves.describe(),
             "TimingSource": scan.timing.source,
             "Sources": [os.path.abspath(self.inputs.in_file), os.path.abspath(self.inputs.aif_file)],

@@ -250,7 +250,8 @@ def estimate_curves(
     dict of ndarray
         ``cbf`` (n,) ml/100 g/min, ``cbv`` (n,) ml/100 g, ``mtt`` (n,) s,
         ``bad`` (n,) s, ``local_aif`` (n, T) in the AIF's units, ``residue``
-        (n, T) flow-scaled residue K in 1/s.
+        (n, T) flow-scaled residue K in 1/s; ``flagged`` (n,) bool, voxels whose
+        outputs were not all finite (set to 0 in every output).
     """
     aif, tissue, times, dt, peak = check_inputs(global_aif, tissue, frame_times)
     device = resolve_device(device)
@@ -271,7 +272,7 @@ def estimate_curves(
     cbv = CBV_UNIT_FACTOR * scale * trapezoid_integral(residue, dt)
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), 0.0)
-    return {
+    out = {
         "cbf": cbf.astype(np.float32),
         "cbv": cbv.astype(np.float32),
         "mtt": mtt.astype(np.float32),
@@ -279,3 +280,11 @@ def estimate_curves(
         "local_aif": (raw["local_aif"] * peak).astype(np.float32),  # peak: scalar or (n, 1)
         "residue": residue.astype(np.float32),
     }
+    # a voxel with any non-finite output (an overflow in half precision, say) is set to 0 and flagged
+    flagged = np.zeros(tissue.shape[0], bool)
+    for values in out.values():
+        flagged |= ~np.isfinite(values if values.ndim == 1 else values.sum(axis=1))
+    for values in out.values():
+        values[flagged] = 0
+    out["flagged"] = flagged
+    return out

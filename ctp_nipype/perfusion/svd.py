@@ -334,7 +334,8 @@ class SVDModel:
         cbf = np.where(usable, CBF_UNIT_FACTOR * scale * peak, 0.0)
         cbv = np.where(in_mask & finite_voxel, CBV_UNIT_FACTOR * scale * area / self.aif_integral, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            mtt = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), 0.0)
+            # a negative area (noise in a voxel without enhancement) has no transit time: MTT 0, not < 0
+            mtt = np.where((cbf > 0) & (cbv > 0), 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), 0.0)
         tmax = np.where(usable, np.argmax(residue, axis=1) * self.dt, 0.0)
 
         def shape(values):
