@@ -44,7 +44,7 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 DESCRIPTOR = REPO / "bids_app" / "descriptor.json"
 IMAGE = "ctpnipype/ctp_nipype"
-DOCS = [REPO / "docs" / "containers.md", REPO / "docs" / "cluster.md"]
+DOCS = [REPO / "README.md", REPO / "docs" / "containers.md", REPO / "docs" / "cluster.md"]
 #: parser options that are not processing options and need no descriptor input
 NOT_IN_DESCRIPTOR = {"-h", "--help", "--version"}
 
