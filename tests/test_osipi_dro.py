@@ -373,3 +373,38 @@ def test_model_takes_frames_as_they_are(method, n_frames):
     if method != "ssvd":
         # block-circulant: a delay of 4 frames moves Tmax by 4 * 1.243 s
         assert fit.tmax[1] - fit.tmax[0] == pytest.approx(delay * dt, abs=1e-4)
+
+
+# --------------------------------------------------------------------------- the network (shown, not graded)
+
+
+def _shipped_weights():
+    from ctp_nipype.nn.weights import shipped_weights_available
+
+    if not shipped_weights_available():
+        pytest.skip("no trained weights shipped in ctp_nipype/data/")
+
+
+@lru_cache(maxsize=None)
+def _network_fits():
+    return {name: fit_case_network(case) for name, case in dro_cases().items()}
+
+
+def test_network_runs_on_the_object_and_its_result_is_what_the_docs_show():
+    """Issue 11: the network's rows are shown in docs/validation.md, not graded by OSIPI's tolerance.
+
+    The object (161 frames at 1.243 s) is resampled to 100 frames at 2 s (:data:`NETWORK_FRAME_INTERVAL`).
+    Asserted: finite, positive estimates; CBF increasing with the true CBF within each CBV group (the network
+    ranks flows), and the estimates within 10% of the values measured for docs/validation.md
+    (:data:`MEASURED_NETWORK`), so that the table there stays true.
+    """
+    _shipped_weights()
+    fits = _network_fits()
+    for name, (cbf, cbv) in fits.items():
+        assert np.isfinite(cbf) and np.isfinite(cbv) and cbf > 0 and cbv > 0, name
+        np.testing.assert_allclose(cbf, MEASURED_NETWORK[name][0], rtol=0.1, err_msg=f"CBF {name}")
+        np.testing.assert_allclose(cbv, MEASURED_NETWORK[name][1], rtol=0.1, err_msg=f"CBV {name}")
+    for group in ("CBV4", "CBV2"):
+        names = sorted((n for n in fits if n.startswith(group)), key=lambda n: dro_cases()[n].cbf)
+        estimates = [fits[n][0] for n in names]
+        assert estimates == sorted(estimates), f"{group}: network CBF not increasing with the true CBF"
