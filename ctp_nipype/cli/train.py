@@ -26,6 +26,8 @@ def build_parser():
     parser.add_argument("--device", default="auto", help="auto (CUDA + mixed precision if present), cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
+    parser.add_argument("--time-budget-minutes", type=float, default=None,
+                        help="replace the recipe's time budget (also with --resume)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -43,6 +45,7 @@ def main(argv=None):
             threads=args.threads,
             progress=not args.no_progress,
             max_steps=args.max_steps,
+            time_budget_minutes=args.time_budget_minutes,
         )
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"ctp-train: error: {err}", file=sys.stderr)

@@ -241,7 +241,8 @@ def code_commit():
         return "unknown"
 
 
-def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=True, max_steps=None):
+def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=True, max_steps=None,
+          time_budget_minutes=None):
     """Train (or resume training) a network with a recipe.
 
     Parameters
@@ -260,6 +261,9 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         Show a progress bar.
     max_steps : int, optional
         Stop after this step even if the recipe goes further (for tests).
+    time_budget_minutes : float, optional
+        Replace the recipe's time budget (also when resuming; the learning-rate schedule then
+        follows the new budget from the current step on). Recorded in the run's recipe.
 
     Returns
     -------
@@ -294,6 +298,12 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         state.update(checkpoint["state"])
         recipe = json.loads(checkpoint["recipe"])
     else:
+        (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
+
+    if time_budget_minutes is not None:
+        if not time_budget_minutes > 0:
+            raise ValueError(f"The time budget must be positive, got {time_budget_minutes} minutes.")
+        recipe["time_budget_minutes"] = float(time_budget_minutes)
         (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
 
     validation = validation_set(int(recipe["n_validation_curves"]), int(recipe["validation_seed"]))
@@ -372,7 +382,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
                 "curves_seen": state["step"] * int(recipe["batch_size"]),
                 "elapsed_s": round(state["elapsed_s"], 1),
                 "learning_rate": lr,
-                "loss": float(loss),
+                "loss": float(loss.detach()),
                 **{f"loss_{k}": v for k, v in terms.items()},
             }
         if state["step"] % int(recipe["validation_every_steps"]) == 0 or done:
