@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import subprocess
+import tempfile
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,7 +262,14 @@ def _read_only_output(prog):
         else:
             (out / "probe").unlink()
             out.chmod(0o700)
-            pytest.skip("chmod does not block writes here (running as root): no unwritable folder to test with")
+            # as root, chmod blocks nothing: an existing folder of sysfs refuses new files even to root
+            out = Path("/sys/kernel")
+            try:
+                tempfile.NamedTemporaryFile(dir=out).close()
+            except OSError:
+                pass
+            else:
+                pytest.skip("chmod does not block writes here and /sys/kernel is writable: no unwritable folder")
         if prog == "perfusion":
             return [good_scan(inp, ph), out]
         return [bids_dataset(inp, ph), out, "participant", "-w", tmp / "work"]
