@@ -196,6 +196,27 @@ def _fit_cached(name, method, kappa_h=1.0, rho=1.0):
 NETWORK_FRAME_INTERVAL = 2.0
 
 
+#: The network's (CBF, CBV) per case, kappa_H = rho = 1, the shipped weights, the object resampled to 2 s
+#: frames (:data:`NETWORK_FRAME_INTERVAL`); printed by ``benchmarks/osipi_table.py --network`` and shown in
+#: docs/validation.md. Update it with the weights.
+MEASURED_NETWORK = {
+    "CBV4_CBF10": (17.08, 2.930),
+    "CBV4_CBF20": (28.11, 3.700),
+    "CBV4_CBF30": (40.12, 4.287),
+    "CBV4_CBF40": (49.95, 4.641),
+    "CBV4_CBF50": (61.43, 4.871),
+    "CBV4_CBF60": (68.26, 4.981),
+    "CBV4_CBF70": (74.84, 5.096),
+    "CBV2_CBF5": (12.46, 1.880),
+    "CBV2_CBF10": (17.31, 2.181),
+    "CBV2_CBF15": (21.06, 2.373),
+    "CBV2_CBF20": (27.23, 2.510),
+    "CBV2_CBF25": (31.69, 2.585),
+    "CBV2_CBF30": (39.18, 2.768),
+    "CBV2_CBF35": (41.72, 2.781),
+}
+
+
 def fit_case_network(case, weights=None, kappa_h=1.0, rho=1.0):
     """(CBF, CBV) of one case with the perfusion Transformer, on the resampled grid (see above)."""
     from ctp_nipype.nn.inference import estimate_curves
