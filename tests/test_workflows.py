@@ -19,7 +19,7 @@ GREY_MATTER_CBF_RATIO = {
     "ssvd": (0.63, 0.83),
     "csvd": (0.51, 0.71),
     "osvd": (0.43, 0.63),
-    "transformer": (0.4, 1.6),
+    "transformer": (0.61, 0.81),
 }
 UNITS = {"cbf": "ml/100g/min", "cbv": "ml/100g", "mtt": "s", "tmax": "s", "bad": "s"}
 
@@ -173,3 +173,12 @@ def test_output_inside_the_input_dataset_is_refused(phantom_dataset, capsys):
                           "--methods", "ssvd"])
     assert code == 2
     assert "inside the input dataset" in capsys.readouterr().err
+
+
+def test_every_method_reads_the_partial_volume_corrected_aif():
+    """All methods of init_perfusion_wf deconvolve with the same AIF column (aif_corrected by default)."""
+    workflow = init_perfusion_wf(methods=["ssvd", "csvd", "osvd", "transformer"])
+    for method in ("ssvd", "csvd", "osvd", "transformer"):
+        assert workflow.get_node(method).inputs.aif_column == "aif_corrected", method
+    workflow = init_perfusion_wf(methods=["osvd", "transformer"], aif_column="aif")
+    assert workflow.get_node("transformer").inputs.aif_column == "aif"

@@ -27,6 +27,9 @@ class _TransformerPerfusionInputSpec(BaseInterfaceInputSpec):
         mandatory=True,
         desc="TSV with an 'aif' column in HU (baseline included), one row per frame; optional 'time' column",
     )
+    aif_column = traits.Str(
+        "aif", usedefault=True, desc="column of aif_file to use, e.g. 'aif_corrected' (partial-volume corrected)"
+    )
     mask_file = File(exists=True, desc="3D brain mask: only these voxels are run through the network (default all)")
     weights = File(exists=True, desc="network weights (.safetensors); default the weights shipped in the package")
     device = traits.Str("auto", usedefault=True, desc="'auto' (CUDA if present), 'cpu' or 'cuda'")
@@ -74,7 +77,7 @@ class TransformerPerfusion(SimpleInterface):
 
         frame_interval = self.inputs.frame_interval if isdefined(self.inputs.frame_interval) else None
         scan = load_ctp(self.inputs.in_file, frame_interval=frame_interval)
-        aif_hu, _ = read_curve_tsv(self.inputs.aif_file, "aif", n_frames=scan.data.shape[3])
+        aif_hu, _ = read_curve_tsv(self.inputs.aif_file, self.inputs.aif_column, n_frames=scan.data.shape[3])
         mask = (
             load_mask(self.inputs.mask_file, scan.spatial_shape, scan.affine)
             if isdefined(self.inputs.mask_file)
@@ -116,6 +119,7 @@ class TransformerPerfusion(SimpleInterface):
             "Weights": os.path.abspath(weights) if weights else f"shipped ({SHIPPED_WEIGHTS.name})",
             "WeightsCard": getattr(model, "card", {}),
             "Device": str(device),
+            "AIFColumn": self.inputs.aif_column,
             "MaskedVoxels": int(np.count_nonzero(mask)),
             "FlaggedVoxels": int(np.count_nonzero(estimates["flagged"])),
             **curves.describe(),

@@ -219,8 +219,10 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
             maps.append("localaif")
         else:
             node = pe.Node(SVDDeconvolution(method=method), name=method)
+        # every method reads the same AIF column (a method without the input would silently use another)
+        node.inputs.aif_column = aif_column
         accepted = set(node.inputs.copyable_trait_names())
-        for key, value in dict(method_options or {}, aif_column=aif_column).items():
+        for key, value in dict(method_options or {}).items():
             if value is not None and key in accepted:
                 setattr(node.inputs, key, value)
         merge = pe.Node(Merge(len(maps)), name=f"merge_{method}")
