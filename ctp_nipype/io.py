@@ -167,6 +167,55 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10):
     return CTPImage(path, data, img.affine, img.header, timing, meta)
 
 
+#: plausible attenuation of a CT scan in HU: padding down to -3024, metal up to tens of thousands
+PLAUSIBLE_HU = (-3100.0, 35000.0)
+
+
+def check_plausible_hu(data, path, hu_range=PLAUSIBLE_HU):
+    """Raise :class:`InputError` when a scan's values cannot be Hounsfield units.
+
+    Two failures: values outside ``hu_range`` (corrupt or wrongly scaled data),
+    and an image with no negative values and a median above 500 (stored
+    values written without the DICOM RescaleSlope/RescaleIntercept, so air is
+    0 or 24 instead of -1000).
+
+    >>> check_plausible_hu(np.array([-1000.0, 35.0, 1200.0]), "scan.nii.gz")
+    >>> check_plausible_hu(np.array([0.0, 1060.0, 1100.0]), "scan.nii.gz")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctp_nipype.io.InputError: The CTP scan scan.nii.gz does not look like Hounsfield units ...
+    """
+    low, high = float(np.min(data)), float(np.max(data))
+    if low < hu_range[0] or high > hu_range[1]:
+        raise InputError(
+            f"The CTP scan {path} has values from {low:.6g} to {high:.6g}, outside the plausible HU range "
+            f"[{hu_range[0]:g}, {hu_range[1]:g}]. Convert the scan to HU (apply RescaleSlope and "
+            "RescaleIntercept) or check that the file is not corrupt."
+        )
+    if low >= 0 and float(np.median(data)) > 500:
+        raise InputError(
+            f"The CTP scan {path} does not look like Hounsfield units (no negative values, median "
+            f"{float(np.median(data)):.0f}): air should be near -1000 HU. Apply the DICOM RescaleSlope and "
+            "RescaleIntercept when converting the scan."
+        )
+
+
+def check_enhancement(data, path):
+    """Raise :class:`InputError` when no voxel of a 4D series changes over time (a constant or all-zero
+    scan has no contrast bolus to measure).
+
+    >>> check_enhancement(np.zeros((2, 2, 1, 5)), "scan.nii.gz")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctp_nipype.io.InputError: The CTP scan scan.nii.gz has the same value in every frame...
+    """
+    if not np.any(np.ptp(data, axis=-1) > 0):
+        raise InputError(
+            f"The CTP scan {path} has the same value in every frame, so it shows no contrast bolus; "
+            "check that it is the perfusion series (one volume per time point)."
+        )
+
+
 def load_mask(path, spatial_shape, affine=None, what="mask"):
     """Load a 3D mask that must match the scan's grid; returns a bool array."""
     img, data = load_nifti(path, what)

@@ -70,9 +70,13 @@ def test_svd_maps_of_odd_curves_are_finite(kind, scale, seed, method):
         values = getattr(fit, name)
         assert np.all(np.isfinite(values)), f"{method} {name} of {kind} curves"
     assert np.all(fit.mtt >= 0) and np.all(fit.tmax >= 0)
-    assert fit.n_flagged == int(np.count_nonzero(fit.flagged)) <= 6
-    # a voxel that cannot be fitted is 0 in every map
-    assert np.all(fit.cbf[fit.flagged] == 0)
+    # a flagged voxel whose residue met the oscillation target could not be fitted at all: 0 in every map
+    # (oSVD also flags voxels that still oscillate at the largest threshold; they keep that fit)
+    unfittable = fit.flagged & (fit.oscillation_index <= 0.035)
+    for name in ("cbf", "mtt", "tmax"):
+        assert np.all(getattr(fit, name)[unfittable] == 0), name
+    # and a voxel without a positive residue is flagged
+    assert np.all(fit.flagged[fit.residue.max(axis=-1) <= 0])
 
 
 def test_svd_non_finite_voxels_are_zero_and_flagged():
@@ -100,7 +104,8 @@ def test_network_maps_of_odd_curves_are_finite_and_physical(random_network, kind
         assert np.all(np.isfinite(out[name])), name
     residue = out["residue"]
     assert np.all(residue >= 0) and np.all(np.diff(residue, axis=1) <= 1e-7)
-    assert np.all(out["flagged"] == 0) or np.all(out["cbf"][out["flagged"]] == 0)
+    # finite inputs in float32 give finite outputs: nothing needed flagging
+    assert not out["flagged"].any()
 
 
 # ------------------------------------------------------------------------------------ memory faults

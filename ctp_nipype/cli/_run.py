@@ -152,7 +152,10 @@ def summarise_outputs(output_dir, since):
         except (OSError, json.JSONDecodeError):
             continue
         if flagged:
-            lines.append(f"warning: {side.name}: {flagged} voxels could not be fitted (set to 0)")
+            lines.append(
+                f"warning: {side.name}: {flagged} voxels flagged by the fit (FlaggedVoxels: unfittable ones are 0; "
+                "for oSVD also residues still oscillating at the largest threshold)"
+            )
     for side in sorted(p for p in written if p.name.endswith("_desc-global_aif.json")):
         try:
             reason = json.loads(side.read_text()).get("PartialVolumeCorrection", {}).get("NotAppliedBecause")

@@ -78,11 +78,16 @@ def check_options(args):
 
 def validate_inputs(args):
     """Read and check every input before anything is built: bad input fails here, in one line."""
-    import numpy as np
-
     from ..bids import check_output_outside_input, find_dataset_root
-    from ..interfaces.preprocessing import check_plausible_hu
-    from ..io import InputError, load_ctp, load_mask, prepare_output_dir, read_curve_tsv
+    from ..io import (
+        InputError,
+        check_enhancement,
+        check_plausible_hu,
+        load_ctp,
+        load_mask,
+        prepare_output_dir,
+        read_curve_tsv,
+    )
     from .bids_app import check_weights
 
     for label, path in (("input scan", args.in_file), ("AIF file", args.aif), ("VOF file", args.vof),
@@ -98,11 +103,7 @@ def validate_inputs(args):
             check_output_outside_input(args.work_dir, [dataset], "work folder (-w)")
     scan = load_ctp(args.in_file, frame_interval=args.frame_interval)
     check_plausible_hu(scan.data, args.in_file)
-    if not np.any(scan.data.max(axis=3) > scan.data.min(axis=3)):
-        raise InputError(
-            f"The CTP scan {args.in_file} has the same value in every frame, so it shows no contrast bolus; "
-            "check that it is the perfusion series (one volume per time point)."
-        )
+    check_enhancement(scan.data, args.in_file)
     n_frames = scan.data.shape[3]
     if args.baseline_frames is not None and args.baseline_frames >= n_frames:
         raise InputError(f"--baseline-frames {args.baseline_frames} leaves no frame of the {n_frames} after it.")

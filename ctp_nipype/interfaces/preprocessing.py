@@ -25,7 +25,10 @@ from nipype.interfaces.base import (
 
 from .. import __version__
 from ..io import (
+    PLAUSIBLE_HU,
     InputError,
+    check_enhancement,
+    check_plausible_hu,
     load_ctp,
     load_mask,
     load_nifti,
@@ -40,10 +43,6 @@ from ..perfusion import filtering, masks, motion
 from ..perfusion.concentration import detect_bolus_arrival
 from ..perfusion.timing import resample_to_uniform
 
-#: plausible attenuation of a CT scan in HU: padding down to -3024, metal up to tens of thousands
-PLAUSIBLE_HU = (-3100.0, 35000.0)
-
-
 def _optional(value, default=None):
     return value if isdefined(value) else default
 
@@ -57,35 +56,6 @@ def _provenance(*sources):
         "Sources": [os.path.abspath(s) for s in sources if s is not None and isdefined(s)],
         "SoftwareVersion": f"ctp_nipype {__version__}",
     }
-
-
-def check_plausible_hu(data, path, hu_range=PLAUSIBLE_HU):
-    """Raise :class:`InputError` when a scan's values cannot be Hounsfield units.
-
-    Two failures: values outside ``hu_range`` (corrupt or wrongly scaled data),
-    and an image with no negative values and a median above 500 (stored
-    values written without the DICOM RescaleSlope/RescaleIntercept, so air is
-    0 or 24 instead of -1000).
-
-    >>> check_plausible_hu(np.array([-1000.0, 35.0, 1200.0]), "scan.nii.gz")
-    >>> check_plausible_hu(np.array([0.0, 1060.0, 1100.0]), "scan.nii.gz")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ctp_nipype.io.InputError: The CTP scan scan.nii.gz does not look like Hounsfield units ...
-    """
-    low, high = float(np.min(data)), float(np.max(data))
-    if low < hu_range[0] or high > hu_range[1]:
-        raise InputError(
-            f"The CTP scan {path} has values from {low:.6g} to {high:.6g}, outside the plausible HU range "
-            f"[{hu_range[0]:g}, {hu_range[1]:g}]. Convert the scan to HU (apply RescaleSlope and "
-            "RescaleIntercept) or check that the file is not corrupt."
-        )
-    if low >= 0 and float(np.median(data)) > 500:
-        raise InputError(
-            f"The CTP scan {path} does not look like Hounsfield units (no negative values, median "
-            f"{float(np.median(data)):.0f}): air should be near -1000 HU. Apply the DICOM RescaleSlope and "
-            "RescaleIntercept when converting the scan."
-        )
 
 
 def _load_uniform(in_file, frame_interval=None):
@@ -142,7 +112,8 @@ class LoadCTP(SimpleInterface):
     """Read a 4D CTP scan and its timing, check it, and write it on a uniform time grid.
 
     Checks, each with its own error: 4D, at least ``min_frames`` frames,
-    finite values, plausible HU (:func:`check_plausible_hu`), a timing source
+    finite values, plausible HU (:func:`ctp_nipype.io.check_plausible_hu`), some change over
+    time (:func:`ctp_nipype.io.check_enhancement`), a timing source
     and strictly increasing frame times. A non-uniformly sampled series is
     interpolated linearly onto a uniform grid with the smallest original step,
     and the sidecar says so (``ResampledToUniformGrid``, ``OriginalFrameTimes``).
@@ -164,6 +135,7 @@ class LoadCTP(SimpleInterface):
             min_frames=self.inputs.min_frames,
         )
         check_plausible_hu(scan.data, self.inputs.in_file, self.inputs.hu_range)
+        check_enhancement(scan.data, self.inputs.in_file)
         resampled = not scan.timing.is_uniform
         data, times = resample_to_uniform(scan.data, scan.frame_times) if resampled else (scan.data, scan.frame_times)
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))

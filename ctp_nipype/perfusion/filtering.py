@@ -19,13 +19,12 @@ structures whose local standard deviation in the guidance is well above
 ``0.1 * (window width)`` HU keep their edges. The frames themselves need no
 normalisation: the filter is linear in ``p``.
 
-Box means: in ``'2d'`` mode (the default) each slice's frames are gathered
-into a contiguous ``(frames, x, y)`` block small enough to stay in the CPU
-cache, and the separable ``(2 r + 1)``-tap sums are added up from shifted
-views of the block, all frames at once (:func:`box_mean_2d`); this is several
-times faster than :func:`scipy.ndimage.uniform_filter` on the whole 4D array
-and gives the same values (its ``'reflect'`` boundary). ``'3d'`` mode uses ``uniform_filter`` with a window
-of 1 along time on chunks of frames.
+Box means use :func:`scipy.ndimage.uniform_filter` (``'reflect'`` boundary).
+In ``'2d'`` mode (the default) it runs on C-contiguous ``(frames, y, x)``
+blocks of one slice, about 1 MB each, so that its passes stay in the CPU
+cache; on the whole ``(x, y, z, t)`` array, whose in-plane axes are strided,
+the same filter is several times slower. ``'3d'`` mode filters chunks of
+frames with a window of 1 along time.
 """
 
 from __future__ import annotations
@@ -55,49 +54,6 @@ def normalise_window(image, window):
 def _box(array, radius, n_spatial, n_dims):
     size = [2 * radius + 1] * n_spatial + [1] * (n_dims - n_spatial)
     return ndimage.uniform_filter(array, size=size, mode="reflect")
-
-
-def _reflect_index(n, radius):
-    """Indices of a length-``n`` axis padded by ``radius`` on both sides, mirrored with the edge repeated
-    (scipy's ``'reflect'``, numpy's ``'symmetric'``): ``d c b a | a b c d | d c b a``."""
-    index = np.arange(-radius, n + radius)
-    period = 2 * n
-    index = np.mod(index, period)
-    return np.where(index >= n, period - 1 - index, index)
-
-
-def box_mean_2d(block, radius):
-    """Mean over a ``(2 r + 1) x (2 r + 1)`` window in the last two axes, scipy's ``'reflect'`` boundary.
-
-    Parameters
-    ----------
-    block : ndarray, shape (..., y, x), float32
-        C-contiguous for speed (each 2D image contiguous).
-    radius : int
-
-    Returns
-    -------
-    ndarray, float32, same shape
-
-    Examples
-    --------
-    >>> image = np.arange(16, dtype=np.float32).reshape(4, 4)
-    >>> bool(np.allclose(box_mean_2d(image, 1), ndimage.uniform_filter(image, 3, mode="reflect")))
-    True
-    """
-    block = np.asarray(block, dtype=np.float32)
-    n0, n1 = block.shape[-2:]
-    width = 2 * radius + 1
-    padded = np.take(block, _reflect_index(n0, radius), axis=-2)
-    rows = padded[..., 0:n0, :].copy()
-    for k in range(1, width):
-        rows += padded[..., k : k + n0, :]
-    padded = np.take(rows, _reflect_index(n1, radius), axis=-1)
-    out = padded[..., 0:n1].copy()
-    for k in range(1, width):
-        out += padded[..., k : k + n1]
-    out *= np.float32(1.0 / (width * width))
-    return out
 
 
 def _filter_block(frames, guide, mean_guide, denominator, box):
@@ -182,14 +138,19 @@ def guided_filter(
         frames = np.asfortranarray(frames)
         out = np.empty_like(frames, order="F")
         block_frames = max(1, min(chunk_frames, (1 << 18) // max(frames.shape[0] * frames.shape[1], 1)))
+
+        def box(array):  # window over the last two axes, (y, x)
+            width = 2 * radius + 1
+            return ndimage.uniform_filter(array, size=(1,) * (array.ndim - 2) + (width, width), mode="reflect")
+
         for z in range(frames.shape[2]):
             guide_z = np.ascontiguousarray(guide[:, :, z].T)  # (y, x)
-            mean_guide = box_mean_2d(guide_z, radius)
-            denominator = box_mean_2d(guide_z * guide_z, radius) - mean_guide * mean_guide + np.float32(eps)
+            mean_guide = box(guide_z)
+            denominator = box(guide_z * guide_z) - mean_guide * mean_guide + np.float32(eps)
             for start in range(0, frames.shape[3], block_frames):
                 stop = start + block_frames
                 block = np.ascontiguousarray(frames[:, :, z, start:stop].T)  # (frames, y, x)
-                filtered = _filter_block(block, guide_z, mean_guide, denominator, lambda x: box_mean_2d(x, radius))
+                filtered = _filter_block(block, guide_z, mean_guide, denominator, box)
                 out[:, :, z, start:stop] = filtered.T
         if c_order:
             out = np.ascontiguousarray(out)
