@@ -181,7 +181,7 @@ def register_series(
     shrink_factors=(4, 2, 1),
     smoothing_sigmas_mm=(4.0, 2.0, 0.0),
     sampling_fraction=(0.5, 0.3, 0.2),
-    n_iterations=100,
+    n_iterations=300,
     histogram_bins=32,
     metric="meansquares",
     mask=None,
@@ -205,7 +205,10 @@ def register_series(
         level or one for all. Too few samples make the metric noisy and the
         rotations imprecise (0.1 gave errors near 1 degree on a 48^3 test head).
     n_iterations : int
-        Maximum optimizer iterations per level.
+        Maximum optimizer iterations per level. The optimizer normally stops on
+        its minimum step well before 300; 100 cut some frames short, and where
+        it cut them then depended on the number of threads (errors of 0.2-1.4
+        degrees on the demo phantom across 1-8 threads, 0.17 at 300 for all).
     histogram_bins : int
         Bins of the Mattes mutual information.
     metric : {'meansquares', 'mattes', 'correlation'}
