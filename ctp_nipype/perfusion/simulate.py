@@ -207,32 +207,40 @@ def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32):
         mass -= midpoint[None, :] / beta[:, None].astype(dtype)
         mass -= (gammaln(a) + a * np.log(beta) - np.log(fine_dt))[:, None].astype(dtype)
         np.exp(mass, out=mass)
-        # ... rescaled so that the CDF at the last sample is exact (gammainc) ...
+        # ... rescaled so that the CDF at the last sample is exact (gammainc): with the cumulative
+        # sum S of the midpoint masses of steps 1.., r(k) = 1 - first - factor S(k - 1), k >= 2 ...
         first = gammainc(a, fine_dt / beta)
-        tail_total = mass.sum(axis=1, dtype=np.float64) - mass[:, 0]
         target = gammainc(a, (n_samples - 1) * fine_dt / beta) - first
-        with np.errstate(divide="ignore", invalid="ignore"):
-            factor = np.where(tail_total > 1e-12, target / tail_total, 1.0)
-        mass *= factor[:, None].astype(dtype)
-        # ... with exact masses for the first step, and for the first _EXACT_STEPS steps of a
-        # density that is singular or steep at 0 (alpha < 2), where the midpoint rule is poor
-        mass[:, 0] = first
+        block = out if general.size == mtt.size else np.empty((general.size, int(n_samples)), dtype)
+        block[:, 0] = 1.0
+        block[:, 1] = (1.0 - first).astype(dtype)
+        if n_samples > 2:
+            tail = block[:, 2:]
+            np.cumsum(mass[:, 1:], axis=1, out=tail)
+            total = tail[:, -1].astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = np.where(total > 1e-12, target / total, 1.0)
+            tail *= (-factor).astype(dtype)[:, None]
+            tail += (1.0 - first).astype(dtype)[:, None]
+        # ... with exact masses for the first _EXACT_STEPS steps of a density that is singular or
+        # steep at 0 (alpha < 2), where the midpoint rule is poor (the rest rescaled to the exact total)
         steep = np.flatnonzero(a < 2.0)
         steps = min(_EXACT_STEPS, n_samples - 1)
         if steep.size and steps > 1:
             knots = np.arange(steps + 1) * fine_dt
             cdf = gammainc(a[steep, None], knots[None, :] / beta[steep, None])
             head = mass[steep]
+            head[:, 0] = first[steep]
             rest = head[:, steps:].sum(axis=1, dtype=np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 rescale = np.where(rest > 1e-12, (target[steep] + first[steep] - cdf[:, -1]) / rest, 1.0)
             head[:, steps:] *= rescale[:, None].astype(dtype)
             head[:, :steps] = np.diff(cdf, axis=1)
-            mass[steep] = head
-        block = out if general.size == mtt.size else out[general]
-        block[:, 0] = 0.0
-        np.cumsum(mass, axis=1, out=block[:, 1:])
-        np.subtract(1.0, block, out=block)
+            rows = block[steep]
+            rows[:, 0] = 0.0
+            np.cumsum(head, axis=1, out=rows[:, 1:])
+            np.subtract(1.0, rows, out=rows)
+            block[steep] = rows
         np.clip(block, 0.0, 1.0, out=block)
         if block is not out:
             out[general] = block
@@ -359,8 +367,12 @@ def sample_curves(curves, fine_dt, frame_times, fill_before=None, rows=None):
 
 def _interpolation_weights(position, n_samples):
     """Left neighbour and weight of the right one for fractional sample positions."""
-    left = np.clip(np.floor(position).astype(np.intp), 0, n_samples - 2)
-    return left, np.clip(position - left, 0, 1)
+    position = np.asarray(position)
+    floor = np.floor(position)
+    np.clip(floor, 0, n_samples - 2, out=floor)
+    weight = position - floor  # in the positions' float type
+    np.clip(weight, 0, 1, out=weight)
+    return floor.astype(np.intp), weight
 
 
 def _row_interpolation(position, n_samples, rows=None, row_stride=None):
@@ -394,10 +406,13 @@ def add_noise(curves, snr_db, rng, reference=None):
     ``sigma`` the noise standard deviation, so ``sigma = S / 10**(SNR_dB/20)``.
     ``snr_db = inf`` adds nothing.
     """
-    curves = np.asarray(curves, dtype=float)
+    curves = np.asarray(curves)
     signal = curves.max(axis=-1) if reference is None else np.asarray(reference, dtype=float)
-    sigma = np.asarray(signal) / 10 ** (np.asarray(snr_db, dtype=float) / 20)
-    return curves + rng.standard_normal(curves.shape) * np.asarray(sigma)[..., None]
+    sigma = np.asarray(signal, dtype=float) / 10 ** (np.asarray(snr_db, dtype=float) / 20)
+    noisy = rng.standard_normal(curves.shape)  # one float64 array, worked on in place
+    noisy *= sigma[..., None]
+    noisy += curves
+    return noisy
 
 
 # ----------------------------------------------------------------------------- the batch simulator
@@ -594,34 +609,73 @@ def _unit_aifs(types, time_scales, fine_dt, n_samples):
     return out
 
 
-def _chunk_curves(chunk, shared, positions, frame_offsets):
+def _lerp_rows(curves, left, weight, row_offsets, before):
+    """Linear interpolation of rows of a C-contiguous 2D array at precomputed fine-grid positions.
+
+    Output row ``i`` reads the flat samples from ``row_offsets[i] + left[i]``
+    (``left``, ``weight`` from :func:`_interpolation_weights`); positions
+    before the curve's start (``before``) give 0.
+    """
+    flat = curves.reshape(-1)
+    index = left + row_offsets[:, None]
+    values = np.take(flat, index)
+    index += 1
+    values += (np.take(flat, index) - values) * weight
+    values[before] = 0.0
+    return values
+
+
+def _chunk_curves(chunk, shared, positions):
     """The fine-grid work for one chunk of curves; returns unit-amplitude curves at the frames.
 
     Undispersed local AIFs are the unit AIFs themselves (sampled later), so
-    only dispersed curves pay for the inverse FFT of their local AIF.
+    only dispersed curves pay for the inverse FFT of their local AIF. The
+    local AIF, the tissue curve and the residue are read at the same fine-grid
+    positions, so the interpolation weights are computed once.
     """
     fine_dt, n_fine, length = shared["fine_dt"], shared["n_fine"], shared["length"]
     unit_aifs, rows = shared["unit_aifs"], shared["aif_row"][chunk]
-    position = positions[chunk] / fine_dt
+    position = positions[chunk] / np.float32(fine_dt)
+    left, weight = _interpolation_weights(position, n_fine)
+    weight = weight.astype(np.float32, copy=False)
+    before = position < 0
+    n = position.shape[0]
     spectrum = shared["aif_spectra"][rows]
-    local = _sample_rows(unit_aifs, _row_interpolation(position, n_fine, rows=rows), 0.0)
+    local = _lerp_rows(unit_aifs, left, weight, rows * n_fine, before)
+    # the global AIF: the same unit AIF read from its onset
+    global_position = shared["global_positions"][chunk] / np.float32(fine_dt)
+    global_left, global_weight = _interpolation_weights(global_position, n_fine)
+    global_aif = _lerp_rows(unit_aifs, global_left, global_weight, rows * n_fine, global_position < 0)
     local_start = unit_aifs[rows, 0]
     dispersed = np.flatnonzero(shared["t_a"][chunk] > 0)
     if dispersed.size:
-        spectrum[dispersed] *= shared["vtf_spectra"][shared["vtf_row"][chunk][dispersed]]
-        local_fine = scipy.fft.irfft(spectrum[dispersed], length, axis=-1, workers=1)  # (dispersed, length)
-        local[dispersed] = _sample_rows(local_fine, _row_interpolation(position[dispersed], n_fine,
-                                                                       row_stride=length), 0.0)
+        local_spectrum = spectrum[dispersed]
+        local_spectrum *= shared["vtf_spectra"][shared["vtf_row"][chunk][dispersed]]
+        spectrum[dispersed] = local_spectrum
+        local_fine = scipy.fft.irfft(local_spectrum, length, axis=-1, workers=1)  # (dispersed, length)
+        local[dispersed] = _lerp_rows(local_fine, left[dispersed], weight[dispersed],
+                                      np.arange(dispersed.size) * length, before[dispersed])
         local_start[dispersed] = local_fine[:, 0]
     residue_fine = residue_on_grid(shared["mtt"][chunk], shared["alpha"][chunk], fine_dt, n_fine)
     spectrum *= scipy.fft.rfft(residue_fine, length, axis=-1, workers=1)
     tissue_fine = scipy.fft.irfft(spectrum, length, axis=-1, workers=1)
-    tissue = _sample_rows(tissue_fine, _row_interpolation(position, n_fine, row_stride=length), 0.0)
+    tissue = _lerp_rows(tissue_fine, left, weight, np.arange(n) * length, before)
     # trapezoidal rule: remove half of the end-point terms of the rectangle sum (r(0) = 1)
-    residue_at = _sample_rows(residue_fine, _row_interpolation(position, n_fine), 0.0)
-    tissue = fine_dt * (tissue - 0.5 * (local + local_start[:, None] * residue_at))
-    residue = sample_curves(residue_fine, fine_dt, frame_offsets)
-    return local, tissue, residue
+    residue_at = _lerp_rows(residue_fine, left, weight, np.arange(n) * n_fine, before)
+    residue_at *= local_start[:, None]
+    residue_at += local
+    residue_at *= 0.5
+    tissue -= residue_at
+    tissue *= np.float32(fine_dt)
+    frame_left, frame_weight = shared["frame_interpolation"]
+    residue = residue_fine[:, frame_left] * (1 - frame_weight) + residue_fine[:, frame_left + 1] * frame_weight
+    # the physical scales, per curve
+    amplitude = shared["amplitude"][chunk]
+    global_aif *= amplitude
+    local *= amplitude
+    tissue *= amplitude * shared["flow"][chunk]
+    residue *= shared["flow"][chunk]
+    return global_aif, local, tissue, residue
 
 
 def simulate_curves(
@@ -768,34 +822,48 @@ def simulate_curves(
         "alpha": alpha,
         "t_a": t_a,
     }
-    positions = (frame_times[None, :] - (onset + delay)[:, None]).astype(np.float32)
-    chunks = [slice(start, min(start + chunk_size, n)) for start in range(0, n, int(chunk_size))]
-    if workers > 1 and len(chunks) > 1:
-        with ThreadPoolExecutor(int(workers)) as pool:
-            parts = list(pool.map(lambda c: _chunk_curves(c, shared, positions, frame_times), chunks))
-    else:
-        parts = [_chunk_curves(c, shared, positions, frame_times) for c in chunks]
-    local, tissue_unit, residue = (np.concatenate(p) for p in zip(*parts))
-
     amplitude = (AIF_PEAK_HU * value_scale)[:, None].astype(np.float32)
     flow = ((rho / kappa_h) * cbf / CBF_UNIT_FACTOR)[:, None].astype(np.float32)  # K(0) in 1/s
-    global_aif = amplitude * sample_curves(
-        unit_aifs, fine_dt, (frame_times[None, :] - onset[:, None]).astype(np.float32),
-        fill_before=0.0, rows=aif_row.ravel())
-    local_aif = amplitude * local
-    tissue_clean = (amplitude * flow) * tissue_unit
-    peak = tissue_clean.max(axis=1)
-    sigma = peak / 10 ** (snr / 20)
-    tissue = add_noise(tissue_clean, snr, rng, reference=peak).astype(np.float32)
+    frame_left, frame_weight = _interpolation_weights(frame_times / fine_dt, n_fine)
+    shared.update(amplitude=amplitude, flow=flow,
+                  frame_interpolation=(frame_left, frame_weight.astype(np.float32)))
+    positions = (frame_times[None, :] - (onset + delay)[:, None]).astype(np.float32)
+    shared["global_positions"] = (frame_times[None, :] - onset[:, None]).astype(np.float32)
+    chunks = [slice(start, min(start + chunk_size, n)) for start in range(0, n, int(chunk_size))]
+    # global AIF, local AIF, noise-free tissue curve, flow-scaled residue, noisy tissue curve; each
+    # chunk fills its rows. The noise is drawn here, in one call after every parameter (the stream
+    # of add_noise), and scaled in the chunks: sigma = peak of the noise-free curve / 10**(SNR/20).
+    results = tuple(np.empty((n, n_frames), np.float32) for _ in range(5))
+    normals = rng.standard_normal((n, n_frames))
+    sigma = np.empty(n)
+
+    def fill(chunk):
+        parts = _chunk_curves(chunk, shared, positions)
+        for result, part in zip(results, parts):
+            result[chunk] = part
+        tissue_clean = parts[2]
+        sigma[chunk] = tissue_clean.max(axis=1) / 10 ** (snr[chunk] / 20)
+        noisy = normals[chunk]
+        noisy *= sigma[chunk, None]
+        noisy += tissue_clean
+        results[4][chunk] = noisy
+
+    if workers > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(int(workers)) as pool:
+            list(pool.map(fill, chunks))
+    else:
+        for chunk in chunks:
+            fill(chunk)
+    global_aif, local_aif, tissue_clean, residue, tissue = results
     if aif_snr_db is not None:
         global_aif = add_noise(global_aif, aif_snr_db, rng).astype(np.float32)
     return SimulatedCurves(
         frame_times=frame_times,
         global_aif=global_aif.astype(np.float32),
-        local_aif=local_aif.astype(np.float32),
+        local_aif=local_aif,
         tissue=tissue,
-        tissue_clean=tissue_clean.astype(np.float32),
-        residue=(flow * residue).astype(np.float32),
+        tissue_clean=tissue_clean,
+        residue=residue.astype(np.float32, copy=False),
         cbf=cbf,
         cbv=cbf * mtt / 60.0,
         mtt=mtt,
