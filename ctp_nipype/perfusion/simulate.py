@@ -159,7 +159,7 @@ def residue_function(t, mtt, alpha=1.0):
     return _squeeze(1.0 - gammainc(alpha, np.clip(t, 0, None) / beta), mtt, alpha)
 
 
-def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32):
+def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32, out=None):
     """Fast residue functions ``r(k * fine_dt)``, ``k = 0 .. n_samples - 1``, one row per curve.
 
     The same function as :func:`residue_function`, computed for a uniform grid
@@ -178,6 +178,9 @@ def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32):
         Grid step in seconds.
     n_samples : int
         Samples per curve.
+    out : ndarray, shape (n, n_samples), optional
+        Where to write the result (for example the first columns of a
+        zero-padded FFT buffer); its dtype sets ``dtype``.
 
     Returns
     -------
@@ -192,7 +195,11 @@ def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32):
     """
     mtt = np.atleast_1d(np.asarray(mtt, dtype=float))
     alpha = np.broadcast_to(np.asarray(alpha, dtype=float), mtt.shape)
-    out = np.empty((mtt.size, int(n_samples)), dtype=dtype)
+    if out is None:
+        out = np.empty((mtt.size, int(n_samples)), dtype=dtype)
+    elif out.shape != (mtt.size, int(n_samples)):
+        raise ValueError(f"out has shape {out.shape}, expected {(mtt.size, int(n_samples))}.")
+    dtype = out.dtype
     time = np.arange(n_samples) * fine_dt
     exponential = alpha == 1.0
     if exponential.any():
@@ -625,7 +632,7 @@ def _lerp_rows(curves, left, weight, row_offsets, before):
     return values
 
 
-def _chunk_curves(chunk, shared, positions):
+def _chunk_curves(chunk, shared):
     """The fine-grid work for one chunk of curves; returns unit-amplitude curves at the frames.
 
     Undispersed local AIFs are the unit AIFs themselves (sampled later), so
@@ -635,7 +642,9 @@ def _chunk_curves(chunk, shared, positions):
     """
     fine_dt, n_fine, length = shared["fine_dt"], shared["n_fine"], shared["length"]
     unit_aifs, rows = shared["unit_aifs"], shared["aif_row"][chunk]
-    position = positions[chunk] / np.float32(fine_dt)
+    frame_times, onset = shared["frame_times"][None, :], shared["onset"][chunk, None]
+    # the frames' fine-grid positions on the clock of the local AIF (origin at onset + delay)
+    position = (frame_times - (onset + shared["delay"][chunk, None])).astype(np.float32) / np.float32(fine_dt)
     left, weight = _interpolation_weights(position, n_fine)
     weight = weight.astype(np.float32, copy=False)
     before = position < 0
@@ -643,7 +652,7 @@ def _chunk_curves(chunk, shared, positions):
     spectrum = shared["aif_spectra"][rows]
     local = _lerp_rows(unit_aifs, left, weight, rows * n_fine, before)
     # the global AIF: the same unit AIF read from its onset
-    global_position = shared["global_positions"][chunk] / np.float32(fine_dt)
+    global_position = (frame_times - onset).astype(np.float32) / np.float32(fine_dt)
     global_left, global_weight = _interpolation_weights(global_position, n_fine)
     global_aif = _lerp_rows(unit_aifs, global_left, global_weight, rows * n_fine, global_position < 0)
     local_start = unit_aifs[rows, 0]
@@ -652,16 +661,19 @@ def _chunk_curves(chunk, shared, positions):
         local_spectrum = spectrum[dispersed]
         local_spectrum *= shared["vtf_spectra"][shared["vtf_row"][chunk][dispersed]]
         spectrum[dispersed] = local_spectrum
-        local_fine = scipy.fft.irfft(local_spectrum, length, axis=-1, workers=1)  # (dispersed, length)
+        local_fine = scipy.fft.irfft(local_spectrum, length, axis=-1, workers=1, overwrite_x=True)
         local[dispersed] = _lerp_rows(local_fine, left[dispersed], weight[dispersed],
                                       np.arange(dispersed.size) * length, before[dispersed])
         local_start[dispersed] = local_fine[:, 0]
-    residue_fine = residue_on_grid(shared["mtt"][chunk], shared["alpha"][chunk], fine_dt, n_fine)
-    spectrum *= scipy.fft.rfft(residue_fine, length, axis=-1, workers=1)
-    tissue_fine = scipy.fft.irfft(spectrum, length, axis=-1, workers=1)
+    # the residues, written into a zero-padded buffer of the FFT's length (no padding copy)
+    padded = np.zeros((n, length), np.float32)
+    residue_fine = residue_on_grid(shared["mtt"][chunk], shared["alpha"][chunk], fine_dt, n_fine,
+                                   out=padded[:, :n_fine])
+    spectrum *= scipy.fft.rfft(padded, axis=-1, workers=1)
+    tissue_fine = scipy.fft.irfft(spectrum, length, axis=-1, workers=1, overwrite_x=True)
     tissue = _lerp_rows(tissue_fine, left, weight, np.arange(n) * length, before)
     # trapezoidal rule: remove half of the end-point terms of the rectangle sum (r(0) = 1)
-    residue_at = _lerp_rows(residue_fine, left, weight, np.arange(n) * n_fine, before)
+    residue_at = _lerp_rows(padded, left, weight, np.arange(n) * length, before)
     residue_at *= local_start[:, None]
     residue_at += local
     residue_at *= 0.5
@@ -827,8 +839,7 @@ def simulate_curves(
     frame_left, frame_weight = _interpolation_weights(frame_times / fine_dt, n_fine)
     shared.update(amplitude=amplitude, flow=flow,
                   frame_interpolation=(frame_left, frame_weight.astype(np.float32)))
-    positions = (frame_times[None, :] - (onset + delay)[:, None]).astype(np.float32)
-    shared["global_positions"] = (frame_times[None, :] - onset[:, None]).astype(np.float32)
+    shared.update(frame_times=frame_times, onset=onset, delay=delay)
     chunks = [slice(start, min(start + chunk_size, n)) for start in range(0, n, int(chunk_size))]
     # global AIF, local AIF, noise-free tissue curve, flow-scaled residue, noisy tissue curve; each
     # chunk fills its rows. The noise is drawn here, in one call after every parameter (the stream
@@ -838,7 +849,7 @@ def simulate_curves(
     sigma = np.empty(n)
 
     def fill(chunk):
-        parts = _chunk_curves(chunk, shared, positions)
+        parts = _chunk_curves(chunk, shared)
         for result, part in zip(results, parts):
             result[chunk] = part
         tissue_clean = parts[2]
