@@ -36,7 +36,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 import ctp_nipype
-from ctp_nipype.cli._run import parse_plugin_args
+from ctp_nipype.cli._run import parse_plugin_args, positive_float
 from ctp_nipype.cli.bids_app import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -362,7 +362,8 @@ def test_descriptor_flags_exist_in_the_parser_with_the_same_shape(descriptor):
         assert action.nargs != 0, f"{where} takes a value but the parser's option does not"
         assert bool(item.get("list")) == (action.nargs in ("+", "*")), f"{where}: list and nargs disagree"
         if item["type"] == "Number":
-            assert action.type is (int if item.get("integer") else float), f"{where}: number type"
+            number_types = (int,) if item.get("integer") else (float, positive_float)
+            assert action.type in number_types, f"{where}: number type"
         else:
             assert action.type in (None, str, Path), f"{where}: {item['type']} but parser type {action.type}"
         if action.choices is not None or "value-choices" in item:
@@ -384,7 +385,7 @@ def test_boutiques_renders_a_command_line_the_parser_reads_back(descriptor, tmp_
         "participant_label": ["01", "sub-02"], "session_label": ["01"], "methods": ["ssvd", "transformer"],
         "work_dir": "/scratch/work", "nprocs": 3, "plugin": "SLURM",
         "plugin_args": "sbatch_args=-p short --mem 8G,max_jobs=50", "device": "cuda", "weights": str(weights),
-        "motion_correction": True, "no_guided_filter": True, "frame_interval": 1.5,
+        "motion_correction": True, "no_guided_filter": True, "guided_filter_radius_mm": 2.5, "frame_interval": 1.5,
         "skip_bids_validation": True, "debug": True,
     }
     ids = {item["id"] for item in descriptor["inputs"]} - {"participant_level_analysis_dir"}  # its pair is set
@@ -405,7 +406,7 @@ def test_boutiques_renders_a_command_line_the_parser_reads_back(descriptor, tmp_
     assert (args.nprocs, args.plugin, args.device, args.weights) == (3, "SLURM", "cuda", weights)
     assert parse_plugin_args(args.plugin_args) == {"sbatch_args": "-p short --mem 8G", "max_jobs": 50}
     assert args.motion_correction and args.no_guided_filter and args.skip_bids_validation and args.debug
-    assert args.frame_interval == 1.5
+    assert args.frame_interval == 1.5 and args.guided_filter_radius_mm == 2.5
 
     # the group level names the folder the participant level wrote, through output_dir_name: bosh 0.5.33
     # replaces a shared value-key input by input, so an unset first member of the pair blanks the key

@@ -15,11 +15,14 @@ from ctp_nipype.cli.phantom import main as phantom_main
 from ctp_nipype.workflows.base import METHOD_MAPS, check_methods, init_ctp_wf, init_perfusion_wf
 
 #: median grey-matter CBF / truth through the BIDS App on the small phantom (seed 4), measured +-0.1
+#: grey-matter CBF / truth through the BIDS App on the small phantom (seed 4), measured 2026-12-02 with the
+#: guided filter's default radius of 1.88 mm (1 voxel): sSVD 0.82, cSVD 0.69, oSVD 0.57, network 0.83.
+#: The network is held to the issue's 25%; the SVD methods to the measured value +-0.1 (see the test).
 GREY_MATTER_CBF_RATIO = {
-    "ssvd": (0.63, 0.83),
-    "csvd": (0.51, 0.71),
-    "osvd": (0.43, 0.63),
-    "transformer": (0.61, 0.81),
+    "ssvd": (0.72, 0.92),
+    "csvd": (0.59, 0.79),
+    "osvd": (0.47, 0.67),
+    "transformer": (0.75, 1.25),
 }
 UNITS = {"cbf": "ml/100g/min", "cbv": "ml/100g", "mtt": "s", "tmax": "s", "bad": "s"}
 
@@ -90,10 +93,11 @@ def test_grey_matter_cbf_against_the_phantom_truth(participant_run, phantom_data
         cbf = np.asarray(nb.load(perf / f"sub-01_ses-01_desc-{method}_cbf.nii.gz").dataobj)
         ratios[method] = float(np.median(cbf[grey]) / np.median(true_cbf[grey]))
     print("grey-matter CBF estimated / true:", ratios)
-    # The issue asks for 25% of the truth for oSVD and the network; through the pipeline on this phantom
-    # (4 mm voxels, 8 HU noise, guided filter) oSVD returns about 0.53 of it: the filter's blur across grey
-    # and white matter times oSVD's noise bias, measured step by step in docs/validation.md. Asserted: the
-    # envelope measured there (+-0.1), so that a regression or a lost constant (x0.73) moves a method out.
+    # The issue asks for 25% of the truth for oSVD and the network. The network meets it (0.83). oSVD returns
+    # 0.57 of it: at this phantom's 8 HU noise its oscillation criterion regularises grey matter's short
+    # transit hard (0.60 without any filter, 1.02 noise free), measured step by step in docs/validation.md.
+    # For the SVD methods the measured envelope (+-0.1) is asserted, so that a regression or a lost constant
+    # (x0.73) moves a method out.
     for method, ratio in ratios.items():
         low, high = GREY_MATTER_CBF_RATIO[method]
         assert low < ratio < high, (method, ratio)

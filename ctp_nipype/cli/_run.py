@@ -11,6 +11,19 @@ from pathlib import Path
 PLUGINS = ("Linear", "MultiProc", "SLURM")
 
 
+
+def positive_float(text):
+    """argparse type: a number above 0 (``--guided-filter-radius-mm 2.5``)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
 def parse_plugin_args(text):
     """``--plugin-args`` as JSON (``'{"sbatch_args": "-p short"}'``) or ``key=value`` pairs.
 

@@ -20,7 +20,8 @@ from .. import __version__
 from ..perfusion.constants import KAPPA_H, RHO
 from ..perfusion.svd import DEFAULT_OI_THRESHOLD
 from ._errors import user_facing
-from ._run import PLUGINS, parse_plugin_args, run_workflow, summarise_outputs
+from ..perfusion.filtering import RADIUS_MM
+from ._run import PLUGINS, parse_plugin_args, positive_float, run_workflow, summarise_outputs
 
 METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")
 
@@ -41,6 +42,11 @@ def build_parser():
     )
     parser.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame")
     parser.add_argument("--no-guided-filter", action="store_true", help="skip the guided filter")
+    parser.add_argument(
+        "--guided-filter-radius-mm", type=positive_float, default=RADIUS_MM, metavar="MM",
+        help="the guided filter's in-plane radius in mm, rounded to voxels (default %(default)s: the paper's "
+        "2 voxels of 0.94 mm)",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device of the network")
     parser.add_argument("--weights", type=Path, help="network weights (.safetensors); default the shipped ones")
     parser.add_argument("--threshold", type=float, help="relative SVD threshold (default per method)")
@@ -141,6 +147,7 @@ def main(argv=None):
         methods=args.method,
         motion_correction=args.motion_correction,
         guided_filter=not args.no_guided_filter,
+        guided_filter_radius_mm=args.guided_filter_radius_mm,
         device=args.device,
         weights=str(args.weights.resolve()) if args.weights else None,
         frame_interval=args.frame_interval,

@@ -578,7 +578,11 @@ class SelectAIFVOF(SimpleInterface):
 class _GuidedFilterInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="4D CTP series in HU")
     guidance_file = File(exists=True, desc="3D guidance image in HU (default: the time-averaged series)")
-    radius = traits.Int(filtering.RADIUS, usedefault=True, desc="window radius in voxels")
+    radius_mm = traits.Float(
+        filtering.RADIUS_MM, usedefault=True,
+        desc="in-plane window radius in mm, rounded to voxels (at least 1); the paper's 2 voxels of 0.94 mm",
+    )
+    radius = traits.Int(desc="window radius in voxels; replaces radius_mm (the paper: 2)")
     eps = traits.Float(filtering.EPS, usedefault=True, desc="regularisation on the guidance normalised to [0, 1]")
     mode = traits.Enum("2d", "3d", usedefault=True, desc="in-plane per slice (paper) or 3D windows")
     guidance_window = traits.Tuple(filtering.GUIDANCE_WINDOW_HU, traits.Float, traits.Float, usedefault=True,
@@ -595,13 +599,16 @@ class _GuidedFilterOutputSpec(TraitedSpec):
 class GuidedFilter(SimpleInterface):
     """Guided filter (He et al. 2013) of every frame, guided by the time-averaged scan.
 
-    Defaults of Zeng et al. (2025): radius 2, eps 0.01 on the guidance
-    normalised to [0, 1] over ``guidance_window`` HU.
+    Defaults of Zeng et al. (2025): eps 0.01 on the guidance normalised to
+    [0, 1] over ``guidance_window`` HU, and their radius of 2 voxels given in
+    millimetres (1.88 mm: 2 voxels of their data's mean in-plane size), so that
+    the window spans the same distance on any grid: 2 voxels at 0.79-1.09 mm,
+    1 voxel at 1.9-4 mm. ``radius`` sets it in voxels instead.
 
     Examples
     --------
-    >>> GuidedFilter().inputs.radius, GuidedFilter().inputs.eps
-    (2, 0.01)
+    >>> GuidedFilter().inputs.radius_mm, GuidedFilter().inputs.eps
+    (1.88, 0.01)
     """
 
     input_spec = _GuidedFilterInputSpec
@@ -618,14 +625,21 @@ class GuidedFilter(SimpleInterface):
                     f"The guidance image {self.inputs.guidance_file} has shape {guidance.shape} but the scan has "
                     f"{scan.spatial_shape}; give a 3D image on the scan's grid."
                 )
+        voxel_size = tuple(float(v) for v in scan.header.get_zooms()[:3])
+        if isdefined(self.inputs.radius):
+            radius = self.inputs.radius
+        else:
+            radius = filtering.radius_in_voxels(self.inputs.radius_mm, voxel_size)
         filtered = filtering.guided_filter(
-            scan.data, guidance, self.inputs.radius, self.inputs.eps, self.inputs.mode, self.inputs.guidance_window
+            scan.data, guidance, radius, self.inputs.eps, self.inputs.mode, self.inputs.guidance_window
         )
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         sidecar = {
             **scan.sidecar,
             "GuidedFilter": {
-                "Radius": self.inputs.radius,
+                "RadiusVoxels": radius,
+                "RadiusMm": None if isdefined(self.inputs.radius) else self.inputs.radius_mm,
+                "VoxelSizeMm": list(voxel_size),
                 "Epsilon": self.inputs.eps,
                 "EpsilonRelativeTo": "guidance normalised to [0, 1] over GuidanceWindowHU",
                 "GuidanceWindowHU": list(self.inputs.guidance_window),

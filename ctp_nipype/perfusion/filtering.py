@@ -32,9 +32,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-#: guided-filter defaults of Zeng et al. (2025)
+#: guided-filter defaults of Zeng et al. (2025): radius 2 voxels, eps 0.01
 RADIUS = 2
 EPS = 0.01
+#: the paper's radius in millimetres: 2 voxels of its data's mean in-plane size, 0.94 mm (ISLES 2018,
+#: 0.79-1.09 mm); :func:`radius_in_voxels` turns it back into 2 voxels on such data
+RADIUS_MM = 2 * 0.94
 #: HU window mapped onto [0, 1] for the guidance: CSF near 0, grey matter near 0.5, enhanced vessels 1
 GUIDANCE_WINDOW_HU = (0.0, 80.0)
 
@@ -49,6 +52,36 @@ def normalise_window(image, window):
     if not high > low:
         raise ValueError(f"The guidance window must have high > low, got {window}.")
     return np.clip((np.asarray(image, dtype=np.float32) - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def radius_in_voxels(radius_mm, voxel_size_mm):
+    """In-plane window radius in voxels (at least 1) for a radius in millimetres.
+
+    The guided filter's window is meant to span a fixed physical distance:
+    the paper's 2 voxels were about 1.9 mm. On coarser voxels the same
+    2 voxels average across grey and white matter (4 mm voxels: a 20 mm
+    window), which costs grey-matter CBF (docs/validation.md).
+
+    Parameters
+    ----------
+    radius_mm : float
+        Radius in mm.
+    voxel_size_mm : sequence of float
+        Voxel size (x, y[, z]) in mm; the mean of the two in-plane sizes is used.
+
+    Examples
+    --------
+    >>> radius_in_voxels(RADIUS_MM, (0.79, 0.79, 5.0)), radius_in_voxels(RADIUS_MM, (1.09, 1.09, 5.0))
+    (2, 2)
+    >>> radius_in_voxels(RADIUS_MM, (1.875, 1.875, 5.0)), radius_in_voxels(RADIUS_MM, (4.0, 4.0, 5.0))
+    (1, 1)
+    >>> radius_in_voxels(RADIUS_MM, (0.45, 0.45, 5.0))
+    4
+    """
+    size = np.asarray(voxel_size_mm, dtype=float)[:2]
+    if not radius_mm > 0 or size.size != 2 or not np.all(size > 0):
+        raise ValueError(f"Need a positive radius and in-plane voxel sizes, got {radius_mm} mm and {voxel_size_mm}.")
+    return max(1, int(round(float(radius_mm) / float(size.mean()))))
 
 
 def _box(array, radius, n_spatial, n_dims):

@@ -285,9 +285,14 @@ def delay_curves(curves, dt, delay):
 def vtf_kernel(t_a, dt, n):
     """Discrete exponential vascular transport function ``exp(-t/T_A) / T_A`` (eq. 6).
 
-    Trapezoidal weights ``dt * VTF(k dt)`` (the first one halved), normalised
-    to sum to one so that dispersion preserves the area of a curve exactly.
-    ``t_a = 0`` gives the identity kernel ``[1, 0, 0, ...]``.
+    Weight ``k`` is the kernel's mass on the cell ``[(k - 1/2) dt, (k + 1/2) dt]``
+    (the first cell ``[0, dt/2]``), normalised to sum to one so that dispersion
+    preserves the area of a curve exactly. Its mean is
+    ``dt / (2 sinh(dt / (2 T_A)))``: ``T_A`` to a relative ``(dt / T_A)**2 / 24``
+    and never off by more than ``0.12 dt`` when ``T_A`` is below the step
+    (trapezoidal weights ``dt * VTF(k dt)`` were off by ``(dt / T_A)**2 / 6``,
+    and by a third of ``T_A = 0.6 dt``). ``t_a = 0`` gives the identity kernel
+    ``[1, 0, 0, ...]``.
 
     Parameters
     ----------
@@ -314,9 +319,9 @@ def vtf_kernel(t_a, dt, n):
     time = np.arange(n) * dt
     dispersed = t_a > 0
     safe = np.where(dispersed, t_a, 1.0)[:, None]
-    with np.errstate(over="ignore"):  # T_A far below dt: the kernel is the identity
-        kernel = np.exp(-time[None, :] / safe)
-    kernel[:, 0] *= 0.5
+    # T_A far below dt: the kernel is the identity (exp underflows to 0)
+    lower = np.exp(-np.maximum(time - 0.5 * dt, 0.0)[None, :] / safe)
+    kernel = lower - np.exp(-(time + 0.5 * dt)[None, :] / safe)
     kernel /= kernel.sum(axis=1, keepdims=True)
     kernel[~dispersed] = 0.0
     kernel[~dispersed, 0] = 1.0

@@ -26,6 +26,7 @@ from ..interfaces.preprocessing import (
     VesselMask,
 )
 from ..interfaces.svd import SVDDeconvolution
+from ..perfusion.filtering import RADIUS_MM
 
 SVD_METHODS = ("ssvd", "csvd", "osvd")
 ALL_METHODS = SVD_METHODS + ("transformer",)
@@ -47,7 +48,8 @@ def check_methods(methods):
     return methods
 
 
-def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_interval=None, name="ctp_preproc_wf"):
+def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_interval=None,
+                        guided_filter_radius_mm=RADIUS_MM, name="ctp_preproc_wf"):
     """Preprocessing of one CTP scan.
 
     Workflow graph::
@@ -62,9 +64,12 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
     motion_correction : bool
         Rigid registration of every frame to the pre-bolus mean (SimpleITK).
     guided_filter : bool
-        He et al.'s guided filter on every frame (radius 2, eps 0.01).
+        He et al.'s guided filter on every frame (eps 0.01, the paper's radius in mm).
     frame_interval : float, optional
         Frame interval (s) used only when no other timing source exists.
+    guided_filter_radius_mm : float
+        The filter's in-plane radius in mm, rounded to voxels (default 1.88 mm: the
+        paper's 2 voxels of 0.94 mm; 1 voxel on 1.9-4 mm grids).
 
     Inputs (``inputnode``)
     ----------------------
@@ -155,7 +160,7 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
     workflow.connect(series, series_field, outputnode, "series_file")
 
     if guided_filter:
-        gfilter = pe.Node(GuidedFilter(), name="guided_filter")
+        gfilter = pe.Node(GuidedFilter(radius_mm=guided_filter_radius_mm), name="guided_filter")
         workflow.connect([
             (inputnode, gfilter, [("prefix", "out_prefix")]),
             (series, gfilter, [(series_field, "in_file")]),
@@ -272,6 +277,7 @@ def init_ctp_wf(
     weights=None,
     frame_interval=None,
     method_options=None,
+    guided_filter_radius_mm=RADIUS_MM,
     name="ctp_wf",
 ):
     """The whole scan: preprocessing, perfusion by every method, derivatives.
@@ -289,7 +295,7 @@ def init_ctp_wf(
         Folder below ``output_dir`` (``sub-01/ses-01/perf`` for BIDS, ``""`` flat).
     methods, device, weights, method_options
         See :func:`init_perfusion_wf`.
-    motion_correction, guided_filter, frame_interval
+    motion_correction, guided_filter, frame_interval, guided_filter_radius_mm
         See :func:`init_ctp_preproc_wf`.
 
     Inputs (``inputnode``): ``in_file``, ``prefix`` and the optional user replacements
@@ -314,7 +320,8 @@ def init_ctp_wf(
         IdentityInterface(fields=["maps", "preproc_derivatives", "stats_derivatives", "report"]), name="outputnode"
     )
     preproc = init_ctp_preproc_wf(
-        motion_correction=motion_correction, guided_filter=guided_filter, frame_interval=frame_interval
+        motion_correction=motion_correction, guided_filter=guided_filter, frame_interval=frame_interval,
+        guided_filter_radius_mm=guided_filter_radius_mm,
     )
     options = dict(method_options or {})
     if frame_interval is not None:
