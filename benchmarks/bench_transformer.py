@@ -39,7 +39,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voxels", type=int, default=8192)
     parser.add_argument("--frames", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=512, help="voxels per batch (default: the CPU default of the package)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--weights", default=None, help="weights file (default: shipped, else random)")

@@ -27,7 +27,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctp_nipype.nn.inference import estimate_curves, run_batches
+from ctp_nipype.nn.inference import cpu_workers, estimate_curves, run_batches, run_network
 from ctp_nipype.nn.model import PerfusionTransformer
 from ctp_nipype.nn.weights import save_weights
 from ctp_nipype.perfusion.simulate import gamma_variate_aif
@@ -120,6 +120,28 @@ def _recorder(fail):
         calls.append((start, stop, torch.device(device).type))
 
     return step, calls
+
+
+def test_cpu_threads_share_the_voxels_and_give_the_single_thread_outputs(random_network):
+    """On the CPU the voxels are split between threads of one core each: every voxel is computed once, with
+    the outputs of the one-thread path, and torch's thread count is restored."""
+    rng = np.random.default_rng(3)
+    curves = (rng.random((700, 1)) * np.exp(-0.5 * ((TIMES - 20) / 5) ** 2)
+              + 0.01 * rng.standard_normal((700, TIMES.size))).astype(np.float32)
+    aif = (AIF / AIF.max()).astype(np.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = run_network(random_network, aif, curves, TIMES, "cpu", batch_size=128)
+        torch.set_num_threads(3)
+        assert cpu_workers(700, 128) == 3 and cpu_workers(100, 128) == 1
+        shared = run_network(random_network, aif, curves, TIMES, "cpu", batch_size=128)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    assert np.all(single["bad"] > 0)  # Softplus: a voxel left unwritten would read 0
+    for key in ("local_aif", "residue", "bad"):
+        np.testing.assert_allclose(shared[key], single[key], rtol=1e-4, atol=1e-5 * np.abs(single[key]).max())
 
 
 def test_out_of_memory_shrinks_batches_and_covers_every_voxel_once():
