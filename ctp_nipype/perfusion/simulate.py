@@ -822,17 +822,19 @@ def simulate_curves(
     n_fine = int(np.ceil(frame_times[-1] / fine_dt)) + 2
     length = scipy.fft.next_fast_len(2 * n_fine, real=True)
     # curves that share an AIF (type, time scale) or a T_A share their spectra
-    aif_keys, aif_row = np.unique(np.stack([codes.astype(float), time_scale]), axis=1, return_inverse=True)
-    unit_aifs = _unit_aifs(aif_keys[0].astype(int), aif_keys[1], fine_dt, n_fine).astype(np.float32)
+    scales, scale_index = np.unique(time_scale, return_inverse=True)
+    aif_keys, aif_row = np.unique(scale_index.ravel() * len(AIF_TYPES) + codes, return_inverse=True)
+    unit_aifs = _unit_aifs(aif_keys % len(AIF_TYPES), scales[aif_keys // len(AIF_TYPES)], fine_dt,
+                           n_fine).astype(np.float32)
     vtf_keys, vtf_row = np.unique(t_a, return_inverse=True)
     shared = {
         "fine_dt": fine_dt,
         "n_fine": n_fine,
         "length": length,
         "unit_aifs": unit_aifs,
-        "aif_spectra": scipy.fft.rfft(unit_aifs, length, axis=-1).astype(np.complex64),
+        "aif_spectra": scipy.fft.rfft(unit_aifs, length, axis=-1).astype(np.complex64, copy=False),
         "vtf_spectra": scipy.fft.rfft(vtf_kernel(vtf_keys, fine_dt, n_fine).astype(np.float32), length,
-                                      axis=-1).astype(np.complex64),
+                                      axis=-1).astype(np.complex64, copy=False),
         "aif_row": aif_row.ravel(),
         "vtf_row": vtf_row.ravel(),
         "mtt": mtt,
@@ -875,7 +877,7 @@ def simulate_curves(
         global_aif = add_noise(global_aif, aif_snr_db, rng).astype(np.float32)
     return SimulatedCurves(
         frame_times=frame_times,
-        global_aif=global_aif.astype(np.float32),
+        global_aif=global_aif.astype(np.float32, copy=False),
         local_aif=local_aif,
         tissue=tissue,
         tissue_clean=tissue_clean,
