@@ -629,7 +629,12 @@ class GuidedFilter(SimpleInterface):
         if isdefined(self.inputs.radius):
             radius = self.inputs.radius
         else:
-            radius = filtering.radius_in_voxels(self.inputs.radius_mm, voxel_size)
+            try:
+                radius = filtering.radius_in_voxels(self.inputs.radius_mm, voxel_size)
+            except ValueError as err:
+                raise InputError(
+                    f"{self.inputs.in_file}: {err} Fix the voxel size in the NIfTI header or give radius in voxels."
+                ) from None
         filtered = filtering.guided_filter(
             scan.data, guidance, radius, self.inputs.eps, self.inputs.mode, self.inputs.guidance_window
         )

@@ -153,6 +153,11 @@ def run_network(model, aif_normalised, tissue_normalised, frame_times, device, b
     finally move to the CPU (:func:`run_batches`); the model is then moved to
     the CPU too.
 
+    On the CPU, with torch using several threads and more than one batch to
+    run, the voxels are shared between that many Python threads that each run
+    their batches on one core; torch's thread count is set to 1 meanwhile and
+    restored at the end (it is process-wide).
+
     Returns numpy arrays ``local_aif`` (n, T), ``residue`` (n, T) and ``bad`` (n,), float32.
     """
     device = torch.device(device)
@@ -203,8 +208,8 @@ def run_network(model, aif_normalised, tissue_normalised, frame_times, device, b
     else:
         # On the CPU, several Python threads each running whole batches on one core beat one batch at a time
         # on all cores (the network's many small attention products parallelise poorly inside an operation):
-        # 909 against 748 voxels/s on 2 cores (benchmarks/bench_transformer.py). Each thread takes a
-        # contiguous share of the voxels; torch's operations release the GIL.
+        # 1.0-1.2x in same-run comparisons on 2 cores (768-913 against 704-878 voxels/s). Each thread takes
+        # a contiguous share of the voxels; torch's operations release the GIL.
         with torch.inference_mode():
             prepare(device)  # before the threads: the model moved and the AIF's decoder part cached once
         bounds = np.linspace(0, n, workers + 1).round().astype(int)
