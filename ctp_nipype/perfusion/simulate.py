@@ -74,6 +74,8 @@ AIF_TIME_SCALE_STEP = 1e-3
 T_A_STEP = 1e-2
 #: Fine steps whose residue mass is computed exactly (gammainc) when alpha < 2.
 _EXACT_STEPS = 20
+#: FFT samples per block of curves in :func:`simulate_curves` (chunk size times FFT length)
+CHUNK_FFT_SAMPLES = 800_000
 
 
 def _col(value):
@@ -716,7 +718,7 @@ def simulate_curves(
     fine_dt=BATCH_FINE_DT,
     kappa_h=KAPPA_H,
     rho=RHO,
-    chunk_size=256,
+    chunk_size=None,
     workers=1,
 ):
     """Simulate ``n_curves`` tissue curves with their global and local AIFs on one frame grid.
@@ -759,9 +761,12 @@ def simulate_curves(
         Step of the fine grid in seconds (<= 0.1 s and below the frame interval).
     kappa_h, rho : float
         Hematocrit factor and tissue density (g/ml).
-    chunk_size : int
+    chunk_size : int, optional
         Curves per fine-grid block (bounds the memory: about
-        ``chunk_size * 4 * (duration / fine_dt) * 8`` bytes).
+        ``chunk_size * 4 * (duration / fine_dt) * 8`` bytes). Default: blocks of
+        about ``CHUNK_FFT_SAMPLES`` FFT samples, which stay in the CPU's cache
+        (494 curves at the test sets' 80 s, 167 at 240 s; at 80 s, 512 curves gave
+        58-66k curves/s with 2 workers where 256 gave 40-54k).
     workers : int
         Threads working on blocks in parallel.
 
@@ -847,6 +852,8 @@ def simulate_curves(
     shared.update(amplitude=amplitude, flow=flow,
                   frame_interpolation=(frame_left, frame_weight.astype(np.float32)))
     shared.update(frame_times=frame_times, onset=onset, delay=delay)
+    if chunk_size is None:
+        chunk_size = max(64, min(4096, round(CHUNK_FFT_SAMPLES / length)))
     chunks = [slice(start, min(start + chunk_size, n)) for start in range(0, n, int(chunk_size))]
     # global AIF, local AIF, noise-free tissue curve, flow-scaled residue, noisy tissue curve; each
     # chunk fills its rows. The noise is drawn here, in one call after every parameter (the stream
