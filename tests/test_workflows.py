@@ -14,7 +14,6 @@ from ctp_nipype.cli import bids_app
 from ctp_nipype.cli.phantom import main as phantom_main
 from ctp_nipype.workflows.base import METHOD_MAPS, check_methods, init_ctp_wf, init_perfusion_wf
 
-#: median grey-matter CBF / truth through the BIDS App on the small phantom (seed 4), measured +-0.1
 #: grey-matter CBF / truth through the BIDS App on the small phantom (seed 4), measured 2026-12-02 with the
 #: guided filter's default radius of 1.88 mm (1 voxel): sSVD 0.82, cSVD 0.69, oSVD 0.57, network 0.83.
 #: The network is held to the issue's 25%; the SVD methods to the measured value +-0.1 (see the test).

@@ -11,7 +11,6 @@ from pathlib import Path
 PLUGINS = ("Linear", "MultiProc", "SLURM")
 
 
-
 def positive_float(text):
     """argparse type: a number above 0 (``--guided-filter-radius-mm 2.5``)."""
     import argparse
@@ -23,6 +22,7 @@ def positive_float(text):
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
 
 def parse_plugin_args(text):
     """``--plugin-args`` as JSON (``'{"sbatch_args": "-p short"}'``) or ``key=value`` pairs.

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ._errors import user_facing
 from ..perfusion.filtering import RADIUS_MM
+from ._errors import user_facing
 from ._run import PLUGINS, parse_plugin_args, positive_float, run_workflow, summarise_outputs
 
 METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from .. import __version__
 from ..perfusion.constants import KAPPA_H, RHO
+from ..perfusion.filtering import RADIUS_MM
 from ..perfusion.svd import DEFAULT_OI_THRESHOLD
 from ._errors import user_facing
-from ..perfusion.filtering import RADIUS_MM
 from ._run import PLUGINS, parse_plugin_args, positive_float, run_workflow, summarise_outputs
 
 METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")

@@ -84,8 +84,9 @@ def radius_in_voxels(radius_mm, voxel_size_mm):
     return max(1, int(round(float(radius_mm) / float(size.mean()))))
 
 
-def _box(array, radius, n_spatial, n_dims):
-    size = [2 * radius + 1] * n_spatial + [1] * (n_dims - n_spatial)
+def _box(array, radius, axes):
+    """Mean over a window ``2 radius + 1`` wide along ``axes`` (1 along the others), scipy's 'reflect' edges."""
+    size = [2 * radius + 1 if axis in axes else 1 for axis in range(array.ndim)]
     return ndimage.uniform_filter(array, size=size, mode="reflect")
 
 
@@ -173,8 +174,7 @@ def guided_filter(
         block_frames = max(1, min(chunk_frames, (1 << 18) // max(frames.shape[0] * frames.shape[1], 1)))
 
         def box(array):  # window over the last two axes, (y, x)
-            width = 2 * radius + 1
-            return ndimage.uniform_filter(array, size=(1,) * (array.ndim - 2) + (width, width), mode="reflect")
+            return _box(array, radius, (array.ndim - 2, array.ndim - 1))
 
         for z in range(frames.shape[2]):
             guide_z = np.ascontiguousarray(guide[:, :, z].T)  # (y, x)
@@ -189,12 +189,12 @@ def guided_filter(
             out = np.ascontiguousarray(out)
         return out[..., 0] if single else out
 
-    mean_guide = _box(guide, radius, 3, 3)
-    denominator = (_box(guide * guide, radius, 3, 3) - mean_guide * mean_guide + np.float32(eps))[..., None]
+    mean_guide = _box(guide, radius, (0, 1, 2))
+    denominator = (_box(guide * guide, radius, (0, 1, 2)) - mean_guide * mean_guide + np.float32(eps))[..., None]
     out = np.empty_like(frames)
     for start in range(0, frames.shape[3], chunk_frames):
         chunk = frames[..., start : start + chunk_frames]
         out[..., start : start + chunk_frames] = _filter_block(
-            chunk, guide[..., None], mean_guide[..., None], denominator, lambda x: _box(x, radius, 3, 4)
+            chunk, guide[..., None], mean_guide[..., None], denominator, lambda x: _box(x, radius, (0, 1, 2))
         )
     return out[..., 0] if single else out
