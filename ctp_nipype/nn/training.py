@@ -120,25 +120,47 @@ def batch_from_simulation(sim):
     )
 
 
-def simulate_batch(n_curves, seed, step):
-    """A training batch for ``step``, reproducible from ``(seed, step)``."""
-    from ..perfusion.simulate import simulate_curves  # the simulator issue's generator
+def simulation_ranges(recipe):
+    """The simulator's ranges for a recipe: the paper's training ranges, with the recipe's ``ranges`` overrides.
+
+    ``recipe["ranges"]`` (optional) maps fields of
+    :class:`~ctp_nipype.perfusion.simulate.SimulationRanges` to new values, e.g.
+    ``{"t_a_zero_fraction": 0.5}``; an unknown field is an error.
+    """
+    from dataclasses import fields, replace
+
+    from ..perfusion.simulate import TRAINING_RANGES
+
+    overrides = dict(recipe.get("ranges") or {})
+    known = {item.name for item in fields(TRAINING_RANGES)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"Unknown simulation range(s) {unknown} in the recipe; known: {sorted(known)}.")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return replace(TRAINING_RANGES, **overrides)
+
+
+def simulate_batch(n_curves, seed, step, ranges=None):
+    """A training batch for ``step``, reproducible from ``(seed, step)`` (``ranges``: default the paper's)."""
+    from ..perfusion.simulate import TRAINING_RANGES, simulate_curves  # the simulator issue's generator
 
     rng = np.random.default_rng([int(seed), int(step)])
-    return batch_from_simulation(simulate_curves(n_curves, rng))
+    return batch_from_simulation(simulate_curves(n_curves, rng, TRAINING_RANGES if ranges is None else ranges))
 
 
-def validation_set(n_curves, seed, max_batch=512):
+def validation_set(n_curves, seed, max_batch=512, ranges=None):
     """The fixed-seed validation set: a list of :class:`Batch` (one random grid each).
 
     ``n_curves`` curves in chunks of ``max_batch``, drawn from ``simulate_curves``
-    with a generator seeded by ``seed`` alone (training batches use ``(seed, step)``),
-    so the set is the same for every run and every resume.
+    (``ranges``: default the paper's training ranges) with a generator seeded by
+    ``seed`` alone (training batches use ``(seed, step)``), so the set is the
+    same for every run and every resume.
     """
-    from ..perfusion.simulate import simulate_curves
+    from ..perfusion.simulate import TRAINING_RANGES, simulate_curves
 
+    ranges = TRAINING_RANGES if ranges is None else ranges
     rng = np.random.default_rng(int(seed))
-    sims = [simulate_curves(min(max_batch, n_curves - i), rng) for i in range(0, n_curves, max_batch)]
+    sims = [simulate_curves(min(max_batch, n_curves - i), rng, ranges) for i in range(0, n_curves, max_batch)]
     return [batch_from_simulation(s) for s in sims]
 
 
@@ -306,7 +328,8 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         recipe["time_budget_minutes"] = float(time_budget_minutes)
         (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
 
-    validation = validation_set(int(recipe["n_validation_curves"]), int(recipe["validation_seed"]))
+    ranges = simulation_ranges(recipe)
+    validation = validation_set(int(recipe["n_validation_curves"]), int(recipe["validation_seed"]), ranges=ranges)
     total_steps = int(recipe["total_steps"])
     budget_s = 60.0 * recipe["time_budget_minutes"] if recipe.get("time_budget_minutes") else None
     last_step = total_steps if max_steps is None else min(total_steps, int(max_steps))
@@ -350,7 +373,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         lr = learning_rate(progress_fraction(), recipe["learning_rate"], recipe["warmup_fraction"])
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = simulate_batch(int(recipe["batch_size"]), seed, state["step"]).to(device)
+        batch = simulate_batch(int(recipe["batch_size"]), seed, state["step"], ranges).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             out = model(batch.tissue, batch.aif, batch.frame_times)
         out = {k: v.float() for k, v in out.items()}
@@ -375,8 +398,9 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
             bar.set_postfix(loss=f"{float(loss):.4g}", lr=f"{lr:.2g}")
 
         done = state["step"] >= last_step or progress_fraction() >= 1.0
+        validate = state["step"] % int(recipe["validation_every_steps"]) == 0 or done
         row = None
-        if state["step"] % 25 == 0 or done:
+        if state["step"] % 25 == 0 or validate:
             row = {
                 "step": state["step"],
                 "curves_seen": state["step"] * int(recipe["batch_size"]),
@@ -385,7 +409,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
                 "loss": float(loss.detach()),
                 **{f"loss_{k}": v for k, v in terms.items()},
             }
-        if state["step"] % int(recipe["validation_every_steps"]) == 0 or done:
+        if validate:
             metrics = evaluate(model, validation, weights, device)
             row.update(metrics)
             if metrics["val_cbf_rmse"] < state["best_cbf_rmse"]:
