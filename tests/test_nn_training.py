@@ -1,0 +1,128 @@
+"""``ctp-train``: recipes, resumable and reproducible runs, the simulator's ranges per recipe."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from ctp_nipype.cli import train as train_cli
+from ctp_nipype.nn import training
+from ctp_nipype.nn.weights import load_model
+from ctp_nipype.perfusion.simulate import TRAINING_RANGES
+
+
+def _tiny_recipe(**changes):
+    recipe = {
+        "name": "tiny",
+        "seed": 5,
+        "batch_size": 8,
+        "total_steps": 6,
+        "time_budget_minutes": None,
+        "learning_rate": 1e-3,
+        "warmup_fraction": 0.2,
+        "weight_decay": 0.0,
+        "grad_clip": 1.0,
+        "validation_every_steps": 3,
+        "checkpoint_every_minutes": 10,
+        "n_validation_curves": 16,
+        "validation_seed": 9,
+        "ranges": {"t_a_zero_fraction": 0.5},
+        "loss_weights": {"bad": 1.0, "local_aif": 900.0, "tissue": 28.0, "smooth": 1000.0, "residue": 20.0},
+        "model": {"d_model": 16, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "dim_feedforward": 16},
+    }
+    recipe.update(changes)
+    return recipe
+
+
+def _state(path):
+    model = load_model(path, device="cpu")
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    recipe = _tiny_recipe()
+    whole = training.train(recipe, tmp_path / "whole", progress=False)
+    training.train(recipe, tmp_path / "split", progress=False, max_steps=4)
+    resumed = training.train(recipe, tmp_path / "split", resume=True, progress=False)
+    assert whole["step"] == resumed["step"] == 6
+    a, b = _state(tmp_path / "whole" / "last.safetensors"), _state(tmp_path / "split" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    assert whole["val_cbf_rmse"] == pytest.approx(resumed["val_cbf_rmse"], rel=1e-6)
+
+
+def test_the_log_has_a_validation_row_at_every_validation_step(tmp_path):
+    # validation every 3 steps, loss rows every 25: the validation rows must still be written
+    training.train(_tiny_recipe(), tmp_path / "run", progress=False)
+    with open(tmp_path / "run" / "log.tsv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert list(rows[0]) == list(training.LOG_COLUMNS)
+    assert [int(r["step"]) for r in rows] == [3, 6]
+    for row in rows:
+        assert float(row["val_cbf_rmse"]) > 0 and 0 < float(row["val_bad_rmse"])
+    assert (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    recipe = _tiny_recipe()
+    model = training.PerfusionTransformer(training.ModelConfig.from_dict(recipe["model"]))
+    weights = training.LossWeights(**recipe["loss_weights"])
+    batch = training.simulate_batch(32, seed=1, step=0, ranges=training.simulation_ranges(recipe))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        out = model(batch.tissue, batch.aif, batch.frame_times)
+        loss, _ = training.perfusion_loss(out, batch.target(), batch.dt, weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_recipe_overrides_the_simulation_ranges():
+    assert training.simulation_ranges({}) == TRAINING_RANGES
+    ranges = training.simulation_ranges({"ranges": {"t_a_zero_fraction": 0.5, "snr_db": [5, 30]}})
+    assert ranges.t_a_zero_fraction == 0.5 and ranges.snr_db == (5, 30)
+    assert ranges.cbf == TRAINING_RANGES.cbf
+    with pytest.raises(ValueError, match="Unknown simulation range"):
+        training.simulation_ranges({"ranges": {"t_a_share": 0.5}})
+    with pytest.raises(ValueError, match="t_a_zero_fraction"):
+        training.simulation_ranges({"ranges": {"t_a_zero_fraction": 1.5}})
+
+
+def test_the_validation_set_follows_the_recipe_ranges():
+    def peak_ratios(t_a_zero_fraction):
+        ranges = training.simulation_ranges({"ranges": {"t_a_zero_fraction": t_a_zero_fraction}})
+        batches = training.validation_set(64, seed=9, ranges=ranges)
+        return torch.cat([b.local_aif.max(-1).values / b.aif.max(-1).values for b in batches])
+
+    # without dispersion the local AIF is the shifted global AIF: the same peak up to the frame sampling
+    undispersed = peak_ratios(1.0)
+    assert undispersed.min() > 0.9 and undispersed.max() < 1.1
+    # dispersion (T_A 1-4 s) lowers and widens the peak
+    assert peak_ratios(0.0).median() < 0.9
+
+
+@pytest.mark.parametrize("name", training.available_recipes())
+def test_shipped_recipes_resolve(name):
+    recipe = training.load_recipe(name)
+    training.simulation_ranges(recipe)
+    training.LossWeights(**recipe["loss_weights"])
+    training.ModelConfig.from_dict(recipe.get("model", {}))
+
+
+def test_cli_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, capsys):
+    recipe_file = tmp_path / "tiny.json"
+    recipe_file.write_text(json.dumps(_tiny_recipe()), encoding="utf-8")
+    out = tmp_path / "run"
+    assert train_cli.main(["--recipe", str(recipe_file), "--out", str(out), "--max-steps", "1", "--no-progress"]) == 0
+    assert train_cli.main(["--recipe", str(recipe_file), "--out", str(out), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert train_cli.main(["--recipe", str(recipe_file), "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "Cannot resume" in capsys.readouterr().err
+    assert train_cli.main(["--recipe", "no-such-recipe", "--out", str(tmp_path / "x")]) == 2
+    assert "Unknown recipe" in capsys.readouterr().err
