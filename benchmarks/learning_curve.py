@@ -6,6 +6,9 @@ Reads ``RUN_DIR/log.tsv`` (written by :func:`ctp_nipype.nn.training.train`) and 
 (step, minutes, curves seen, validation CBF RMSE, BAD RMSE, CBF ratio, local-AIF r). The validation set is
 the run's fixed-seed set drawn from the training ranges (CBF 0-200 ml/100 g/min), so its RMSEs are larger than
 on the paper's test sets (CBV 4%, CBF 10-70).
+
+It also prints the weighted loss terms of eq. 2 relative to the BAD term (BAD : local AIF : tissue :
+smoothness, the paper aims at 1:1:7:1), averaged over the logged steps of early and late windows of the run.
 """
 
 from __future__ import annotations
@@ -19,6 +22,33 @@ def read_validation_rows(run_dir):
     with open(Path(run_dir) / "log.tsv", newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.DictReader(handle, delimiter="\t") if row.get("val_cbf_rmse")]
     return [{key: float(value) for key, value in row.items() if value} for row in rows]
+
+
+TERMS = ("loss_bad", "loss_local_aif", "loss_tissue", "loss_smooth", "loss_residue")
+
+
+def read_loss_rows(run_dir):
+    with open(Path(run_dir) / "log.tsv", newline="", encoding="utf-8") as handle:
+        return [{key: float(value) for key, value in row.items() if value} for row in csv.DictReader(handle, delimiter="\t")]
+
+
+def term_ratios(loss_rows, first_step, last_step):
+    """Mean of each weighted loss term over logged steps in ``[first_step, last_step]``, divided by the BAD term's."""
+    window = [r for r in loss_rows if first_step <= r["step"] <= last_step and "loss_bad" in r]
+    if not window:
+        return None
+    means = {k: sum(r.get(k, 0.0) for r in window) / len(window) for k in TERMS}
+    return {k: v / means["loss_bad"] for k, v in means.items()} | {"n_rows": len(window)}
+
+
+def ratio_lines(loss_rows):
+    last = max(r["step"] for r in loss_rows)
+    lines = ["", "| steps | BAD | local AIF | tissue | smoothness | (residue) |", "|---|---:|---:|---:|---:|---:|"]
+    for first, stop in ((1000, 2000), (max(1, last - 999), last)):
+        ratios = term_ratios(loss_rows, first, stop)
+        if ratios:
+            lines.append(f"| {first:.0f}-{stop:.0f} | " + " | ".join(f"{ratios[k]:.2f}" for k in TERMS) + " |")
+    return "\n".join(lines)
 
 
 def markdown(rows):
@@ -65,6 +95,7 @@ def main(argv=None):
     if not rows:
         parser.error(f"{args.run_dir}/log.tsv has no validation rows yet")
     print(markdown(rows))
+    print(ratio_lines(read_loss_rows(args.run_dir)))
     if args.png:
         plot(rows, args.png)
         print(f"\nwrote {args.png}")

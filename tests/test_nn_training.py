@@ -1,7 +1,9 @@
 """``ctp-train``: recipes, resumable and reproducible runs, the simulator's ranges per recipe."""
 
 import csv
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +12,8 @@ from ctp_nipype.cli import train as train_cli
 from ctp_nipype.nn import training
 from ctp_nipype.nn.weights import load_model
 from ctp_nipype.perfusion.simulate import TRAINING_RANGES
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _tiny_recipe(**changes):
@@ -63,6 +67,14 @@ def test_the_log_has_a_validation_row_at_every_validation_step(tmp_path):
     for row in rows:
         assert float(row["val_cbf_rmse"]) > 0 and 0 < float(row["val_bad_rmse"])
     assert (tmp_path / "run" / "best.safetensors").exists()
+    # benchmarks/learning_curve.py reads the same log: the weighted terms relative to the BAD term
+    spec = importlib.util.spec_from_file_location("learning_curve", REPO / "benchmarks" / "learning_curve.py")
+    learning_curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning_curve)
+    ratios = learning_curve.term_ratios(learning_curve.read_loss_rows(tmp_path / "run"), 1, 6)
+    assert ratios["loss_bad"] == 1.0 and ratios["n_rows"] == 2
+    assert all(ratios[k] > 0 for k in learning_curve.TERMS)
+    assert "| 1-6 |" in learning_curve.ratio_lines(learning_curve.read_loss_rows(tmp_path / "run"))
 
 
 def test_training_steps_lower_the_loss_on_a_fixed_batch():
