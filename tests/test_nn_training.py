@@ -119,7 +119,9 @@ def test_the_validation_set_follows_the_recipe_ranges():
     assert peak_ratios(0.0).median() < 0.9
 
 
-@pytest.mark.parametrize("name", training.available_recipes())
+@pytest.mark.parametrize(
+    "name", training.available_recipes() + sorted(str(p) for p in (REPO / "benchmarks" / "recipes").glob("*.json"))
+)
 def test_shipped_recipes_resolve(name):
     recipe = training.load_recipe(name)
     training.simulation_ranges(recipe)
