@@ -113,9 +113,10 @@ def test_the_validation_set_follows_the_recipe_ranges():
         return torch.cat([b.local_aif.max(-1).values / b.aif.max(-1).values for b in batches])
 
     # without dispersion the local AIF is the shifted global AIF: the same peak up to the frame sampling
+    # (up to one 2 s frame off the peak: ratios 0.96-1.13 measured)
     undispersed = peak_ratios(1.0)
-    assert undispersed.min() > 0.9 and undispersed.max() < 1.1
-    # dispersion (T_A 1-4 s) lowers and widens the peak
+    assert abs(float(undispersed.median()) - 1) < 0.02 and undispersed.min() > 0.85 and undispersed.max() < 1.2
+    # dispersion (T_A 1-4 s) lowers and widens the peak (median 0.81 measured)
     assert peak_ratios(0.0).median() < 0.9
 
 

@@ -28,13 +28,15 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
+from ..perfusion.simulate import TRAINING_RANGES, simulate_curves
+from . import dataset
 from .loss import LossWeights, perfusion_loss
 from .model import RESIDUE_SCALE, TISSUE_GAIN, ModelConfig, PerfusionTransformer
 from .weights import save_weights
@@ -127,10 +129,6 @@ def simulation_ranges(recipe):
     :class:`~ctp_nipype.perfusion.simulate.SimulationRanges` to new values, e.g.
     ``{"t_a_zero_fraction": 0.5}``; an unknown field is an error.
     """
-    from dataclasses import fields, replace
-
-    from ..perfusion.simulate import TRAINING_RANGES
-
     overrides = dict(recipe.get("ranges") or {})
     known = {item.name for item in fields(TRAINING_RANGES)}
     unknown = sorted(set(overrides) - known)
@@ -140,28 +138,17 @@ def simulation_ranges(recipe):
     return replace(TRAINING_RANGES, **overrides)
 
 
-def simulate_batch(n_curves, seed, step, ranges=None):
-    """A training batch for ``step``, reproducible from ``(seed, step)`` (``ranges``: default the paper's)."""
-    from ..perfusion.simulate import TRAINING_RANGES, simulate_curves  # the simulator issue's generator
-
+def simulate_batch(n_curves, seed, step, ranges=TRAINING_RANGES):
+    """A training batch for ``step``, reproducible from ``(seed, step)``."""
     rng = np.random.default_rng([int(seed), int(step)])
-    return batch_from_simulation(simulate_curves(n_curves, rng, TRAINING_RANGES if ranges is None else ranges))
+    return batch_from_simulation(simulate_curves(n_curves, rng, ranges))
 
 
-def validation_set(n_curves, seed, max_batch=512, ranges=None):
-    """The fixed-seed validation set: a list of :class:`Batch` (one random grid each).
-
-    ``n_curves`` curves in chunks of ``max_batch``, drawn from ``simulate_curves``
-    (``ranges``: default the paper's training ranges) with a generator seeded by
-    ``seed`` alone (training batches use ``(seed, step)``), so the set is the
-    same for every run and every resume.
-    """
-    from ..perfusion.simulate import TRAINING_RANGES, simulate_curves
-
-    ranges = TRAINING_RANGES if ranges is None else ranges
-    rng = np.random.default_rng(int(seed))
-    sims = [simulate_curves(min(max_batch, n_curves - i), rng, ranges) for i in range(0, n_curves, max_batch)]
-    return [batch_from_simulation(s) for s in sims]
+def validation_set(n_curves, seed, max_batch=512, ranges=TRAINING_RANGES):
+    """The fixed-seed validation set as a list of :class:`Batch`: :func:`.dataset.validation_set`
+    (chunks of ``max_batch`` curves, one random grid each, from a stream that the training
+    batches never use), so the set is the same for every run and every resume."""
+    return [batch_from_simulation(s) for s in dataset.validation_set(n_curves, seed, max_batch, ranges)]
 
 
 # ----------------------------------------------------------------------------- metrics
