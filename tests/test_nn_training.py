@@ -141,3 +141,37 @@ def test_cli_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, capsys):
     assert "Cannot resume" in capsys.readouterr().err
     assert train_cli.main(["--recipe", "no-such-recipe", "--out", str(tmp_path / "x")]) == 2
     assert "Unknown recipe" in capsys.readouterr().err
+
+
+def test_a_run_continues_from_init_weights(tmp_path):
+    # phase 1 trains a tiny network; phase 2 starts from its weights, not from a random initialisation
+    training.train(_tiny_recipe(), tmp_path / "phase1", progress=False)
+    first = tmp_path / "phase1" / "last.safetensors"
+    recipe_file = tmp_path / "phase2.json"
+    recipe_file.write_text(json.dumps(_tiny_recipe(seed=6, init_weights="phase1/last.safetensors")), encoding="utf-8")
+    recipe = training.load_recipe(recipe_file)
+    assert recipe["init_weights"] == str(first.resolve())  # relative to the recipe file's folder
+    # zero steps would write nothing: a learning rate of 0 keeps the loaded weights through one step
+    training.train({**recipe, "learning_rate": 0.0}, tmp_path / "phase2", progress=False, max_steps=1)
+    start, loaded = _state(first), _state(tmp_path / "phase2" / "last.safetensors")
+    for name in start:
+        torch.testing.assert_close(loaded[name], start[name], rtol=0, atol=0, msg=name)
+    card = json.loads((tmp_path / "phase2" / "last.json").read_text(encoding="utf-8"))["card"]
+    assert card["init_weights"] == str(first.resolve())
+    # and it trains on from there
+    moved = training.train(recipe, tmp_path / "phase2b", progress=False, max_steps=2)
+    assert moved["step"] == 2
+    assert any(not torch.equal(a, b) for a, b in zip(start.values(),
+                                                     _state(tmp_path / "phase2b" / "last.safetensors").values()))
+
+
+def test_init_weights_must_match_the_architecture(tmp_path):
+    training.train(_tiny_recipe(), tmp_path / "phase1", progress=False, max_steps=3)
+    wider = _tiny_recipe(init_weights=str(tmp_path / "phase1" / "last.safetensors"),
+                         model={"d_model": 32, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1,
+                                "dim_feedforward": 16})
+    with pytest.raises(ValueError, match="architecture"):
+        training.train(wider, tmp_path / "phase2", progress=False, max_steps=1)
+    with pytest.raises(ValueError, match="does not exist"):
+        training.train(_tiny_recipe(init_weights=str(tmp_path / "missing.safetensors")), tmp_path / "phase3",
+                       progress=False, max_steps=1)

@@ -19,6 +19,13 @@ RMSE so far) and ``last.safetensors``.
 The learning-rate schedule follows the training *progress*
 ``max(step / total_steps, elapsed / time_budget)``, so that a run bounded by
 wall time still completes its cosine decay.
+
+A recipe may also set ``"ranges"`` (fields of
+:class:`~ctp_nipype.perfusion.simulate.SimulationRanges` that replace the
+paper's training ranges) and ``"init_weights"`` (``"shipped"`` or a
+``.safetensors`` file): the run then continues from those weights instead of
+a random initialisation, with a fresh optimiser and its own schedule (a
+second training phase, e.g. with a different share of undispersed curves).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from ..perfusion.simulate import TRAINING_RANGES, simulate_curves
 from . import dataset
 from .loss import LossWeights, perfusion_loss
 from .model import RESIDUE_SCALE, TISSUE_GAIN, ModelConfig, PerfusionTransformer
-from .weights import save_weights
+from .weights import SHIPPED_WEIGHTS, load_model, save_weights
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 LOG_COLUMNS = (
@@ -74,7 +81,11 @@ def load_recipe(name_or_path):
         raise ValueError(
             f"Unknown recipe {name_or_path!r}: give one of {', '.join(available_recipes())} or a JSON file."
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    recipe = json.loads(path.read_text(encoding="utf-8"))
+    init_weights = recipe.get("init_weights")
+    if init_weights and init_weights != "shipped" and not Path(init_weights).is_absolute():
+        recipe["init_weights"] = str((path.parent / init_weights).resolve())  # relative to the recipe file
+    return recipe
 
 
 # ----------------------------------------------------------------------------- data
@@ -203,6 +214,22 @@ def evaluate(model, batches, weights, device, min_cbf_for_ratio=10.0):
 # ----------------------------------------------------------------------------- schedule and checkpoints
 
 
+def _load_initial_weights(model, init_weights):
+    """Start a run from trained weights (continued training); the architectures must agree.
+
+    ``init_weights`` is ``"shipped"`` (the package's weights) or a ``.safetensors``
+    file (a relative path in a recipe file is relative to that file's folder).
+    """
+    path = SHIPPED_WEIGHTS if init_weights == "shipped" else Path(init_weights)
+    source = load_model(path)
+    if source.config.to_dict() != model.config.to_dict():
+        raise ValueError(
+            f"init_weights {path} has the architecture {source.config.to_dict()}, the recipe asks for "
+            f"{model.config.to_dict()}; make the recipe's \"model\" match the weights or drop init_weights."
+        )
+    model.load_state_dict(source.state_dict())
+
+
 def learning_rate(progress, peak, warmup_fraction):
     """Linear warm-up to ``peak`` over ``warmup_fraction`` of training, then cosine decay to 0."""
     progress = min(max(progress, 0.0), 1.0)
@@ -295,6 +322,9 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     seed = int(recipe["seed"])
     torch.manual_seed(seed)
     model = PerfusionTransformer(ModelConfig.from_dict(recipe.get("model", {}))).to(device)
+    init_weights = recipe.get("init_weights")
+    if init_weights and not resume:
+        _load_initial_weights(model, init_weights)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=recipe["learning_rate"], weight_decay=recipe.get("weight_decay", 0.0)
     )
@@ -322,6 +352,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     last_step = total_steps if max_steps is None else min(total_steps, int(max_steps))
     card = {
         "recipe": recipe["name"],
+        **({"init_weights": str(init_weights)} if init_weights else {}),
         "seed": seed,
         "code_commit": code_commit(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
