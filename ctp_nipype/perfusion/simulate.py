@@ -32,7 +32,6 @@ the zero-mean Gaussian noise added to every frame. 20 dB means
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 
