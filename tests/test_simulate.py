@@ -251,3 +251,25 @@ def test_validation_set_is_fixed_and_apart_from_training():
         np.testing.assert_array_equal(a.tissue, b.tissue)
     training = next(iter(dataset.SimulatedCurveStream(batch_size=8, seed=3, as_tensors=False)))
     assert training.n_frames != first[0].n_frames or not np.array_equal(training.tissue, first[0].tissue)
+
+
+def test_a_share_of_exponential_residues():
+    from dataclasses import replace
+
+    ranges = replace(TRAINING_RANGES, alpha_one_fraction=0.3)
+    sim = simulate_curves(4000, 12, ranges)
+    exponential = sim.alpha == 1.0
+    assert np.mean(exponential) == pytest.approx(0.3, abs=0.03)
+    # the others keep the uniform draw, and the exponential ones are the residue of alpha = 1
+    assert sim.alpha[~exponential].min() >= 0.5 and sim.alpha[~exponential].max() <= 100.0
+    t = sim.frame_times
+    rows = np.flatnonzero(exponential)[:5]
+    k = sim.residue[rows] / sim.residue[rows, :1]
+    np.testing.assert_allclose(k, np.exp(-t[None, :] / sim.mtt[rows, None]), atol=2e-3)
+    # an explicit alpha wins over the share
+    assert np.all(simulate_curves(200, 12, ranges, alpha=50.0).alpha == 50.0)
+    # the default (no share) leaves the random stream, and so every existing simulation, unchanged
+    np.testing.assert_array_equal(simulate_curves(300, 5).tissue,
+                                  simulate_curves(300, 5, replace(TRAINING_RANGES, alpha_one_fraction=0.0)).tissue)
+    with pytest.raises(ValueError, match="alpha_one_fraction"):
+        SimulationRanges(alpha_one_fraction=1.5)

@@ -458,6 +458,11 @@ class SimulationRanges:
         lattice of ``T_A_STEP``.
     t_a_zero_fraction : float
         Share of curves without dispersion (``T_A = 0``).
+    alpha_one_fraction : float
+        Share of curves with an exponential residue (``alpha = 1``, the shape
+        of every test set but half of set 6), which a uniform draw over
+        ``alpha`` gives to almost none. Default 0: no extra draw is made, so
+        the random stream (and every existing simulation) is unchanged.
     delay : (float, float)
         Bolus arrival delay of the tissue relative to the global AIF, s.
     frame_interval : (float, float)
@@ -480,6 +485,7 @@ class SimulationRanges:
     alpha: tuple = (0.5, 100.0)
     t_a: tuple = (1.0, 4.0)
     t_a_zero_fraction: float = 0.2
+    alpha_one_fraction: float = 0.0
     delay: tuple = (0.0, 25.0)
     frame_interval: tuple = (1.0, 2.0)
     n_frames: tuple = (45, 120)
@@ -495,9 +501,9 @@ class SimulationRanges:
                 unknown = set(value) - set(AIF_TYPES)
                 if not value or unknown:
                     raise ValueError(f"aif_types must be a non-empty subset of {AIF_TYPES}, got {value}.")
-            elif item.name == "t_a_zero_fraction":
+            elif item.name in ("t_a_zero_fraction", "alpha_one_fraction"):
                 if not 0 <= value <= 1:
-                    raise ValueError(f"t_a_zero_fraction must lie in [0, 1], got {value}.")
+                    raise ValueError(f"{item.name} must lie in [0, 1], got {value}.")
             elif len(value) != 2 or not value[0] <= value[1]:
                 raise ValueError(f"The range {item.name} must be (low, high) with low <= high, got {value}.")
         minimum = {"snr_db": -np.inf, "cbf": 0, "mtt": 1e-9, "alpha": 1e-9, "t_a": 0, "delay": 0,
@@ -807,6 +813,7 @@ def simulate_curves(
     onset = _draw(rng, aif_onset, ranges.aif_onset, n, "aif_onset", 0.0)
     cbf = _draw(rng, cbf, ranges.cbf, n, "cbf", 0.0)
     mtt = _draw(rng, mtt, ranges.mtt, n, "mtt", 1e-6)
+    alpha_given = alpha
     alpha = _draw(rng, alpha, ranges.alpha, n, "alpha", 1e-6)
     delay = _draw(rng, delay, ranges.delay, n, "delay", 0.0)
     if t_a is None:
@@ -815,6 +822,8 @@ def simulate_curves(
     else:
         t_a = _draw(rng, t_a, None, n, "t_a", 0.0)
     snr = _draw(rng, snr_db, ranges.snr_db, n, "snr_db")
+    if ranges.alpha_one_fraction > 0 and alpha_given is None:
+        alpha[rng.random(n) < ranges.alpha_one_fraction] = 1.0
 
     frame_times = np.arange(n_frames) * frame_interval
     n_fine = int(np.ceil(frame_times[-1] / fine_dt)) + 2
