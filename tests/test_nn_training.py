@@ -175,3 +175,19 @@ def test_init_weights_must_match_the_architecture(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         training.train(_tiny_recipe(init_weights=str(tmp_path / "missing.safetensors")), tmp_path / "phase3",
                        progress=False, max_steps=1)
+
+
+def test_cli_init_weights(tmp_path, capsys):
+    training.train(_tiny_recipe(), tmp_path / "phase1", progress=False, max_steps=3)
+    first = tmp_path / "phase1" / "last.safetensors"
+    recipe_file = tmp_path / "still.json"
+    recipe_file.write_text(json.dumps(_tiny_recipe(learning_rate=0.0)), encoding="utf-8")
+    out = tmp_path / "phase2"
+    args = ["--recipe", str(recipe_file), "--out", str(out), "--max-steps", "1", "--no-progress"]
+    assert train_cli.main(args + ["--init-weights", str(first)]) == 0
+    card = json.loads((out / "last.json").read_text(encoding="utf-8"))["card"]
+    assert card["init_weights"] == str(first.resolve())
+    for name, value in _state(first).items():
+        torch.testing.assert_close(_state(out / "last.safetensors")[name], value, rtol=0, atol=0, msg=name)
+    assert train_cli.main(args + ["--resume", "--init-weights", str(first)]) == 2
+    assert "cannot be combined with --resume" in capsys.readouterr().err

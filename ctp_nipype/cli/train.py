@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def build_parser():
@@ -28,17 +29,26 @@ def build_parser():
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
     parser.add_argument("--time-budget-minutes", type=float, default=None,
                         help="replace the recipe's time budget (also with --resume)")
+    parser.add_argument("--init-weights", default=None, metavar="WEIGHTS",
+                        help="start from these weights (a .safetensors file, or 'shipped'); replaces the recipe's "
+                             "init_weights (a second training phase)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from ..nn.training import train
+    from ..nn.training import load_recipe, train
 
     try:
+        recipe = load_recipe(args.recipe)
+        if args.init_weights is not None:
+            if args.resume:
+                raise ValueError("--init-weights starts a new run; it cannot be combined with --resume.")
+            recipe["init_weights"] = args.init_weights if args.init_weights == "shipped" else str(
+                Path(args.init_weights).resolve())
         metrics = train(
-            args.recipe,
+            recipe,
             args.out,
             resume=args.resume,
             device=args.device,
