@@ -200,20 +200,20 @@ NETWORK_FRAME_INTERVAL = 2.0
 #: frames (:data:`NETWORK_FRAME_INTERVAL`); printed by ``benchmarks/osipi_table.py --network`` and shown in
 #: docs/validation.md. Update it with the weights.
 MEASURED_NETWORK = {
-    "CBV4_CBF10": (17.08, 2.930),
-    "CBV4_CBF20": (28.11, 3.700),
-    "CBV4_CBF30": (40.12, 4.287),
-    "CBV4_CBF40": (49.95, 4.641),
-    "CBV4_CBF50": (61.43, 4.871),
-    "CBV4_CBF60": (68.26, 4.981),
-    "CBV4_CBF70": (74.84, 5.096),
-    "CBV2_CBF5": (12.46, 1.880),
-    "CBV2_CBF10": (17.31, 2.181),
-    "CBV2_CBF15": (21.06, 2.373),
-    "CBV2_CBF20": (27.23, 2.510),
-    "CBV2_CBF25": (31.69, 2.585),
-    "CBV2_CBF30": (39.18, 2.768),
-    "CBV2_CBF35": (41.72, 2.781),
+    "CBV4_CBF10": (18.39, 3.441),
+    "CBV4_CBF20": (32.20, 3.780),
+    "CBV4_CBF30": (46.96, 4.491),
+    "CBV4_CBF40": (54.73, 4.947),
+    "CBV4_CBF50": (65.29, 5.402),
+    "CBV4_CBF60": (70.41, 5.564),
+    "CBV4_CBF70": (75.38, 5.741),
+    "CBV2_CBF5": (14.21, 2.655),
+    "CBV2_CBF10": (19.84, 2.448),
+    "CBV2_CBF15": (25.19, 2.592),
+    "CBV2_CBF20": (32.64, 2.909),
+    "CBV2_CBF25": (36.72, 3.015),
+    "CBV2_CBF30": (42.49, 3.212),
+    "CBV2_CBF35": (44.71, 3.282),
 }
 
 
