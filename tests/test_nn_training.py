@@ -191,3 +191,26 @@ def test_cli_init_weights(tmp_path, capsys):
         torch.testing.assert_close(_state(out / "last.safetensors")[name], value, rtol=0, atol=0, msg=name)
     assert train_cli.main(args + ["--resume", "--init-weights", str(first)]) == 2
     assert "cannot be combined with --resume" in capsys.readouterr().err
+
+
+def test_code_commit_says_when_the_checkout_has_uncommitted_changes(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n", encoding="utf-8")
+    git("add", "code.py")
+    git("commit", "-qm", "one")
+    head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=tmp_path, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert training.code_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n", encoding="utf-8")
+    assert training.code_commit(tmp_path) == f"{head}-dirty"
+    assert training.code_commit(tmp_path / "not-a-folder") == "unknown"

@@ -260,14 +260,14 @@ def resolve_training_device(device="auto"):
     return torch.device(device)
 
 
-def code_commit():
-    """The git commit of the package checkout, or 'unknown'."""
+def code_commit(path=None):
+    """The git commit of the package checkout (``-dirty`` appended when it has uncommitted changes), or 'unknown'."""
     import subprocess
 
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
+            ["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"],
+            cwd=Path(__file__).resolve().parent if path is None else Path(path),
             capture_output=True,
             text=True,
             timeout=10,
@@ -322,9 +322,8 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     seed = int(recipe["seed"])
     torch.manual_seed(seed)
     model = PerfusionTransformer(ModelConfig.from_dict(recipe.get("model", {}))).to(device)
-    init_weights = recipe.get("init_weights")
-    if init_weights and not resume:
-        _load_initial_weights(model, init_weights)
+    if recipe.get("init_weights") and not resume:
+        _load_initial_weights(model, recipe["init_weights"])
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=recipe["learning_rate"], weight_decay=recipe.get("weight_decay", 0.0)
     )
@@ -352,7 +351,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     last_step = total_steps if max_steps is None else min(total_steps, int(max_steps))
     card = {
         "recipe": recipe["name"],
-        **({"init_weights": str(init_weights)} if init_weights else {}),
+        **({"init_weights": str(recipe["init_weights"])} if recipe.get("init_weights") else {}),
         "seed": seed,
         "code_commit": code_commit(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
