@@ -274,9 +274,10 @@ def test_a_share_of_exponential_residues():
         np.testing.assert_array_equal(getattr(sim, name), getattr(default, name), err_msg=name)
     np.testing.assert_array_equal(sim.alpha[~exponential], default.alpha[~exponential])
     # the default (no share) makes no extra draw: the same curves as before the share existed (values
-    # computed with the simulator of commit 7da8097)
+    # computed with the simulator of commit 7da8097; the residue's float32 cumulative sum has since
+    # moved to torch, which moves these sums by 3e-7 relative, far below what one changed draw moves)
     before = simulate_curves(300, 5)
-    assert float(before.tissue.astype(np.float64).sum()) == pytest.approx(174901.7985877521, rel=1e-9)
-    assert float(before.tissue[7, 40]) == pytest.approx(2.9893693923950195, rel=1e-9)
+    assert float(before.tissue.astype(np.float64).sum()) == pytest.approx(174901.7985877521, rel=1e-6)
+    assert float(before.tissue[7, 40]) == pytest.approx(2.9893693923950195, rel=1e-6)
     with pytest.raises(ValueError, match="alpha_one_fraction"):
         SimulationRanges(alpha_one_fraction=1.5)

@@ -75,6 +75,8 @@ T_A_STEP = 1e-2
 _EXACT_STEPS = 20
 #: FFT samples per block of curves in :func:`simulate_curves` (chunk size times FFT length)
 CHUNK_FFT_SAMPLES = 800_000
+#: elements below which a torch CPU kernel runs on the calling thread (ATen's GRAIN_SIZE)
+_TORCH_GRAIN = 32_768
 
 
 def _col(value):
@@ -224,7 +226,7 @@ def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32, out=None):
         block[:, 1] = (1.0 - first).astype(dtype)
         if n_samples > 2:
             tail = block[:, 2:]
-            np.cumsum(mass[:, 1:], axis=1, out=tail)
+            _cumsum_rows(mass[:, 1:], out=tail)
             total = tail[:, -1].astype(np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 factor = np.where(total > 1e-12, target / total, 1.0)
@@ -252,6 +254,25 @@ def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32, out=None):
         np.clip(block, 0.0, 1.0, out=block)
         if block is not out:
             out[general] = block
+    return out
+
+
+def _cumsum_rows(values, out):
+    """Cumulative sums along the last axis of a float32 ``(m, K)`` array, written into ``out``.
+
+    torch's kernel, about 3 times faster than numpy's sequential ``cumsum``
+    here (0.95-1.9 against 3.3 ns per element on 317 x 1215) and about
+    30 times more accurate in float32 (largest error relative to a float64
+    sum 5e-8 against 1.4e-6).
+    """
+    import torch
+
+    # blocks of rows small enough that torch runs each on the calling thread (its intra-op pool
+    # would oversubscribe the cores next to the simulator's own worker threads)
+    rows = max(1, _TORCH_GRAIN // max(values.shape[-1], 1))
+    for start in range(0, values.shape[0], rows):
+        torch.cumsum(torch.from_numpy(values[start:start + rows]), dim=-1,
+                     out=torch.from_numpy(out[start:start + rows]))
     return out
 
 
@@ -831,15 +852,11 @@ def simulate_curves(
     # curves that share an AIF (type, time scale) or a T_A share their spectra
     scales, scale_index = np.unique(time_scale, return_inverse=True)
     aif_keys, aif_row = np.unique(scale_index.ravel() * len(AIF_TYPES) + codes, return_inverse=True)
-    unit_aifs = _unit_aifs(aif_keys % len(AIF_TYPES), scales[aif_keys // len(AIF_TYPES)], fine_dt,
-                           n_fine).astype(np.float32)
     vtf_keys, vtf_row = np.unique(t_a, return_inverse=True)
     shared = {
         "fine_dt": fine_dt,
         "n_fine": n_fine,
         "length": length,
-        "unit_aifs": unit_aifs,
-        "aif_spectra": scipy.fft.rfft(unit_aifs, length, axis=-1).astype(np.complex64, copy=False),
         "vtf_spectra": scipy.fft.rfft(vtf_kernel(vtf_keys, fine_dt, n_fine).astype(np.float32), length,
                                       axis=-1).astype(np.complex64, copy=False),
         "aif_row": aif_row.ravel(),
@@ -847,38 +864,52 @@ def simulate_curves(
         "mtt": mtt,
         "alpha": alpha,
         "t_a": t_a,
+        "amplitude": (AIF_PEAK_HU * value_scale)[:, None].astype(np.float32),
+        "flow": ((rho / kappa_h) * cbf / CBF_UNIT_FACTOR)[:, None].astype(np.float32),  # K(0) in 1/s
+        "frame_times": frame_times,
+        "onset": onset,
+        "delay": delay,
     }
-    amplitude = (AIF_PEAK_HU * value_scale)[:, None].astype(np.float32)
-    flow = ((rho / kappa_h) * cbf / CBF_UNIT_FACTOR)[:, None].astype(np.float32)  # K(0) in 1/s
-    shared.update(amplitude=amplitude, flow=flow, frame_times=frame_times, onset=onset, delay=delay)
     if chunk_size is None:
         chunk_size = max(64, min(4096, round(CHUNK_FFT_SAMPLES / length)))
     chunks = [slice(start, min(start + chunk_size, n)) for start in range(0, n, int(chunk_size))]
-    # global AIF, local AIF, noise-free tissue curve, flow-scaled residue, noisy tissue curve; each
-    # chunk fills its rows. The noise is drawn here, in one call after every parameter (the stream
-    # of add_noise), and scaled in the chunks: sigma = peak of the noise-free curve / 10**(SNR/20).
-    results = tuple(np.empty((n, n_frames), np.float32) for _ in range(5))
-    normals = rng.standard_normal((n, n_frames))
-    sigma = np.empty(n)
+    # global AIF, local AIF, noise-free tissue curve, flow-scaled residue; each chunk fills its rows.
+    # The noise is drawn after every parameter, in one call (the stream of add_noise), and scaled
+    # at the end: sigma = peak of the noise-free curve / 10**(SNR/20).
+    results = tuple(np.empty((n, n_frames), np.float32) for _ in range(4))
+
+    def unit_aif_block(keys):
+        """Unit AIFs of some (type, scale) keys on the fine grid, and their spectra."""
+        block = _unit_aifs(keys % len(AIF_TYPES), scales[keys // len(AIF_TYPES)], fine_dt, n_fine)
+        block = block.astype(np.float32)
+        return block, scipy.fft.rfft(block, length, axis=-1, workers=1).astype(np.complex64, copy=False)
 
     def fill(chunk):
-        parts = _chunk_curves(chunk, shared)
-        for result, part in zip(results, parts):
+        for result, part in zip(results, _chunk_curves(chunk, shared)):
             result[chunk] = part
-        tissue_clean = parts[2]
-        sigma[chunk] = noise_sigma(tissue_clean.max(axis=1), snr[chunk])
-        noisy = normals[chunk]
-        noisy *= sigma[chunk, None]
-        noisy += tissue_clean
-        results[4][chunk] = noisy
 
     if workers > 1 and len(chunks) > 1:
+        # the threads share every step (the unit AIFs in blocks of keys, then the chunks of curves)
+        # while this thread draws the noise
         with ThreadPoolExecutor(int(workers)) as pool:
-            list(pool.map(fill, chunks))
+            key_blocks = np.array_split(aif_keys, min(int(workers), aif_keys.size))
+            aif_parts = list(pool.map(unit_aif_block, key_blocks))
+            shared["unit_aifs"] = np.concatenate([part[0] for part in aif_parts])
+            shared["aif_spectra"] = np.concatenate([part[1] for part in aif_parts])
+            done = [pool.submit(fill, chunk) for chunk in chunks]
+            normals = rng.standard_normal((n, n_frames))
+            for future in done:
+                future.result()
     else:
+        shared["unit_aifs"], shared["aif_spectra"] = unit_aif_block(aif_keys)
         for chunk in chunks:
             fill(chunk)
-    global_aif, local_aif, tissue_clean, residue, tissue = results
+        normals = rng.standard_normal((n, n_frames))
+    global_aif, local_aif, tissue_clean, residue = results
+    sigma = noise_sigma(tissue_clean.max(axis=1), snr)
+    normals *= sigma[:, None]
+    normals += tissue_clean
+    tissue = normals.astype(np.float32)
     if aif_snr_db is not None:
         global_aif = add_noise(global_aif, aif_snr_db, rng).astype(np.float32)
     return SimulatedCurves(
