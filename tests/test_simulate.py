@@ -96,6 +96,16 @@ def test_residue_area_is_the_mtt(mtt, alpha):
     np.testing.assert_allclose(r, exact, atol=2e-3)
 
 
+def test_residue_on_grid_short_grids_and_a_given_buffer():
+    """Every sample is written (the batch simulator hands in an uninitialised buffer), r(0) = 1."""
+    for n_samples in (1, 2, 3):
+        out = np.full((3, n_samples), np.nan, np.float32)
+        r = residue_on_grid([4.0, 4.0, 4.0], [1.0, 0.7, 30.0], 0.1, n_samples, out=out)
+        assert r is out and np.all(np.isfinite(r)) and np.all(r[:, 0] == 1.0)
+        np.testing.assert_allclose(r, residue_function(np.arange(n_samples) * 0.1, [4.0] * 3, [1.0, 0.7, 30.0]),
+                                   atol=1e-4)
+
+
 @settings(max_examples=20, deadline=None)
 @given(t_a=st.floats(0.0, 6.0), delay=st.floats(0.0, 20.0), width=st.floats(1.0, 8.0))
 @example(t_a=0.03125, delay=0.0, width=1.0)  # T_A below the step: trapezoidal weights gave a mean of 0.021 s

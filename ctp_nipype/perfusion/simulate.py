@@ -254,6 +254,8 @@ def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32, out=None):
         np.clip(block, 0.0, 1.0, out=block)
         if block is not out:
             out[general] = block
+    elif general.size:  # one sample: r(0) = 1
+        out[general] = 1.0
     return out
 
 
@@ -690,7 +692,8 @@ def _chunk_curves(chunk, shared):
             local_fine, (left[dispersed] + rows_of_local, weight[dispersed], before[dispersed]), 0.0)
         local_start[dispersed] = local_fine[:, 0]
     # the residues, written into a zero-padded buffer of the FFT's length (no padding copy)
-    padded = np.zeros((n, length), np.float32)
+    padded = np.empty((n, length), np.float32)
+    padded[:, n_fine:] = 0.0
     residue_fine = residue_on_grid(shared["mtt"][chunk], shared["alpha"][chunk], fine_dt, n_fine,
                                    out=padded[:, :n_fine])
     spectrum *= scipy.fft.rfft(padded, axis=-1, workers=1)
