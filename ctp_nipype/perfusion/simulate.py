@@ -270,7 +270,8 @@ def _cumsum_rows(values, out):
     import torch
 
     # blocks of rows small enough that torch runs each on the calling thread (its intra-op pool
-    # would oversubscribe the cores next to the simulator's own worker threads)
+    # would oversubscribe the cores next to the simulator's own worker threads); with 2 torch
+    # threads, CPU time / wall time was 1.00 for 26 x 1215 and 1.96 for 317 x 1215
     rows = max(1, _TORCH_GRAIN // max(values.shape[-1], 1))
     for start in range(0, values.shape[0], rows):
         torch.cumsum(torch.from_numpy(values[start:start + rows]), dim=-1,
