@@ -882,7 +882,7 @@ def simulate_curves(
     chunks = [slice(start, min(start + chunk_size, n)) for start in range(0, n, int(chunk_size))]
     # global AIF, local AIF, noise-free tissue curve, flow-scaled residue; each chunk fills its rows.
     # The noise is drawn after every parameter, in one call (the stream of add_noise), and scaled
-    # at the end: sigma = peak of the noise-free curve / 10**(SNR/20).
+    # afterwards in row blocks: sigma = peak of the noise-free curve / 10**(SNR/20).
     results = tuple(np.empty((n, n_frames), np.float32) for _ in range(4))
 
     def unit_aif_block(keys):
