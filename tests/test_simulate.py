@@ -291,3 +291,29 @@ def test_a_share_of_exponential_residues():
     assert float(before.tissue[7, 40]) == pytest.approx(2.9893693923950195, rel=1e-6)
     with pytest.raises(ValueError, match="alpha_one_fraction"):
         SimulationRanges(alpha_one_fraction=1.5)
+
+
+def test_a_share_of_low_alpha_residues_drawn_log_uniformly():
+    from dataclasses import replace
+
+    ranges = replace(TRAINING_RANGES, alpha_one_fraction=0.2, low_alpha_fraction=0.4, low_alpha=(1.0, 10.0))
+    sim = simulate_curves(6000, 13, ranges)
+    exponential = sim.alpha == 1.0
+    assert np.mean(exponential) == pytest.approx(0.2, abs=0.03)
+    # without the low share the same seed gives the same exponential curves: the share only adds a draw
+    only_one = simulate_curves(6000, 13, replace(ranges, low_alpha_fraction=0.0))
+    np.testing.assert_array_equal(only_one.alpha == 1.0, exponential)
+    low = (sim.alpha != only_one.alpha) & ~exponential
+    assert np.mean(low) == pytest.approx(0.4, abs=0.03)
+    assert sim.alpha[low].min() >= 1.0 and sim.alpha[low].max() <= 10.0
+    # log-uniform: as many shapes in (1, sqrt 10) as in (sqrt 10, 10); a uniform draw puts 75% above
+    assert np.mean(sim.alpha[low] < np.sqrt(10)) == pytest.approx(0.5, abs=0.05)
+    # the residue is the gamma shape drawn (alpha = 3 is grey matter's peaked residue)
+    t = sim.frame_times
+    rows = np.flatnonzero(low)[:5]
+    k = sim.residue[rows] / sim.residue[rows, :1]
+    np.testing.assert_allclose(k, residue_function(t, sim.mtt[rows], sim.alpha[rows]), atol=3e-3)
+    with pytest.raises(ValueError, match="at most 1"):
+        SimulationRanges(alpha_one_fraction=0.6, low_alpha_fraction=0.5)
+    with pytest.raises(ValueError, match="above 0"):
+        SimulationRanges(low_alpha=(0.0, 10.0))

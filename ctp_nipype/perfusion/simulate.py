@@ -487,6 +487,14 @@ class SimulationRanges:
         of every test set but half of set 6), which a uniform draw over
         ``alpha`` gives to almost none. Default 0: no extra draw is made, so
         the random stream (and every existing simulation) is unchanged.
+    low_alpha_fraction : float
+        Share of curves (apart from the ``alpha_one_fraction``) whose shape is
+        drawn log-uniformly over ``low_alpha`` instead: the peaked residues of
+        grey matter (the phantom's alpha = 3), which the uniform draw over
+        (0.5, 100) gives 3% of the curves between 2 and 5. Default 0: no
+        extra draw.
+    low_alpha : (float, float)
+        Range of that log-uniform draw (both bounds > 0).
     delay : (float, float)
         Bolus arrival delay of the tissue relative to the global AIF, s.
     frame_interval : (float, float)
@@ -510,6 +518,8 @@ class SimulationRanges:
     t_a: tuple = (1.0, 4.0)
     t_a_zero_fraction: float = 0.2
     alpha_one_fraction: float = 0.0
+    low_alpha_fraction: float = 0.0
+    low_alpha: tuple = (1.0, 10.0)
     delay: tuple = (0.0, 25.0)
     frame_interval: tuple = (1.0, 2.0)
     n_frames: tuple = (45, 120)
@@ -525,7 +535,7 @@ class SimulationRanges:
                 unknown = set(value) - set(AIF_TYPES)
                 if not value or unknown:
                     raise ValueError(f"aif_types must be a non-empty subset of {AIF_TYPES}, got {value}.")
-            elif item.name in ("t_a_zero_fraction", "alpha_one_fraction"):
+            elif item.name in ("t_a_zero_fraction", "alpha_one_fraction", "low_alpha_fraction"):
                 if not 0 <= value <= 1:
                     raise ValueError(f"{item.name} must lie in [0, 1], got {value}.")
             elif len(value) != 2 or not value[0] <= value[1]:
@@ -536,6 +546,13 @@ class SimulationRanges:
         for name, low in minimum.items():
             if getattr(self, name)[0] < low:
                 raise ValueError(f"The range {name} starts below its physical minimum {low}: {getattr(self, name)}.")
+        if self.alpha_one_fraction + self.low_alpha_fraction > 1:
+            raise ValueError(
+                f"alpha_one_fraction + low_alpha_fraction must be at most 1, got "
+                f"{self.alpha_one_fraction} + {self.low_alpha_fraction}."
+            )
+        if self.low_alpha[0] <= 0:
+            raise ValueError(f"low_alpha is drawn log-uniformly, so it must start above 0, got {self.low_alpha}.")
 
 
 #: The paper's training ranges (section 2.3), plus a 20% share without dispersion.
@@ -850,8 +867,14 @@ def simulate_curves(
     else:
         t_a = _draw(rng, t_a, None, n, "t_a", 0.0)
     snr = _draw(rng, snr_db, ranges.snr_db, n, "snr_db")
-    if ranges.alpha_one_fraction > 0 and alpha_given is None:
-        alpha[rng.random(n) < ranges.alpha_one_fraction] = 1.0
+    if (ranges.alpha_one_fraction > 0 or ranges.low_alpha_fraction > 0) and alpha_given is None:
+        # one uniform number per curve picks its share: [0, f1) exponential, [f1, f1 + f2) low alpha, so a
+        # configuration without the low-alpha share draws exactly what it drew before that share existed
+        share = rng.random(n)
+        low = (share >= ranges.alpha_one_fraction) & (share < ranges.alpha_one_fraction + ranges.low_alpha_fraction)
+        if ranges.low_alpha_fraction > 0:
+            alpha[low] = np.exp(rng.uniform(*np.log(ranges.low_alpha), int(low.sum())))
+        alpha[share < ranges.alpha_one_fraction] = 1.0
 
     frame_times = np.arange(n_frames) * frame_interval
     n_fine = int(np.ceil(frame_times[-1] / fine_dt)) + 2
