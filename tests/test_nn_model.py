@@ -10,7 +10,17 @@ import pytest
 import torch
 
 from ctp_nipype.nn.loss import LossWeights, perfusion_loss, reconstruct_tissue
-from ctp_nipype.nn.model import RESIDUE_SCALE, TISSUE_GAIN, ModelConfig, PerfusionTransformer, trapezoid_convolve
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctp_nipype.nn.model import (
+    RESIDUE_SCALE,
+    TISSUE_GAIN,
+    ModelConfig,
+    PerfusionTransformer,
+    blocked_attention,
+    trapezoid_convolve,
+)
 from ctp_nipype.nn.weights import WeightsError, load_model, read_metadata, save_weights
 from ctp_nipype.perfusion.convolution import convolve, toeplitz_matrix
 
@@ -85,6 +95,71 @@ def test_cached_aif_equals_the_full_forward_pass(model):
         cached = model(tissue, frame_times=times, aif_cache=cache)
     for key in full:
         torch.testing.assert_close(cached[key], full[key], atol=1e-5, rtol=1e-5)
+
+
+def _heads(x, n_heads):
+    """(B, T, H * D) -> (B, H, T, D), the layout of F.scaled_dot_product_attention."""
+    return x.unflatten(-1, (n_heads, x.shape[-1] // n_heads)).transpose(1, 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 9),
+    n_queries=st.integers(1, 13),
+    n_keys=st.integers(1, 13),
+    n_heads=st.sampled_from([1, 2, 4]),
+    dim=st.sampled_from([1, 4]),
+    shared_query=st.booleans(),
+    block_rows=st.integers(1, 10),
+    seed=st.integers(0, 2**16),
+)
+def test_blocked_attention_equals_scaled_dot_product_attention(
+    batch, n_queries, n_keys, n_heads, dim, shared_query, block_rows, seed
+):
+    """Any block size, a shared or per-row query, padded keys: the fused kernel's result to float rounding."""
+    g = torch.Generator().manual_seed(seed)
+    width = n_heads * dim
+    query = 3 * torch.randn(1 if shared_query else batch, n_queries, width, generator=g)
+    key, value = torch.randn(2, batch, n_keys, width, generator=g)
+    lengths = torch.randint(1, n_keys + 1, (batch,), generator=g)
+    key_valid = torch.arange(n_keys)[None, :] < lengths[:, None]
+    out = blocked_attention(query, key, value, n_heads, key_valid, block_elements=block_rows * n_queries * n_keys)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        _heads(query, n_heads).expand(batch, -1, -1, -1),
+        _heads(key, n_heads),
+        _heads(value, n_heads),
+        attn_mask=key_valid[:, None, None, :],
+    )
+    assert out.shape == (batch, n_queries, width)
+    torch.testing.assert_close(_heads(out, n_heads), expected, atol=2e-6, rtol=1e-5)
+    # a padded key gets no weight: changing its value changes nothing
+    value_changed = torch.where(key_valid[..., None], value, value + 100.0)
+    changed = blocked_attention(query, key, value_changed, n_heads, key_valid, block_rows * n_queries * n_keys)
+    torch.testing.assert_close(changed, out, atol=0, rtol=0)
+
+
+def test_cpu_inference_path_equals_the_training_path(model):
+    """Without gradients the CPU runs blocked_attention; with them, the fused kernel: same outputs."""
+    tissue, aif, times = _inputs(37, 60)
+    valid = torch.ones(37, 60, dtype=torch.bool)
+    valid[::3, 48:] = False
+    # one AIF shared by every voxel (as for a scan), or one per row with padded frames (as in training)
+    for aifs, mask in ((aif, None), (aif.expand(37, -1) * valid, valid)):
+        with torch.inference_mode():
+            inference = model(tissue, aifs, times, valid=mask)
+        training = model(tissue, aifs, times, valid=mask)
+        assert training["residue"].requires_grad
+        for key in inference:
+            torch.testing.assert_close(inference[key], training[key].detach(), atol=2e-5, rtol=1e-4)
+    # one shared AIF with the same mask in every row is the unmasked pass; masks that differ are an error
+    with torch.inference_mode():
+        unmasked = model(tissue, aif, times)
+        uniform = model(tissue, aif, times, valid=torch.ones(37, 60, dtype=torch.bool))
+        torch.testing.assert_close(uniform["residue"], unmasked["residue"])
+        with pytest.raises(ValueError, match="one AIF per row"):
+            model(tissue, aif, times, valid=valid)
+    with pytest.raises(ValueError, match="one AIF per row"):
+        model(tissue, aif, times, valid=valid)
 
 
 @pytest.mark.parametrize("dt", [1.0, 1.7])
