@@ -32,7 +32,8 @@ from .model import RESIDUE_SCALE, TISSUE_GAIN
 from .weights import load_model
 
 #: voxels per batch for 60 frames on CPU; scaled by (60 / T)^2 (attention memory grows as T^2). Smaller
-#: batches stay in the cache: 883-913 voxels/s at 512 against 768-781 at 2048 (2 cores, 2026-12-02)
+#: batches stay in the cache: 883-913 voxels/s at 512 against 768-781 at 2048 (2 cores, 2026-12-02, with the
+#: fused attention kernel; with blocked_attention 64, 128 and 512 were within the noise: single runs 900-1,315)
 CPU_BATCH_AT_60_FRAMES = 512
 GPU_BATCH_AT_60_FRAMES = 32768
 
