@@ -162,7 +162,8 @@ class CurveEmbedding(nn.Module):
 #: score elements (rows x queries x keys) of one head per block of :func:`blocked_attention`: 1 MiB of
 #: float32, 72 voxels at 60 frames. One attention of the paper's shape with its output projection (16 heads
 #: of dimension 4, 60 frames, 512 voxels, 1 thread; 2026-12-02): 7,085 voxels/s in blocks of 64 voxels
-#: against 4,760 for ``F.scaled_dot_product_attention``; blocks of 64-128 voxels beat 16 and the whole batch.
+#: against 4,760 for ``F.scaled_dot_product_attention``; with an earlier output layout, blocks of 64-128
+#: voxels (6,641-6,747) beat 16 (6,258) and the whole batch of 512 (6,115).
 ATTENTION_BLOCK_ELEMENTS = 1 << 18
 
 
@@ -208,7 +209,8 @@ def blocked_attention(query, key, value, n_heads, key_valid=None, block_elements
     n_queries, dim = query.shape[1], width // n_heads
     rows = max(1, int(block_elements) // (n_queries * n_keys))
     query = query * dim**-0.5
-    if query.shape[0] == 1:  # the shared query, repeated once for a whole block
+    shared = query.shape[0] == 1
+    if shared:  # the shared query, repeated once for a whole block
         query = query.expand(min(rows, batch), -1, -1).contiguous()
     keys_t, values_t = key.transpose(1, 2), value.transpose(1, 2)
     # feature-major output (B, H * D, T): each head's (D, T) block is then written whole, as v^T p^T
@@ -216,7 +218,7 @@ def blocked_attention(query, key, value, n_heads, key_valid=None, block_elements
     for start in range(0, batch, rows):
         stop = min(start + rows, batch)
         block = slice(start, stop)
-        block_query = query[: stop - start] if query.shape[0] < batch else query[block]
+        block_query = query[: stop - start] if shared else query[block]
         masked = None if key_valid is None else ~key_valid[block, None, :]
         for head in range(n_heads):
             features = slice(head * dim, (head + 1) * dim)
@@ -252,7 +254,7 @@ class Attention(nn.Module):
         """``key_valid`` (B, S) bool, True for keys that may be attended."""
         q = self.query(x_query)
         k, v = self.key_value(x_key_value).chunk(2, dim=-1)
-        if q.device.type == "cpu" and not torch.is_grad_enabled():
+        if q.device.type == "cpu" and not torch.is_grad_enabled() and not (self.training and self.dropout):
             return self.out(blocked_attention(q, k, v, self.n_heads, key_valid))
         q, k, v = self._split(q), self._split(k), self._split(v)
         mask = None if key_valid is None else key_valid[:, None, None, :]
