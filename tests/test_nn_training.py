@@ -214,3 +214,77 @@ def test_code_commit_says_when_the_checkout_has_uncommitted_changes(tmp_path):
     (tmp_path / "code.py").write_text("x = 2\n", encoding="utf-8")
     assert training.code_commit(tmp_path) == f"{head}-dirty"
     assert training.code_commit(tmp_path / "not-a-folder") == "unknown"
+
+
+def _staged_recipe(**changes):
+    second = {"name": "second", "seed": 6, "learning_rate": 5e-4, "total_steps": 4,
+              "ranges": {"t_a_zero_fraction": 0.5, "alpha_one_fraction": 0.3}}
+    return _tiny_recipe(name="staged", total_steps=5, stages=[{"name": "first"}, second], **changes)
+
+
+def test_a_staged_run_equals_its_stages_run_by_hand(tmp_path):
+    staged = training.train(_staged_recipe(), tmp_path / "staged", progress=False)
+    assert staged["stages"] == 2 and staged["step"] == 5 + 4
+    first, second = training.stage_recipes(_staged_recipe())
+    assert (first["name"], first["seed"], first["total_steps"]) == ("staged:first", 5, 5)
+    assert (second["name"], second["seed"]) == ("staged:second", 6)
+    assert second["ranges"]["alpha_one_fraction"] == 0.3
+    # by hand: stage 1, then stage 2 from stage 1's best weights
+    training.train(first, tmp_path / "hand1", progress=False)
+    training.train({**second, "init_weights": str(tmp_path / "hand1" / "best.safetensors")}, tmp_path / "hand2",
+                   progress=False)
+    for mine, theirs in ((tmp_path / "staged" / "stage2" / "best.safetensors", tmp_path / "hand2" / "best.safetensors"),
+                         (tmp_path / "staged" / "best.safetensors", tmp_path / "hand2" / "best.safetensors"),
+                         (tmp_path / "staged" / "last.safetensors", tmp_path / "hand2" / "last.safetensors")):
+        a, b = _state(mine), _state(theirs)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    card = json.loads((tmp_path / "staged" / "best.json").read_text(encoding="utf-8"))["card"]
+    assert card["recipe"] == "staged" and card["stage_recipe"] == "staged:second"
+    assert [c["recipe"] for c in card["stages"]] == ["staged:first", "staged:second"]
+    assert card["init_weights"] == str((tmp_path / "staged" / "stage1" / "best.safetensors").resolve())
+    with pytest.raises(FileExistsError, match="--resume"):
+        training.train(_staged_recipe(), tmp_path / "staged", progress=False)
+
+
+@pytest.mark.parametrize("stop_after", [3, 7])  # inside stage 1, inside stage 2
+def test_a_staged_run_resumes_where_it_stopped(tmp_path, stop_after):
+    whole = training.train(_staged_recipe(), tmp_path / "whole", progress=False)
+    cut = training.train(_staged_recipe(), tmp_path / "split", progress=False, max_steps=stop_after)
+    assert cut["step"] == stop_after and not (tmp_path / "split" / "best.safetensors").exists()
+    resumed = training.train(_staged_recipe(), tmp_path / "split", resume=True, progress=False)
+    assert resumed["step"] == whole["step"] == 9
+    a, b = _state(tmp_path / "whole" / "last.safetensors"), _state(tmp_path / "split" / "last.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    # a finished run resumed again trains nothing more
+    assert training.train(_staged_recipe(), tmp_path / "split", resume=True, progress=False)["step"] == 9
+    with pytest.raises(FileNotFoundError, match="Cannot resume"):
+        training.train(_staged_recipe(), tmp_path / "nothing", resume=True, progress=False)
+
+
+def test_a_time_budget_is_shared_out_between_stages(tmp_path):
+    recipe = _staged_recipe(time_budget_minutes=60)
+    recipe["stages"][1]["time_budget_minutes"] = 30
+    assert [s["time_budget_minutes"] for s in training.stage_recipes(recipe, 45)] == pytest.approx([30.0, 15.0])
+    training.train(recipe, tmp_path / "run", progress=False, max_steps=1, time_budget_minutes=45)
+    stage1 = json.loads((tmp_path / "run" / "stage1" / "recipe.json").read_text(encoding="utf-8"))
+    assert stage1["time_budget_minutes"] == pytest.approx(30.0)
+    with pytest.raises(ValueError, match="every stage"):
+        training.stage_recipes(_staged_recipe(), 5)
+
+
+def test_staged_recipes_are_checked():
+    with pytest.raises(ValueError, match="list of objects"):
+        training.stage_recipes(_tiny_recipe(stages=["first"]))
+    with pytest.raises(ValueError, match="previous stage"):
+        training.stage_recipes(_tiny_recipe(stages=[{}, {"init_weights": "shipped"}]))
+    with pytest.raises(ValueError, match="do not nest"):
+        training.stage_recipes(_tiny_recipe(stages=[{"stages": [{}]}]))
+
+
+def test_the_cpu_recipe_is_two_stages_within_two_hours():
+    stages = training.stage_recipes(training.load_recipe("cpu"))
+    assert [s["name"] for s in stages] == ["cpu:paper-ranges", "cpu:exponential"]
+    assert sum(s["time_budget_minutes"] for s in stages) <= 120
+    assert stages[0].get("ranges") is None and stages[1]["ranges"]["alpha_one_fraction"] == 0.3

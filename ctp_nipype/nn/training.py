@@ -26,6 +26,15 @@ paper's training ranges) and ``"init_weights"`` (``"shipped"`` or a
 ``.safetensors`` file): the run then continues from those weights instead of
 a random initialisation, with a fresh optimiser and its own schedule (a
 second training phase, e.g. with a different share of undispersed curves).
+
+A recipe with ``"stages"`` (a list of dicts, each overriding the recipe's own
+fields, ``name`` naming the stage) trains the stages one after the other in
+``OUT/stage1``, ``OUT/stage2`` ..., each stage after the first starting from
+the previous stage's ``best.safetensors`` (a curriculum: e.g. the paper's
+ranges first, then a share of exponential residues). ``OUT/best.safetensors``
+and ``OUT/last.safetensors`` are then the last stage's, their card listing
+every stage's. A stage that finished is marked by ``STAGE/finished.json`` and
+skipped by ``--resume``.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -46,7 +56,7 @@ from ..perfusion.simulate import TRAINING_RANGES, simulate_curves
 from . import dataset
 from .loss import LossWeights, perfusion_loss
 from .model import RESIDUE_SCALE, TISSUE_GAIN, ModelConfig, PerfusionTransformer
-from .weights import SHIPPED_WEIGHTS, load_model, save_weights
+from .weights import SHIPPED_WEIGHTS, load_model, read_metadata, save_weights
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 LOG_COLUMNS = (
@@ -82,9 +92,10 @@ def load_recipe(name_or_path):
             f"Unknown recipe {name_or_path!r}: give one of {', '.join(available_recipes())} or a JSON file."
         )
     recipe = json.loads(path.read_text(encoding="utf-8"))
-    init_weights = recipe.get("init_weights")
-    if init_weights and init_weights != "shipped" and not Path(init_weights).is_absolute():
-        recipe["init_weights"] = str((path.parent / init_weights).resolve())  # relative to the recipe file
+    for part in [recipe, *(recipe.get("stages") or [])]:
+        init_weights = part.get("init_weights") if isinstance(part, dict) else None
+        if init_weights and init_weights != "shipped" and not Path(init_weights).is_absolute():
+            part["init_weights"] = str((path.parent / init_weights).resolve())  # relative to the recipe file
     return recipe
 
 
@@ -277,6 +288,118 @@ def code_commit(path=None):
         return "unknown"
 
 
+def stage_recipes(recipe, time_budget_minutes=None):
+    """The recipes of a staged recipe's stages, in order (``[recipe]`` for a recipe without stages).
+
+    Each stage is the recipe without ``stages``, updated with the stage's own fields (a stage's
+    ``ranges``, ``loss_weights`` or ``model`` replace the recipe's whole), named
+    ``"<recipe>:<stage>"``. A stage's ``init_weights`` is left to :func:`train`, which sets it
+    to the previous stage's best weights for every stage after the first.
+
+    Parameters
+    ----------
+    recipe : dict
+    time_budget_minutes : float, optional
+        A new total time budget, shared out in proportion to the stages' own budgets.
+
+    Examples
+    --------
+    >>> recipe = {"name": "r", "seed": 1, "time_budget_minutes": 10,
+    ...           "stages": [{"name": "a"}, {"name": "b", "seed": 2, "time_budget_minutes": 5}]}
+    >>> [(s["name"], s["seed"], s["time_budget_minutes"]) for s in stage_recipes(recipe)]
+    [('r:a', 1, 10), ('r:b', 2, 5)]
+    >>> [s["time_budget_minutes"] for s in stage_recipes(recipe, time_budget_minutes=30)]
+    [20.0, 10.0]
+    """
+    stages = recipe.get("stages")
+    if not stages:
+        return [dict(recipe)]
+    if not isinstance(stages, list) or not all(isinstance(stage, dict) for stage in stages):
+        raise ValueError(f"Recipe {recipe.get('name')!r}: \"stages\" must be a list of objects (each a "
+                         f"stage's fields), got {stages!r}.")
+    base = {key: value for key, value in recipe.items() if key != "stages"}
+    out = []
+    for index, stage in enumerate(stages, start=1):
+        if "stages" in stage:
+            raise ValueError(f"Recipe {recipe.get('name')!r}: stage {index} has stages of its own; "
+                             "stages do not nest.")
+        if index > 1 and "init_weights" in stage:
+            raise ValueError(f"Recipe {recipe.get('name')!r}: stage {index} sets init_weights, but every "
+                             "stage after the first starts from the previous stage's best weights; drop it.")
+        out.append({**base, **stage, "name": f"{recipe.get('name')}:{stage.get('name', f'stage{index}')}"})
+    if time_budget_minutes is not None:
+        if not time_budget_minutes > 0:
+            raise ValueError(f"The time budget must be positive, got {time_budget_minutes} minutes.")
+        budgets = [stage.get("time_budget_minutes") for stage in out]
+        if not all(budgets):
+            raise ValueError("A new time budget needs every stage of the recipe to have a time budget; "
+                             f"the stages of {recipe.get('name')!r} have {budgets}.")
+        scale = float(time_budget_minutes) / sum(budgets)
+        for stage in out:
+            stage["time_budget_minutes"] = stage["time_budget_minutes"] * scale
+    return out
+
+
+def _finished(stage, metrics):
+    """Whether a stage's run ended on its own terms (its steps or its time budget), not at ``max_steps``."""
+    budget = stage.get("time_budget_minutes")
+    out_of_time = bool(budget and metrics["elapsed_s"] >= 60.0 * budget)
+    return metrics["step"] >= int(stage["total_steps"]) or out_of_time
+
+
+def _train_stages(recipe, out_dir, resume, time_budget_minutes, max_steps, **options):
+    """Run a staged recipe (see the module docstring); returns the metrics of the last stage run.
+
+    ``max_steps`` bounds the steps of all stages together; the run's top-level weights are written
+    once the last stage has finished.
+    """
+    out_dir = Path(out_dir)
+    stages = stage_recipes(recipe, time_budget_minutes)
+    stage_dirs = [out_dir / f"stage{index}" for index in range(1, len(stages) + 1)]
+    if not resume and any(d.exists() for d in stage_dirs):
+        raise FileExistsError(f"{out_dir} already holds a staged run; pass --resume to continue it or choose "
+                              "another --out.")
+    if resume and not any(d.exists() for d in stage_dirs):
+        raise FileNotFoundError(f"Cannot resume: {out_dir} holds no stage of a run "
+                                f"({stage_dirs[0].name} ...).")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
+    results = []
+    for index, (stage, stage_dir) in enumerate(zip(stages, stage_dirs)):
+        finished = stage_dir / "finished.json"
+        if finished.exists():
+            results.append(json.loads(finished.read_text(encoding="utf-8")))
+            continue
+        steps_before = sum(r["step"] for r in results)
+        if max_steps is not None and steps_before >= max_steps:
+            break
+        if index > 0:
+            stage["init_weights"] = str((stage_dirs[index - 1] / "best.safetensors").resolve())
+        stage_resume = (stage_dir / "checkpoint.pt").exists()
+        if not stage_resume and stage_dir.exists():  # killed before its first checkpoint: start it again
+            shutil.rmtree(stage_dir)
+        metrics = train(stage, stage_dir, resume=stage_resume,
+                        max_steps=None if max_steps is None else max_steps - steps_before,
+                        # a resumed stage keeps the budget it started with unless a new one is given
+                        time_budget_minutes=stage.get("time_budget_minutes") if time_budget_minutes else None,
+                        **options)
+        results.append(metrics)
+        if not _finished(json.loads((stage_dir / "recipe.json").read_text(encoding="utf-8")), metrics):
+            break
+        finished.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    summary = {**results[-1], "step": sum(r["step"] for r in results),
+               "elapsed_s": sum(r["elapsed_s"] for r in results), "stages": len(results)}
+    if len(results) < len(stages) or not (stage_dirs[-1] / "finished.json").exists():
+        return summary
+    cards = [read_metadata(d / "best.safetensors").get("card", {}) for d in stage_dirs]
+    for name in ("best", "last"):
+        source = stage_dirs[-1] / f"{name}.safetensors"
+        card = {**read_metadata(source).get("card", {}), "recipe": recipe["name"],
+                "stage_recipe": stages[-1]["name"], "stages": cards}
+        save_weights(load_model(source), out_dir / f"{name}.safetensors", card)
+    return summary
+
+
 def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=True, max_steps=None,
           time_budget_minutes=None):
     """Train (or resume training) a network with a recipe.
@@ -296,10 +419,12 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     progress : bool
         Show a progress bar.
     max_steps : int, optional
-        Stop after this step even if the recipe goes further (for tests).
+        Stop after this step even if the recipe goes further (for tests); in a staged recipe,
+        after this many steps of all stages together.
     time_budget_minutes : float, optional
         Replace the recipe's time budget (also when resuming; the learning-rate schedule then
-        follows the new budget from the current step on). Recorded in the run's recipe.
+        follows the new budget from the current step on). Recorded in the run's recipe. A
+        staged recipe shares it out in proportion to its stages' budgets.
 
     Returns
     -------
@@ -307,6 +432,9 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         The last validation metrics, with ``step`` and ``elapsed_s``.
     """
     recipe = dict(recipe) if isinstance(recipe, dict) else load_recipe(recipe)
+    if recipe.get("stages"):
+        return _train_stages(recipe, out_dir, resume, time_budget_minutes, max_steps, device=device,
+                             threads=threads, progress=progress)
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / "checkpoint.pt"
     if out_dir.exists() and (out_dir / "log.tsv").exists() and not resume:
