@@ -5,7 +5,9 @@
 Reads ``RUN_DIR/log.tsv`` (written by :func:`ctp_nipype.nn.training.train`) and prints one row per validation
 (step, minutes, curves seen, validation CBF RMSE, BAD RMSE, CBF ratio, local-AIF r). The validation set is
 the run's fixed-seed set drawn from the training ranges (CBF 0-200 ml/100 g/min), so its RMSEs are larger than
-on the paper's test sets (CBV 4%, CBF 10-70).
+on the paper's test sets (CBV 4%, CBF 10-70). A run of a recipe in stages (``RUN_DIR/stage1/log.tsv``,
+``RUN_DIR/stage2/log.tsv`` ...) is read stage after stage, with steps, minutes and curves counted from the
+start of the first stage and a ``stage`` column; each stage validates on a set drawn from its own ranges.
 
 It also prints the weighted loss terms of eq. 2 relative to the BAD term (BAD : local AIF : tissue :
 smoothness, the paper aims at 1:1:7:1), averaged over the logged steps of early and late windows of the run.
@@ -18,18 +20,41 @@ import csv
 from pathlib import Path
 
 
-def read_validation_rows(run_dir):
-    with open(Path(run_dir) / "log.tsv", newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle, delimiter="\t") if row.get("val_cbf_rmse")]
-    return [{key: float(value) for key, value in row.items() if value} for row in rows]
-
-
-TERMS = ("loss_bad", "loss_local_aif", "loss_tissue", "loss_smooth", "loss_residue")
+def stage_logs(run_dir):
+    """The log files of a run: ``[RUN/log.tsv]``, or each stage's of a run in stages."""
+    run_dir = Path(run_dir)
+    if (run_dir / "log.tsv").exists():
+        return [run_dir / "log.tsv"]
+    stages = sorted(run_dir.glob("stage*/log.tsv"), key=lambda p: int(p.parent.name[len("stage"):] or 0))
+    if not stages:
+        raise SystemExit(f"{run_dir} holds no log.tsv (nor stage*/log.tsv): is it a ctp-train run directory?")
+    return stages
 
 
 def read_loss_rows(run_dir):
-    with open(Path(run_dir) / "log.tsv", newline="", encoding="utf-8") as handle:
-        return [{key: float(value) for key, value in row.items() if value} for row in csv.DictReader(handle, delimiter="\t")]
+    """Every logged row; in a run in stages, ``stage`` is set and step, elapsed_s, curves_seen run on across stages."""
+    logs = stage_logs(run_dir)
+    rows, offset = [], {"step": 0.0, "elapsed_s": 0.0, "curves_seen": 0.0}
+    for number, log in enumerate(logs, start=1):
+        with open(log, newline="", encoding="utf-8") as handle:
+            stage_rows = [{key: float(value) for key, value in row.items() if value}
+                          for row in csv.DictReader(handle, delimiter="\t")]
+        for row in stage_rows:
+            for key in offset:
+                row[key] += offset[key]
+            if len(logs) > 1:
+                row["stage"] = number
+        if stage_rows:
+            offset = {key: stage_rows[-1][key] for key in offset}
+        rows.extend(stage_rows)
+    return rows
+
+
+def read_validation_rows(run_dir):
+    return [row for row in read_loss_rows(run_dir) if "val_cbf_rmse" in row]
+
+
+TERMS = ("loss_bad", "loss_local_aif", "loss_tissue", "loss_smooth", "loss_residue")
 
 
 def term_ratios(loss_rows, first_step, last_step):
@@ -52,13 +77,16 @@ def ratio_lines(loss_rows):
 
 
 def markdown(rows):
+    staged = any("stage" in r for r in rows)
     lines = [
-        "| step | minutes | curves seen | val CBF RMSE | val BAD RMSE (s) | val CBF ratio | val local-AIF r |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        ("| stage " if staged else "")
+        + "| step | minutes | curves seen | val CBF RMSE | val BAD RMSE (s) | val CBF ratio | val local-AIF r |",
+        ("|---:" if staged else "") + "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['step']:.0f} | {r['elapsed_s'] / 60:.1f} | {r['curves_seen']:,.0f} | {r['val_cbf_rmse']:.2f} "
+            (f"| {r['stage']:.0f} " if staged else "")
+            + f"| {r['step']:.0f} | {r['elapsed_s'] / 60:.1f} | {r['curves_seen']:,.0f} | {r['val_cbf_rmse']:.2f} "
             f"| {r['val_bad_rmse']:.2f} | {r['val_cbf_ratio']:.3f} | {r['val_local_aif_r']:.3f} |"
         )
     return "\n".join(lines)
@@ -77,7 +105,12 @@ def plot(rows, path):
         ("val_cbf_rmse", "val_bad_rmse", "val_local_aif_r"),
         ("validation CBF RMSE (ml/100 g/min)", "validation BAD RMSE (s)", "validation local-AIF Pearson r"),
     ):
-        ax.plot(curves, [r[key] for r in rows], marker="o", ms=3)
+        for stage in sorted({r.get("stage", 1) for r in rows}):
+            part = [r for r in rows if r.get("stage", 1) == stage]
+            ax.plot([r["curves_seen"] for r in part], [r[key] for r in part], marker="o", ms=3,
+                    label=f"stage {stage:.0f}" if len(curves) > len(part) else None)
+        if len({r.get("stage", 1) for r in rows}) > 1:
+            ax.legend(fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("training curves seen")
         ax.set_title(label, fontsize=10)
@@ -93,9 +126,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = read_validation_rows(args.run_dir)
     if not rows:
-        parser.error(f"{args.run_dir}/log.tsv has no validation rows yet")
+        parser.error(f"{args.run_dir} has no validation rows yet")
     print(markdown(rows))
-    print(ratio_lines(read_loss_rows(args.run_dir)))
+    loss_rows = read_loss_rows(args.run_dir)
+    for stage in sorted({r.get("stage", 0) for r in loss_rows}):
+        if stage:
+            print(f"\nstage {stage:.0f}, steps counted within the stage:", end="")
+        part = [r for r in loss_rows if r.get("stage", 0) == stage]
+        first_step = part[0]["step"] - 1
+        print(ratio_lines([{**r, "step": r["step"] - first_step} for r in part]))
     if args.png:
         plot(rows, args.png)
         print(f"\nwrote {args.png}")

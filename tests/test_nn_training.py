@@ -39,6 +39,13 @@ def _tiny_recipe(**changes):
     return recipe
 
 
+def _learning_curve_module():
+    spec = importlib.util.spec_from_file_location("learning_curve", REPO / "benchmarks" / "learning_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _state(path):
     model = load_model(path, device="cpu")
     return {name: value.clone() for name, value in model.state_dict().items()}
@@ -68,9 +75,7 @@ def test_the_log_has_a_validation_row_at_every_validation_step(tmp_path):
         assert float(row["val_cbf_rmse"]) > 0 and 0 < float(row["val_bad_rmse"])
     assert (tmp_path / "run" / "best.safetensors").exists()
     # benchmarks/learning_curve.py reads the same log: the weighted terms relative to the BAD term
-    spec = importlib.util.spec_from_file_location("learning_curve", REPO / "benchmarks" / "learning_curve.py")
-    learning_curve = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(learning_curve)
+    learning_curve = _learning_curve_module()
     ratios = learning_curve.term_ratios(learning_curve.read_loss_rows(tmp_path / "run"), 1, 6)
     assert ratios["loss_bad"] == 1.0 and ratios["n_rows"] == 2
     assert all(ratios[k] > 0 for k in learning_curve.TERMS)
@@ -245,6 +250,12 @@ def test_a_staged_run_equals_its_stages_run_by_hand(tmp_path):
     assert card["init_weights"] == str((tmp_path / "staged" / "stage1" / "best.safetensors").resolve())
     with pytest.raises(FileExistsError, match="--resume"):
         training.train(_staged_recipe(), tmp_path / "staged", progress=False)
+    # benchmarks/learning_curve.py reads the stages one after the other, counting on from stage to stage
+    learning_curve = _learning_curve_module()
+    rows = learning_curve.read_validation_rows(tmp_path / "staged")
+    assert [(r["stage"], r["step"]) for r in rows] == [(1, 3), (1, 5), (2, 8), (2, 9)]
+    assert rows[2]["curves_seen"] == 8 * 8 and rows[2]["elapsed_s"] > rows[1]["elapsed_s"]
+    assert "| stage |" in learning_curve.markdown(rows)
 
 
 @pytest.mark.parametrize("stop_after", [3, 7])  # inside stage 1, inside stage 2
