@@ -387,6 +387,8 @@ def _train_stages(recipe, out_dir, resume, time_budget_minutes, max_steps, **opt
         if not _finished(json.loads((stage_dir / "recipe.json").read_text(encoding="utf-8")), metrics):
             break
         finished.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if not results:  # max_steps of 0
+        return {"step": 0, "elapsed_s": 0.0, "stages": 0}
     summary = {**results[-1], "step": sum(r["step"] for r in results),
                "elapsed_s": sum(r["elapsed_s"] for r in results), "stages": len(results)}
     if len(results) < len(stages) or not (stage_dirs[-1] / "finished.json").exists():
