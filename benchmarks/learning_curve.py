@@ -25,7 +25,7 @@ def stage_logs(run_dir):
     run_dir = Path(run_dir)
     if (run_dir / "log.tsv").exists():
         return [run_dir / "log.tsv"]
-    stages = sorted(run_dir.glob("stage*/log.tsv"), key=lambda p: int(p.parent.name[len("stage"):] or 0))
+    stages = sorted(run_dir.glob("stage[0-9]*/log.tsv"), key=lambda p: int(p.parent.name[len("stage"):] or 0))
     if not stages:
         raise SystemExit(f"{run_dir} holds no log.tsv (nor stage*/log.tsv): is it a ctp-train run directory?")
     return stages

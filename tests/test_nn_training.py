@@ -54,9 +54,10 @@ def _state(path):
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     recipe = _tiny_recipe()
     whole = training.train(recipe, tmp_path / "whole", progress=False)
-    training.train(recipe, tmp_path / "split", progress=False, max_steps=4)
+    cut = training.train(recipe, tmp_path / "split", progress=False, max_steps=4)
     resumed = training.train(recipe, tmp_path / "split", resume=True, progress=False)
     assert whole["step"] == resumed["step"] == 6
+    assert whole["finished"] and resumed["finished"] and not cut["finished"]  # max_steps is not the run's end
     a, b = _state(tmp_path / "whole" / "last.safetensors"), _state(tmp_path / "split" / "last.safetensors")
     assert a.keys() == b.keys()
     for name in a:
@@ -254,7 +255,10 @@ def test_a_staged_run_equals_its_stages_run_by_hand(tmp_path):
     learning_curve = _learning_curve_module()
     rows = learning_curve.read_validation_rows(tmp_path / "staged")
     assert [(r["stage"], r["step"]) for r in rows] == [(1, 3), (1, 5), (2, 8), (2, 9)]
-    assert rows[2]["curves_seen"] == 8 * 8 and rows[2]["elapsed_s"] > rows[1]["elapsed_s"]
+    with open(tmp_path / "staged" / "stage2" / "log.tsv", newline="", encoding="utf-8") as handle:
+        own = next(r for r in csv.DictReader(handle, delimiter="\t") if r["step"] == "3")
+    assert rows[2]["curves_seen"] == 8 * 8  # 5 steps of stage 1 and 3 of stage 2, batches of 8
+    assert rows[2]["elapsed_s"] == pytest.approx(rows[1]["elapsed_s"] + float(own["elapsed_s"]))
     assert "| stage |" in learning_curve.markdown(rows)
 
 

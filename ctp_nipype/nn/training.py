@@ -340,13 +340,6 @@ def stage_recipes(recipe, time_budget_minutes=None):
     return out
 
 
-def _finished(stage, metrics):
-    """Whether a stage's run ended on its own terms (its steps or its time budget), not at ``max_steps``."""
-    budget = stage.get("time_budget_minutes")
-    out_of_time = bool(budget and metrics["elapsed_s"] >= 60.0 * budget)
-    return metrics["step"] >= int(stage["total_steps"]) or out_of_time
-
-
 def _train_stages(recipe, out_dir, resume, time_budget_minutes, max_steps, **options):
     """Run a staged recipe (see the module docstring); returns the metrics of the last stage run.
 
@@ -384,7 +377,7 @@ def _train_stages(recipe, out_dir, resume, time_budget_minutes, max_steps, **opt
                         time_budget_minutes=stage.get("time_budget_minutes") if time_budget_minutes else None,
                         **options)
         results.append(metrics)
-        if not _finished(json.loads((stage_dir / "recipe.json").read_text(encoding="utf-8")), metrics):
+        if not metrics["finished"]:  # stopped at max_steps
             break
         finished.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if not results:  # max_steps of 0
@@ -431,7 +424,8 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     Returns
     -------
     dict
-        The last validation metrics, with ``step`` and ``elapsed_s``.
+        The last validation metrics, with ``step``, ``elapsed_s`` and ``finished`` (True when the run
+        ended on its own terms, its steps or its time budget, rather than at ``max_steps``).
     """
     recipe = dict(recipe) if isinstance(recipe, dict) else load_recipe(recipe)
     if recipe.get("stages"):
@@ -579,4 +573,5 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     if bar is not None:
         bar.close()
     save_checkpoint()
-    return {**metrics, "step": state["step"], "elapsed_s": state["elapsed_s"]}
+    return {**metrics, "step": state["step"], "elapsed_s": state["elapsed_s"],
+            "finished": progress_fraction() >= 1.0}
