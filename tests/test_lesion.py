@@ -132,22 +132,42 @@ def test_lesionvolumes_rejects_maps_of_two_methods(tmp_path):
         )
 
 
-@pytest.mark.skipif(not shipped_weights_available(), reason="no trained weights in ctp_nipype/data/ yet")
-def test_transformer_lesion_volumes_and_dice_on_the_phantom():
-    from ctp_nipype.nn.inference import estimate_curves
+#: The network's lesion phantom: core and penumbra delayed 8 s. The network's BAD is the arrival delay alone (Tmax
+#: adds the dispersion), so the default lesion, delayed by exactly the 6 s threshold, sits on it: BAD scatters
+#: around 6.0 s and half the lesion falls on each side; delayed 8 s it is unambiguously hypoperfused by BAD > 6 s.
+NETWORK_LESION_DELAY_S = 8.0
 
-    # The network's BAD is the arrival delay alone (Tmax adds the dispersion), so the default lesion, delayed
-    # by exactly the 6 s threshold, sits on it: BAD scatters around 6.0 s and half the lesion falls on each
-    # side. The lesion here is delayed 8 s, unambiguously hypoperfused by the BAD > 6 s criterion.
+
+def network_lesion_phantom(seed=0):
+    """The small phantom, 1 HU of noise, its lesion delayed :data:`NETWORK_LESION_DELAY_S`."""
     from ctp_nipype.perfusion.phantom import DEFAULT_TISSUE
 
-    tissue = {label: replace(DEFAULT_TISSUE[label], delay_s=8.0) for label in (PhantomLabel.CORE, PhantomLabel.PENUMBRA)}
-    ph = make_phantom("small", seed=0, noise_sd_hu=1.0, tissue=tissue)
-    curves = prepare_curves(ph.hu, ph.frame_times, ph.aif)
-    brain = ph.brain_mask
-    out = estimate_curves(curves.aif, curves.tissue[brain], curves.frame_times, device="cpu")
+    tissue = {label: replace(DEFAULT_TISSUE[label], delay_s=NETWORK_LESION_DELAY_S)
+              for label in (PhantomLabel.CORE, PhantomLabel.PENUMBRA)}
+    return make_phantom("small", seed=seed, noise_sd_hu=1.0, tissue=tissue)
+
+
+def network_lesion(phantom, model=None):
+    """``(cbf, result)``: the network's CBF map (true AIF, no filter) and its :class:`stats.LesionMeasures`.
+
+    ``model`` None runs the shipped weights. Shared with ``benchmarks/phantom_tissues.py``, which prints what
+    the test below asserts, for any weights.
+    """
+    from ctp_nipype.nn.inference import estimate_curves
+
+    curves = prepare_curves(phantom.hu, phantom.frame_times, phantom.aif)
+    brain = phantom.brain_mask
+    out = estimate_curves(curves.aif, curves.tissue[brain], curves.frame_times, model=model, device="cpu")
     cbf, bad = np.zeros(brain.shape, np.float32), np.zeros(brain.shape, np.float32)
     cbf[brain], bad[brain] = out["cbf"], out["bad"]
-    csf, vessels = exclusions(ph)
-    result = stats.lesion_measures(cbf, bad, brain, ph.affine, VOXEL_ML, csf=csf, vessels=vessels, delay_name="bad")
+    csf, vessels = exclusions(phantom)
+    result = stats.lesion_measures(cbf, bad, brain, phantom.affine, VOXEL_ML, csf=csf, vessels=vessels,
+                                   delay_name="bad")
+    return cbf, result
+
+
+@pytest.mark.skipif(not shipped_weights_available(), reason="no trained weights in ctp_nipype/data/ yet")
+def test_transformer_lesion_volumes_and_dice_on_the_phantom():
+    ph = network_lesion_phantom(seed=0)
+    _, result = network_lesion(ph)
     assert_matches_truth(result, ph)
