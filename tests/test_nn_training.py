@@ -303,3 +303,56 @@ def test_the_cpu_recipe_is_two_stages_within_two_hours():
     assert [s["name"] for s in stages] == ["cpu:paper-ranges", "cpu:exponential"]
     assert sum(s["time_budget_minutes"] for s in stages) <= 120
     assert stages[0].get("ranges") is None and stages[1]["ranges"]["alpha_one_fraction"] == 0.3
+
+
+def test_the_moving_average_follows_its_formula_and_leaves_training_unchanged(tmp_path):
+    # one and two steps of the same run (the data of a step depend on (seed, step) only)
+    decay = 0.9
+    for steps in (1, 2):
+        training.train(_tiny_recipe(ema_decay=decay), tmp_path / f"ema{steps}", progress=False, max_steps=steps)
+    training.train(_tiny_recipe(), tmp_path / "plain", progress=False, max_steps=2)
+    first, second = _state(tmp_path / "ema1" / "last.safetensors"), _state(tmp_path / "ema2" / "last.safetensors")
+    average = _state(tmp_path / "ema2" / "last_ema.safetensors")
+    plain = _state(tmp_path / "plain" / "last.safetensors")
+    moved = 0
+    for name in second:
+        # the average starts at the first step's weights, then moves 1 - decay of the way each step
+        torch.testing.assert_close(average[name], decay * first[name] + (1 - decay) * second[name], msg=name)
+        # watching does not change what is trained
+        torch.testing.assert_close(second[name], plain[name], rtol=0, atol=0, msg=name)
+        moved += not torch.equal(average[name], second[name])
+    assert moved > 0
+    after_one = _state(tmp_path / "ema1" / "last_ema.safetensors")
+    for name in first:
+        torch.testing.assert_close(after_one[name], first[name], rtol=0, atol=0, msg=name)
+
+
+def test_the_moving_average_is_validated_logged_and_resumed(tmp_path):
+    recipe = _tiny_recipe(ema_decay=0.8)
+    training.train(recipe, tmp_path / "whole", progress=False)
+    training.train(recipe, tmp_path / "split", progress=False, max_steps=4)
+    training.train(recipe, tmp_path / "split", resume=True, progress=False)
+    a, b = _state(tmp_path / "whole" / "last_ema.safetensors"), _state(tmp_path / "split" / "last_ema.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    with open(tmp_path / "whole" / "log.tsv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [int(r["step"]) for r in rows] == [3, 6]
+    for row in rows:
+        assert float(row["ema_val_cbf_rmse"]) > 0 and float(row["ema_val_cbf_rmse"]) != float(row["val_cbf_rmse"])
+    card = json.loads((tmp_path / "whole" / "best_ema.json").read_text(encoding="utf-8"))["card"]
+    assert card["ema_decay"] == 0.8 and card["val_cbf_rmse"] == pytest.approx(
+        min(float(r["ema_val_cbf_rmse"]) for r in rows), rel=1e-5)
+    # without ema_decay nothing of it is written
+    training.train(_tiny_recipe(), tmp_path / "plain", progress=False)
+    assert not list((tmp_path / "plain").glob("*_ema*"))
+    with pytest.raises(ValueError, match="ema_decay"):
+        training.train(_tiny_recipe(ema_decay=1.0), tmp_path / "bad", progress=False)
+
+
+def test_a_staged_run_passes_its_last_stage_moving_average_on(tmp_path):
+    training.train(_staged_recipe(ema_decay=0.8), tmp_path / "staged", progress=False)
+    for name in ("best_ema", "last_ema"):
+        a, b = _state(tmp_path / "staged" / f"{name}.safetensors"), _state(tmp_path / "staged" / "stage2" / f"{name}.safetensors")
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

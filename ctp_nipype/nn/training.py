@@ -16,6 +16,13 @@ every few minutes and at the end; loaded with ``weights_only=True``),
 ``best.safetensors`` (+ ``.json``: the weights with the lowest validation CBF
 RMSE so far) and ``last.safetensors``.
 
+A recipe with ``"ema_decay"`` (e.g. 0.999) also keeps an exponential moving
+average of the weights (``torch.optim.swa_utils``; it only watches, training
+itself is unchanged), validates it at every validation step (the log's
+``ema_val_*`` columns) and writes ``best_ema.safetensors`` and
+``last_ema.safetensors`` beside the others, so that one run compares the
+averaged weights with the raw ones.
+
 The learning-rate schedule follows the training *progress*
 ``max(step / total_steps, elapsed / time_budget)``, so that a run bounded by
 wall time still completes its cosine decay.
@@ -75,6 +82,11 @@ LOG_COLUMNS = (
     "val_bad_rmse",
     "val_cbf_ratio",
     "val_local_aif_r",
+    "ema_val_loss",
+    "ema_val_cbf_rmse",
+    "ema_val_bad_rmse",
+    "ema_val_cbf_ratio",
+    "ema_val_local_aif_r",
 )
 
 
@@ -250,6 +262,21 @@ def learning_rate(progress, peak, warmup_fraction):
     return peak * 0.5 * (1 + math.cos(math.pi * rest))
 
 
+def _moving_average(model, decay):
+    """An exponential moving average of ``model``'s weights (``None`` when ``decay`` is not set).
+
+    ``decay`` in (0, 1): each step the average moves ``1 - decay`` of the way to the current weights,
+    so it spans about ``1 / (1 - decay)`` steps.
+    """
+    if decay is None:
+        return None
+    if not 0.0 < float(decay) < 1.0:
+        raise ValueError(f"ema_decay must lie strictly between 0 and 1 (e.g. 0.999), got {decay!r}.")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
+
+
 def _atomic_torch_save(payload, path):
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
@@ -387,8 +414,10 @@ def _train_stages(recipe, out_dir, resume, time_budget_minutes, max_steps, **opt
     if len(results) < len(stages) or not (stage_dirs[-1] / "finished.json").exists():
         return summary
     cards = [read_metadata(d / "best.safetensors").get("card", {}) for d in stage_dirs]
-    for name in ("best", "last"):
+    for name in ("best", "last", "best_ema", "last_ema"):
         source = stage_dirs[-1] / f"{name}.safetensors"
+        if name.endswith("_ema") and not source.exists():
+            continue
         card = {**read_metadata(source).get("card", {}), "recipe": recipe["name"],
                 "stage_recipe": stages[-1]["name"], "stages": cards}
         save_weights(load_model(source), out_dir / f"{name}.safetensors", card)
@@ -452,13 +481,19 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         model.parameters(), lr=recipe["learning_rate"], weight_decay=recipe.get("weight_decay", 0.0)
     )
     weights = LossWeights(**recipe["loss_weights"])
-    state = {"step": 0, "elapsed_s": 0.0, "best_cbf_rmse": float("inf")}
+    state = {"step": 0, "elapsed_s": 0.0, "best_cbf_rmse": float("inf"), "best_ema_cbf_rmse": float("inf")}
     if resume:
         checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state.update(checkpoint["state"])
         recipe = json.loads(checkpoint["recipe"])
+    ema = _moving_average(model, recipe.get("ema_decay"))
+    if ema is not None and resume:
+        if "ema" not in checkpoint:
+            raise ValueError(f"{checkpoint_path} holds no moving average of the weights, but its recipe sets "
+                             "ema_decay; it was written by an older ctp-train, so resume it with that version.")
+        ema.load_state_dict(checkpoint["ema"])
     else:
         (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
 
@@ -496,6 +531,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
                 "optimizer": optimizer.state_dict(),
                 "state": state,
                 "recipe": json.dumps(recipe),
+                **({"ema": ema.state_dict()} if ema is not None else {}),
             },
             checkpoint_path,
         )
@@ -532,6 +568,8 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
             scaler.update()
         else:
             optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         state["step"] += 1
         state["elapsed_s"] = time.monotonic() - started
         if bar is not None:
@@ -557,6 +595,14 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
                 state["best_cbf_rmse"] = metrics["val_cbf_rmse"]
                 save_weights(model, out_dir / "best.safetensors", {**card, **metrics, "step": state["step"],
                                                                    "training_minutes": state["elapsed_s"] / 60})
+            if ema is not None:
+                ema_metrics = evaluate(ema.module, validation, weights, device)
+                row.update({f"ema_{key}": value for key, value in ema_metrics.items()})
+                if ema_metrics["val_cbf_rmse"] < state["best_ema_cbf_rmse"]:
+                    state["best_ema_cbf_rmse"] = ema_metrics["val_cbf_rmse"]
+                    save_weights(ema.module, out_dir / "best_ema.safetensors",
+                                 {**card, **ema_metrics, "ema_decay": recipe["ema_decay"], "step": state["step"],
+                                  "training_minutes": state["elapsed_s"] / 60})
             if bar is not None:
                 bar.write(
                     f"step {state['step']}: val CBF RMSE {metrics['val_cbf_rmse']:.2f}, "
@@ -569,6 +615,10 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
             save_checkpoint()
             save_weights(model, out_dir / "last.safetensors", {**card, "step": state["step"],
                                                                "training_minutes": state["elapsed_s"] / 60})
+            if ema is not None:
+                save_weights(ema.module, out_dir / "last_ema.safetensors",
+                             {**card, "ema_decay": recipe["ema_decay"], "step": state["step"],
+                              "training_minutes": state["elapsed_s"] / 60})
             last_checkpoint = time.monotonic()
     if bar is not None:
         bar.close()
