@@ -8,6 +8,8 @@ the run's fixed-seed set drawn from the training ranges (CBF 0-200 ml/100 g/min)
 on the paper's test sets (CBV 4%, CBF 10-70). A run of a recipe in stages (``RUN_DIR/stage1/log.tsv``,
 ``RUN_DIR/stage2/log.tsv`` ...) is read stage after stage, with steps, minutes and curves counted from the
 start of the first stage and a ``stage`` column; each stage validates on a set drawn from its own ranges.
+A run whose recipe sets ``ema_decay`` also gets the moving average's validation CBF and BAD RMSE (two ``EMA``
+columns, and dashed lines in the PNG).
 
 It also prints the weighted loss terms of eq. 2 relative to the BAD term (BAD : local AIF : tissue :
 smoothness, the paper aims at 1:1:7:1), averaged over the logged steps of early and late windows of the run.
@@ -78,16 +80,19 @@ def ratio_lines(loss_rows):
 
 def markdown(rows):
     staged = any("stage" in r for r in rows)
+    averaged = any("ema_val_cbf_rmse" in r for r in rows)
     lines = [
         ("| stage " if staged else "")
-        + "| step | minutes | curves seen | val CBF RMSE | val BAD RMSE (s) | val CBF ratio | val local-AIF r |",
-        ("|---:" if staged else "") + "|---:|---:|---:|---:|---:|---:|---:|",
+        + "| step | minutes | curves seen | val CBF RMSE | val BAD RMSE (s) | val CBF ratio | val local-AIF r |"
+        + (" EMA val CBF RMSE | EMA val BAD RMSE (s) |" if averaged else ""),
+        ("|---:" if staged else "") + "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if averaged else ""),
     ]
     for r in rows:
         lines.append(
             (f"| {r['stage']:.0f} " if staged else "")
             + f"| {r['step']:.0f} | {r['elapsed_s'] / 60:.1f} | {r['curves_seen']:,.0f} | {r['val_cbf_rmse']:.2f} "
             f"| {r['val_bad_rmse']:.2f} | {r['val_cbf_ratio']:.3f} | {r['val_local_aif_r']:.3f} |"
+            + (f" {r['ema_val_cbf_rmse']:.2f} | {r['ema_val_bad_rmse']:.2f} |" if averaged else "")
         )
     return "\n".join(lines)
 
@@ -107,9 +112,13 @@ def plot(rows, path):
     ):
         for stage in sorted({r.get("stage", 1) for r in rows}):
             part = [r for r in rows if r.get("stage", 1) == stage]
-            ax.plot([r["curves_seen"] for r in part], [r[key] for r in part], marker="o", ms=3,
-                    label=f"stage {stage:.0f}" if len(curves) > len(part) else None)
-        if len({r.get("stage", 1) for r in rows}) > 1:
+            line, = ax.plot([r["curves_seen"] for r in part], [r[key] for r in part], marker="o", ms=3,
+                            label=f"stage {stage:.0f}" if len(curves) > len(part) else None)
+            averaged = [r for r in part if f"ema_{key}" in r]
+            if averaged:
+                ax.plot([r["curves_seen"] for r in averaged], [r[f"ema_{key}"] for r in averaged], ls="--",
+                        color=line.get_color(), label=f"stage {stage:.0f}, EMA" if len(curves) > len(part) else "EMA")
+        if len({r.get("stage", 1) for r in rows}) > 1 or any("ema_val_cbf_rmse" in r for r in rows):
             ax.legend(fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("training curves seen")

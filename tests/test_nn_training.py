@@ -340,6 +340,11 @@ def test_the_moving_average_is_validated_logged_and_resumed(tmp_path):
     assert [int(r["step"]) for r in rows] == [3, 6]
     for row in rows:
         assert float(row["ema_val_cbf_rmse"]) > 0 and float(row["ema_val_cbf_rmse"]) != float(row["val_cbf_rmse"])
+    learning_curve = _learning_curve_module()
+    table = learning_curve.markdown(learning_curve.read_validation_rows(tmp_path / "whole")).splitlines()
+    assert table[0].endswith("EMA val CBF RMSE | EMA val BAD RMSE (s) |")
+    assert table[2].count("|") == table[0].count("|") and f"{float(rows[0]['ema_val_cbf_rmse']):.2f}" in table[2]
+    learning_curve.plot(learning_curve.read_validation_rows(tmp_path / "whole"), tmp_path / "curve.png")
     card = json.loads((tmp_path / "whole" / "best_ema.json").read_text(encoding="utf-8"))["card"]
     assert card["ema_decay"] == 0.8 and card["val_cbf_rmse"] == pytest.approx(
         min(float(r["ema_val_cbf_rmse"]) for r in rows), rel=1e-5)
