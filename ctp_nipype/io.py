@@ -238,11 +238,16 @@ def load_mask(path, spatial_shape, affine=None, what="mask"):
 def read_curve_tsv(path, column="aif", n_frames=None):
     """Read one curve column (and the optional ``time`` column) from a TSV with a header row.
 
+    ``column`` is a column name, or a sequence of names of which the first the file has is read
+    (e.g. ``("aif_corrected", "aif")``: the partial-volume corrected AIF when the file has one).
+
     Returns
     -------
     values : ndarray
     times : ndarray or None
     """
+    candidates = (column,) if isinstance(column, str) else tuple(column)
+    column = candidates[0]
     path = Path(path)
     if not path.exists():
         raise InputError(f"The curve file {path} does not exist.")
@@ -257,6 +262,12 @@ def read_curve_tsv(path, column="aif", n_frames=None):
     if not rows:
         raise InputError(f"The curve file {path} is empty; it needs a header row with a '{column}' column.")
     header = [h.strip() for h in rows[0]]
+    column = next((name for name in candidates if name in header), candidates[0])
+    if len(candidates) > 1 and column not in header:
+        raise InputError(
+            f"The curve file {path} has none of the columns {', '.join(repr(c) for c in candidates)} (columns: "
+            f"{', '.join(header) or 'none'}); it must be a tab-separated file with a header row naming one of them."
+        )
     if column not in header:
         raise InputError(
             f"The curve file {path} has no '{column}' column (columns: {', '.join(header) or 'none'}); "

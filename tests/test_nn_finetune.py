@@ -110,3 +110,23 @@ def test_transformer_interface_writes_the_conventions_maps(phantom, start_weight
     assert cbf.shape == mask.shape and residue.shape == mask.shape + (phantom.frame_times.size,)
     assert np.all(cbf[~mask] == 0) and np.all(cbf[mask] >= 0)
     assert json.loads(open(outputs.cbf.replace(".nii.gz", ".json")).read())["Units"] == "ml/100g/min"
+
+
+def test_finetuning_reads_the_partial_volume_corrected_aif_like_inference(phantom, tmp_path):
+    from ctp_nipype.io import InputError
+    from ctp_nipype.nn.finetune import load_scan_curves
+
+    scan_path = tmp_path / "sub-01_ctp.nii.gz"
+    nb.save(nb.Nifti1Image(phantom.hu, phantom.affine), scan_path)
+    (tmp_path / "sub-01_ctp.json").write_text(json.dumps({"FrameTimesStart": phantom.frame_times.tolist()}))
+    corrected = 2.0 * phantom.aif  # the baseline (removed linearly) doubles too: the concentration is twice
+    pipeline = write_curves_tsv(tmp_path / "pipeline.tsv", {"time": phantom.frame_times, "aif": phantom.aif,
+                                                            "vof": phantom.aif, "aif_corrected": corrected})
+    user = write_curves_tsv(tmp_path / "user.tsv", {"time": phantom.frame_times, "aif": phantom.aif})
+    default = load_scan_curves(scan_path, pipeline, max_voxels=10)
+    raw = load_scan_curves(scan_path, pipeline, max_voxels=10, aif_column="aif")
+    np.testing.assert_allclose(default.aif, 2.0 * raw.aif, rtol=1e-5, atol=1e-3)  # the TSV keeps 4 decimals
+    np.testing.assert_allclose(load_scan_curves(scan_path, user, max_voxels=10).aif, raw.aif)
+    with pytest.raises(InputError, match="none of the columns 'aif_corrected', 'aif'"):
+        load_scan_curves(scan_path, write_curves_tsv(tmp_path / "bad.tsv", {"time": phantom.frame_times,
+                                                                              "curve": phantom.aif}))

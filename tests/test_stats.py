@@ -193,6 +193,28 @@ def test_group_comparison_matches_a_direct_computation():
     assert pair["p_value"] == pytest.approx(wilcoxon(reference, csvd).pvalue)
 
 
+def test_without_ssvd_the_group_comparison_refers_to_the_first_method_of_the_paper_order():
+    # the BIDS App's default methods (osvd, transformer): deviations must still be computed, against oSVD
+    rng = np.random.default_rng(5)
+    osvd = rng.normal(30.0, 4.0, 8)
+    network = osvd + 10.0 + rng.normal(0, 1.0, 8)
+    records = [
+        {"scan": f"sub-{i:02d}", "region": "normal", "method": method, "map": "cbf", "units": "ml/100g/min", "mean": v}
+        for method, values in (("transformer", network), ("osvd", osvd)) for i, v in enumerate(values)
+    ]
+    summary, _ = stats.group_comparison(records)
+    net = next(row for row in summary if row["method"] == "transformer")
+    assert {row["reference"] for row in summary} == {"osvd"}
+    assert net["deviation"] == pytest.approx(network.mean() - osvd.mean())
+    assert net["p_value"] == pytest.approx(wilcoxon(network, osvd).pvalue)
+    # an explicit reference is kept, even one that is absent (then no deviations)
+    summary, _ = stats.group_comparison(records, reference="ssvd")
+    assert all(math.isnan(row["deviation"]) and row["reference"] == "ssvd" for row in summary)
+    assert stats.resolve_reference(["transformer", "csvd", "ssvd"]) == "ssvd"
+    with pytest.raises(ValueError, match="No methods"):
+        stats.resolve_reference([])
+
+
 def test_paired_wilcoxon_edge_cases():
     assert stats.paired_wilcoxon([1.0], [2.0])[0] == 1 and math.isnan(stats.paired_wilcoxon([1.0], [2.0])[2])
     assert stats.paired_wilcoxon([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])[2] == 1.0
@@ -283,5 +305,6 @@ def test_groupstats_over_phantom_scans(tmp_path):
     assert float(row["p_value"]) == pytest.approx(wilcoxon(osvd, ssvd).pvalue, rel=1e-4)
     pairs = read_table_tsv(result.outputs.out_pairs_tsv)
     assert {(p["method_a"], p["method_b"]) for p in pairs} == {("ssvd", "osvd")}
+    assert {r["reference"] for r in rows} == {"ssvd"}
     html = open(result.outputs.out_html, encoding="utf-8").read()
     assert "Table 2" in html and "sub-05" in html and "<script" not in html

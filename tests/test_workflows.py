@@ -116,6 +116,27 @@ def test_rerun_with_the_same_work_dir_redoes_nothing(participant_run):
     assert stamp.exists()
 
 
+def test_the_group_level_tables_every_method_the_participant_level_ran(participant_run, phantom_dataset):
+    import csv
+
+    root, _ = participant_run
+    out = root / "out"
+    assert bids_app.main([str(phantom_dataset), str(out), "group"]) == 0  # no --methods
+    with open(out / "group" / "group_desc-lesions_volumes.tsv", newline="", encoding="utf-8") as handle:
+        lesions = list(csv.DictReader(handle, delimiter="\t"))
+    assert {row["method"] for row in lesions} == set(_all_methods())
+    assert {row["scan"] for row in lesions} == {"sub-01_ses-01", "sub-02_ses-01"}
+    with open(out / "group" / "group_desc-methods_stats.tsv", newline="", encoding="utf-8") as handle:
+        stats = [row for row in csv.DictReader(handle, delimiter="\t") if row["map"] == "cbf"]
+    assert {row["reference"] for row in stats} == {"ssvd"}
+    others = [row for row in stats if row["method"] != "ssvd" and row["region"] == "normal"]
+    assert others and all(row["deviation"] not in ("", "n/a") for row in others)
+    # --methods at the group level narrows the lesion table only
+    assert bids_app.main([str(phantom_dataset), str(out), "group", "--methods", "osvd"]) == 0
+    with open(out / "group" / "group_desc-lesions_volumes.tsv", newline="", encoding="utf-8") as handle:
+        assert {row["method"] for row in csv.DictReader(handle, delimiter="\t")} == {"osvd"}
+
+
 def test_participant_and_session_filters(phantom_dataset, tmp_path):
     argv = [str(phantom_dataset), str(tmp_path / "out"), "participant", "--methods", "ssvd",
             "--participant-label", "02", "--session-label", "01", "-w", str(tmp_path / "work"), "--nprocs", "1",

@@ -27,6 +27,10 @@ from ._run import PLUGINS, parse_plugin_args, positive_float, run_workflow, summ
 METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")
 
 
+#: The methods the participant level runs unless --methods is given.
+PARTICIPANT_METHODS = ("osvd", "transformer")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="ctp-bids-app",
@@ -41,8 +45,10 @@ def build_parser():
     )
     parser.add_argument("--session-label", nargs="+", metavar="LABEL", help="sessions to process (default: all)")
     parser.add_argument(
-        "--methods", nargs="+", choices=METHOD_CHOICES, default=["osvd", "transformer"], metavar="METHOD",
-        help="one or more of ssvd, csvd, osvd, transformer (default: osvd transformer)",
+        "--methods", nargs="+", choices=METHOD_CHOICES, metavar="METHOD",
+        help="one or more of ssvd, csvd, osvd, transformer (participant level, default: "
+             f"{' '.join(PARTICIPANT_METHODS)}; group level: the methods whose lesion volumes are tabled, default: "
+             "every method found)",
     )
     parser.add_argument("-w", "--work-dir", type=Path, help="Nipype work directory; a rerun with the same one resumes")
     parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1, help="processes for MultiProc")
@@ -92,6 +98,8 @@ def participant_level(args):
     from ..io import prepare_output_dir
     from ..workflows.base import init_ctp_wf
 
+    if args.methods is None:
+        args.methods = list(PARTICIPANT_METHODS)
     if not args.skip_bids_validation:
         validate_dataset(args.bids_dir)
     check_output_outside_input(args.output_dir, [args.bids_dir])

@@ -2,7 +2,11 @@
 
 Example
 -------
-ctp-finetune --scan sub-01_ctp.nii.gz --aif sub-01_desc-global_aif.tsv --mask sub-01_mask.nii.gz --out tuned/
+ctp-finetune --scan sub-01_ctp.nii.gz --aif sub-01_desc-global_aif.tsv --mask sub-01_desc-brain_mask.nii.gz \
+    --out tuned/
+
+The AIF file is the one the BIDS App or ``ctp-perfusion`` wrote for the scan (its partial-volume corrected
+column is read), and the tuned weights are used with ``--weights tuned/finetuned.safetensors``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ def build_parser():
         "Writes OUT/finetuned.safetensors (+ .json) and OUT/model_card.md.",
     )
     parser.add_argument("--scan", action="append", required=True, help="4D CTP NIfTI in HU (repeat for several)")
-    parser.add_argument("--aif", action="append", required=True, help="global AIF TSV ('aif' column), one per --scan")
+    parser.add_argument("--aif", action="append", required=True,
+                        help="global AIF TSV, one per --scan: the pipeline's <prefix>_desc-global_aif.tsv or your own")
+    parser.add_argument("--aif-column", default=None, metavar="NAME",
+                        help="the AIF's column (default: 'aif_corrected', the partial-volume corrected AIF that "
+                             "the maps are computed with, when the file has it, else 'aif')")
     parser.add_argument("--mask", action="append", default=None, help="brain mask NIfTI, one per --scan")
     parser.add_argument("--out", required=True, help="output folder (not inside an input dataset)")
     parser.add_argument("--weights", default=None, help="starting weights (default: the shipped weights)")
@@ -42,7 +50,7 @@ def main(argv=None):
     import torch
 
     from ..io import InputError
-    from ..nn.finetune import card_markdown, finetune, finetuned_card, load_scan_curves
+    from ..nn.finetune import DEFAULT_AIF_COLUMNS, card_markdown, finetune, finetuned_card, load_scan_curves
     from ..nn.weights import WeightsError, load_model, save_weights
 
     if args.threads:
@@ -51,7 +59,7 @@ def main(argv=None):
         model = load_model(args.weights)
         scans = [
             load_scan_curves(scan, aif, args.mask[i] if args.mask else None, args.frame_interval, args.max_voxels,
-                             args.seed)
+                             args.seed, aif_column=args.aif_column or DEFAULT_AIF_COLUMNS)
             for i, (scan, aif) in enumerate(zip(args.scan, args.aif))
         ]
         settings = {"batch_size": args.batch_size, "learning_rate": args.learning_rate, "seed": args.seed,

@@ -403,7 +403,11 @@ class _GroupStatsInputSpec(BaseInterfaceInputSpec):
                                 desc="per-scan region-statistics TSVs written by MapStats")
     scan_ids = InputMultiObject(traits.Str(), desc="one id per TSV (default: the file name up to '_desc-')")
     statistic = traits.Enum("mean", "median", usedefault=True, desc="per-scan regional value that is compared")
-    reference = traits.Str("ssvd", usedefault=True, desc="method that deviations and tests refer to")
+    reference = traits.Str(
+        "auto", usedefault=True,
+        desc="method that deviations and tests refer to; 'auto': sSVD when present, else the first method found "
+             "in the paper's order (ssvd, csvd, osvd, transformer)",
+    )
     out_prefix = traits.Str("group", usedefault=True, desc="output file-name prefix")
 
 
@@ -428,7 +432,8 @@ class GroupStats(SimpleInterface):
 
     For every region and map of the per-scan TSVs: per method the mean and sd
     across scans of the per-scan regional ``statistic``, the deviation from the
-    ``reference`` method (sSVD) in the map's units and in percent, and paired
+    ``reference`` method (default sSVD when present, else the first method of
+    the paper's order found) in the map's units and in percent, and paired
     two-sided Wilcoxon signed-rank tests (scipy) against the reference and
     between every pair of methods (see
     :func:`ctp_nipype.perfusion.stats.group_comparison`).
@@ -441,7 +446,7 @@ class GroupStats(SimpleInterface):
     Examples
     --------
     >>> GroupStats().inputs.reference
-    'ssvd'
+    'auto'
     """
 
     input_spec = _GroupStatsInputSpec
@@ -458,11 +463,12 @@ class GroupStats(SimpleInterface):
         for scan, path in zip(ids, files):
             for row in read_table_tsv(path, required=("region", "method", "map", self.inputs.statistic)):
                 records.append({**row, "scan": scan})
-        summary, pairs = stats.group_comparison(records, statistic=self.inputs.statistic, reference=self.inputs.reference)
+        reference = stats.resolve_reference({row["method"] for row in records} or {"ssvd"}, self.inputs.reference)
+        summary, pairs = stats.group_comparison(records, statistic=self.inputs.statistic, reference=reference)
         prefix = self.inputs.out_prefix
         out_tsv = write_table_tsv(
             os.path.join(runtime.cwd, f"{prefix}_desc-methods_stats.tsv"), summary,
-            ("region", "map", "units", "method", "n_scans", "mean", "sd", "n_pairs", "deviation",
+            ("region", "map", "units", "method", "n_scans", "mean", "sd", "reference", "n_pairs", "deviation",
              "deviation_percent", "wilcoxon_w", "p_value"),
         )
         out_pairs = write_table_tsv(
@@ -471,8 +477,7 @@ class GroupStats(SimpleInterface):
         )
         from ..reports.group import group_report_html
 
-        html = group_report_html(summary, pairs, scans=ids, statistic=self.inputs.statistic,
-                                 reference=self.inputs.reference)
+        html = group_report_html(summary, pairs, scans=ids, statistic=self.inputs.statistic, reference=reference)
         out_html = os.path.join(runtime.cwd, f"{prefix}_desc-methods_report.html")
         _write_text(out_html, html)
         self._results.update(out_tsv=str(out_tsv), out_pairs_tsv=str(out_pairs), out_html=out_html)

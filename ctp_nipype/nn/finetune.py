@@ -42,16 +42,25 @@ class ScanCurves:
     name: str = "scan"
 
 
-def load_scan_curves(in_file, aif_file, mask_file=None, frame_interval=None, max_voxels=None, seed=0):
+#: The AIF column read by default: the partial-volume corrected AIF of the pipeline's
+#: ``_desc-global_aif.tsv`` (the one the maps are computed with), else a user file's ``aif``.
+DEFAULT_AIF_COLUMNS = ("aif_corrected", "aif")
+
+
+def load_scan_curves(in_file, aif_file, mask_file=None, frame_interval=None, max_voxels=None, seed=0,
+                     aif_column=DEFAULT_AIF_COLUMNS):
     """Read a CTP scan, its global AIF TSV and mask into :class:`ScanCurves` (resampled, baseline removed).
 
-    ``max_voxels`` keeps a random subset of the masked voxels (memory).
+    ``max_voxels`` keeps a random subset of the masked voxels (memory). ``aif_column`` names the AIF's
+    column, or several of which the first present is read (default: ``aif_corrected``, else ``aif``), so
+    that fine-tuning sees the same AIF as inference (``TransformerPerfusion`` in the workflows reads the
+    corrected one).
     """
     from ..io import load_ctp, load_mask, output_prefix, read_curve_tsv
     from ..perfusion.prepare import prepare_curves
 
     scan = load_ctp(in_file, frame_interval=frame_interval)
-    aif_hu, _ = read_curve_tsv(aif_file, "aif", n_frames=scan.data.shape[3])
+    aif_hu, _ = read_curve_tsv(aif_file, aif_column, n_frames=scan.data.shape[3])
     mask = load_mask(mask_file, scan.spatial_shape, scan.affine) if mask_file else np.ones(scan.spatial_shape, bool)
     curves = prepare_curves(scan.data, scan.frame_times, aif_hu)
     tissue = curves.tissue[mask]

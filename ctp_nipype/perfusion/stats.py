@@ -517,7 +517,26 @@ def paired_wilcoxon(a, b):
     return n, float(result.statistic), float(result.pvalue)
 
 
-def group_comparison(records, statistic="mean", reference="ssvd"):
+def resolve_reference(methods, reference="auto"):
+    """The method that group deviations refer to: ``reference``, or for ``"auto"`` sSVD when present (the
+    paper's reference), else the first of ``methods`` in the paper's order.
+
+    Examples
+    --------
+    >>> resolve_reference(["transformer", "ssvd"]), resolve_reference(["transformer", "osvd"])
+    ('ssvd', 'osvd')
+    >>> resolve_reference(["transformer", "osvd"], "transformer")
+    'transformer'
+    """
+    present = sorted(set(methods), key=lambda m: _rank(m, METHOD_ORDER))
+    if reference != "auto":
+        return reference
+    if not present:
+        raise ValueError("No methods to choose a reference from.")
+    return "ssvd" if "ssvd" in present else present[0]
+
+
+def group_comparison(records, statistic="mean", reference="auto"):
     """Per region, map and method across scans: mean, deviation from the reference method, Wilcoxon tests.
 
     Parameters
@@ -529,14 +548,17 @@ def group_comparison(records, statistic="mean", reference="ssvd"):
         The per-scan value compared (a :data:`STAT_COLUMNS` name); the paper's
         Table 2 uses the regional ``mean``.
     reference : str
-        The method deviations and tests refer to (the paper's sSVD).
+        The method deviations and tests refer to; ``"auto"`` (default): the
+        paper's sSVD when the records have it, else the first method present in
+        the paper's order (:func:`resolve_reference`).
 
     Returns
     -------
     summary : list of dict
         One row per region, map and method: ``region, map, units, method,
         n_scans, mean, sd`` (across scans of the per-scan statistic), then
-        against the reference on the scans that have both: ``n_pairs``,
+        ``reference`` (the method the next columns refer to) and, against it,
+        on the scans that have both: ``n_pairs``,
         ``deviation`` (mean of method - reference, the map's units),
         ``deviation_percent`` (100 * deviation / mean of the reference on
         those scans), ``wilcoxon_w`` and ``p_value`` (two-sided, paired).
@@ -557,6 +579,8 @@ def group_comparison(records, statistic="mean", reference="ssvd"):
     >>> round(row["p_value"], 4)
     0.0312
     """
+    records = list(records)
+    reference = resolve_reference({record["method"] for record in records} or {"ssvd"}, reference)
     table = {}
     units = {}
     for record in records:
@@ -578,6 +602,7 @@ def group_comparison(records, statistic="mean", reference="ssvd"):
                     "n_scans": int(values.size),
                     "mean": float(values.mean()) if values.size else math.nan,
                     "sd": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                    "reference": reference,
                 }
                 row.update(_against(by_method, method, reference))
                 summary.append(row)
