@@ -385,7 +385,8 @@ def test_boutiques_renders_a_command_line_the_parser_reads_back(descriptor, tmp_
         "participant_label": ["01", "sub-02"], "session_label": ["01"], "methods": ["ssvd", "transformer"],
         "work_dir": "/scratch/work", "nprocs": 3, "plugin": "SLURM",
         "plugin_args": "sbatch_args=-p short --mem 8G,max_jobs=50", "device": "cuda", "weights": str(weights),
-        "motion_correction": True, "no_guided_filter": True, "guided_filter_radius_mm": 2.5, "frame_interval": 1.5,
+        "motion_correction": True, "no_guided_filter": True, "no_partial_volume_correction": True,
+        "guided_filter_radius_mm": 2.5, "frame_interval": 1.5,
         "skip_bids_validation": True, "debug": True,
     }
     ids = {item["id"] for item in descriptor["inputs"]} - {"participant_level_analysis_dir"}  # its pair is set
@@ -406,6 +407,7 @@ def test_boutiques_renders_a_command_line_the_parser_reads_back(descriptor, tmp_
     assert (args.nprocs, args.plugin, args.device, args.weights) == (3, "SLURM", "cuda", weights)
     assert parse_plugin_args(args.plugin_args) == {"sbatch_args": "-p short --mem 8G", "max_jobs": 50}
     assert args.motion_correction and args.no_guided_filter and args.skip_bids_validation and args.debug
+    assert args.no_partial_volume_correction
     assert args.frame_interval == 1.5 and args.guided_filter_radius_mm == 2.5
 
     # the group level names the folder the participant level wrote, through output_dir_name: bosh 0.5.33

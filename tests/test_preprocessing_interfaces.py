@@ -119,6 +119,18 @@ def test_user_masks_and_curves_override(phantom_file, tmp_path):
     sidecar = json.loads(open(out.out_json).read())
     assert sidecar["AIFSource"] == "user mask" and sidecar["VOFSource"] == "user TSV"
     assert out.scale == pytest.approx(2.0, rel=0.1)
+    # an AIF that is already corrected: --no-partial-volume-correction keeps it as it is
+    kept = _run(
+        SelectAIFVOF(in_file=loaded.out_file, brain_mask=brain.out_file, aif_mask=artery, vof_file=str(vof_tsv),
+                     correct_partial_volume=False),
+        tmp_path,
+        "aif_kept",
+    )
+    with open(kept.out_file) as handle:
+        table = list(csv.DictReader(handle, delimiter="\t"))
+    assert [float(r["aif_corrected"]) for r in table] == [float(r["aif"]) for r in table]
+    assert kept.scale == 1.0
+    assert json.loads(open(kept.out_json).read())["PartialVolumeCorrection"]["Applied"] is False
 
 
 def _write_scan(tmp_path, data, sidecar={"RepetitionTime": 1.0}):

@@ -191,6 +191,10 @@ def test_perfusion_workflow_graph_and_method_checks():
     ctp = init_ctp_wf("/tmp/out", methods=["csvd"], motion_correction=True, guided_filter=False)
     names = set(ctp.list_node_names())
     assert "ctp_preproc_wf.motion_correction" in names and "ctp_preproc_wf.guided_filter" not in names
+    select = ctp.get_node("ctp_preproc_wf.select_vessels")
+    assert select.inputs.correct_partial_volume is True
+    kept = init_ctp_wf("/tmp/out", methods=["csvd"], partial_volume_correction=False)
+    assert kept.get_node("ctp_preproc_wf.select_vessels").inputs.correct_partial_volume is False
 
 
 def test_output_inside_the_input_dataset_is_refused(phantom_dataset, capsys):

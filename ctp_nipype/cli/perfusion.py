@@ -43,6 +43,11 @@ def build_parser():
     parser.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame")
     parser.add_argument("--no-guided-filter", action="store_true", help="skip the guided filter")
     parser.add_argument(
+        "--no-partial-volume-correction", action="store_true",
+        help="keep the AIF as it is instead of rescaling its first-pass area to the VOF's (de la Rosa et al. 2021); "
+             "for an AIF that is already corrected",
+    )
+    parser.add_argument(
         "--guided-filter-radius-mm", type=positive_float, default=RADIUS_MM, metavar="MM",
         help="the guided filter's in-plane radius in mm, rounded to voxels (default %(default)s: the paper's "
         "2 voxels of 0.94 mm)",
@@ -147,6 +152,7 @@ def main(argv=None):
         methods=args.method,
         motion_correction=args.motion_correction,
         guided_filter=not args.no_guided_filter,
+        partial_volume_correction=not args.no_partial_volume_correction,
         guided_filter_radius_mm=args.guided_filter_radius_mm,
         device=args.device,
         weights=str(args.weights.resolve()) if args.weights else None,

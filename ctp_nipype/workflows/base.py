@@ -49,7 +49,7 @@ def check_methods(methods):
 
 
 def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_interval=None,
-                        guided_filter_radius_mm=RADIUS_MM, name="ctp_preproc_wf"):
+                        guided_filter_radius_mm=RADIUS_MM, partial_volume_correction=True, name="ctp_preproc_wf"):
     """Preprocessing of one CTP scan.
 
     Workflow graph::
@@ -70,6 +70,10 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
     guided_filter_radius_mm : float
         The filter's in-plane radius in mm, rounded to voxels (default 1.88 mm: the
         paper's 2 voxels of 0.94 mm; 1 voxel on 1.9-4 mm grids).
+    partial_volume_correction : bool
+        Rescale the AIF (automatic or the user's) so that its first-pass area equals the VOF's
+        (de la Rosa et al. 2021, as the paper does); ``False`` keeps the AIF as it is, e.g. a user AIF
+        that is already corrected. The curves TSV's ``aif_corrected`` column is then the AIF itself.
 
     Inputs (``inputnode``)
     ----------------------
@@ -118,7 +122,7 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
     brain = pe.Node(BrainMask(), name="brain_mask")
     csf = pe.Node(CSFMask(), name="csf_mask")
     vessel = pe.Node(VesselMask(), name="vessel_mask")
-    select = pe.Node(SelectAIFVOF(), name="select_vessels")
+    select = pe.Node(SelectAIFVOF(correct_partial_volume=bool(partial_volume_correction)), name="select_vessels")
     if frame_interval is not None:
         load.inputs.frame_interval = frame_interval
 
@@ -278,6 +282,7 @@ def init_ctp_wf(
     frame_interval=None,
     method_options=None,
     guided_filter_radius_mm=RADIUS_MM,
+    partial_volume_correction=True,
     name="ctp_wf",
 ):
     """The whole scan: preprocessing, perfusion by every method, derivatives.
@@ -295,7 +300,7 @@ def init_ctp_wf(
         Folder below ``output_dir`` (``sub-01/ses-01/perf`` for BIDS, ``""`` flat).
     methods, device, weights, method_options
         See :func:`init_perfusion_wf`.
-    motion_correction, guided_filter, frame_interval, guided_filter_radius_mm
+    motion_correction, guided_filter, frame_interval, guided_filter_radius_mm, partial_volume_correction
         See :func:`init_ctp_preproc_wf`.
 
     Inputs (``inputnode``): ``in_file``, ``prefix`` and the optional user replacements
@@ -321,7 +326,7 @@ def init_ctp_wf(
     )
     preproc = init_ctp_preproc_wf(
         motion_correction=motion_correction, guided_filter=guided_filter, frame_interval=frame_interval,
-        guided_filter_radius_mm=guided_filter_radius_mm,
+        guided_filter_radius_mm=guided_filter_radius_mm, partial_volume_correction=partial_volume_correction,
     )
     options = dict(method_options or {})
     if frame_interval is not None:
