@@ -4,14 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPROCS ?= 2
+# extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" for the
+# CPU-only build on Linux, where PyPI's torch is the CUDA build (several GB)
+TORCH_PIP_ARGS ?=
 
 .PHONY: demo test install bench clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: a CPU build on our machines; the package itself asks for torch>=2.2
-	$(PY) -m pip install --quiet torch==2.13.0
+	# torch first and pinned; the package itself asks for torch>=2.2
+	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
