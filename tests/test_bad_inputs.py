@@ -422,6 +422,7 @@ CASES = [
     _b("BIDS: broken dataset_description.json", _bids(dataset=_broken_description), r"is not valid JSON"),
     _b("BIDS: unknown participant", _bids(["--participant-label", "99"]), r"Participant\(s\) 99 not found.*available: 01"),
     _b("BIDS: unknown session", _bids(["--session-label", "07"]), r"No CTP scan with session\(s\) 07.*available: 01"),
+    _b("BIDS: hematocrit factor out of range", _bids(["--kappa-h", "2"]), r"--kappa-h 2.0 is out of range"),
     _b("BIDS: output inside the dataset", _bids(out=lambda root, tmp: root / "derivatives" / "ctp"),
        r"output folder .* lies inside the input dataset"),
     _b("BIDS: output containing the dataset", _bids(out=lambda root, tmp: root.parent),

@@ -24,6 +24,50 @@ def positive_float(text):
     return value
 
 
+def add_method_options(parser):
+    """The SVD thresholds, the constants and the baseline: options shared by ctp-perfusion and ctp-bids-app."""
+    from ..perfusion.constants import KAPPA_H, RHO
+    from ..perfusion.svd import DEFAULT_OI_THRESHOLD
+
+    parser.add_argument("--threshold", type=float, help="relative SVD threshold (default per method: sSVD 0.2, "
+                        "cSVD 0.1; for oSVD the largest rung of its ladder)")
+    parser.add_argument("--oi-threshold", type=float, default=DEFAULT_OI_THRESHOLD,
+                        help="oSVD's oscillation index target (default %(default)s)")
+    parser.add_argument("--kappa-h", type=float, default=KAPPA_H, help="hematocrit factor (default %(default)s)")
+    parser.add_argument("--rho", type=float, default=RHO, help="tissue density in g/ml (default %(default)s)")
+    parser.add_argument("--baseline-frames", type=int, help="pre-bolus frames (default: detected from the AIF)")
+
+
+def method_options(args):
+    """The ``method_options`` of :func:`ctp_nipype.workflows.base.init_ctp_wf` from the options above."""
+    return {
+        "threshold": args.threshold,
+        "oi_threshold": args.oi_threshold,
+        "kappa_h": args.kappa_h,
+        "rho": args.rho,
+        "n_baseline_frames": args.baseline_frames,
+    }
+
+
+def check_options(args):
+    """Numeric options in their valid ranges (each error names the option); options a command lacks are skipped."""
+    from ..io import InputError
+
+    checks = (
+        ("--threshold", "threshold", lambda v: 0 < v < 1, "a relative threshold strictly between 0 and 1"),
+        ("--oi-threshold", "oi_threshold", lambda v: v > 0, "a positive oscillation index"),
+        ("--kappa-h", "kappa_h", lambda v: 0 < v <= 1, "a hematocrit factor in (0, 1]"),
+        ("--rho", "rho", lambda v: 0 < v < 10, "a tissue density in g/ml (about 1.04)"),
+        ("--frame-interval", "frame_interval", lambda v: 0 < v < 3600, "a positive number of seconds"),
+        ("--baseline-frames", "baseline_frames", lambda v: v >= 1, "at least 1"),
+        ("--nprocs", "nprocs", lambda v: v >= 1, "at least 1"),
+    )
+    for option, name, valid, expected in checks:
+        value = getattr(args, name, None)
+        if value is not None and not (value == value and valid(value)):  # value == value: not NaN
+            raise InputError(f"{option} {value} is out of range; give {expected}.")
+
+
 def parse_plugin_args(text):
     """``--plugin-args`` as JSON (``'{"sbatch_args": "-p short"}'``) or ``key=value`` pairs.
 

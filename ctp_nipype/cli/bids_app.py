@@ -22,7 +22,16 @@ from pathlib import Path
 from .. import __version__
 from ..perfusion.filtering import RADIUS_MM
 from ._errors import user_facing
-from ._run import PLUGINS, parse_plugin_args, positive_float, run_workflow, summarise_outputs
+from ._run import (
+    PLUGINS,
+    add_method_options,
+    check_options,
+    method_options,
+    parse_plugin_args,
+    positive_float,
+    run_workflow,
+    summarise_outputs,
+)
 
 METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")
 
@@ -72,6 +81,7 @@ def build_parser():
         "2 voxels of 0.94 mm)",
     )
     parser.add_argument("--frame-interval", type=float, help="seconds per frame when no other timing source exists")
+    add_method_options(parser)
     parser.add_argument("--skip-bids-validation", action="store_true", help="skip the dataset checks")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"ctp_nipype {__version__}")
@@ -105,6 +115,7 @@ def participant_level(args):
 
     if args.methods is None:
         args.methods = list(PARTICIPANT_METHODS)
+    check_options(args)
     if not args.skip_bids_validation:
         validate_dataset(args.bids_dir)
     check_output_outside_input(args.output_dir, [args.bids_dir])
@@ -132,6 +143,7 @@ def participant_level(args):
             device=args.device,
             weights=str(args.weights.resolve()) if args.weights else None,
             frame_interval=args.frame_interval,
+            method_options=method_options(args),
             name=f"scan_{scan.prefix.replace('-', '_')}",
         )
         single.inputs.inputnode.in_file = str(scan.path)

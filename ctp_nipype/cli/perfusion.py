@@ -17,11 +17,18 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..perfusion.constants import KAPPA_H, RHO
 from ..perfusion.filtering import RADIUS_MM
-from ..perfusion.svd import DEFAULT_OI_THRESHOLD
 from ._errors import user_facing
-from ._run import PLUGINS, parse_plugin_args, positive_float, run_workflow, summarise_outputs
+from ._run import (
+    PLUGINS,
+    add_method_options,
+    check_options,
+    method_options,
+    parse_plugin_args,
+    positive_float,
+    run_workflow,
+    summarise_outputs,
+)
 
 METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")
 
@@ -54,12 +61,8 @@ def build_parser():
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device of the network")
     parser.add_argument("--weights", type=Path, help="network weights (.safetensors); default the shipped ones")
-    parser.add_argument("--threshold", type=float, help="relative SVD threshold (default per method)")
-    parser.add_argument("--oi-threshold", type=float, default=DEFAULT_OI_THRESHOLD, help="oSVD oscillation index")
-    parser.add_argument("--kappa-h", type=float, default=KAPPA_H, help="hematocrit factor (default %(default)s)")
-    parser.add_argument("--rho", type=float, default=RHO, help="tissue density in g/ml (default %(default)s)")
+    add_method_options(parser)
     parser.add_argument("--frame-interval", type=float, help="seconds per frame when no other timing source exists")
-    parser.add_argument("--baseline-frames", type=int, help="pre-bolus frames (default: detected from the AIF)")
     parser.add_argument("--nprocs", type=int, default=1, help="processes (MultiProc when > 1)")
     parser.add_argument("--plugin", choices=PLUGINS, default="MultiProc", help="Nipype execution plugin")
     parser.add_argument("--plugin-args", default="", help="plugin arguments (JSON or key=value pairs)")
@@ -67,24 +70,6 @@ def build_parser():
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"ctp_nipype {__version__}")
     return parser
-
-
-def check_options(args):
-    """Numeric options in their valid ranges (each error names the option)."""
-    from ..io import InputError
-
-    checks = (
-        ("--threshold", args.threshold, lambda v: 0 < v < 1, "a relative threshold strictly between 0 and 1"),
-        ("--oi-threshold", args.oi_threshold, lambda v: v > 0, "a positive oscillation index"),
-        ("--kappa-h", args.kappa_h, lambda v: 0 < v <= 1, "a hematocrit factor in (0, 1]"),
-        ("--rho", args.rho, lambda v: 0 < v < 10, "a tissue density in g/ml (about 1.04)"),
-        ("--frame-interval", args.frame_interval, lambda v: 0 < v < 3600, "a positive number of seconds"),
-        ("--baseline-frames", args.baseline_frames, lambda v: v >= 1, "at least 1"),
-        ("--nprocs", args.nprocs, lambda v: v >= 1, "at least 1"),
-    )
-    for option, value, valid, expected in checks:
-        if value is not None and not (value == value and valid(value)):  # value == value: not NaN
-            raise InputError(f"{option} {value} is out of range; give {expected}.")
 
 
 def validate_inputs(args):
@@ -139,13 +124,7 @@ def main(argv=None):
     validate_inputs(args)
 
     prefix = output_prefix(args.in_file)
-    options = {
-        "threshold": args.threshold,
-        "oi_threshold": args.oi_threshold,
-        "kappa_h": args.kappa_h,
-        "rho": args.rho,
-        "n_baseline_frames": args.baseline_frames,
-    }
+    options = method_options(args)
     workflow = init_ctp_wf(
         str(args.out_dir.resolve()),
         subdir="",
