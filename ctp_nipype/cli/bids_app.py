@@ -22,16 +22,8 @@ from pathlib import Path
 from .. import __version__
 from ..perfusion.filtering import RADIUS_MM
 from ._errors import user_facing
-from ._run import (
-    PLUGINS,
-    add_method_options,
-    check_options,
-    method_options,
-    parse_plugin_args,
-    positive_float,
-    run_workflow,
-    summarise_outputs,
-)
+from ._run import PLUGINS, add_method_options, check_options, method_options, parse_plugin_args
+from ._run import positive_float, run_workflow, summarise_outputs
 
 METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")
 
