@@ -598,3 +598,16 @@ def test_installed_as_the_dockerfile_does_the_app_runs_a_participant(dockerfile,
         assert json.loads((perf / f"sub-01_ses-01_desc-ssvd_{name}.json").read_text())["Units"]
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
+
+
+def test_the_default_nprocs_follows_the_cpus_granted_not_the_hosts(monkeypatch):
+    # a SLURM job or `taskset` grants fewer CPUs than the node has; MultiProc must not oversubscribe them
+    import os
+
+    from ctp_nipype.cli import bids_app
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert bids_app.available_cpus() == 2
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert bids_app.available_cpus() == 64

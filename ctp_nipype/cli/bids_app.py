@@ -28,6 +28,14 @@ from ._run import positive_float, run_workflow, summarise_outputs
 METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")
 
 
+def available_cpus():
+    """CPUs this process may run on: its affinity (what a SLURM job or ``taskset`` grants), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity on macOS and Windows
+        return os.cpu_count() or 1
+
+
 #: The methods the participant level runs unless --methods is given.
 PARTICIPANT_METHODS = ("osvd", "transformer")
 
@@ -52,7 +60,8 @@ def build_parser():
              "every method found)",
     )
     parser.add_argument("-w", "--work-dir", type=Path, help="Nipype work directory; a rerun with the same one resumes")
-    parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1, help="processes for MultiProc")
+    parser.add_argument("--nprocs", type=int, default=available_cpus(),
+                        help="processes for MultiProc (default: the CPUs this process may run on, %(default)s here)")
     parser.add_argument("--plugin", choices=PLUGINS, default="MultiProc", help="Nipype execution plugin")
     parser.add_argument(
         "--plugin-args", default="",
