@@ -602,8 +602,6 @@ def test_installed_as_the_dockerfile_does_the_app_runs_a_participant(dockerfile,
 
 def test_the_default_nprocs_follows_the_cpus_granted_not_the_hosts(monkeypatch):
     # a SLURM job or `taskset` grants fewer CPUs than the node has; MultiProc must not oversubscribe them
-    import os
-
     from ctp_nipype.cli import bids_app
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5}, raising=False)
