@@ -409,7 +409,8 @@ def test_boutiques_renders_a_command_line_the_parser_reads_back(descriptor, tmp_
     assert parse_plugin_args(args.plugin_args) == {"sbatch_args": "-p short --mem 8G", "max_jobs": 50}
     assert args.motion_correction and args.no_guided_filter and args.skip_bids_validation and args.debug
     assert args.no_partial_volume_correction
-    assert (args.threshold, args.oi_threshold, args.kappa_h, args.rho, args.baseline_frames) == (0.15, 0.05, 0.7, 1.05, 4)
+    options = (args.threshold, args.oi_threshold, args.kappa_h, args.rho, args.baseline_frames)
+    assert options == (0.15, 0.05, 0.7, 1.05, 4)
     assert args.frame_interval == 1.5 and args.guided_filter_radius_mm == 2.5
 
     # the group level names the folder the participant level wrote, through output_dir_name: bosh 0.5.33

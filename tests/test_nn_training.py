@@ -358,6 +358,7 @@ def test_the_moving_average_is_validated_logged_and_resumed(tmp_path):
 def test_a_staged_run_passes_its_last_stage_moving_average_on(tmp_path):
     training.train(_staged_recipe(ema_decay=0.8), tmp_path / "staged", progress=False)
     for name in ("best_ema", "last_ema"):
-        a, b = _state(tmp_path / "staged" / f"{name}.safetensors"), _state(tmp_path / "staged" / "stage2" / f"{name}.safetensors")
+        a = _state(tmp_path / "staged" / f"{name}.safetensors")
+        b = _state(tmp_path / "staged" / "stage2" / f"{name}.safetensors")
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

@@ -52,7 +52,8 @@ def build_parser():
         "--participant-label", "--participant_label", nargs="+", metavar="LABEL",
         help="participants to process (with or without 'sub-'; default: all)",
     )
-    parser.add_argument("--session-label", nargs="+", metavar="LABEL", help="sessions to process (with or without 'ses-'; default: all)")
+    parser.add_argument("--session-label", nargs="+", metavar="LABEL",
+                        help="sessions to process (with or without 'ses-'; default: all)")
     parser.add_argument(
         "--methods", nargs="+", choices=METHOD_CHOICES, metavar="METHOD",
         help="one or more of ssvd, csvd, osvd, transformer (participant level, default: "
