@@ -129,7 +129,7 @@ def test_the_group_level_tables_every_method_the_participant_level_ran(participa
     with open(out / "group" / "group_desc-methods_stats.tsv", newline="", encoding="utf-8") as handle:
         stats = [row for row in csv.DictReader(handle, delimiter="\t") if row["map"] == "cbf"]
     assert {row["reference"] for row in stats} == {"ssvd"}
-    others = [row for row in stats if row["method"] != "ssvd" and row["region"] == "normal"]
+    others = [row for row in stats if row["method"] != "ssvd" and row["region"] == "brain"]
     assert others and all(row["deviation"] not in ("", "n/a") for row in others)
     # --methods at the group level narrows the lesion table only
     assert bids_app.main([str(phantom_dataset), str(out), "group", "--methods", "osvd"]) == 0
