@@ -362,3 +362,15 @@ def test_a_staged_run_passes_its_last_stage_moving_average_on(tmp_path):
         b = _state(tmp_path / "staged" / "stage2" / f"{name}.safetensors")
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_log_started_by_an_older_ctp_train_keeps_its_columns(tmp_path):
+    # a run resumed after an upgrade that added log columns: rows must still match the file's header
+    log = tmp_path / "log.tsv"
+    old_columns = training.LOG_COLUMNS[:15]
+    log.write_text("\t".join(old_columns) + "\n", encoding="utf-8")
+    training._append_log(log, {"step": 25, "curves_seen": 200, "elapsed_s": 9.5, "loss": 1.5, "ema_val_cbf_rmse": 3.0})
+    with open(log, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert list(rows[0]) == list(old_columns) and rows[0]["step"] == "25" and rows[0]["loss"] == "1.5"
+    assert _learning_curve_module().read_loss_rows(tmp_path)[0]["step"] == 25.0

@@ -284,12 +284,17 @@ def _atomic_torch_save(payload, path):
 
 
 def _append_log(path, row):
-    new = not path.exists()
+    """Append one row; a log written by an older ctp-train (fewer columns) keeps its own header's columns."""
+    columns = LOG_COLUMNS
+    if path.exists():
+        with open(path, encoding="utf-8") as handle:
+            columns = handle.readline().rstrip("\n").split("\t")
     with open(path, "a", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        if new:
+        if columns is LOG_COLUMNS:
             writer.writerow(LOG_COLUMNS)
-        writer.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]) for c in LOG_COLUMNS])
+        writer.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
+                         for c in columns])
 
 
 def resolve_training_device(device="auto"):
