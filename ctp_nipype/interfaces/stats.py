@@ -463,8 +463,9 @@ class GroupStats(SimpleInterface):
         for scan, path in zip(ids, files):
             for row in read_table_tsv(path, required=("region", "method", "map", self.inputs.statistic)):
                 records.append({**row, "scan": scan})
-        reference = stats.resolve_reference({row["method"] for row in records} or {"ssvd"}, self.inputs.reference)
-        summary, pairs = stats.group_comparison(records, statistic=self.inputs.statistic, reference=reference)
+        summary, pairs = stats.group_comparison(records, statistic=self.inputs.statistic,
+                                                reference=self.inputs.reference)
+        reference = summary[0]["reference"] if summary else self.inputs.reference
         prefix = self.inputs.out_prefix
         out_tsv = write_table_tsv(
             os.path.join(runtime.cwd, f"{prefix}_desc-methods_stats.tsv"), summary,

@@ -528,12 +528,11 @@ def resolve_reference(methods, reference="auto"):
     >>> resolve_reference(["transformer", "osvd"], "transformer")
     'transformer'
     """
-    present = sorted(set(methods), key=lambda m: _rank(m, METHOD_ORDER))
     if reference != "auto":
         return reference
-    if not present:
+    if not methods:
         raise ValueError("No methods to choose a reference from.")
-    return "ssvd" if "ssvd" in present else present[0]
+    return min(methods, key=lambda m: _rank(m, METHOD_ORDER))  # sSVD ranks first
 
 
 def group_comparison(records, statistic="mean", reference="auto"):
@@ -580,7 +579,8 @@ def group_comparison(records, statistic="mean", reference="auto"):
     0.0312
     """
     records = list(records)
-    reference = resolve_reference({record["method"] for record in records} or {"ssvd"}, reference)
+    if records:
+        reference = resolve_reference({record["method"] for record in records}, reference)
     table = {}
     units = {}
     for record in records:
