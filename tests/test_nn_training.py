@@ -303,6 +303,8 @@ def test_the_cpu_recipe_is_two_stages_within_two_hours():
     assert [s["name"] for s in stages] == ["cpu:paper-ranges", "cpu:exponential"]
     assert sum(s["time_budget_minutes"] for s in stages) <= 120
     assert stages[0].get("ranges") is None and stages[1]["ranges"]["alpha_one_fraction"] == 0.3
+    # the shipped weights are the run's moving average of the weights (best_ema.safetensors)
+    assert all(s["ema_decay"] == 0.999 for s in stages)
 
 
 def test_the_moving_average_follows_its_formula_and_leaves_training_unchanged(tmp_path):
