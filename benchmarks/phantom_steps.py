@@ -1,6 +1,6 @@
 """What each preprocessing choice does to CBF on the digital phantom (docs/validation.md).
 
-Prints two tables, both with the phantom's true AIF (so the automatic AIF selection plays no part):
+Prints four tables, all with the phantom's true AIF (so the automatic AIF selection plays no part):
 
 1. median grey-matter CBF / truth for sSVD, cSVD and oSVD, and grey-matter CBV / truth, with and without
    noise and the guided filter (radius 2 and 1 voxels);
@@ -9,9 +9,13 @@ Prints two tables, both with the phantom's true AIF (so the automatic AIF select
 3. how sharp the core's edge stays: the 10-90% width in mm of the CBF step across it (median sSVD CBF in
    bins of signed in-plane distance to the core's border, one voxel wide, within the lesion), from the
    noise-free phantom so that only the blur counts, for the guided filter and for a box mean of the same
-   radius.
+   radius;
+4. what the filter does to the lesion a user measures at the phantom's 8 HU of noise: ischemic core (relative
+   CBF < 30%) and hypoperfused tissue (Tmax > 6 s), volume and Dice with the truth
+   (``ctp_nipype.perfusion.stats.lesion_measures``, CSF and vessels excluded), sSVD and oSVD, without a filter,
+   with the guided filter (r = 1) and with a box mean of the same radius.
 
-    python benchmarks/phantom_steps.py [--sizes small demo]
+    python benchmarks/phantom_steps.py [--sizes small demo] [--seed 4]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
+from ctp_nipype.perfusion import stats
 from ctp_nipype.perfusion.filtering import guided_filter
 from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
@@ -93,17 +98,38 @@ def edge_table(sizes, seed):
             print(f"| {size} | {label} | {edge_width_mm(cbf, distance, lesion, step):.1f} |", flush=True)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["small", "demo"])
-    parser.add_argument("--seed", type=int, default=4)
-    args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
+def lesion_table(sizes, seed):
+    print("\n| phantom (8 HU) | filter | method | core ml (truth) | core Dice | hypoperfused ml (truth) | hypoperfused Dice |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for size in sizes:
+        ph = make_phantom(size, seed=seed)
+        voxel_ml = float(np.prod(ph.voxel_size_mm)) / 1000.0
+        core = ph.labels == PhantomLabel.CORE
+        hypoperfused = core | (ph.labels == PhantomLabel.PENUMBRA)
+        csf = ph.labels == PhantomLabel.CSF
+        vessels = (ph.labels == PhantomLabel.ARTERY) | (ph.labels == PhantomLabel.VEIN)
+        filters = {
+            "none": ph.hu,
+            "guided, r = 1": guided_filter(ph.hu, radius=1),
+            "box mean, r = 1": ndimage.uniform_filter(ph.hu, size=(3, 3, 1, 1)),
+        }
+        for label, hu in filters.items():
+            result = fits(ph, hu)
+            for method in ("ssvd", "osvd"):
+                found = stats.lesion_measures(result[method].cbf, result[method].tmax, ph.brain_mask, ph.affine,
+                                              voxel_ml, csf=csf, vessels=vessels)
+                print(f"| {size} | {label} | {method} | {found.core_volume_ml:.1f} ({core.sum() * voxel_ml:.1f}) | "
+                      f"{stats.dice(found.core, core):.2f} | {found.hypoperfused_volume_ml:.1f} "
+                      f"({hypoperfused.sum() * voxel_ml:.1f}) | {stats.dice(found.hypoperfused, hypoperfused):.2f} |",
+                      flush=True)
+
+
+def grey_matter_table(sizes, seed):
     print("| phantom | noise | guided filter | sSVD | cSVD | oSVD | CBV | core-edge CBF contrast (sSVD / truth) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
-    for size in args.sizes:
+    for size in sizes:
         for noise in (0.0, 8.0):
-            ph = make_phantom(size, seed=args.seed, noise_sd_hu=noise)
+            ph = make_phantom(size, seed=seed, noise_sd_hu=noise)
             grey = ph.labels == PhantomLabel.GREY_MATTER
             inside, outside = edge_shells(ph)
             true_contrast = np.median(ph.cbf[outside]) - np.median(ph.cbf[inside])
@@ -116,7 +142,22 @@ def main(argv=None):
                 contrast = np.median(cbf[outside]) - np.median(cbf[inside])
                 print(f"| {size} | {noise:g} HU | {label} | " + " | ".join(f"{r:.2f}" for r in ratios)
                       + f" | {cbv:.2f} | {contrast:.1f} / {true_contrast:.1f} |", flush=True)
-    edge_table(args.sizes, args.seed)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["small", "demo"])
+    parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--tables", nargs="+", type=int, choices=(1, 2, 3, 4), default=[1, 2, 3, 4],
+                        help="tables to print (1 and 2 share their runs and come together)")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    if {1, 2} & set(args.tables):
+        grey_matter_table(args.sizes, args.seed)
+    if 3 in args.tables:
+        edge_table(args.sizes, args.seed)
+    if 4 in args.tables:
+        lesion_table(args.sizes, args.seed)
 
 
 if __name__ == "__main__":
