@@ -200,20 +200,20 @@ NETWORK_FRAME_INTERVAL = 2.0
 #: frames (:data:`NETWORK_FRAME_INTERVAL`); printed by ``benchmarks/osipi_table.py --network`` and shown in
 #: docs/validation.md. Update it with the weights.
 MEASURED_NETWORK = {
-    "CBV4_CBF10": (18.39, 3.441),
-    "CBV4_CBF20": (32.20, 3.780),
-    "CBV4_CBF30": (46.96, 4.491),
-    "CBV4_CBF40": (54.73, 4.947),
-    "CBV4_CBF50": (65.29, 5.402),
-    "CBV4_CBF60": (70.41, 5.564),
-    "CBV4_CBF70": (75.38, 5.741),
-    "CBV2_CBF5": (14.21, 2.655),
-    "CBV2_CBF10": (19.84, 2.448),
-    "CBV2_CBF15": (25.19, 2.592),
-    "CBV2_CBF20": (32.64, 2.909),
-    "CBV2_CBF25": (36.72, 3.015),
-    "CBV2_CBF30": (42.49, 3.212),
-    "CBV2_CBF35": (44.71, 3.282),
+    "CBV4_CBF10": (20.33, 3.343),
+    "CBV4_CBF20": (29.47, 3.700),
+    "CBV4_CBF30": (36.00, 3.762),
+    "CBV4_CBF40": (39.09, 3.804),
+    "CBV4_CBF50": (43.31, 4.006),
+    "CBV4_CBF60": (45.68, 4.111),
+    "CBV4_CBF70": (47.78, 4.218),
+    "CBV2_CBF5": (13.95, 1.915),
+    "CBV2_CBF10": (19.12, 2.321),
+    "CBV2_CBF15": (22.25, 2.323),
+    "CBV2_CBF20": (25.25, 2.242),
+    "CBV2_CBF25": (26.45, 2.213),
+    "CBV2_CBF30": (28.05, 2.163),
+    "CBV2_CBF35": (28.83, 2.175),
 }
 
 

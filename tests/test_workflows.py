@@ -16,7 +16,7 @@ from ctp_nipype.workflows.base import METHOD_MAPS, check_methods, init_ctp_wf, i
 
 #: grey-matter CBF / truth through the BIDS App on the small phantom (seed 4), measured 2026-12-02 with the
 #: guided filter's default radius of 1.88 mm (1 voxel): sSVD 0.82, cSVD 0.69, oSVD 0.57, network 0.84 (the
-#: phase-2 weights; 0.83 with the phase-1 weights).
+#: two-phase weights; 0.83 with the phase-1 weights); the weights shipped since 2026-12-03 (the cpu recipe) 0.77.
 #: The network is held to the issue's 25%; the SVD methods to the measured value +-0.1 (see the test).
 GREY_MATTER_CBF_RATIO = {
     "ssvd": (0.72, 0.92),
@@ -93,7 +93,7 @@ def test_grey_matter_cbf_against_the_phantom_truth(participant_run, phantom_data
         cbf = np.asarray(nb.load(perf / f"sub-01_ses-01_desc-{method}_cbf.nii.gz").dataobj)
         ratios[method] = float(np.median(cbf[grey]) / np.median(true_cbf[grey]))
     print("grey-matter CBF estimated / true:", ratios)
-    # The issue asks for 25% of the truth for oSVD and the network. The network meets it (0.84). oSVD returns
+    # The issue asks for 25% of the truth for oSVD and the network. The network meets it (0.77 with the shipped weights, 0.84 with the two-phase ones). oSVD returns
     # 0.57 of it: at this phantom's 8 HU noise its oscillation criterion regularises grey matter's short
     # transit hard (0.60 without any filter, 1.02 noise free), measured step by step in docs/validation.md.
     # For the SVD methods the measured envelope (+-0.1) is asserted, so that a regression or a lost constant
