@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from ctp_nipype.perfusion import stats
 from ctp_nipype.perfusion.filtering import guided_filter
 from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+
+from test_lesion import VOXEL_ML, exclusions, truth
+from test_stats import svd_maps
 
 
 @settings(max_examples=20, deadline=None)
@@ -70,26 +76,19 @@ def test_the_filter_makes_the_lesion_measurable_at_the_phantoms_noise(seed):
     its radius and the core's Dice stays near 0.5 (``benchmarks/phantom_steps.py --tables 4``;
     docs/validation.md).
     """
-    from ctp_nipype.perfusion import stats
-    from ctp_nipype.perfusion.prepare import prepare_curves
-    from ctp_nipype.perfusion.svd import SVDModel
-
     ph = make_phantom("small", seed=seed)
-    voxel_ml = float(np.prod(ph.voxel_size_mm)) / 1000.0
-    core = ph.labels == PhantomLabel.CORE
-    hypoperfused = core | (ph.labels == PhantomLabel.PENUMBRA)
-    csf = ph.labels == PhantomLabel.CSF
-    vessels = (ph.labels == PhantomLabel.ARTERY) | (ph.labels == PhantomLabel.VEIN)
+    core, hypoperfused = truth(ph)
+    csf, vessels = exclusions(ph)
 
-    def lesion(hu):
-        curves = prepare_curves(hu, ph.frame_times, ph.aif)
-        fit = SVDModel(curves.aif, curves.frame_times, method="ssvd").fit(curves.tissue, ph.brain_mask)
-        return stats.lesion_measures(fit.cbf, fit.tmax, ph.brain_mask, ph.affine, voxel_ml, csf=csf, vessels=vessels)
+    def lesion(phantom):
+        maps = svd_maps(phantom, ("ssvd",))
+        return stats.lesion_measures(maps["ssvd", "cbf"], maps["ssvd", "tmax"], ph.brain_mask, ph.affine, VOXEL_ML,
+                                     csf=csf, vessels=vessels)
 
-    raw, filtered = lesion(ph.hu), lesion(guided_filter(ph.hu, radius=1))
+    raw, filtered = lesion(ph), lesion(replace(ph, hu=guided_filter(ph.hu, radius=1)))
     assert stats.dice(raw.hypoperfused, hypoperfused) < 0.75 and stats.dice(raw.core, core) < 0.2
     assert stats.dice(filtered.hypoperfused, hypoperfused) >= 0.9
-    assert filtered.hypoperfused_volume_ml == pytest.approx(hypoperfused.sum() * voxel_ml, rel=0.2)
+    assert filtered.hypoperfused_volume_ml == pytest.approx(hypoperfused.sum() * VOXEL_ML, rel=0.2)
     assert stats.dice(filtered.core, core) >= 0.4
 
 
