@@ -1,0 +1,174 @@
+"""What a longer CPU run buys: the `cpu` recipe trained with its time budget scaled, scored on the test sets.
+
+    python benchmarks/budget_curve.py RUNS_DIR [--budgets 5.5 11 22 44] [--train] [--threads 2]
+        [--extra MINUTES:RUN_DIR:EVAL_DIR ...] [--png docs/budget_curve.png]
+
+For each budget B (minutes, shared between the recipe's two stages in proportion to their own 75 + 35 minutes,
+as ``ctp-train --time-budget-minutes`` does), ``--train`` runs
+
+    ctp-train --recipe cpu --out RUNS_DIR/bB --threads T --time-budget-minutes B
+    ctp-evaluate RUNS_DIR/eval_B_best_ema --methods transformer --weights RUNS_DIR/bB/best_ema.safetensors
+    ctp-evaluate RUNS_DIR/eval_B_best --methods transformer --weights RUNS_DIR/bB/best.safetensors
+
+(skipping what already exists, resuming an unfinished run), one after the other so that every run has the
+machine's cores to itself. ``--extra`` adds runs made elsewhere (e.g. the shipped weights' full 110-minute run
+and its ``ctp-evaluate`` folder; EVAL_DIR's table must hold the transformer row, and may hold oSVD's).
+
+Prints, per budget: steps and curves seen (from the runs' logs), and the mean over the six test sets of the
+CBF RMSE, the BAD RMSE and the CBF ratio, for the moving average of the weights (what the recipe ships,
+``best_ema``) and the raw best weights (``best``). Then a fit of the shipped-rule CBF RMSE against curves seen,
+``RMSE(n) = a + b n^-c``, with its asymptote ``a`` (what no amount of the same training reaches below) and its
+value at 50 million curves (the paper's 100 epochs of 500,000): the answer to "what a longer run buys".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning_curve import read_loss_rows  # noqa: E402
+
+PAPER_CURVES = 100 * 500_000
+WEIGHTS = ("best_ema", "best")
+
+
+def mean_row(eval_dir, method="transformer"):
+    """The 'mean of sets' row of a ``ctp-evaluate`` folder for ``method``, or None."""
+    table = Path(eval_dir) / "evaluation.tsv"
+    if not table.exists():
+        return None
+    with open(table, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if row["set"] == "mean of sets" and row["method"] == method:
+                return {key: float(row[key]) for key in ("cbf_rmse", "delay_rmse", "cbf_ratio_mean", "cbf_ratio_sd")}
+    return None
+
+
+def run_length(run_dir):
+    """(steps, curves seen, minutes) over all stages of a ``ctp-train`` run, from its logs."""
+    last = read_loss_rows(run_dir)[-1]
+    return int(last["step"]), int(last["curves_seen"]), last["elapsed_s"] / 60.0
+
+
+def train_and_evaluate(runs_dir, budget, threads):
+    """Train (or resume) the cpu recipe at ``budget`` minutes and evaluate both weights; skips what exists."""
+    bin_dir = Path(sys.executable).parent
+    run = runs_dir / f"b{budget:g}"
+    if not (run / "best_ema.safetensors").exists():
+        command = [str(bin_dir / "ctp-train"), "--recipe", "cpu", "--out", str(run), "--threads", str(threads),
+                   "--time-budget-minutes", f"{budget:g}", "--no-progress"]
+        if run.exists():
+            command.append("--resume")
+        subprocess.run(command, check=True)
+    for weights in WEIGHTS:
+        eval_dir = runs_dir / f"eval_{budget:g}_{weights}"
+        if mean_row(eval_dir) is None:
+            subprocess.run([str(bin_dir / "ctp-evaluate"), str(eval_dir), "--methods", "transformer",
+                            "--weights", str(run / f"{weights}.safetensors"), "--quiet"], check=True)
+
+
+def saturating_fit(curves, rmse):
+    """Least-squares ``a + b n^-c`` (n in millions of curves); returns (a, b, c) or None if it does not converge."""
+    from scipy.optimize import curve_fit
+
+    n = np.asarray(curves, float) / 1e6
+    y = np.asarray(rmse, float)
+    if n.size < 4:
+        return None
+    try:
+        params, _ = curve_fit(lambda x, a, b, c: a + b * x ** (-c), n, y, p0=(y.min() * 0.9, 1.0, 0.5),
+                              bounds=([0.0, 0.0, 0.01], [np.inf, np.inf, 5.0]), maxfev=20000)
+    except RuntimeError:
+        return None
+    return tuple(float(p) for p in params)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs_dir", type=Path)
+    parser.add_argument("--budgets", nargs="+", type=float, default=[5.5, 11, 22, 44])
+    parser.add_argument("--train", action="store_true", help="train and evaluate what is missing")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--extra", nargs="*", default=[], metavar="MINUTES:RUN_DIR:EVAL_DIR")
+    parser.add_argument("--png", type=Path)
+    args = parser.parse_args(argv)
+
+    rows = []  # (budget, run_dir, {weights: eval_dir})
+    for budget in args.budgets:
+        if args.train:
+            train_and_evaluate(args.runs_dir, budget, args.threads)
+        rows.append((budget, args.runs_dir / f"b{budget:g}",
+                     {w: args.runs_dir / f"eval_{budget:g}_{w}" for w in WEIGHTS}))
+    osvd = None
+    for extra in args.extra:
+        minutes, run, eval_dir = extra.split(":")
+        rows.append((float(minutes), Path(run), {"best_ema": Path(eval_dir)}))
+        osvd = osvd or mean_row(eval_dir, "osvd")
+
+    print("| budget (min) | steps | curves seen | CBF RMSE, shipped rule (EMA) | CBF RMSE, raw best | "
+          "BAD RMSE (s), EMA / raw | CBF ratio, EMA / raw |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    points = []
+    for budget, run, evals in sorted(rows, key=lambda r: r[0]):
+        found = {w: mean_row(d) for w, d in evals.items()}
+        if found.get("best_ema") is None or not run.exists():
+            print(f"| {budget:g} | (not run or not evaluated: {run}) | | | | | |")
+            continue
+        steps, curves, _ = run_length(run)
+        ema, raw = found["best_ema"], found.get("best")
+
+        def cell(key, fmt):
+            return "/".join(fmt.format(r[key]) for r in (ema, raw) if r is not None)
+
+        print(f"| {budget:g} | {steps:,} | {curves:,} | {ema['cbf_rmse']:.2f} | "
+              f"{raw['cbf_rmse'] if raw else float('nan'):.2f} | {cell('delay_rmse', '{:.2f}')} | "
+              f"{cell('cbf_ratio_mean', '{:.2f}')} |")
+        points.append((curves, ema["cbf_rmse"], ema["delay_rmse"]))
+    if osvd is not None:
+        print(f"\noSVD on the same test sets: CBF RMSE {osvd['cbf_rmse']:.2f} (0.7x = {0.7 * osvd['cbf_rmse']:.2f})")
+    if points:
+        curves, cbf, bad = (np.array(v) for v in zip(*points))
+        fit = saturating_fit(curves, cbf)
+        if fit is None:
+            print("\nfit a + b n^-c: too few points or no convergence")
+        else:
+            a, b, c = fit
+            at = a + b * (PAPER_CURVES / 1e6) ** (-c)
+            print(f"\nfit of the CBF RMSE (EMA) against curves seen n (millions): {a:.2f} + {b:.2f} n^-{c:.2f}; "
+                  f"asymptote {a:.2f}, at the paper's {PAPER_CURVES / 1e6:.0f} million curves {at:.2f}")
+        if args.png:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+            left.plot(curves, cbf, "o-", label="cpu recipe, time budget scaled (EMA weights)")
+            left.axhline(4.95, color="k", ls=":", label="target 4.95 (the paper's network)")
+            if osvd is not None:
+                left.axhline(0.7 * osvd["cbf_rmse"], color="r", ls=":", label="0.7x oSVD")
+                left.axhline(osvd["cbf_rmse"], color="r", ls="--", label="oSVD")
+            if fit is not None:
+                grid = np.geomspace(curves.min(), PAPER_CURVES, 100)
+                left.plot(grid, a + b * (grid / 1e6) ** (-c), "C0--", lw=1, label="fit a + b n^-c")
+            right.plot(curves, bad, "o-", color="C1")
+            right.axhline(0.51, color="k", ls=":", label="target 0.51 s")
+            for axis, label in ((left, "CBF RMSE (ml/100 g/min)"), (right, "BAD RMSE (s)")):
+                axis.set_xscale("log")
+                axis.set_xlabel("training curves seen")
+                axis.set_ylabel(label + ", mean of the six test sets")
+                axis.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(args.png, dpi=110)
+            print(f"wrote {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
