@@ -16,8 +16,8 @@ Prints four tables, all with the phantom's true AIF (so the automatic AIF select
    with the guided filter (r = 1) and with a box mean of the same radius;
 5. why oSVD loses grey-matter CBF to noise: grey matter's CBF / truth for oSVD and sSVD at 0-8 HU of noise (no
    filter), with the median relative threshold oSVD's ladder chose and the median oscillation index (OI) of its
-   answer, and the OI of the noise-free curves' deconvolution at the ladder's smallest threshold (the floor that
-   noise adds to), split into the first four samples of the residue and the rest.
+   answer, and the OI of the noise-free curves' deconvolution at thresholds along the ladder (the floor that
+   noise adds to).
 
     python benchmarks/phantom_steps.py [--sizes small demo] [--seed 4] [--tables 1 2 3 4 5]
 """
@@ -34,9 +34,10 @@ from ctp_nipype.perfusion import stats
 from ctp_nipype.perfusion.filtering import guided_filter
 from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
-from ctp_nipype.perfusion.svd import SVDModel
+from ctp_nipype.perfusion.svd import SVDModel, oscillation_index
 
 METHODS = ("ssvd", "csvd", "osvd")
+OI_FLOOR_THRESHOLDS = (0.002, 0.02, 0.063, 0.1, 0.26)
 
 
 def fits(ph, hu):
@@ -165,14 +166,13 @@ def osvd_noise_table(sizes, seed):
         grey = ph.labels == PhantomLabel.GREY_MATTER
         curves = prepare_curves(ph.hu[grey], ph.frame_times, ph.aif)
         model = SVDModel(curves.aif, curves.frame_times, method="osvd")
-        solution = model.deconvolve(curves.tissue, model.thresholds[0])  # all 2N samples
-        scale = solution.max(axis=-1)
-        second = np.abs(np.diff(solution, n=2, axis=-1)) / scale[:, None] / solution.shape[-1]
-        residue = np.median(solution[:, :4] / scale[:, None], axis=0)
-        print(f"\n{size}, noise free, smallest threshold {model.thresholds[0]:g}: median OI "
-              f"{np.median(second.sum(-1)):.4f} (first four samples' second differences {np.median(second[:, :2].sum(-1)):.4f}, "
-              f"the rest {np.median(second[:, 2:].sum(-1)):.4f}); median residue / max over the first four samples "
-              + ", ".join(f"{v:.2f}" for v in residue), flush=True)
+        floor = {t: np.median(oscillation_index(model.deconvolve(curves.tissue, t))) for t in OI_FLOOR_THRESHOLDS}
+        residue = model.deconvolve(curves.tissue, model.thresholds[0])
+        start = np.median(residue[:, :4] / residue.max(axis=-1, keepdims=True), axis=0)
+        print(f"\n{size}, noise free: median OI of the deconvolution at threshold "
+              + ", ".join(f"{t:g}: {v:.4f}" for t, v in floor.items())
+              + f"; median residue / max over the first four samples at {model.thresholds[0]:g}: "
+              + ", ".join(f"{v:.2f}" for v in start), flush=True)
 
 
 def main(argv=None):
