@@ -1,7 +1,7 @@
 """What a longer CPU run buys: the `cpu` recipe trained with its time budget scaled, scored on the test sets.
 
     python benchmarks/budget_curve.py RUNS_DIR [--budgets 5.5 11 22 44] [--train] [--threads 2]
-        [--extra MINUTES:RUN_DIR:EVAL_DIR ...] [--png docs/budget_curve.png]
+        [--extra MINUTES:RUN_DIR:EVAL_DIR[:RAW_EVAL_DIR] ...] [--png docs/budget_curve.png]
 
 For each budget B (minutes, shared between the recipe's two stages in proportion to their own 75 + 35 minutes,
 as ``ctp-train --time-budget-minutes`` does), ``--train`` runs
@@ -12,7 +12,8 @@ as ``ctp-train --time-budget-minutes`` does), ``--train`` runs
 
 (skipping what already exists, resuming an unfinished run), one after the other so that every run has the
 machine's cores to itself. ``--extra`` adds runs made elsewhere (e.g. the shipped weights' full 110-minute run
-and its ``ctp-evaluate`` folder; EVAL_DIR's table must hold the transformer row, and may hold oSVD's).
+and its ``ctp-evaluate`` folders for ``best_ema`` and, optionally, ``best``; EVAL_DIR's table must hold the
+transformer row, and may hold oSVD's).
 
 Prints, per budget: steps and curves seen (from the runs' logs), and the mean over the six test sets of the
 CBF RMSE, the BAD RMSE and the CBF ratio, for the moving average of the weights (what the recipe ships,
@@ -95,7 +96,7 @@ def main(argv=None):
     parser.add_argument("--budgets", nargs="+", type=float, default=[5.5, 11, 22, 44])
     parser.add_argument("--train", action="store_true", help="train and evaluate what is missing")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--extra", nargs="*", default=[], metavar="MINUTES:RUN_DIR:EVAL_DIR")
+    parser.add_argument("--extra", nargs="*", default=[], metavar="MINUTES:RUN_DIR:EVAL_DIR[:RAW_EVAL_DIR]")
     parser.add_argument("--png", type=Path)
     args = parser.parse_args(argv)
 
@@ -107,8 +108,8 @@ def main(argv=None):
                      {w: args.runs_dir / f"eval_{budget:g}_{w}" for w in WEIGHTS}))
     osvd = None
     for extra in args.extra:
-        minutes, run, eval_dir = extra.split(":")
-        rows.append((float(minutes), Path(run), {"best_ema": Path(eval_dir)}))
+        minutes, run, eval_dir, *raw = extra.split(":")
+        rows.append((float(minutes), Path(run), dict(zip(WEIGHTS, map(Path, [eval_dir, *raw[:1]])))))
         osvd = osvd or mean_row(eval_dir, "osvd")
 
     print("| budget (min) | steps | curves seen | CBF RMSE, shipped rule (EMA) | CBF RMSE, raw best | "
@@ -126,8 +127,8 @@ def main(argv=None):
         def cell(key, fmt):
             return "/".join(fmt.format(r[key]) for r in (ema, raw) if r is not None)
 
-        print(f"| {budget:g} | {steps:,} | {curves:,} | {ema['cbf_rmse']:.2f} | "
-              f"{raw['cbf_rmse'] if raw else float('nan'):.2f} | {cell('delay_rmse', '{:.2f}')} | "
+        raw_cbf = f"{raw['cbf_rmse']:.2f}" if raw else "-"
+        print(f"| {budget:g} | {steps:,} | {curves:,} | {ema['cbf_rmse']:.2f} | {raw_cbf} | {cell('delay_rmse', '{:.2f}')} | "
               f"{cell('cbf_ratio_mean', '{:.2f}')} |")
         points.append((curves, ema["cbf_rmse"], ema["delay_rmse"]))
     if osvd is not None:

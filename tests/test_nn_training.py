@@ -136,6 +136,18 @@ def test_shipped_recipes_resolve(name):
     training.ModelConfig.from_dict(recipe.get("model", {}))
 
 
+def test_a_recipe_field_with_a_typo_is_refused(tmp_path):
+    recipe = training.load_recipe("cpu")
+    for broken in ({**recipe, "learning_rat": 1e-3},
+                   {**recipe, "stages": [recipe["stages"][0], {**recipe["stages"][1], "time_budget": 10}]}):
+        path = tmp_path / "typo.json"
+        path.write_text(json.dumps(broken), encoding="utf-8")
+        with pytest.raises(ValueError, match=r"unknown field\(s\) \['(learning_rat|time_budget)'\]") as error:
+            training.load_recipe(path)
+        assert str(path) in str(error.value)
+    assert "(stage 2)" in str(error.value)
+
+
 def test_cli_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, capsys):
     recipe_file = tmp_path / "tiny.json"
     recipe_file.write_text(json.dumps(_tiny_recipe()), encoding="utf-8")

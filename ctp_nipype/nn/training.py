@@ -90,6 +90,15 @@ LOG_COLUMNS = (
 )
 
 
+#: the fields a recipe file may set (a stage may set any of them but ``stages``); anything else is a typo
+RECIPE_FIELDS = frozenset({
+    "name", "description", "seed", "batch_size", "total_steps", "time_budget_minutes", "learning_rate",
+    "warmup_fraction", "weight_decay", "grad_clip", "validation_every_steps", "checkpoint_every_minutes",
+    "n_validation_curves", "validation_seed", "loss_weights", "model", "ranges", "ema_decay", "init_weights",
+    "stages",
+})
+
+
 def available_recipes():
     return sorted(p.stem for p in RECIPE_DIR.glob("*.json"))
 
@@ -104,7 +113,15 @@ def load_recipe(name_or_path):
             f"Unknown recipe {name_or_path!r}: give one of {', '.join(available_recipes())} or a JSON file."
         )
     recipe = json.loads(path.read_text(encoding="utf-8"))
-    for part in [recipe, *(recipe.get("stages") or [])]:
+    if not isinstance(recipe, dict):
+        raise ValueError(f"Recipe {path} must hold a JSON object of fields, got {type(recipe).__name__}.")
+    stages = recipe.get("stages") or []
+    for where, part in [("", recipe), *((f" (stage {i})", stage) for i, stage in enumerate(stages, start=1))]:
+        unknown = sorted(set(part) - RECIPE_FIELDS) if isinstance(part, dict) else []
+        if unknown:
+            raise ValueError(f"Recipe {path}{where} has unknown field(s) {unknown}; a recipe may set "
+                             f"{sorted(RECIPE_FIELDS)}.")
+    for part in [recipe, *stages]:
         init_weights = part.get("init_weights") if isinstance(part, dict) else None
         if init_weights and init_weights != "shipped" and not Path(init_weights).is_absolute():
             part["init_weights"] = str((path.parent / init_weights).resolve())  # relative to the recipe file
