@@ -143,8 +143,16 @@ def main(argv=None):
             at = a + b * (PAPER_CURVES / 1e6) ** (-c)
             print(f"\nfit of the CBF RMSE (EMA) against curves seen n (millions): {a:.2f} + {b:.2f} n^-{c:.2f}; "
                   f"asymptote {a:.2f}, at the paper's {PAPER_CURVES / 1e6:.0f} million curves {at:.2f}")
+            for label, level in (("the paper's 4.95", 4.95),) + (
+                    (("0.7x oSVD", 0.7 * osvd["cbf_rmse"]),) if osvd is not None else ()):
+                if level > a:
+                    needed = ((level - a) / b) ** (-1.0 / c) * 1e6
+                    print(f"the fit reaches {label} ({level:.2f}) at {needed / 1e6:.2f} million curves")
+                else:
+                    print(f"the fit never reaches {label} ({level:.2f}): its asymptote is above it")
         if args.png:
             import matplotlib
+            import matplotlib.ticker
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
@@ -162,6 +170,7 @@ def main(argv=None):
             right.axhline(0.51, color="k", ls=":", label="target 0.51 s")
             for axis, label in ((left, "CBF RMSE (ml/100 g/min)"), (right, "BAD RMSE (s)")):
                 axis.set_xscale("log")
+                axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
                 axis.set_xlabel("training curves seen")
                 axis.set_ylabel(label + ", mean of the six test sets")
                 axis.legend(fontsize=7)

@@ -344,9 +344,10 @@ def vtf_kernel(t_a, dt, n):
     time = np.arange(n) * dt
     dispersed = t_a > 0
     safe = np.where(dispersed, t_a, 1.0)[:, None]
-    # T_A far below dt: the kernel is the identity (exp underflows to 0)
-    lower = np.exp(-np.maximum(time - 0.5 * dt, 0.0)[None, :] / safe)
-    kernel = lower - np.exp(-(time + 0.5 * dt)[None, :] / safe)
+    # T_A far below dt: the kernel is the identity (time / T_A overflows to inf and exp(-inf) is 0, as meant)
+    with np.errstate(over="ignore"):
+        lower = np.exp(-np.maximum(time - 0.5 * dt, 0.0)[None, :] / safe)
+        kernel = lower - np.exp(-(time + 0.5 * dt)[None, :] / safe)
     kernel /= kernel.sum(axis=1, keepdims=True)
     kernel[~dispersed] = 0.0
     kernel[~dispersed, 0] = 1.0
