@@ -146,6 +146,9 @@ def test_a_recipe_field_with_a_typo_is_refused(tmp_path):
             training.load_recipe(path)
         assert str(path) in str(error.value)
     assert "(stage 2)" in str(error.value)
+    path.write_text('{"name": "cpu",}', encoding="utf-8")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        training.load_recipe(path)
 
 
 def test_cli_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, capsys):

@@ -112,7 +112,10 @@ def load_recipe(name_or_path):
         raise ValueError(
             f"Unknown recipe {name_or_path!r}: give one of {', '.join(available_recipes())} or a JSON file."
         )
-    recipe = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        recipe = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"Recipe {path} is not valid JSON: {error}.") from None
     if not isinstance(recipe, dict):
         raise ValueError(f"Recipe {path} must hold a JSON object of fields, got {type(recipe).__name__}.")
     stages = recipe.get("stages") or []
