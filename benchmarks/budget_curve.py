@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_curve import read_loss_rows  # noqa: E402
 
 PAPER_CURVES = 100 * 500_000
+#: the paper's network on its six test sets (mean CBF RMSE in ml/100 g/min, mean BAD RMSE in s): the targets
+PAPER_CBF_RMSE, PAPER_BAD_RMSE = 4.95, 0.51
 WEIGHTS = ("best_ema", "best")
 
 
@@ -52,9 +54,9 @@ def mean_row(eval_dir, method="transformer"):
 
 
 def run_length(run_dir):
-    """(steps, curves seen, minutes) over all stages of a ``ctp-train`` run, from its logs."""
+    """(steps, curves seen) over all stages of a ``ctp-train`` run, from its logs."""
     last = read_loss_rows(run_dir)[-1]
-    return int(last["step"]), int(last["curves_seen"]), last["elapsed_s"] / 60.0
+    return int(last["step"]), int(last["curves_seen"])
 
 
 def train_and_evaluate(runs_dir, budget, threads):
@@ -90,6 +92,36 @@ def saturating_fit(curves, rmse):
     return tuple(float(p) for p in params)
 
 
+def plot(path, curves, cbf, bad, fit, levels, osvd):
+    """Test-set CBF and BAD RMSE against curves seen, with the targets and the fit (log x axis)."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(curves, cbf, "o-", label="cpu recipe, time budget scaled (EMA weights)")
+    for (label, level), style in zip(levels.items(), ("k:", "r:")):
+        left.axhline(level, color=style[0], ls=style[1:], label=f"target: {label}, {level:.2f}")
+    if osvd is not None:
+        left.axhline(osvd["cbf_rmse"], color="r", ls="--", label="oSVD")
+    if fit is not None:
+        a, b, c = fit
+        grid = np.geomspace(curves.min(), PAPER_CURVES, 100)
+        left.plot(grid, a + b * (grid / 1e6) ** (-c), "C0--", lw=1, label="fit a + b n^-c")
+    right.plot(curves, bad, "o-", color="C1")
+    right.axhline(PAPER_BAD_RMSE, color="k", ls=":", label=f"target: the paper's network, {PAPER_BAD_RMSE} s")
+    for axis, label in ((left, "CBF RMSE (ml/100 g/min)"), (right, "BAD RMSE (s)")):
+        axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_xlabel("training curves seen")
+        axis.set_ylabel(label + ", mean of the six test sets")
+        axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", type=Path)
@@ -112,71 +144,44 @@ def main(argv=None):
         rows.append((float(minutes), Path(run), dict(zip(WEIGHTS, map(Path, [eval_dir, *raw[:1]])))))
         osvd = osvd or mean_row(eval_dir, "osvd")
 
-    print("| budget (min) | steps | curves seen | CBF RMSE, shipped rule (EMA) | CBF RMSE, raw best | "
-          "BAD RMSE (s), EMA / raw | CBF ratio, EMA / raw |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| budget (min) | steps | curves seen | CBF RMSE | BAD RMSE (s) | CBF ratio |")
+    print("|---:|---:|---:|---:|---:|---:|")
     points = []
     for budget, run, evals in sorted(rows, key=lambda r: r[0]):
-        found = {w: mean_row(d) for w, d in evals.items()}
-        if found.get("best_ema") is None or not run.exists():
-            print(f"| {budget:g} | (not run or not evaluated: {run}) | | | | | |")
+        found = [mean_row(evals[w]) if w in evals else None for w in WEIGHTS]
+        if found[0] is None or not run.exists():
+            print(f"| {budget:g} | (not run or not evaluated: {run}) | | | | |")
             continue
-        steps, curves, _ = run_length(run)
-        ema, raw = found["best_ema"], found.get("best")
-
-        def cell(key, fmt):
-            return "/".join(fmt.format(r[key]) for r in (ema, raw) if r is not None)
-
-        raw_cbf = f"{raw['cbf_rmse']:.2f}" if raw else "-"
-        print(f"| {budget:g} | {steps:,} | {curves:,} | {ema['cbf_rmse']:.2f} | {raw_cbf} | {cell('delay_rmse', '{:.2f}')} | "
-              f"{cell('cbf_ratio_mean', '{:.2f}')} |")
-        points.append((curves, ema["cbf_rmse"], ema["delay_rmse"]))
+        steps, curves = run_length(run)
+        cells = ["/".join(f"{r[key]:.2f}" if r else "-" for r in found)
+                 for key in ("cbf_rmse", "delay_rmse", "cbf_ratio_mean")]
+        print(f"| {budget:g} | {steps:,} | {curves:,} | " + " | ".join(cells) + " |")
+        points.append((curves, found[0]["cbf_rmse"], found[0]["delay_rmse"]))
+    print("(each cell: the moving average of the weights, best_ema, the shipped rule / the raw best weights)")
     if osvd is not None:
         print(f"\noSVD on the same test sets: CBF RMSE {osvd['cbf_rmse']:.2f} (0.7x = {0.7 * osvd['cbf_rmse']:.2f})")
-    if points:
-        curves, cbf, bad = (np.array(v) for v in zip(*points))
-        fit = saturating_fit(curves, cbf)
-        if fit is None:
-            print("\nfit a + b n^-c: too few points or no convergence")
-        else:
-            a, b, c = fit
-            at = a + b * (PAPER_CURVES / 1e6) ** (-c)
-            print(f"\nfit of the CBF RMSE (EMA) against curves seen n (millions): {a:.2f} + {b:.2f} n^-{c:.2f}; "
-                  f"asymptote {a:.2f}, at the paper's {PAPER_CURVES / 1e6:.0f} million curves {at:.2f}")
-            for label, level in (("the paper's 4.95", 4.95),) + (
-                    (("0.7x oSVD", 0.7 * osvd["cbf_rmse"]),) if osvd is not None else ()):
-                if level > a:
-                    needed = ((level - a) / b) ** (-1.0 / c) * 1e6
-                    print(f"the fit reaches {label} ({level:.2f}) at {needed / 1e6:.2f} million curves")
-                else:
-                    print(f"the fit never reaches {label} ({level:.2f}): its asymptote is above it")
-        if args.png:
-            import matplotlib
-            import matplotlib.ticker
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-            left.plot(curves, cbf, "o-", label="cpu recipe, time budget scaled (EMA weights)")
-            left.axhline(4.95, color="k", ls=":", label="target 4.95 (the paper's network)")
-            if osvd is not None:
-                left.axhline(0.7 * osvd["cbf_rmse"], color="r", ls=":", label="0.7x oSVD")
-                left.axhline(osvd["cbf_rmse"], color="r", ls="--", label="oSVD")
-            if fit is not None:
-                grid = np.geomspace(curves.min(), PAPER_CURVES, 100)
-                left.plot(grid, a + b * (grid / 1e6) ** (-c), "C0--", lw=1, label="fit a + b n^-c")
-            right.plot(curves, bad, "o-", color="C1")
-            right.axhline(0.51, color="k", ls=":", label="target 0.51 s")
-            for axis, label in ((left, "CBF RMSE (ml/100 g/min)"), (right, "BAD RMSE (s)")):
-                axis.set_xscale("log")
-                axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-                axis.set_xlabel("training curves seen")
-                axis.set_ylabel(label + ", mean of the six test sets")
-                axis.legend(fontsize=7)
-            fig.tight_layout()
-            fig.savefig(args.png, dpi=110)
-            print(f"wrote {args.png}")
+    if not points:
+        return 0
+    curves, cbf, bad = (np.array(v) for v in zip(*points))
+    fit = saturating_fit(curves, cbf)
+    levels = {"the paper's network": PAPER_CBF_RMSE}
+    if osvd is not None:
+        levels["0.7x oSVD"] = 0.7 * osvd["cbf_rmse"]
+    if fit is None:
+        print("\nfit a + b n^-c: too few points or no convergence")
+    else:
+        a, b, c = fit
+        print(f"\nfit of the CBF RMSE (best_ema) against curves seen n (millions): {a:.2f} + {b:.2f} n^-{c:.2f}; "
+              f"asymptote {a:.2f}, at the paper's {PAPER_CURVES / 1e6:.0f} million curves "
+              f"{a + b * (PAPER_CURVES / 1e6) ** (-c):.2f}")
+        for label, level in levels.items():
+            if level > a:
+                print(f"the fit reaches {label} ({level:.2f}) at {((level - a) / b) ** (-1.0 / c):.2f} million curves")
+            else:
+                print(f"the fit never reaches {label} ({level:.2f}): its asymptote is above it")
+    if args.png:
+        plot(args.png, curves, cbf, bad, fit, levels, osvd)
+        print(f"wrote {args.png}")
     return 0
 
 

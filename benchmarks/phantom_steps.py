@@ -158,17 +158,16 @@ def osvd_noise_table(sizes, seed):
             grey = ph.labels == PhantomLabel.GREY_MATTER
             curves = prepare_curves(ph.hu[grey], ph.frame_times, ph.aif)
             truth = np.median(ph.cbf[grey])
-            osvd = SVDModel(curves.aif, curves.frame_times, method="osvd").fit(curves.tissue)
+            model = SVDModel(curves.aif, curves.frame_times, method="osvd")
+            osvd = model.fit(curves.tissue)
             ssvd = SVDModel(curves.aif, curves.frame_times, method="ssvd").fit(curves.tissue)
             print(f"| {size} | {noise:g} HU | {np.median(osvd.cbf) / truth:.2f} | {np.median(ssvd.cbf) / truth:.2f} | "
                   f"{np.median(osvd.threshold):.3f} | {np.median(osvd.oscillation_index):.3f} |", flush=True)
-        ph = make_phantom(size, seed=seed, noise_sd_hu=0.0)
-        grey = ph.labels == PhantomLabel.GREY_MATTER
-        curves = prepare_curves(ph.hu[grey], ph.frame_times, ph.aif)
-        model = SVDModel(curves.aif, curves.frame_times, method="osvd")
-        floor = {t: np.median(oscillation_index(model.deconvolve(curves.tissue, t))) for t in OI_FLOOR_THRESHOLDS}
-        residue = model.deconvolve(curves.tissue, model.thresholds[0])
-        start = np.median(residue[:, :4] / residue.max(axis=-1, keepdims=True), axis=0)
+            if noise == 0.0:  # the noise-free floor of the OI along the ladder, and the residue's first samples
+                floor = {t: np.median(oscillation_index(model.deconvolve(curves.tissue, t)))
+                         for t in OI_FLOOR_THRESHOLDS}
+                residue = model.deconvolve(curves.tissue, model.thresholds[0])
+                start = np.median(residue[:, :4] / residue.max(axis=-1, keepdims=True), axis=0)
         print(f"\n{size}, noise free: median OI of the deconvolution at threshold "
               + ", ".join(f"{t:g}: {v:.4f}" for t, v in floor.items())
               + f"; median residue / max over the first four samples at {model.thresholds[0]:g}: "

@@ -119,9 +119,10 @@ def load_recipe(name_or_path):
     if not isinstance(recipe, dict):
         raise ValueError(f"Recipe {path} must hold a JSON object of fields, got {type(recipe).__name__}.")
     stages = recipe.get("stages") or []
-    for where, part in [("", recipe), *((f" (stage {i})", stage) for i, stage in enumerate(stages, start=1))]:
+    for index, part in enumerate([recipe, *stages]):  # index 0: the recipe itself, then its stages
         unknown = sorted(set(part) - RECIPE_FIELDS) if isinstance(part, dict) else []
         if unknown:
+            where = f" (stage {index})" if index else ""
             raise ValueError(f"Recipe {path}{where} has unknown field(s) {unknown}; a recipe may set "
                              f"{sorted(RECIPE_FIELDS)}.")
     for part in [recipe, *stages]:
