@@ -4,15 +4,22 @@ Prints voxels per second on the CPU (target >= 1,000 for 60 frames on 2
 cores) for each step of the fast path, and, when a GPU is present, seconds for
 one million voxels (target <= 5 s on one H100).
 
-Steps measured (same architecture throughout: 3+3 layers, d_model 64, 16 heads):
+Steps measured (same architecture throughout: 3+3 layers, d_model 64, 16 heads),
+in alternating rounds so that a change in the machine's speed hits every step
+alike; each step's best and median round are printed:
 
-1. ``nn.Transformer`` reference (the naive implementation, dim_feedforward 256);
-2. our network, fp32, the AIF re-embedded for every batch (no cache);
-3. + the decoder's AIF part cached once per scan (``encode_aif``);
-4. + bfloat16 autocast on the CPU (when the CPU supports it);
-5. the full ``estimate_curves`` (normalisation, batching, maps) with the best setting.
+1. ``nn.Transformer`` reference (the naive implementation, dim_feedforward 256),
+   a yardstick of the machine's speed on the day;
+2. our network, fp32, the AIF re-embedded for every batch (no cache), attention by
+   ``blocked_attention`` (torch's softmax, one head at a time);
+3. + the decoder's AIF part cached once per scan (``run_network``);
+4. + attention by ``exp_attention`` (one exponential per score, the package's default);
+5. + bfloat16 autocast on the CPU (which falls back to ``blocked_attention``);
+6. the full ``estimate_curves`` (normalisation, batching, maps): the figure of the target.
 
-Run: ``python benchmarks/bench_transformer.py [--voxels 8192] [--frames 60] [--threads 2]``.
+Option ``--batch-sizes 32,128,512``: ``estimate_curves`` at other voxels per batch, in the same rounds.
+
+Run: ``python benchmarks/bench_transformer.py [--voxels 4096] [--frames 60] [--threads 2] [--rounds 5]``.
 The numbers depend on the load of the machine; repeat on an idle one for claims.
 """
 
@@ -25,83 +32,106 @@ import numpy as np
 import torch
 
 
-def voxels_per_second(function, n_voxels, repeats=3):
-    function()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+def benchmark_curves(n_voxels, n_frames, seed=0):
+    """A bolus AIF (peak 1) and noisy tissue curves of random amplitude (float32)."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(n_frames, dtype=np.float32)
+    aif = np.exp(-0.5 * ((times - 15) / 3) ** 2).astype(np.float32)
+    tissue = 0.5 * rng.random((n_voxels, 1)) * np.exp(-0.5 * ((times - 20) / 5) ** 2)
+    tissue = (tissue + 0.01 * rng.standard_normal((n_voxels, n_frames))).astype(np.float32)
+    return times, aif, tissue
+
+
+def alternating_rounds(functions, n_voxels, rounds):
+    """Voxels per second of each function, one call of each per round after a warm-up call."""
+    for function in functions.values():
         function()
-        best = min(best, time.perf_counter() - start)
-    return n_voxels / best
+    rates = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            rates[name].append(n_voxels / (time.perf_counter() - start))
+    return rates
+
+
+def print_rates(rates):
+    print(f"{'step':46s} {'best':>8s} {'median':>8s}  voxels/s")
+    for name, values in rates.items():
+        print(f"{name:46s} {max(values):8.0f} {np.median(values):8.0f}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--voxels", type=int, default=8192)
+    parser.add_argument("--voxels", type=int, default=4096)
     parser.add_argument("--frames", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=512, help="voxels per batch (default: the CPU default of the package)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch-sizes", default="", help="comma-separated voxels per batch to compare")
     parser.add_argument("--weights", default=None, help="weights file (default: shipped, else random)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from ctp_nipype.nn.inference import estimate_curves, run_network
+    from ctp_nipype.nn import model as network
+    from ctp_nipype.nn.inference import default_batch_size, estimate_curves, run_network
     from ctp_nipype.nn.model import PerfusionTransformer
     from ctp_nipype.nn.weights import load_model, shipped_weights_available
 
     n, t = args.voxels, args.frames
-    rng = np.random.default_rng(0)
-    times = np.arange(t, dtype=np.float32)
-    aif = np.exp(-0.5 * ((times - 15) / 3) ** 2).astype(np.float32)
-    tissue = (0.5 * rng.random((n, 1)) * np.exp(-0.5 * ((times - 20) / 5) ** 2) + 0.01 * rng.standard_normal((n, t))).astype(
-        np.float32
-    )
+    batch = default_batch_size(t, "cpu")
+    times, aif, tissue = benchmark_curves(n, t)
     model = load_model(args.weights) if (args.weights or shipped_weights_available()) else PerfusionTransformer().eval()
-    print(f"CPU, {args.threads} threads, {t} frames, {n} voxels, batch {args.batch}")
-    results = {}
+    print(f"CPU, {args.threads} threads, {t} frames, {n} voxels, batch {batch} (package default), "
+          f"{args.rounds} rounds")
 
     reference = torch.nn.Transformer(
         d_model=64, nhead=16, num_encoder_layers=3, num_decoder_layers=3, dim_feedforward=256, batch_first=True
     ).eval()
+    t_times, t_aif = torch.from_numpy(times), torch.from_numpy(aif)
 
     def naive():
         with torch.inference_mode():
-            for s in range(0, n, args.batch):
-                x = torch.from_numpy(tissue[s : s + args.batch])[..., None].expand(-1, -1, 64)
-                y = torch.from_numpy(aif)[None, :, None].expand(x.shape[0], -1, 64)
+            for s in range(0, n, batch):
+                x = torch.from_numpy(tissue[s : s + batch])[..., None].expand(-1, -1, 64)
+                y = t_aif[None, :, None].expand(x.shape[0], -1, 64)
                 reference(x, y)
 
-    results["1 nn.Transformer reference"] = voxels_per_second(naive, n, args.repeats)
+    def softmax_attention(function):
+        """``function`` with attention by blocked_attention (torch's softmax) instead of exp_attention."""
 
-    t_times = torch.from_numpy(times)
-    t_aif = torch.from_numpy(aif)
+        def run():
+            network.USE_EXP_ATTENTION = False
+            try:
+                function()
+            finally:
+                network.USE_EXP_ATTENTION = True
+
+        return run
 
     def uncached():
         with torch.inference_mode():
-            for s in range(0, n, args.batch):
-                model(torch.from_numpy(tissue[s : s + args.batch]), t_aif, t_times)
-
-    results["2 ours fp32, AIF per batch"] = voxels_per_second(uncached, n, args.repeats)
-
-    def cached():
-        run_network(model, aif, tissue, times, "cpu", args.batch)
-
-    results["3 ours fp32, AIF cached"] = voxels_per_second(cached, n, args.repeats)
+            for s in range(0, n, batch):
+                model(torch.from_numpy(tissue[s : s + batch]), t_aif, t_times)
 
     def cached_bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            run_network(model, aif, tissue, times, "cpu", args.batch)
+            run_network(model, aif, tissue, times, "cpu")
 
-    results["4 ours bf16 autocast, AIF cached"] = voxels_per_second(cached_bf16, n, args.repeats)
-
-    def full():
-        estimate_curves(aif * 300, tissue * 30, times, model=model, batch_size=args.batch)
-
-    results["5 estimate_curves (default precision)"] = voxels_per_second(full, n, args.repeats)
-
-    for name, value in results.items():
-        print(f"{name:42s} {value:8.0f} voxels/s")
+    steps = {
+        "1 nn.Transformer reference": naive,
+        "2 ours fp32, AIF per batch, blocked_attention": softmax_attention(uncached),
+        "3 ours fp32, AIF cached, blocked_attention": softmax_attention(
+            lambda: run_network(model, aif, tissue, times, "cpu")
+        ),
+        "4 ours fp32, AIF cached, exp_attention": lambda: run_network(model, aif, tissue, times, "cpu"),
+        "5 ours bf16 autocast, AIF cached": cached_bf16,
+        "6 estimate_curves (default precision)": lambda: estimate_curves(aif * 300, tissue * 30, times, model=model),
+    }
+    for size in [int(s) for s in args.batch_sizes.split(",") if s.strip()]:
+        steps[f"  estimate_curves, batch {size}"] = (
+            lambda size=size: estimate_curves(aif * 300, tissue * 30, times, model=model, batch_size=size)
+        )
+    print_rates(alternating_rounds(steps, n, args.rounds))
 
     if torch.cuda.is_available():
         gpu_model = model.to("cuda")

@@ -19,8 +19,11 @@ from ctp_nipype.nn.model import (
     ModelConfig,
     PerfusionTransformer,
     blocked_attention,
+    exp_attention,
+    layer_norm_head_bounds,
     trapezoid_convolve,
 )
+from ctp_nipype.nn import model as network
 from ctp_nipype.nn.weights import WeightsError, load_model, read_metadata, save_weights
 from ctp_nipype.perfusion.convolution import convolve, toeplitz_matrix
 
@@ -102,7 +105,13 @@ def _heads(x, n_heads):
     return x.unflatten(-1, (n_heads, x.shape[-1] // n_heads)).transpose(1, 2)
 
 
-@settings(max_examples=40, deadline=None)
+def _with_ones(value, n_heads):
+    """(B, S, H * D) -> (B, S, H * (D + 1)): a constant 1 after each head's features."""
+    heads = value.unflatten(-1, (n_heads, value.shape[-1] // n_heads))
+    return torch.cat([heads, torch.ones(*heads.shape[:-1], 1)], -1).flatten(2)
+
+
+@settings(max_examples=60, deadline=None)
 @given(
     batch=st.integers(1, 9),
     n_queries=st.integers(1, 13),
@@ -111,31 +120,128 @@ def _heads(x, n_heads):
     dim=st.sampled_from([1, 4]),
     shared_query=st.booleans(),
     block_rows=st.integers(1, 10),
+    score_scale=st.sampled_from([0.1, 1.0, 3.0, 8.0]),
     seed=st.integers(0, 2**16),
 )
-def test_blocked_attention_equals_scaled_dot_product_attention(
-    batch, n_queries, n_keys, n_heads, dim, shared_query, block_rows, seed
+def test_cpu_attentions_equal_scaled_dot_product_attention(
+    batch, n_queries, n_keys, n_heads, dim, shared_query, block_rows, score_scale, seed
 ):
-    """Any block size, a shared or per-row query, padded keys: the fused kernel's result to float rounding."""
+    """blocked_attention with padded keys and exp_attention without, any block size, a shared or per-row query,
+    scores from tenths to tens: the fused kernel's result to float rounding."""
     g = torch.Generator().manual_seed(seed)
     width = n_heads * dim
-    query = 3 * torch.randn(1 if shared_query else batch, n_queries, width, generator=g)
+    query = score_scale * torch.randn(1 if shared_query else batch, n_queries, width, generator=g)
     key, value = torch.randn(2, batch, n_keys, width, generator=g)
     lengths = torch.randint(1, n_keys + 1, (batch,), generator=g)
     key_valid = torch.arange(n_keys)[None, :] < lengths[:, None]
-    out = blocked_attention(query, key, value, n_heads, key_valid, block_elements=block_rows * n_queries * n_keys)
-    expected = torch.nn.functional.scaled_dot_product_attention(
-        _heads(query, n_heads).expand(batch, -1, -1, -1),
-        _heads(key, n_heads),
-        _heads(value, n_heads),
-        attn_mask=key_valid[:, None, None, :],
-    )
+    block_elements = block_rows * n_queries * n_keys
+
+    def fused(mask=None):
+        return torch.nn.functional.scaled_dot_product_attention(
+            _heads(query, n_heads).expand(batch, -1, -1, -1), _heads(key, n_heads), _heads(value, n_heads),
+            attn_mask=mask,
+        )
+
+    out = blocked_attention(query, key, value, n_heads, key_valid, block_elements=block_elements)
     assert out.shape == (batch, n_queries, width)
-    torch.testing.assert_close(_heads(out, n_heads), expected, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(_heads(out, n_heads), fused(key_valid[:, None, None, :]), atol=2e-6 * max(1.0, score_scale), rtol=1e-5)
     # a padded key gets no weight: changing its value changes nothing
     value_changed = torch.where(key_valid[..., None], value, value + 100.0)
-    changed = blocked_attention(query, key, value_changed, n_heads, key_valid, block_rows * n_queries * n_keys)
+    changed = blocked_attention(query, key, value_changed, n_heads, key_valid, block_elements)
     torch.testing.assert_close(changed, out, atol=0, rtol=0)
+
+    exp_out = exp_attention(query, key, _with_ones(value, n_heads), n_heads, block_elements=block_elements)
+    assert exp_out.shape == (batch, n_queries, width) and exp_out.is_contiguous()
+    torch.testing.assert_close(_heads(exp_out, n_heads), fused(), atol=2e-6 * max(1.0, score_scale), rtol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    d_model=st.sampled_from([4, 8, 16]),
+    n_heads=st.sampled_from([1, 2, 4]),
+    groups=st.sampled_from([1, 2]),
+    input_scale=st.sampled_from([1e-3, 1.0, 1e4]),
+    seed=st.integers(0, 2**16),
+)
+def test_layer_norm_head_bounds_hold_for_any_input(d_model, n_heads, groups, input_scale, seed):
+    torch.manual_seed(seed)
+    norm, linear = torch.nn.LayerNorm(d_model), torch.nn.Linear(d_model, groups * d_model)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.5)
+        norm.bias.normal_(0.0, 0.5)
+    bound = layer_norm_head_bounds(linear, norm, n_heads, groups)
+    # random inputs, and inputs aimed at each head's largest direction
+    inputs = input_scale * torch.randn(2000, d_model)
+    with torch.no_grad():
+        projected = linear(norm(inputs)).view(-1, groups, n_heads, d_model // n_heads).norm(dim=-1)
+    assert bound.shape == (groups, n_heads)
+    assert torch.all(projected <= bound * (1 + 1e-5))
+    if input_scale >= 1:  # (far below the norm's epsilon its output shrinks towards beta)
+        # the bound is not vacuous: the largest projection seen reaches a fair share of it
+        assert torch.all(projected.amax(0) >= 0.2 * bound)
+
+
+def test_cpu_inference_uses_exp_attention_when_the_weights_bound_the_scores(monkeypatch):
+    """The shipped weights prove every score below 61 (their largest bound); weights that do not prove a safe
+    bound fall back to blocked_attention; both give the training path's outputs."""
+    shipped = load_model()
+    bounds = [
+        attention.exp_attention_is_safe(norm_q, norm_kv, 120)
+        for attention, norm_q, norm_kv in _attentions_with_norms(shipped)
+    ]
+    assert bounds == [True] * 9
+    calls = {"exp": 0, "blocked": 0}
+    for name in calls:
+        function = getattr(network, f"{name}_attention")
+        monkeypatch.setattr(
+            network, f"{name}_attention", lambda *a, _f=function, _n=name, **k: calls.__setitem__(_n, calls[_n] + 1) or _f(*a, **k)
+        )
+    tissue, aif, times = _inputs(9, 60)
+    with torch.inference_mode():
+        out = shipped(tissue, aif, times)
+    assert calls == {"exp": 9, "blocked": 0}  # 3 encoder, 3 decoder self- and 3 cross-attentions
+    # scores blown up beyond float32's exponent range: no proof, so softmax attention, same as the fused kernel
+    blown = load_model()
+    with torch.no_grad():
+        for attention, _, _ in _attentions_with_norms(blown):
+            attention.query.weight.mul_(30.0)
+    assert not any(a.exp_attention_is_safe(q, kv, 60) for a, q, kv in _attentions_with_norms(blown))
+    calls.update(exp=0, blocked=0)
+    with torch.inference_mode():
+        inference = blown(tissue, aif, times)
+    assert calls == {"exp": 0, "blocked": 9}
+    training = blown(tissue, aif, times)
+    for key in inference:
+        assert torch.isfinite(inference[key]).all()
+        torch.testing.assert_close(inference[key], training[key].detach(), atol=2e-5, rtol=1e-4)
+    training = shipped(tissue, aif, times)
+    for key in out:
+        torch.testing.assert_close(out[key], training[key].detach(), atol=2e-5, rtol=1e-4)
+
+
+def test_derived_weights_follow_changed_weights():
+    """key_value_with_ones and the score bound are remade when a weight changes in place (fine-tuning, loading)."""
+    attention = PerfusionTransformer().encoder[0].attention
+    norm = torch.nn.LayerNorm(64)
+    weight, bias = attention.key_value_with_ones()
+    assert weight.shape == (64 + 16 * 5, 64)
+    torch.testing.assert_close(weight[64:].view(16, 5, 64)[:, :4].reshape(64, 64), attention.key_value.weight[64:])
+    assert torch.equal(weight[64:].view(16, 5, 64)[:, 4], torch.zeros(16, 64))
+    assert torch.equal(bias[64:].view(16, 5)[:, 4], torch.ones(16))
+    assert attention.exp_attention_is_safe(norm, norm, 60)
+    with torch.no_grad():
+        attention.key_value.weight.mul_(100.0)
+    torch.testing.assert_close(attention.key_value_with_ones()[0][:64], attention.key_value.weight[:64])
+    assert not attention.exp_attention_is_safe(norm, norm, 60)
+
+
+def _attentions_with_norms(model):
+    """Each attention of the network with the layer norms its query and keys/values come out of."""
+    for layer in model.encoder:
+        yield layer.attention, layer.norm_attention, layer.norm_attention
+    for layer in model.decoder:
+        yield layer.self_attention, layer.norm_self, layer.norm_self
+        yield layer.cross_attention, layer.norm_cross, model.encoder_norm
 
 
 def test_cpu_inference_path_equals_the_training_path(model):

@@ -31,10 +31,11 @@ from ..perfusion.timing import check_frame_times, is_uniform
 from .model import RESIDUE_SCALE, TISSUE_GAIN
 from .weights import load_model
 
-#: voxels per batch for 60 frames on CPU; scaled by (60 / T)^2 (attention memory grows as T^2). Smaller
-#: batches stay in the cache: 883-913 voxels/s at 512 against 768-781 at 2048 (2 cores, 2026-12-02, with the
-#: fused attention kernel; with blocked_attention 64, 128 and 512 were within the noise: single runs 900-1,315)
-CPU_BATCH_AT_60_FRAMES = 512
+#: voxels per batch for 60 frames on CPU; scaled by (60 / T)^2 (attention memory grows as T^2), at least 64.
+#: Batches of 32 to 512 run alike on 2 threads (``benchmarks/bench_transformer.py --batch-sizes 32,512``,
+#: 2026-12-03: medians 1,018, 1,021 and 1,060 voxels/s at 32, 64 and 512); 64 keeps a layer's tensors at
+#: 1-2 MiB, so a batch's memory stays small whatever the frame count.
+CPU_BATCH_AT_60_FRAMES = 64
 GPU_BATCH_AT_60_FRAMES = 32768
 
 

@@ -34,8 +34,11 @@ at fixed periods), so that one network serves frame intervals of 1-2 s and
 ``valid`` mask (True for real frames, padded frames at the end).
 
 Attention uses :func:`torch.nn.functional.scaled_dot_product_attention`
-(fused kernels) for training and on GPUs, and :func:`blocked_attention` for
-inference on the CPU. The decoder's input depends on the global AIF only, so its
+(fused kernels) for training and on GPUs; for inference on the CPU,
+:func:`exp_attention` (one exponential per score, no shift: every attention's
+input comes out of a layer norm, so the weights bound its scores, 61 at most for
+the shipped weights) or, when the weights do not prove that bound,
+:func:`blocked_attention`. The decoder's input depends on the global AIF only, so its
 embedding and the first decoder layer's self-attention are the same for all
 voxels of a scan: :meth:`PerfusionTransformer.encode_aif` computes them once
 and :meth:`PerfusionTransformer.forward` accepts the result as ``aif_cache``.
@@ -46,6 +49,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -167,7 +171,26 @@ class CurveEmbedding(nn.Module):
 ATTENTION_BLOCK_ELEMENTS = 1 << 18
 
 
-def blocked_attention(query, key, value, n_heads, key_valid=None, block_elements=ATTENTION_BLOCK_ELEMENTS):
+def _blocks_of_rows(query, key, n_heads, block_elements, scale):
+    """The scaled query cut into the blocks of rows that the CPU attentions walk: ``[(rows, block_query)]``.
+
+    Blocks hold at most ``block_elements`` scores (rows x T x S) of one head; a
+    shared query (batch 1) is repeated once, for a whole block.
+    """
+    batch, n_keys, width = key.shape
+    n_queries = query.shape[1]
+    rows = max(1, int(block_elements) // (n_queries * n_keys))
+    query = query * ((width // n_heads) ** -0.5 if scale is None else scale)
+    starts = range(0, batch, rows)
+    if query.shape[0] == 1:
+        query = query.expand(min(rows, batch), -1, -1).contiguous()
+        return [(slice(s, min(s + rows, batch)), query[: min(rows, batch - s)]) for s in starts]
+    return [(slice(s, min(s + rows, batch)), query[s : s + rows]) for s in starts]
+
+
+def blocked_attention(
+    query, key, value, n_heads, key_valid=None, block_elements=ATTENTION_BLOCK_ELEMENTS, scale=None
+):
     """Multi-head scaled dot-product attention, one head and a block of rows at a time (the CPU inference path).
 
     ``softmax(q k^T / sqrt(D)) v`` per head, as
@@ -190,6 +213,8 @@ def blocked_attention(query, key, value, n_heads, key_valid=None, block_elements
         True for keys that may be attended; every query needs at least one.
     block_elements : int
         Score elements (rows x T x S) per block.
+    scale : float, optional
+        Factor of the scores, default ``D ** -0.5``.
 
     Returns
     -------
@@ -207,18 +232,10 @@ def blocked_attention(query, key, value, n_heads, key_valid=None, block_elements
     """
     batch, n_keys, width = key.shape
     n_queries, dim = query.shape[1], width // n_heads
-    rows = max(1, int(block_elements) // (n_queries * n_keys))
-    query = query * dim**-0.5
-    shared = query.shape[0] == 1
-    if shared:  # the shared query, repeated once for a whole block
-        query = query.expand(min(rows, batch), -1, -1).contiguous()
     keys_t, values_t = key.transpose(1, 2), value.transpose(1, 2)
     # feature-major output (B, H * D, T): each head's (D, T) block is then written whole, as v^T p^T
     out_t = torch.empty(batch, width, n_queries, dtype=value.dtype, device=value.device)
-    for start in range(0, batch, rows):
-        stop = min(start + rows, batch)
-        block = slice(start, stop)
-        block_query = query[: stop - start] if shared else query[block]
+    for block, block_query in _blocks_of_rows(query, key, n_heads, block_elements, scale):
         masked = None if key_valid is None else ~key_valid[block, None, :]
         for head in range(n_heads):
             features = slice(head * dim, (head + 1) * dim)
@@ -231,9 +248,119 @@ def blocked_attention(query, key, value, n_heads, key_valid=None, block_elements
     return out_t.transpose(1, 2)
 
 
+#: use :func:`exp_attention` on the CPU where it is safe (set False to run :func:`blocked_attention` instead)
+USE_EXP_ATTENTION = True
+#: largest ``log`` of a value the unshifted exponentials of :func:`exp_attention` may reach: float32
+#: overflows at exp(88.7) and becomes subnormal below exp(-87.3)
+EXP_ATTENTION_LOG_LIMIT = 85.0
+
+
+def layer_norm_head_bounds(linear, norm, n_heads, groups=1):
+    """Largest Euclidean norm of each head's projection of any :class:`~torch.nn.LayerNorm` output.
+
+    A layer norm's output before its affine part has norm at most ``sqrt(d)``
+    whatever its input, so ``|W_h (gamma * y + beta) + b_h| <= ||W_h diag(gamma)||_2 sqrt(d) +
+    |W_h beta + b_h|`` for each head ``h`` (its ``D`` rows of ``W``).
+
+    Parameters
+    ----------
+    linear : nn.Linear
+        The projection, ``groups * n_heads * D`` outputs (e.g. keys then values: ``groups=2``).
+    norm : nn.LayerNorm
+        The layer norm whose output ``linear`` projects.
+    n_heads : int
+    groups : int
+
+    Returns
+    -------
+    Tensor, shape (groups, n_heads)
+
+    Examples
+    --------
+    >>> norm, linear = nn.LayerNorm(8), nn.Linear(8, 4)
+    >>> bound = layer_norm_head_bounds(linear, norm, n_heads=2)
+    >>> y = linear(norm(100 * torch.randn(1000, 8))).detach().view(1000, 2, 2).norm(dim=-1)
+    >>> bool((y <= bound[0]).all())
+    True
+    """
+    weight, bias = linear.weight.detach().float(), linear.bias.detach().float()
+    gamma, beta = norm.weight.detach().float(), norm.bias.detach().float()
+    d_model = weight.shape[1]
+    weight = weight.view(groups, n_heads, -1, d_model)
+    spectral = torch.linalg.matrix_norm(weight * gamma, ord=2)  # (groups, heads)
+    offset = (weight @ beta + bias.view(groups, n_heads, -1)).norm(dim=-1)
+    return spectral * d_model**0.5 + offset
+
+
+def exp_attention(query, key, value, n_heads, block_elements=ATTENTION_BLOCK_ELEMENTS, scale=None):
+    """Multi-head attention with one exponential per score and no shift (the CPU inference path).
+
+    ``softmax(s)_j = exp(s_j) / sum_k exp(s_k)``, computed as written: valid
+    when every score is known to lie well inside float32's exponent range
+    (:meth:`Attention.exp_attention_is_safe` proves it from the weights when the
+    inputs come out of layer norms, as in this network). Then the scores are made
+    by one matrix product, exponentiated in place by numpy (its float32
+    exponential takes about half the time of torch's softmax, which also finds
+    each row's maximum and divides every weight: 103 against 210 us for 64 x 60 x
+    60 scores on one core of an AMD EPYC, 2026-12-03) and used by one more
+    product, whose extra row of ones in ``value`` gives each row's sum; only the
+    (D, T) outputs are divided. Equal to :func:`blocked_attention` to float rounding.
+
+    Parameters
+    ----------
+    query : Tensor, shape (B, T, H * D) or (1, T, H * D), float32
+        Already projected; a batch of 1 is shared by every row of ``key``.
+    key : Tensor, shape (B, S, H * D), float32
+        Already projected; unit stride in the last dimension.
+    value : Tensor, shape (B, S, H * (D + 1)), float32
+        Each head's D projected features followed by a constant 1
+        (:meth:`Attention.key_value_with_ones`).
+    n_heads : int
+        ``H``.
+    block_elements : int
+        Score elements (rows x T x S) per block.
+    scale : float, optional
+        Factor of the scores, default ``D ** -0.5``.
+
+    Returns
+    -------
+    Tensor, shape (B, T, H * D)
+
+    Examples
+    --------
+    >>> q, k, v = torch.randn(3, 5, 8), torch.randn(3, 6, 8), torch.randn(3, 6, 8)
+    >>> v1 = torch.cat([v.unflatten(-1, (2, 4)), torch.ones(3, 6, 2, 1)], -1).flatten(2)
+    >>> torch.allclose(exp_attention(q, k, v1, n_heads=2), blocked_attention(q, k, v, n_heads=2), atol=1e-6)
+    True
+    """
+    batch, n_keys, width = key.shape
+    n_queries, dim = query.shape[1], width // n_heads
+    blocks = _blocks_of_rows(query, key, n_heads, block_elements, scale)
+    keys_t, values_t = key.transpose(1, 2), value.transpose(1, 2)
+    # head-major products (H, B, D + 1, T): each head's block is one contiguous output of the value product
+    products = torch.empty(n_heads, batch, dim + 1, n_queries, dtype=value.dtype, device=value.device)
+    # one buffer for every block's scores: a fresh (rows, T, S) tensor per head would be faulted in page by page
+    buffer = torch.empty(len(blocks[0][1]), n_queries, n_keys, dtype=value.dtype, device=value.device)
+    for block, block_query in blocks:
+        scores = buffer[: len(block_query)]
+        weights = scores.numpy()
+        for head in range(n_heads):
+            features = slice(head * dim, (head + 1) * dim)
+            torch.bmm(block_query[..., features], keys_t[block, features], out=scores)
+            np.exp(weights, out=weights)
+            values = values_t[block, head * (dim + 1) : (head + 1) * (dim + 1)]
+            torch.bmm(values, scores.transpose(1, 2), out=products[head, block])
+    # divided by the row sums straight into the (B, T, H, D) layout of the output projection
+    out = torch.empty(batch, n_queries, n_heads, dim, dtype=value.dtype, device=value.device)
+    torch.div(products[:, :, :dim].permute(1, 3, 0, 2), products[:, :, dim:].permute(1, 3, 0, 2), out=out)
+    return out.view(batch, n_queries, width)
+
+
 class Attention(nn.Module):
-    """Multi-head attention: :func:`F.scaled_dot_product_attention` for training and on GPUs,
-    :func:`blocked_attention` for inference on the CPU (faster for the paper's heads of dimension 4).
+    """Multi-head attention: :func:`F.scaled_dot_product_attention` for training and on GPUs; for
+    inference on the CPU (both faster than the fused kernel for the paper's heads of dimension 4)
+    :func:`exp_attention` when the weights bound the scores (float32, no padded keys, inputs from
+    the layer norms named in ``norms``), else :func:`blocked_attention`.
     """
 
     def __init__(self, d_model, n_heads, dropout=0.0):
@@ -245,17 +372,87 @@ class Attention(nn.Module):
         self.key_value = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
+        self._derived = {}  # weights derived for exp_attention, keyed by the parameters' version counters
 
     def _split(self, x):
         b, t, d = x.shape
         return x.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
 
-    def forward(self, x_query, x_key_value, key_valid=None):
-        """``key_valid`` (B, S) bool, True for keys that may be attended."""
+    def _cached(self, name, modules, make):
+        parameters = [p for m in modules for p in m.parameters()]
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
+        cached = self._derived.get(name)
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False):  # ordinary tensors, which a copy of the module may clone
+                cached = (key, make())
+            self._derived[name] = cached
+        return cached[1]
+
+    def key_value_with_ones(self):
+        """Weight and bias of the key/value projection with a constant 1 after each head's values.
+
+        Returns
+        -------
+        (Tensor, Tensor)
+            Shape (H D + H (D + 1), d) and (H D + H (D + 1)): keys as before, then each head's D
+            value features followed by a zero weight row with bias 1.
+        """
+
+        def make():
+            weight, bias = self.key_value.weight.detach(), self.key_value.bias.detach()
+            width, d_model = weight.shape[0] // 2, weight.shape[1]
+            heads, dim = self.n_heads, width // self.n_heads
+            w = torch.zeros(heads, dim + 1, d_model, dtype=weight.dtype, device=weight.device)
+            b = torch.ones(heads, dim + 1, dtype=bias.dtype, device=bias.device)
+            w[:, :dim] = weight[width:].view(heads, dim, d_model)
+            b[:, :dim] = bias[width:].view(heads, dim)
+            return torch.cat([weight[:width], w.flatten(0, 1)]), torch.cat([bias[:width], b.flatten()])
+
+        return self._cached("key_value_with_ones", (self.key_value,), make)
+
+    def exp_attention_is_safe(self, query_norm, key_value_norm, n_keys):
+        """Whether :func:`exp_attention` cannot overflow or underflow for any input of these layer norms.
+
+        With ``Q``, ``K``, ``V`` the largest norms of a head's query, key and value
+        (:func:`layer_norm_head_bounds`), every score lies within ``+-Q K / sqrt(D)``, so
+        each exponential lies within ``exp(+-Q K / sqrt(D))`` and each row's sums within
+        ``n_keys max(1, V) exp(Q K / sqrt(D))``; all must stay inside float32's normal range
+        (:data:`EXP_ATTENTION_LOG_LIMIT`). The shipped weights' largest score bound is 61.
+        """
+
+        def make():
+            heads = self.n_heads
+            dim = self.query.out_features // heads
+            query = layer_norm_head_bounds(self.query, query_norm, heads)[0]
+            key, value = layer_norm_head_bounds(self.key_value, key_value_norm, heads, groups=2)
+            return (query * key / dim**0.5), value
+
+        score, value = self._cached("score_bounds", (self.query, self.key_value, query_norm, key_value_norm), make)
+        largest = score + math.log(max(int(n_keys), 1)) + value.clamp_min(1.0).log()
+        return bool(score.max() <= EXP_ATTENTION_LOG_LIMIT and largest.max() <= EXP_ATTENTION_LOG_LIMIT)
+
+    def forward(self, x_query, x_key_value, key_valid=None, norms=None):
+        """``key_valid`` (B, S) bool, True for keys that may be attended; ``norms`` the layer norms
+        (query's, key/value's) whose outputs ``x_query`` and ``x_key_value`` are, if they are."""
+        if x_query.device.type == "cpu" and not torch.is_grad_enabled() and not (self.training and self.dropout):
+            exp_path = (
+                USE_EXP_ATTENTION
+                and norms is not None
+                and key_valid is None
+                and x_query.dtype == x_key_value.dtype == torch.float32
+                and not _cpu_autocast_enabled()
+                and self.exp_attention_is_safe(*norms, x_key_value.shape[1])
+            )
+            if exp_path:
+                width = self.query.out_features
+                key_value = F.linear(x_key_value, *self.key_value_with_ones())
+                attended = exp_attention(self.query(x_query), key_value[..., :width], key_value[..., width:], self.n_heads)
+                return self.out(attended)
+            q = self.query(x_query)
+            k, v = self.key_value(x_key_value).chunk(2, dim=-1)
+            return self.out(blocked_attention(q, k, v, self.n_heads, key_valid))
         q = self.query(x_query)
         k, v = self.key_value(x_key_value).chunk(2, dim=-1)
-        if q.device.type == "cpu" and not torch.is_grad_enabled() and not (self.training and self.dropout):
-            return self.out(blocked_attention(q, k, v, self.n_heads, key_valid))
         q, k, v = self._split(q), self._split(k), self._split(v)
         mask = None if key_valid is None else key_valid[:, None, None, :]
         if q.shape[0] != k.shape[0]:  # a shared query (cached AIF) against per-voxel keys
@@ -265,6 +462,14 @@ class Attention(nn.Module):
         )
         b, h, t, dh = out.shape
         return self.out(out.transpose(1, 2).reshape(b, t, h * dh))
+
+
+def _cpu_autocast_enabled():
+    """Whether CPU autocast is on in this thread (torch 2.4 and later, and before)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 class FeedForward(nn.Sequential):
@@ -287,7 +492,7 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x, valid=None):
         h = self.norm_attention(x)
-        x = x + self.attention(h, h, valid)
+        x = x + self.attention(h, h, valid, norms=(self.norm_attention, self.norm_attention))
         return x + self.feedforward(self.norm_feedforward(x))
 
 
@@ -309,15 +514,19 @@ class DecoderLayer(nn.Module):
 
     def self_block(self, x, valid=None):
         h = self.norm_self(x)
-        return x + self.self_attention(h, h, valid)
+        return x + self.self_attention(h, h, valid, norms=(self.norm_self, self.norm_self))
 
-    def cross_block(self, x, memory, valid=None):
-        """Cross-attention and feed-forward; ``x`` of batch 1 broadcasts against ``memory``."""
-        x = x + self.cross_attention(self.norm_cross(x), memory, valid)
+    def cross_block(self, x, memory, valid=None, memory_norm=None):
+        """Cross-attention and feed-forward; ``x`` of batch 1 broadcasts against ``memory``.
+
+        ``memory_norm``: the layer norm whose output ``memory`` is, if it is (the encoder's).
+        """
+        norms = None if memory_norm is None else (self.norm_cross, memory_norm)
+        x = x + self.cross_attention(self.norm_cross(x), memory, valid, norms=norms)
         return x + self.feedforward(self.norm_feedforward(x))
 
-    def forward(self, x, memory, valid=None):
-        return self.cross_block(self.self_block(x, valid), memory, valid)
+    def forward(self, x, memory, valid=None, memory_norm=None):
+        return self.cross_block(self.self_block(x, valid), memory, valid, memory_norm)
 
 
 class CurveHead(nn.Sequential):
@@ -414,9 +623,9 @@ class PerfusionTransformer(nn.Module):
 
         x = self.encode_aif(aif, frame_times, valid) if aif_cache is None else aif_cache
         # a shared AIF (batch 1) stays unexpanded: the first cross-attention's query is computed once
-        x = self.decoder[0].cross_block(x, memory, valid)
+        x = self.decoder[0].cross_block(x, memory, valid, self.encoder_norm)
         for layer in self.decoder[1:]:
-            x = layer(x, memory, valid)
+            x = layer(x, memory, valid, self.encoder_norm)
         x = self.decoder_norm(x)
 
         local_aif = F.softplus(self.local_aif_head(x))
