@@ -335,6 +335,8 @@ def exp_attention(query, key, value, n_heads, block_elements=ATTENTION_BLOCK_ELE
     """
     batch, n_keys, width = key.shape
     n_queries, dim = query.shape[1], width // n_heads
+    if batch == 0:
+        return key.new_empty(0, n_queries, width)
     blocks = _blocks_of_rows(query, key, n_heads, block_elements, scale)
     keys_t, values_t = key.transpose(1, 2), value.transpose(1, 2)
     # head-major products (H, B, D + 1, T): each head's block is one contiguous output of the value product
@@ -425,11 +427,17 @@ class Attention(nn.Module):
             dim = self.query.out_features // heads
             query = layer_norm_head_bounds(self.query, query_norm, heads)[0]
             key, value = layer_norm_head_bounds(self.key_value, key_value_norm, heads, groups=2)
-            return (query * key / dim**0.5), value
+            return {"score": query * key / dim**0.5, "value": value, "safe": {}}
 
-        score, value = self._cached("score_bounds", (self.query, self.key_value, query_norm, key_value_norm), make)
-        largest = score + math.log(max(int(n_keys), 1)) + value.clamp_min(1.0).log()
-        return bool(score.max() <= EXP_ATTENTION_LOG_LIMIT and largest.max() <= EXP_ATTENTION_LOG_LIMIT)
+        bounds = self._cached("score_bounds", (self.query, self.key_value, query_norm, key_value_norm), make)
+        n_keys = max(int(n_keys), 1)
+        if n_keys not in bounds["safe"]:
+            score, value = bounds["score"], bounds["value"]
+            largest = score + math.log(n_keys) + value.clamp_min(1.0).log()
+            bounds["safe"][n_keys] = bool(
+                score.max() <= EXP_ATTENTION_LOG_LIMIT and largest.max() <= EXP_ATTENTION_LOG_LIMIT
+            )
+        return bounds["safe"][n_keys]
 
     def forward(self, x_query, x_key_value, key_valid=None, norms=None):
         """``key_valid`` (B, S) bool, True for keys that may be attended; ``norms`` the layer norms
