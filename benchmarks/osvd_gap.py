@@ -51,11 +51,12 @@ import warnings
 import numpy as np
 
 from ctp_nipype.perfusion.evaluation import deconvolve_svd_batch
-from ctp_nipype.perfusion.phantom import MATERIAL_HU, PhantomLabel, make_phantom
+from ctp_nipype.perfusion.phantom import MATERIAL_HU, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.perfusion.simulate import AIF_PEAK_HU, GAMMA_AIF_SHAPE, TRAINING_RANGES, simulate_curves
 from ctp_nipype.perfusion.svd import SVDModel
 from ctp_nipype.perfusion.testsets import COMMON_SETTINGS, TEST_CBV, make_test_set, n_frames_for
+from phantom_steps import grey_matter_svd  # benchmarks/, the script's own folder
 
 METHODS = ("osvd", "ssvd")
 TISSUE_HU = MATERIAL_HU["grey_matter"]  # unenhanced attenuation of the simulated voxels
@@ -186,18 +187,7 @@ def run_row(settings, args, noise_hu, snr_db, draws, bolus, pool):
 
 def phantom_row(seed, noise_hu):
     """The phantom's grey matter itself, as table 5 of phantom_steps.py."""
-    cells = []
-    for sigma in noise_hu:
-        ph = make_phantom("small", seed=seed, noise_sd_hu=sigma)
-        grey = ph.labels == PhantomLabel.GREY_MATTER
-        curves = prepare_curves(ph.hu[grey], ph.frame_times, ph.aif)
-        truth = np.median(ph.cbf[grey])
-        fits = {m: SVDModel(curves.aif, curves.frame_times, method=m).fit(curves.tissue) for m in METHODS}
-        cell = {m: float(np.median(fit.cbf) / truth) for m, fit in fits.items()}
-        cell["oi"] = float(np.median(fits["osvd"].oscillation_index))
-        cell["threshold"] = float(np.median(fits["osvd"].threshold))
-        cells.append(cell)
-    return cells
+    return [grey_matter_svd("small", seed, sigma)[0] for sigma in noise_hu]
 
 
 def testset_reference(levels_db, n_per_level):

@@ -149,24 +149,35 @@ def grey_matter_table(sizes, seed):
                       + f" | {cbv:.2f} | {contrast:.1f} / {true_contrast:.1f} |", flush=True)
 
 
+def grey_matter_svd(size, seed, noise):
+    """sSVD and oSVD of the phantom's grey matter with its true AIF and no filter.
+
+    Returns ``(cell, model, tissue)``: ``cell`` holds the median CBF / median truth of ``'osvd'`` and
+    ``'ssvd'`` and oSVD's median ``'threshold'`` and ``'oi'``; ``model`` is the oSVD model, ``tissue`` the curves.
+    """
+    ph = make_phantom(size, seed=seed, noise_sd_hu=noise)
+    grey = ph.labels == PhantomLabel.GREY_MATTER
+    curves = prepare_curves(ph.hu[grey], ph.frame_times, ph.aif)
+    truth = np.median(ph.cbf[grey])
+    model = SVDModel(curves.aif, curves.frame_times, method="osvd")
+    osvd = model.fit(curves.tissue)
+    ssvd = SVDModel(curves.aif, curves.frame_times, method="ssvd").fit(curves.tissue)
+    cell = {"osvd": np.median(osvd.cbf) / truth, "ssvd": np.median(ssvd.cbf) / truth,
+            "threshold": np.median(osvd.threshold), "oi": np.median(osvd.oscillation_index)}
+    return {key: float(value) for key, value in cell.items()}, model, curves.tissue
+
+
 def osvd_noise_table(sizes, seed):
     print("\n| phantom | noise | oSVD CBF / truth | sSVD CBF / truth | oSVD threshold (median) | oSVD OI (median) |")
     print("|---|---|---:|---:|---:|---:|")
     for size in sizes:
         for noise in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0):
-            ph = make_phantom(size, seed=seed, noise_sd_hu=noise)
-            grey = ph.labels == PhantomLabel.GREY_MATTER
-            curves = prepare_curves(ph.hu[grey], ph.frame_times, ph.aif)
-            truth = np.median(ph.cbf[grey])
-            model = SVDModel(curves.aif, curves.frame_times, method="osvd")
-            osvd = model.fit(curves.tissue)
-            ssvd = SVDModel(curves.aif, curves.frame_times, method="ssvd").fit(curves.tissue)
-            print(f"| {size} | {noise:g} HU | {np.median(osvd.cbf) / truth:.2f} | {np.median(ssvd.cbf) / truth:.2f} | "
-                  f"{np.median(osvd.threshold):.3f} | {np.median(osvd.oscillation_index):.3f} |", flush=True)
+            cell, model, tissue = grey_matter_svd(size, seed, noise)
+            print(f"| {size} | {noise:g} HU | {cell['osvd']:.2f} | {cell['ssvd']:.2f} | "
+                  f"{cell['threshold']:.3f} | {cell['oi']:.3f} |", flush=True)
             if noise == 0.0:  # the noise-free floor of the OI along the ladder, and the residue's first samples
-                floor = {t: np.median(oscillation_index(model.deconvolve(curves.tissue, t)))
-                         for t in OI_FLOOR_THRESHOLDS}
-                residue = model.deconvolve(curves.tissue, model.thresholds[0])
+                floor = {t: np.median(oscillation_index(model.deconvolve(tissue, t))) for t in OI_FLOOR_THRESHOLDS}
+                residue = model.deconvolve(tissue, model.thresholds[0])
                 start = np.median(residue[:, :4] / residue.max(axis=-1, keepdims=True), axis=0)
         print(f"\n{size}, noise free: median OI of the deconvolution at threshold "
               + ", ".join(f"{t:g}: {v:.4f}" for t, v in floor.items())

@@ -191,15 +191,26 @@ def test_cpu_inference_uses_exp_attention_when_the_weights_bound_the_scores(monk
     ]
     assert bounds == [True] * 9
     calls = {"exp": 0, "blocked": 0}
-    for name in calls:
+
+    def counted(name):
         function = getattr(network, f"{name}_attention")
-        monkeypatch.setattr(
-            network, f"{name}_attention", lambda *a, _f=function, _n=name, **k: calls.__setitem__(_n, calls[_n] + 1) or _f(*a, **k)
-        )
+
+        def count(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return count
+
+    for name in calls:
+        monkeypatch.setattr(network, f"{name}_attention", counted(name))
     tissue, aif, times = _inputs(9, 60)
     with torch.inference_mode():
         out = shipped(tissue, aif, times)
     assert calls == {"exp": 9, "blocked": 0}  # 3 encoder, 3 decoder self- and 3 cross-attentions
+    calls.update(exp=0, blocked=0)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        shipped(tissue, aif, times)
+    assert calls == {"exp": 0, "blocked": 9}  # bfloat16 projections: softmax attention
     # scores blown up beyond float32's exponent range: no proof, so softmax attention, same as the fused kernel
     blown = load_model()
     with torch.no_grad():

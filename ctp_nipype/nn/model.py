@@ -315,12 +315,8 @@ def exp_attention(query, key, value, n_heads, block_elements=ATTENTION_BLOCK_ELE
     value : Tensor, shape (B, S, H * (D + 1)), float32
         Each head's D projected features followed by a constant 1
         (:meth:`Attention.key_value_with_ones`).
-    n_heads : int
-        ``H``.
-    block_elements : int
-        Score elements (rows x T x S) per block.
-    scale : float, optional
-        Factor of the scores, default ``D ** -0.5``.
+    n_heads, block_elements, scale
+        As for :func:`blocked_attention`.
 
     Returns
     -------
@@ -427,39 +423,34 @@ class Attention(nn.Module):
             dim = self.query.out_features // heads
             query = layer_norm_head_bounds(self.query, query_norm, heads)[0]
             key, value = layer_norm_head_bounds(self.key_value, key_value_norm, heads, groups=2)
-            return {"score": query * key / dim**0.5, "value": value, "safe": {}}
+            score = query * key / dim**0.5
+            # log of the largest row sum of exp(score) * |value| for one key
+            return float(score.max()), float((score + value.clamp_min(1.0).log()).max())
 
-        bounds = self._cached("score_bounds", (self.query, self.key_value, query_norm, key_value_norm), make)
-        n_keys = max(int(n_keys), 1)
-        if n_keys not in bounds["safe"]:
-            score, value = bounds["score"], bounds["value"]
-            largest = score + math.log(n_keys) + value.clamp_min(1.0).log()
-            bounds["safe"][n_keys] = bool(
-                score.max() <= EXP_ATTENTION_LOG_LIMIT and largest.max() <= EXP_ATTENTION_LOG_LIMIT
-            )
-        return bounds["safe"][n_keys]
+        largest_score, largest_term = self._cached(
+            "score_bounds", (self.query, self.key_value, query_norm, key_value_norm), make
+        )
+        largest_sum = largest_term + math.log(max(int(n_keys), 1))
+        return max(largest_score, largest_sum) <= EXP_ATTENTION_LOG_LIMIT
 
     def forward(self, x_query, x_key_value, key_valid=None, norms=None):
         """``key_valid`` (B, S) bool, True for keys that may be attended; ``norms`` the layer norms
         (query's, key/value's) whose outputs ``x_query`` and ``x_key_value`` are, if they are."""
-        if x_query.device.type == "cpu" and not torch.is_grad_enabled() and not (self.training and self.dropout):
-            exp_path = (
+        q = self.query(x_query)
+        cpu_inference = x_query.device.type == "cpu" and not torch.is_grad_enabled()
+        if cpu_inference and not (self.training and self.dropout):
+            if (
                 USE_EXP_ATTENTION
                 and norms is not None
                 and key_valid is None
-                and x_query.dtype == x_key_value.dtype == torch.float32
-                and not _cpu_autocast_enabled()
+                and q.dtype == x_key_value.dtype == torch.float32  # (CPU autocast makes q bfloat16)
                 and self.exp_attention_is_safe(*norms, x_key_value.shape[1])
-            )
-            if exp_path:
+            ):
                 width = self.query.out_features
                 key_value = F.linear(x_key_value, *self.key_value_with_ones())
-                attended = exp_attention(self.query(x_query), key_value[..., :width], key_value[..., width:], self.n_heads)
-                return self.out(attended)
-            q = self.query(x_query)
+                return self.out(exp_attention(q, key_value[..., :width], key_value[..., width:], self.n_heads))
             k, v = self.key_value(x_key_value).chunk(2, dim=-1)
             return self.out(blocked_attention(q, k, v, self.n_heads, key_valid))
-        q = self.query(x_query)
         k, v = self.key_value(x_key_value).chunk(2, dim=-1)
         q, k, v = self._split(q), self._split(k), self._split(v)
         mask = None if key_valid is None else key_valid[:, None, None, :]
@@ -470,14 +461,6 @@ class Attention(nn.Module):
         )
         b, h, t, dh = out.shape
         return self.out(out.transpose(1, 2).reshape(b, t, h * dh))
-
-
-def _cpu_autocast_enabled():
-    """Whether CPU autocast is on in this thread (torch 2.4 and later, and before)."""
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
 
 
 class FeedForward(nn.Sequential):
