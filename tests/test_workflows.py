@@ -99,10 +99,34 @@ def test_grey_matter_cbf_against_the_phantom_truth(participant_run, phantom_data
     # free), measured step by step in docs/validation.md (table 5 of benchmarks/phantom_steps.py); grey matter's
     # 4 s MTT makes it, as longer transits keep 0.94-1.06 at the same noise (benchmarks/osvd_gap.py).
     # For the SVD methods the measured envelope (+-0.1) is asserted, so that a regression or a lost constant
-    # (x0.73) moves a method out.
+    # (x0.73) moves a method out; the noise-free test below holds oSVD to the issue's 25%.
     for method, ratio in ratios.items():
         low, high = GREY_MATTER_CBF_RATIO[method]
         assert low < ratio < high, (method, ratio)
+
+
+def test_noise_free_grey_matter_cbf_is_within_a_quarter_of_the_truth_for_osvd_and_the_network(tmp_path):
+    """Issue 7's 25% for oSVD and the network where oSVD's own noise bias is absent: the noise-free phantom.
+
+    Through the same BIDS App run as a user's (automatic AIF and VOF, partial-volume correction, guided
+    filter), so a lost constant, a wrong AIF column or a broken correction moves a method out of the band
+    (x1.82 when the uncorrected AIF was read, x0.73 for a lost hematocrit factor). Measured 2026-12-03 with
+    ``benchmarks/pipeline_noise.py``: oSVD 0.85, network 0.78, sSVD 0.81; what is left is the guided filter's
+    grey-into-white blur (docs/validation.md, point 1). With noise oSVD drops (0.70 at 1 HU, 0.57 at 8 HU):
+    the test above holds it to that envelope.
+    """
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    assert phantom_main([str(bids), "--size", "small", "--seed", "4", "--noise-sd", "0"]) == 0
+    methods = ["osvd"] + [m for m in _all_methods() if m == "transformer"]
+    assert bids_app.main([str(bids), str(out), "participant", "--methods", *methods, "-w", str(tmp_path / "work"),
+                          "--nprocs", "1", "--device", "cpu"]) == 0
+    truth = bids / "derivatives" / "phantom-truth" / "sub-01" / "ses-01" / "perf"
+    grey = np.asarray(nb.load(truth / "sub-01_ses-01_desc-truth_dseg.nii.gz").dataobj) == 1
+    true_cbf = np.median(np.asarray(nb.load(truth / "sub-01_ses-01_desc-truth_cbf.nii.gz").dataobj)[grey])
+    for method in methods:
+        cbf = np.asarray(nb.load(out / "sub-01" / "ses-01" / "perf" / f"sub-01_ses-01_desc-{method}_cbf.nii.gz").dataobj)
+        ratio = float(np.median(cbf[grey]) / true_cbf)
+        assert 0.75 <= ratio <= 1.25, (method, ratio)
 
 
 def test_rerun_with_the_same_work_dir_redoes_nothing(participant_run):
