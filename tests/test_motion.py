@@ -7,8 +7,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctp_nipype.perfusion.motion import apply_rigid, framewise_displacement, register_series
-from ctp_nipype.perfusion.phantom import make_phantom
+from ctp_nipype.perfusion import masks
+from ctp_nipype.perfusion.aif import select_vascular_functions
+from ctp_nipype.perfusion.motion import (
+    MAX_DISPLACEMENT_MM,
+    apply_rigid,
+    bridge_frames,
+    censor_frames,
+    displacement_from_reference,
+    framewise_displacement,
+    register_series,
+)
+from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
 
 
 @settings(max_examples=30, deadline=None)
@@ -49,3 +59,84 @@ def test_recovers_phantom_motion(n_threads):
     error = np.abs(result.parameters - ph.motion_parameters[frames])
     assert error[:, :3].max() < 0.5
     assert error[:, 3:].max() < 0.5
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_frames=st.integers(3, 40),
+    flags=st.lists(st.booleans(), min_size=40, max_size=40),
+    slope=st.floats(-50, 50),
+    offset=st.floats(-1000, 1000),
+)
+def test_bridge_frames_keeps_kept_frames_and_restores_a_line(n_frames, flags, slope, offset):
+    """Kept frames pass unchanged; censored frames between kept ones are the line through them."""
+    censored = np.array(flags[:n_frames])
+    if censored.all():
+        censored[n_frames // 2] = False
+    line = (offset + slope * np.arange(n_frames, dtype=np.float32))[None, :] * np.array([[1.0], [-2.0]], np.float32)
+    spiky = np.where(censored, 3000.0, line).astype(np.float32)  # what a bone edge does in a displaced frame
+    bridged = bridge_frames(spiky, censored)
+    np.testing.assert_array_equal(bridged[:, ~censored], line[:, ~censored])
+    kept = np.flatnonzero(~censored)
+    inside = np.zeros(n_frames, bool)
+    inside[kept[0] : kept[-1] + 1] = True
+    np.testing.assert_allclose(bridged[:, inside], line[:, inside], rtol=1e-5, atol=1e-2)
+    # beyond the last (before the first) kept frame the nearest kept frame is held
+    np.testing.assert_allclose(bridged[:, kept[-1]:], line[:, [kept[-1]]].repeat(n_frames - kept[-1], 1), atol=1e-3)
+    np.testing.assert_allclose(bridged[:, : kept[0] + 1], line[:, [kept[0]]].repeat(kept[0] + 1, 1), atol=1e-3)
+
+
+def test_bridge_frames_rejects_all_censored_and_wrong_length():
+    with pytest.raises(ValueError, match="Every frame is censored"):
+        bridge_frames(np.zeros((2, 3)), [True, True, True])
+    with pytest.raises(ValueError, match="one censoring flag per frame"):
+        bridge_frames(np.zeros((2, 3)), [True, False])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-3, 3), min_size=6, max_size=6))
+def test_displacement_from_reference_is_framewise_displacement_from_rest(position):
+    """From rest to a position in one step, the two displacements agree; and censoring compares it to the threshold."""
+    parameters = np.zeros((2, 6))
+    parameters[1] = position
+    displacement = displacement_from_reference(parameters)
+    assert displacement[1] == pytest.approx(framewise_displacement(parameters)[1])
+    assert censor_frames(parameters).tolist() == [False, bool(displacement[1] > MAX_DISPLACEMENT_MM)]
+
+
+def test_censored_frames_leave_the_enhancement_fit_unchanged():
+    """A frame in which bone jumped into some voxels, censored, gives the fit of the clean series."""
+    ph = make_phantom("small", seed=1, noise_sd_hu=2.0)
+    brain = ph.brain_mask
+    n_base = 6
+    clean = masks.fit_enhancement(ph.hu, ph.frame_times, brain, n_base)
+    spiky = ph.hu.copy()
+    spiky[:12, :, :, 30:33] += 900.0  # a band of the brain jumps in three frames
+    censored = np.zeros(ph.hu.shape[3], bool)
+    censored[30:33] = True
+    assert not np.allclose(masks.fit_enhancement(spiky, ph.frame_times, brain, n_base)[1], clean[1], atol=5.0)
+    baseline, enhancement = masks.fit_enhancement(spiky, ph.frame_times, brain, n_base, censored)
+    # the same regression on 57 of the 60 frames: the difference is noise (2 HU), not the jump (900 HU)
+    assert np.abs(baseline - clean[0])[brain].max() < 1.5
+    assert np.median(np.abs(enhancement - clean[1])[brain]) < 0.05 * np.median(clean[1][brain])
+    assert masks.time_average(spiky, censored)[brain] == pytest.approx(
+        ph.hu[..., ~censored].mean(axis=-1)[brain], abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_censoring_keeps_the_automatic_aif_in_the_artery_after_motion_correction(seed):
+    """Issue 5: on the small phantom with motion (seeds where, without censoring, the AIF left the artery:
+    bone-edge voxels jump by 150-250 HU in the displaced frames even after registration), the frames that
+    MotionCorrection flags are exactly the moved ones, and with them left out the AIF is in the artery and
+    the VOF in the vein."""
+    ph = make_phantom("small", seed=seed, motion=True)
+    corrected = register_series(ph.hu, ph.voxel_size_mm, 7)
+    censored = censor_frames(corrected.parameters)
+    np.testing.assert_array_equal(censored, np.any(ph.motion_parameters != 0, axis=1))
+    brain = masks.brain_mask(masks.time_average(corrected.corrected, censored))
+    found = select_vascular_functions(corrected.corrected, ph.frame_times, brain, censored_frames=censored)
+    assert np.mean([ph.labels[tuple(v)] == PhantomLabel.ARTERY for v in found.aif_voxels]) >= 0.8
+    assert np.mean([ph.labels[tuple(v)] == PhantomLabel.VEIN for v in found.vof_voxels]) >= 0.8
+    assert found.details["CensoredFrames"] == np.flatnonzero(censored).tolist()
+    # the curves returned are the measured ones (censoring only steers the choice)
+    np.testing.assert_allclose(found.aif, corrected.corrected[tuple(found.aif_voxels.T)].astype(float).mean(axis=0))

@@ -173,9 +173,11 @@ def test_motion_correction_interface_writes_parameters(tmp_path):
     out = _run(MotionCorrection(in_file=path, n_baseline_frames=4), tmp_path, "mc")
     with open(out.motion_file) as handle:
         reader = csv.DictReader(handle, delimiter="\t")
-        assert reader.fieldnames == ["time", *PARAMETER_NAMES, "framewise_displacement_mm"]
+        assert reader.fieldnames == ["time", *PARAMETER_NAMES, "framewise_displacement_mm", "displacement_mm",
+                                     "censored"]
         rows = list(reader)
     assert len(rows) == 12
+    assert out.n_censored_frames == 0 and all(r["censored"] == "0" for r in rows)
     # no motion injected: every frame within 0.3 mm / 0.3 degrees of rest
     values = np.array([[float(r[n]) for n in PARAMETER_NAMES] for r in rows])
     assert np.abs(values).max() < 0.3

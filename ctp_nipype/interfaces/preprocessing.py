@@ -80,6 +80,36 @@ def _timing_sidecar(times, resampled, source, original=None):
     return sidecar
 
 
+#: the input that leaves motion-displaced frames out of a step (masks, AIF/VOF selection)
+_MOTION_FILE_DESC = (
+    "motion TSV of MotionCorrection: the frames its 'censored' column flags (displaced from the reference by "
+    "more than its max_displacement_mm) are left out of this step"
+)
+
+
+def _censored_frames(motion_file, n_frames, in_file):
+    """The frames flagged in a MotionCorrection TSV's 'censored' column; None without a file or a flag."""
+    if not isdefined(motion_file):
+        return None
+    flags, _ = read_curve_tsv(motion_file, "censored", n_frames=None)
+    if flags.size != n_frames:
+        raise InputError(
+            f"The motion file {motion_file} has {flags.size} rows but {in_file} has {n_frames} frames; "
+            "give the motion file of MotionCorrection for this series."
+        )
+    flags = np.asarray(flags) > 0.5
+    if flags.all():
+        raise InputError(
+            f"The motion file {motion_file} censors every frame; raise MotionCorrection's max_displacement_mm "
+            "or leave the motion file out."
+        )
+    return flags if flags.any() else None
+
+
+def _censoring_sidecar(censored):
+    return {} if censored is None else {"CensoredFrames": np.flatnonzero(censored).tolist()}
+
+
 def _write_mask(runtime, name, mask, scan, sidecar):
     path = _out(runtime, name)
     write_nifti(path, mask.astype(np.uint8), scan.affine, scan.header, sidecar, dtype=np.uint8)
@@ -163,6 +193,11 @@ class _MotionCorrectionInputSpec(BaseInterfaceInputSpec):
     n_baseline_frames = traits.Int(desc="pre-bolus frames averaged into the reference (default: detected)")
     metric = traits.Enum("meansquares", "mattes", "correlation", usedefault=True, desc="registration metric")
     sampling_fraction = traits.Float(0.2, usedefault=True, desc="fraction of voxels sampled at the finest level")
+    max_displacement_mm = traits.Float(
+        motion.MAX_DISPLACEMENT_MM, usedefault=True,
+        desc="frames displaced from the reference by more than this (mm, translations plus rotations as arc "
+        "length at 50 mm) are flagged 'censored' in motion_file, for the masks and the AIF/VOF selection",
+    )
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     out_prefix = traits.Str(desc="output file-name prefix")
 
@@ -170,10 +205,14 @@ class _MotionCorrectionInputSpec(BaseInterfaceInputSpec):
 class _MotionCorrectionOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="motion-corrected 4D series (float32, HU)")
     motion_file = File(
-        exists=True, desc="TSV: time, trans_x_mm, trans_y_mm, trans_z_mm, rot_x_deg, rot_y_deg, rot_z_deg, fd_mm"
+        exists=True,
+        desc="TSV: time, trans_x_mm, trans_y_mm, trans_z_mm, rot_x_deg, rot_y_deg, rot_z_deg, "
+        "framewise_displacement_mm, displacement_mm (from the reference), censored (1: displaced more than "
+        "max_displacement_mm)",
     )
     reference_file = File(exists=True, desc="the registration reference: mean of the pre-bolus frames")
     max_framewise_displacement = traits.Float(desc="largest framewise displacement, mm")
+    n_censored_frames = traits.Int(desc="frames displaced by more than max_displacement_mm")
 
 
 class MotionCorrection(SimpleInterface):
@@ -204,6 +243,8 @@ class MotionCorrection(SimpleInterface):
                                                                                  min(1.0, 1.5 * fraction), fraction)
         )
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
+        displacement = motion.displacement_from_reference(result.parameters)
+        censored = motion.censor_frames(result.parameters, self.inputs.max_displacement_mm)
         sidecar = {
             **scan.sidecar,
             **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times),
@@ -212,6 +253,9 @@ class MotionCorrection(SimpleInterface):
                 "Metric": self.inputs.metric,
                 "ReferenceFrames": int(n_base),
                 "MaxFramewiseDisplacementMM": float(result.framewise_displacement.max()),
+                "MaxDisplacementFromReferenceMM": float(displacement.max()),
+                "CensoringThresholdMM": float(self.inputs.max_displacement_mm),
+                "CensoredFrames": np.flatnonzero(censored).tolist(),
             },
             **_provenance(self.inputs.in_file),
         }
@@ -222,12 +266,15 @@ class MotionCorrection(SimpleInterface):
         columns = {"time": times}
         columns.update({name: result.parameters[:, i] for i, name in enumerate(motion.PARAMETER_NAMES)})
         columns["framewise_displacement_mm"] = result.framewise_displacement
+        columns["displacement_mm"] = displacement
+        columns["censored"] = censored.astype(int)
         motion_file = write_curves_tsv(_out(runtime, f"{prefix}_desc-motion_params.tsv"), columns)
         self._results.update(
             out_file=out_file,
             motion_file=str(motion_file),
             reference_file=reference_file,
             max_framewise_displacement=float(result.framewise_displacement.max()),
+            n_censored_frames=int(censored.sum()),
         )
         return runtime
 
@@ -243,6 +290,7 @@ class _BrainMaskInputSpec(BaseInterfaceInputSpec):
         desc="HU window of brain and CSF on the time-averaged image",
     )
     opening_radius = traits.Int(2, usedefault=True, desc="in-plane opening radius in voxels")
+    motion_file = File(exists=True, desc=_MOTION_FILE_DESC)
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     out_prefix = traits.Str(desc="output file-name prefix")
 
@@ -270,7 +318,9 @@ class BrainMask(SimpleInterface):
             mask = load_mask(self.inputs.in_mask, scan.spatial_shape, scan.affine, "brain mask")
             sidecar = {"Type": "Brain", "Source": "user", **_provenance(self.inputs.in_mask)}
         else:
-            mask = masks.brain_mask(masks.time_average(scan.data), self.inputs.hu_window, self.inputs.opening_radius)
+            censored = _censored_frames(self.inputs.motion_file, scan.data.shape[3], self.inputs.in_file)
+            mean_hu = masks.time_average(scan.data, censored)
+            mask = masks.brain_mask(mean_hu, self.inputs.hu_window, self.inputs.opening_radius)
             if not mask.any():
                 raise InputError(
                     f"No voxel of {self.inputs.in_file} lies in the brain window {self.inputs.hu_window} HU; "
@@ -282,6 +332,7 @@ class BrainMask(SimpleInterface):
                 "Method": "HU window on the time-averaged image, in-plane opening, largest component, hole filling",
                 "HUWindow": list(self.inputs.hu_window),
                 "OpeningRadiusVoxels": self.inputs.opening_radius,
+                **_censoring_sidecar(censored),
                 **_provenance(self.inputs.in_file),
             }
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
@@ -295,6 +346,7 @@ class _TissueMaskInputSpec(BaseInterfaceInputSpec):
     brain_mask = File(exists=True, mandatory=True, desc="brain mask")
     in_mask = File(exists=True, desc="user mask; replaces the automatic one")
     n_baseline_frames = traits.Int(desc="pre-bolus frames (default: detected from the most enhancing voxels)")
+    motion_file = File(exists=True, desc=_MOTION_FILE_DESC)
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     out_prefix = traits.Str(desc="output file-name prefix")
 
@@ -318,7 +370,7 @@ class _TissueMask(SimpleInterface):
     output_spec = _MaskOutputSpec
     _kind = ""
 
-    def _automatic(self, data, times, brain, n_base, scan):
+    def _automatic(self, data, times, brain, n_base, scan, censored):
         raise NotImplementedError
 
     def _run_interface(self, runtime):
@@ -328,13 +380,17 @@ class _TissueMask(SimpleInterface):
             mask = load_mask(self.inputs.in_mask, scan.spatial_shape, scan.affine, f"{self._kind} mask")
             sidecar = {"Type": self._kind, "Source": "user", **_provenance(self.inputs.in_mask)}
         else:
-            n_base = _optional(self.inputs.n_baseline_frames) or aif_selection.estimate_baseline_frames(data, brain)
-            mask, parameters = self._automatic(data, times, brain, n_base, scan)
+            censored = _censored_frames(self.inputs.motion_file, times.size, self.inputs.in_file)
+            n_base = _optional(self.inputs.n_baseline_frames) or aif_selection.estimate_baseline_frames(
+                data, brain, censored_frames=censored
+            )
+            mask, parameters = self._automatic(data, times, brain, n_base, scan, censored)
             sidecar = {
                 "Type": self._kind,
                 "Source": "automatic",
                 "BaselineFrames": int(n_base),
                 **parameters,
+                **_censoring_sidecar(censored),
                 **_provenance(self.inputs.in_file, self.inputs.brain_mask),
             }
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
@@ -356,9 +412,10 @@ class CSFMask(_TissueMask):
     input_spec = _CSFMaskInputSpec
     _kind = "CSF"
 
-    def _automatic(self, data, times, brain, n_base, scan):
+    def _automatic(self, data, times, brain, n_base, scan, censored):
         mask = masks.csf_mask(
-            data, times, brain, n_base, self.inputs.hu_window, self.inputs.max_relative_enhancement
+            data, times, brain, n_base, self.inputs.hu_window, self.inputs.max_relative_enhancement,
+            censored_frames=censored,
         )
         return mask, {
             "HUWindow": list(self.inputs.hu_window),
@@ -378,13 +435,15 @@ class VesselMask(_TissueMask):
     input_spec = _VesselMaskInputSpec
     _kind = "Vessel"
 
-    def _automatic(self, data, times, brain, n_base, scan):
+    def _automatic(self, data, times, brain, n_base, scan, censored):
         csf = (
             load_mask(self.inputs.csf_mask, scan.spatial_shape, scan.affine, "CSF mask")
             if isdefined(self.inputs.csf_mask)
             else None
         )
-        mask = masks.vessel_mask(data, times, brain, n_base, self.inputs.min_relative_cbv, exclude=csf)
+        mask = masks.vessel_mask(
+            data, times, brain, n_base, self.inputs.min_relative_cbv, exclude=csf, censored_frames=censored
+        )
         return mask, {"MinRelativeCBV": self.inputs.min_relative_cbv}
 
 
@@ -405,6 +464,8 @@ class _SelectAIFVOFInputSpec(BaseInterfaceInputSpec):
     min_vein_delay = traits.Float(2.0, usedefault=True, desc="VOF voxels arrive at least this many s after the AIF")
     correct_partial_volume = traits.Bool(True, usedefault=True, desc="rescale the AIF to the VOF's first-pass area")
     allow_downscaling = traits.Bool(False, usedefault=True, desc="apply a partial-volume factor below 1")
+    motion_file = File(exists=True, desc=_MOTION_FILE_DESC + " (selection and first-pass fits; the curves "
+                       "written are the measured ones)")
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     out_prefix = traits.Str(desc="output file-name prefix")
 
@@ -485,6 +546,7 @@ class SelectAIFVOF(SimpleInterface):
                 curve, voxels = self._mask_curve(mask_file, f"{column.upper()} mask", scan, data)
                 user[column] = (curve, voxels, "user mask")
 
+        censored = _censored_frames(self.inputs.motion_file, times.size, self.inputs.in_file)
         auto = None
         if len(user) < 2:
             auto = aif_selection.select_vascular_functions(
@@ -497,6 +559,7 @@ class SelectAIFVOF(SimpleInterface):
                 min_vein_delay=self.inputs.min_vein_delay,
                 correct_partial_volume=False,
                 require_vof=False,
+                censored_frames=censored,
             )
         curves, voxels, sources = {}, {}, {}
         for column in ("aif", "vof"):
@@ -513,7 +576,8 @@ class SelectAIFVOF(SimpleInterface):
             curves["vof"] = np.full(times.size, np.nan)
         if self.inputs.correct_partial_volume and no_vof_reason is None:
             corrected, scale, fits, n_base = aif_selection.correct_aif(
-                curves["aif"], curves["vof"], times, allow_downscaling=self.inputs.allow_downscaling
+                curves["aif"], curves["vof"], times, allow_downscaling=self.inputs.allow_downscaling,
+                censored_frames=censored,
             )
             fit_summary = {
                 name: {"t0": float(fits.t0[i]), "alpha": float(fits.alpha[i]), "beta": float(fits.beta[i]),
@@ -522,7 +586,8 @@ class SelectAIFVOF(SimpleInterface):
             }
         else:
             corrected, scale, fit_summary = np.asarray(curves["aif"], float), 1.0, None
-            n_base = detect_bolus_arrival(corrected)
+            arrival_curve = corrected if censored is None else motion.bridge_frames(corrected, censored)
+            n_base = detect_bolus_arrival(arrival_curve)
 
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         columns = {"time": times, "aif": curves["aif"], "vof": curves["vof"], "aif_corrected": corrected}
@@ -544,6 +609,7 @@ class SelectAIFVOF(SimpleInterface):
             },
             "BaselineFrames": int(n_base),
             "ResampledToUniformGrid": bool(resampled),
+            **_censoring_sidecar(censored),
             **({} if auto is None else {"Selection": auto.details}),
             **_provenance(self.inputs.in_file, self.inputs.brain_mask),
         }

@@ -38,6 +38,7 @@ from scipy.special import gammaln
 
 from .concentration import ConcentrationError, detect_bolus_arrival, to_concentration
 from .convolution import trapezoid_integral
+from .motion import bridge_frames
 from .simulate import gamma_variate_aif
 from .timing import check_frame_times, is_uniform
 
@@ -61,7 +62,7 @@ def _uniform_step(frame_times):
     return times, float(times[1] - times[0])
 
 
-def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10):
+def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10, censored_frames=None):
     """Number of pre-bolus frames from the scan's most strongly varying voxels.
 
     The voxels with the largest temporal standard deviation (the top
@@ -81,6 +82,10 @@ def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10):
         Fraction of the voxels averaged.
     min_voxels : int
         At least this many voxels are averaged.
+    censored_frames : array_like of bool, shape (T,), optional
+        Frames to leave out (displaced by head motion, :func:`.motion.censor_frames`): they are
+        bridged by linear interpolation first, so that voxels by the skull, whose values jump in
+        those frames, do not pass for the most enhancing ones.
 
     Returns
     -------
@@ -97,6 +102,8 @@ def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10):
     voxels = hu[mask] if mask is not None else hu.reshape(-1, hu.shape[-1])
     if voxels.shape[0] == 0:
         raise SelectionError("The mask is empty: no voxels to estimate the bolus arrival from.")
+    if censored_frames is not None:
+        voxels = bridge_frames(voxels, censored_frames)
     n = int(min(voxels.shape[0], max(np.ceil(fraction * voxels.shape[0]), min_voxels)))
     varying = np.argsort(voxels.std(axis=-1))[::-1][:n]
     curve = voxels[varying].mean(axis=0, dtype=np.float64)
@@ -530,13 +537,17 @@ class VascularFunctions:
         return {"time": self.frame_times, "aif": self.aif, "vof": self.vof, "aif_corrected": self.aif_corrected}
 
 
-def correct_aif(aif_hu, vof_hu, frame_times, n_baseline_frames=None, allow_downscaling=False):
+def correct_aif(
+    aif_hu, vof_hu, frame_times, n_baseline_frames=None, allow_downscaling=False, censored_frames=None
+):
     """Partial-volume corrected AIF in HU (baseline included) and the scale applied.
 
     The baseline of each curve is the mean of its pre-bolus frames (default:
     the AIF's bolus arrival, :func:`detect_bolus_arrival`); the AIF's
     concentration is multiplied by :func:`partial_volume_scale` and its
-    baseline added back.
+    baseline added back. ``censored_frames`` (boolean per frame, optional) are
+    bridged by linear interpolation (:func:`.motion.bridge_frames`) for the
+    arrival and the first-pass fits; the scale is applied to the measured AIF.
 
     Returns
     -------
@@ -547,10 +558,15 @@ def correct_aif(aif_hu, vof_hu, frame_times, n_baseline_frames=None, allow_downs
     """
     aif_hu = np.asarray(aif_hu, dtype=float)
     vof_hu = np.asarray(vof_hu, dtype=float)
-    n_base = detect_bolus_arrival(aif_hu) if n_baseline_frames is None else int(n_baseline_frames)
+    fit_aif, fit_vof = aif_hu, vof_hu
+    if censored_frames is not None:
+        fit_aif = bridge_frames(aif_hu, censored_frames).astype(float)
+        fit_vof = bridge_frames(vof_hu, censored_frames).astype(float)
+    n_base = detect_bolus_arrival(fit_aif) if n_baseline_frames is None else int(n_baseline_frames)
+    scale, fits = partial_volume_scale(
+        to_concentration(fit_aif, n_base), to_concentration(fit_vof, n_base), frame_times, allow_downscaling
+    )
     aif_c = to_concentration(aif_hu, n_base)
-    vof_c = to_concentration(vof_hu, n_base)
-    scale, fits = partial_volume_scale(aif_c, vof_c, frame_times, allow_downscaling)
     return aif_hu - aif_c + scale * aif_c, scale, fits, n_base
 
 
@@ -567,6 +583,7 @@ def select_vascular_functions(
     correct_partial_volume=True,
     allow_downscaling=False,
     require_vof=True,
+    censored_frames=None,
 ):
     """Automatic AIF and VOF from a 4D series, with the partial-volume correction.
 
@@ -596,6 +613,11 @@ def select_vascular_functions(
         When False and no venous voxel qualifies (a slab without a sinus), return
         ``vof = None`` and the uncorrected AIF instead of raising; the reason is in
         ``details['VOFNotFound']``.
+    censored_frames : array_like of bool, shape (T,), optional
+        Frames displaced by head motion (:func:`.motion.censor_frames`). They are
+        bridged by linear interpolation for the baseline, the curve features that
+        rank the voxels and the first-pass fits; the returned curves are the
+        chosen voxels' measured ones.
 
     Returns
     -------
@@ -613,15 +635,23 @@ def select_vascular_functions(
             f"The search region has {int(search.sum())} voxels, fewer than the {n_aif_voxels + n_vof_voxels} "
             "needed; check the brain mask."
         )
-    n_base = estimate_baseline_frames(hu, search) if n_baseline_frames is None else int(n_baseline_frames)
+    if censored_frames is not None:
+        censored_frames = np.asarray(censored_frames, dtype=bool)
     coords = np.argwhere(search)
     voxels_hu = hu[search]
-    baseline = voxels_hu[:, :n_base].mean(axis=1)
-    features = curve_features(voxels_hu - baseline[:, None], times, baseline=baseline)
+    ranked_hu = voxels_hu if censored_frames is None else bridge_frames(voxels_hu, censored_frames)
+    n_base = estimate_baseline_frames(ranked_hu) if n_baseline_frames is None else int(n_baseline_frames)
+    baseline = ranked_hu[:, :n_base].mean(axis=1)
+    features = curve_features(ranked_hu - baseline[:, None], times, baseline=baseline)
+    details = {"SelectionBaselineFrames": n_base}
+    if censored_frames is not None:
+        details["CensoredFrames"] = np.flatnonzero(censored_frames).tolist()
 
     aif_index = select_arterial_voxels(features, n_aif_voxels, candidate_fraction)
     aif_arrival = float(np.median(features.arrival[aif_index]))
+    details["AIFArrival"] = aif_arrival
     aif = voxels_hu[aif_index].astype(float).mean(axis=0)
+    aif_arrival_frames = detect_bolus_arrival(ranked_hu[aif_index].astype(float).mean(axis=0))
     try:
         vof_index = select_venous_voxels(
             features, n_vof_voxels, candidate_fraction, after=aif_arrival + min_vein_delay, exclude=aif_index
@@ -631,14 +661,16 @@ def select_vascular_functions(
             raise
         return VascularFunctions(
             frame_times=times, aif=aif, vof=None, aif_corrected=aif.copy(), aif_voxels=coords[aif_index],
-            vof_voxels=None, scale=1.0, n_baseline_frames=detect_bolus_arrival(aif), fits=None,
-            details={"SelectionBaselineFrames": n_base, "AIFArrival": aif_arrival, "VOFNotFound": str(err)},
+            vof_voxels=None, scale=1.0, n_baseline_frames=aif_arrival_frames, fits=None,
+            details={**details, "VOFNotFound": str(err)},
         )
     vof = voxels_hu[vof_index].astype(float).mean(axis=0)
     if correct_partial_volume:
-        aif_corrected, scale, fits, n_base_aif = correct_aif(aif, vof, times, None, allow_downscaling)
+        aif_corrected, scale, fits, n_base_aif = correct_aif(
+            aif, vof, times, None, allow_downscaling, censored_frames
+        )
     else:
-        aif_corrected, scale, fits, n_base_aif = aif.copy(), 1.0, None, detect_bolus_arrival(aif)
+        aif_corrected, scale, fits, n_base_aif = aif.copy(), 1.0, None, aif_arrival_frames
     return VascularFunctions(
         frame_times=times,
         aif=aif,
@@ -650,8 +682,7 @@ def select_vascular_functions(
         n_baseline_frames=n_base_aif,
         fits=fits,
         details={
-            "SelectionBaselineFrames": n_base,
-            "AIFArrival": aif_arrival,
+            **details,
             "VOFArrival": float(np.median(features.arrival[vof_index])),
             "AIFPeakHU": float(np.max(aif - aif[:n_base_aif].mean())),
             "VOFPeakHU": float(np.max(vof - vof[:n_base_aif].mean())),

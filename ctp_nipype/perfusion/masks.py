@@ -10,6 +10,10 @@
   concentration curve (proportional to CBV) is many times that of the
   brain's typical tissue.
 
+The enhancement fits take ``censored_frames``: frames displaced by head motion
+(:func:`.motion.censor_frames`), in which voxels by the skull jump by hundreds
+of HU even after registration, are left out of the regression.
+
 Typical HU: air -1000, fat -100, CSF 0-15, white matter 20-30, grey matter
 30-45, blood 40-60 (several hundred at the arterial bolus peak), bone > 300.
 """
@@ -21,6 +25,7 @@ from scipy import ndimage
 
 from .concentration import to_concentration
 from .convolution import trapezoid_integral
+from .motion import bridge_frames
 from .timing import check_frame_times, is_uniform
 
 #: soft-tissue window (HU) of the time-averaged image that holds the brain and its CSF
@@ -29,13 +34,25 @@ BRAIN_WINDOW_HU = (-5.0, 100.0)
 CSF_WINDOW_HU = (-10.0, 15.0)
 
 
-def time_average(series):
-    """Mean over the last (time) axis, float32.
+def time_average(series, censored_frames=None):
+    """Mean over the last (time) axis, float32, over the frames not in ``censored_frames`` (boolean per frame).
 
     >>> time_average(np.arange(6.0).reshape(1, 1, 1, 6)).ravel()
     array([2.5], dtype=float32)
+    >>> time_average(np.arange(6.0).reshape(1, 1, 1, 6), [False] * 5 + [True]).ravel()
+    array([2.], dtype=float32)
     """
-    return np.asarray(series, dtype=np.float32).mean(axis=-1, dtype=np.float64).astype(np.float32)
+    series = np.asarray(series, dtype=np.float32)
+    total = series.sum(axis=-1, dtype=np.float64)
+    if censored_frames is None:
+        return (total / series.shape[-1]).astype(np.float32)
+    censored = np.flatnonzero(np.asarray(censored_frames, dtype=bool))
+    kept = series.shape[-1] - censored.size
+    if kept < 1:
+        raise ValueError("Every frame is censored; there is nothing to average.")
+    for frame in censored:  # a few frames: no copy of the series
+        total -= series[..., frame]
+    return (total / kept).astype(np.float32)
 
 
 def _in_plane_disk(radius):
@@ -109,7 +126,7 @@ def brain_mask(mean_hu, hu_window=BRAIN_WINDOW_HU, opening_radius=2):
     return fill_holes(largest_component(candidate))
 
 
-def fit_enhancement(hu, frame_times, brain, n_baseline_frames):
+def fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames=None):
     """Baseline (HU) and enhancement (HU s) of every brain voxel by regression on the brain's mean curve.
 
     A voxel's curve is fitted as ``HU(t) = baseline + enhancement * s(t)``,
@@ -130,6 +147,8 @@ def fit_enhancement(hu, frame_times, brain, n_baseline_frames):
     brain : ndarray of bool, shape (x, y, z)
     n_baseline_frames : int
         Pre-bolus frames used for the brain's mean curve.
+    censored_frames : array_like of bool, shape (T,), optional
+        Frames left out of the regression (bridged by interpolation in the brain's mean curve).
 
     Returns
     -------
@@ -149,15 +168,22 @@ def fit_enhancement(hu, frame_times, brain, n_baseline_frames):
         raise ValueError("Masks need a uniformly sampled series; resample it first (resample_to_uniform).")
     brain = np.asarray(brain, bool)
     voxels = np.asarray(hu)[brain].astype(np.float32)
+    kept = slice(None)
+    if censored_frames is not None:
+        voxels = bridge_frames(voxels, censored_frames)
+        kept = ~np.asarray(censored_frames, dtype=bool)
     template = to_concentration(voxels.mean(axis=0, dtype=np.float64), n_baseline_frames)
     area = float(trapezoid_integral(template, float(times[1] - times[0])))
     if area <= 0:
         raise ValueError(
-            "The brain's mean curve does not enhance; check the brain mask, the baseline frames and that "
-            "the series is a contrast-enhanced perfusion scan."
+            f"The brain's mean curve does not enhance after its first {n_baseline_frames} (baseline) "
+            "frames; check the brain mask, the baseline frames and that the series is a contrast-enhanced "
+            "perfusion scan. A head that moves during the scan can also cause this (bone moving into the "
+            "brain's edge looks like enhancement): correct the motion first (--motion-correction, or the "
+            "MotionCorrection interface)."
         )
     design = np.stack([np.ones_like(template), template / area], axis=1)  # (T, 2)
-    coefficients = voxels @ np.linalg.pinv(design).T.astype(np.float32)  # (n, 2)
+    coefficients = voxels[:, kept] @ np.linalg.pinv(design[kept]).T.astype(np.float32)  # (n, 2)
     baseline = np.zeros(brain.shape, np.float32)
     enhancement = np.zeros(brain.shape, np.float32)
     baseline[brain], enhancement[brain] = coefficients[:, 0], coefficients[:, 1]
@@ -178,6 +204,7 @@ def csf_mask(
     hu_window=CSF_WINDOW_HU,
     max_relative_enhancement=0.5,
     smoothing_radius=0,
+    censored_frames=None,
 ):
     """Cerebrospinal fluid: water-like baseline HU and no enhancement.
 
@@ -202,13 +229,15 @@ def csf_mask(
         Upper limit of the enhancement relative to the brain's median.
     smoothing_radius : int
         In-plane smoothing radius in voxels (0: none).
+    censored_frames : array_like of bool, shape (T,), optional
+        Frames left out of the fit (:func:`fit_enhancement`).
 
     Returns
     -------
     ndarray of bool
     """
     brain = np.asarray(brain, bool)
-    baseline, enhancement = fit_enhancement(hu, frame_times, brain, n_baseline_frames)
+    baseline, enhancement = fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames)
     reference = float(np.median(enhancement[brain]))
     baseline = _smooth_in_plane(baseline, smoothing_radius)
     enhancement = _smooth_in_plane(enhancement, smoothing_radius)
@@ -216,7 +245,9 @@ def csf_mask(
     return brain & (baseline >= low) & (baseline <= high) & (enhancement < max_relative_enhancement * reference)
 
 
-def vessel_mask(hu, frame_times, brain, n_baseline_frames, min_relative_cbv=5.0, exclude=None):
+def vessel_mask(
+    hu, frame_times, brain, n_baseline_frames, min_relative_cbv=5.0, exclude=None, censored_frames=None
+):
     """Large vessels: enhancement (area, CBV-like) many times the brain's median.
 
     The fitted enhancement of :func:`fit_enhancement` is proportional to CBV
@@ -238,13 +269,15 @@ def vessel_mask(hu, frame_times, brain, n_baseline_frames, min_relative_cbv=5.0,
         Threshold on the enhancement relative to the median of the brain's tissue.
     exclude : ndarray of bool, optional
         Voxels left out of the reference median (CSF).
+    censored_frames : array_like of bool, shape (T,), optional
+        Frames left out of the fit (:func:`fit_enhancement`).
 
     Returns
     -------
     ndarray of bool
     """
     brain = np.asarray(brain, bool)
-    _, enhancement = fit_enhancement(hu, frame_times, brain, n_baseline_frames)
+    _, enhancement = fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames)
     tissue = brain if exclude is None else brain & ~np.asarray(exclude, bool)
     reference = float(np.median(enhancement[tissue])) if tissue.any() else 0.0
     if reference <= 0:

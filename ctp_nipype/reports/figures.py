@@ -176,23 +176,27 @@ def lesion_overlay(background, brain, lesions, slices):
 
 
 def motion_plot(times, motion):
-    """Translations (mm), rotations (degrees) and framewise displacement (mm) over time.
+    """Translations (mm), rotations (degrees) and displacements (mm) over time, censored frames shaded.
 
     ``motion`` is ``{column: values}`` with the columns of the motion TSV
-    (``trans_*_mm``, ``rot_*_deg``, ``framewise_displacement_mm``); missing
-    columns are left out.
+    (``trans_*_mm``, ``rot_*_deg``, ``framewise_displacement_mm``,
+    ``displacement_mm``, ``censored``); missing columns are left out.
     """
     plt = _pyplot()
     groups = [
         ("translation [mm]", [c for c in motion if c.startswith("trans_")]),
         ("rotation [deg]", [c for c in motion if c.startswith("rot_")]),
-        ("framewise displacement [mm]", [c for c in motion if c.startswith("framewise")]),
+        ("displacement [mm]", [c for c in ("framewise_displacement_mm", "displacement_mm") if c in motion]),
     ]
+    censored = np.asarray(motion.get("censored", np.zeros(len(times))), float) > 0.5
     groups = [(label, columns) for label, columns in groups if columns]
     fig, axes = plt.subplots(len(groups), 1, figsize=(9, 2.0 * len(groups) + 0.3), sharex=True, squeeze=False)
     for ax, (label, columns) in zip(axes[:, 0], groups):
         for column in columns:
             ax.plot(times, motion[column], label=column)
+        if censored.any():
+            ax.fill_between(times, 0, 1, where=censored, step="mid", color="tab:red", alpha=0.15,
+                            transform=ax.get_xaxis_transform(), label="censored (masks, AIF/VOF)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7, ncol=3, loc="upper left")
         ax.grid(alpha=0.3)

@@ -344,6 +344,12 @@ def scan_report_html(data):
         if fd > MAX_FRAMEWISE_DISPLACEMENT_MM:
             warnings.append(f"Head motion: framewise displacement up to {fd:.2g} mm "
                             f"(above {MAX_FRAMEWISE_DISPLACEMENT_MM:g} mm).")
+    if data.motion and "censored" in data.motion:
+        censored = np.flatnonzero(np.asarray(data.motion["censored"], float) > 0.5)
+        if censored.size:
+            warnings.append(f"{censored.size} frame(s) displaced from the reference beyond the censoring threshold "
+                            f"(frames {', '.join(str(i) for i in censored)}) were left out of the masks and of "
+                            "the AIF/VOF selection; the deconvolution used them as corrected.")
     data.warnings = warnings
     slices = figures.slices_to_show(data.brain)
     sections = [("summary", "Scan summary", _summary_section(data, background))]

@@ -59,6 +59,9 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
                                         │     └───────┴─► select_vessels (AIF/VOF + PV correction)
                                         └─► [guided_filter] ─► outputnode.preproc_file
 
+    With motion correction, its motion TSV also goes to brain, csf, vessel and select_vessels:
+    the frames it flags as displaced are left out of those four steps.
+
     Parameters
     ----------
     motion_correction : bool
@@ -156,6 +159,9 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
             (motion, outputnode, [("motion_file", "motion_file")]),
         ])  # fmt: skip
         series, series_field = motion, "out_file"
+        # frames the head was displaced in stay out of the masks and the AIF/VOF selection
+        for node in (brain, csf, vessel, select):
+            workflow.connect(motion, "motion_file", node, "motion_file")
     else:
         series, series_field = load, "out_file"
 
