@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 from ctp_nipype.perfusion import masks
 from ctp_nipype.perfusion.aif import select_vascular_functions
 from ctp_nipype.perfusion.motion import (
+    HEAD_MOTION_MM,
     MAX_DISPLACEMENT_MM,
     apply_rigid,
+    bone_surface_displacement,
     bridge_frames,
     censor_frames,
     displacement_from_reference,
@@ -140,3 +142,18 @@ def test_censoring_keeps_the_automatic_aif_in_the_artery_after_motion_correction
     assert found.details["CensoredFrames"] == np.flatnonzero(censored).tolist()
     # the curves returned are the measured ones (censoring only steers the choice)
     np.testing.assert_allclose(found.aif, corrected.corrected[tuple(found.aif_voxels.T)].astype(float).mean(axis=0))
+
+
+@pytest.mark.parametrize("size, seed", [("small", 0), ("small", 4), ("demo", 1)])
+def test_bone_surface_displacement_tells_a_moving_head_from_a_still_one(size, seed):
+    """Without registration: still phantoms (8 HU noise) stay far below the threshold, moving ones far above,
+    in exactly the moved frames."""
+    still = make_phantom(size, seed=seed)
+    moving = make_phantom(size, seed=seed, motion=True)
+    assert bone_surface_displacement(still.hu, still.voxel_size_mm).max() < 0.4 * HEAD_MOTION_MM
+    displacement = bone_surface_displacement(moving.hu, moving.voxel_size_mm)
+    moved = np.any(moving.motion_parameters != 0, axis=1)
+    assert displacement.max() > 2 * HEAD_MOTION_MM
+    assert displacement[~moved].max() < 0.4 * HEAD_MOTION_MM
+    # a scan without bone (skull-stripped) cannot be checked
+    assert bone_surface_displacement(np.minimum(still.hu, 100.0), still.voxel_size_mm) is None

@@ -55,6 +55,7 @@ def test_pipeline_on_phantom(phantom_file, tmp_path):
     sidecar = json.loads(open(loaded.out_json).read())
     assert sidecar["ResampledToUniformGrid"] is True
     assert sidecar["OriginalFrameTimes"] == pytest.approx(ph.frame_times.tolist())
+    assert sidecar["HeadMotionCheck"]["HeadMoved"] is False and not loaded.head_moved
     img = nb.load(loaded.out_file)
     assert img.get_data_dtype() == np.float32
     # 1 s then 2 s frames -> uniform frames of 1 s from the first to the last
@@ -182,3 +183,28 @@ def test_motion_correction_interface_writes_parameters(tmp_path):
     values = np.array([[float(r[n]) for n in PARAMETER_NAMES] for r in rows])
     assert np.abs(values).max() < 0.3
     assert isinstance(InputError("x"), ValueError)
+
+
+def test_load_warns_of_head_motion_and_the_run_summary_repeats_it(tmp_path):
+    """A scan whose head moves: LoadCTP says so (warning, sidecar, output), and so do the AIF sidecar and the
+    command line's summary as long as the motion was not corrected."""
+    from ctp_nipype.cli._run import summarise_outputs
+
+    ph = make_phantom("small", seed=4, motion=True)
+    path = _save(tmp_path / "sub-01_ctp.nii.gz", ph.hu, ph.affine, {"RepetitionTime": 1.0})
+    with pytest.warns(UserWarning, match="head motion: the skull's surface moves by up to"):
+        loaded = _run(LoadCTP(in_file=path), tmp_path, "load")
+    assert loaded.head_moved
+    check = json.loads(open(loaded.out_json).read())["HeadMotionCheck"]
+    assert check["MovedFrames"] == [27, 28, 29, 30, 31]
+    brain = _run(BrainMask(in_file=loaded.out_file), tmp_path, "brain")
+    select = _run(SelectAIFVOF(in_file=loaded.out_file, brain_mask=brain.out_file), tmp_path, "select")
+    assert "head motion" in json.loads(open(select.out_json).read())["HeadMotionWarning"]
+    lines = summarise_outputs(tmp_path / "select", since=0)
+    assert any(line.startswith("warning: sub-01_desc-global_aif.json: head motion") for line in lines)
+    # after motion correction the warning is gone from the curves' sidecar
+    corrected = _run(MotionCorrection(in_file=loaded.out_file, n_baseline_frames=7), tmp_path, "mc")
+    select = _run(SelectAIFVOF(in_file=corrected.out_file, brain_mask=brain.out_file, motion_file=corrected.motion_file),
+                  tmp_path, "select_mc")
+    sidecar = json.loads(open(select.out_json).read())
+    assert "HeadMotionWarning" not in sidecar and sidecar["CensoredFrames"] == [27, 28, 29, 30, 31]

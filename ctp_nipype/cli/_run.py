@@ -197,6 +197,13 @@ def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crash
     return progress
 
 
+def _read_sidecar_key(path, key):
+    try:
+        return json.loads(Path(path).read_text()).get(key)
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 def summarise_outputs(output_dir, since):
     """Lines describing the derivatives written since a time stamp, and warnings from sidecars."""
     output_dir = Path(output_dir)
@@ -214,12 +221,13 @@ def summarise_outputs(output_dir, since):
                 "for oSVD also residues still oscillating at the largest threshold)"
             )
     for side in sorted(p for p in written if p.name.endswith("_desc-global_aif.json")):
-        try:
-            reason = json.loads(side.read_text()).get("PartialVolumeCorrection", {}).get("NotAppliedBecause")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            continue
+        correction = _read_sidecar_key(side, "PartialVolumeCorrection")
+        reason = correction.get("NotAppliedBecause") if isinstance(correction, dict) else None
         if reason:
             lines.append(f"warning: {side.name}: partial-volume correction of the AIF not applied ({reason})")
+        motion_warning = _read_sidecar_key(side, "HeadMotionWarning")
+        if motion_warning:
+            lines.append(f"warning: {side.name}: {motion_warning}")
     reports = sorted(p for p in written if p.suffix == ".html")
     for report in reports:
         lines.append(f"report: {report}")

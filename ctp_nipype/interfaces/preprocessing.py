@@ -127,6 +127,14 @@ class _LoadCTPInputSpec(BaseInterfaceInputSpec):
     min_frames = traits.Int(10, usedefault=True, desc="fewer frames than this is an error")
     hu_range = traits.Tuple(PLAUSIBLE_HU, traits.Float, traits.Float, usedefault=True, desc="plausible HU range (min, max)"
     )
+    head_motion_mm = traits.Float(
+        motion.HEAD_MOTION_MM, usedefault=True,
+        desc="warn of head motion when the skull's surface moves by more than this (mm) in some frame",
+    )
+    warn_head_motion = traits.Bool(
+        True, usedefault=True, desc="warn when the head moved (off when motion correction follows; the check "
+        "is in the sidecar either way)",
+    )
     out_prefix = traits.Str(desc="output file-name prefix (default: input name without _ctp and extension)")
 
 
@@ -136,6 +144,7 @@ class _LoadCTPOutputSpec(TraitedSpec):
     frame_times_file = File(exists=True, desc="TSV with a 'time' column (s), one row per frame of out_file")
     resampled = traits.Bool(desc="whether the series was resampled onto a uniform grid")
     frame_interval = traits.Float(desc="frame interval of out_file in seconds")
+    head_moved = traits.Bool(desc="whether the skull moved by more than head_motion_mm (see the sidecar)")
 
 
 class LoadCTP(SimpleInterface):
@@ -170,6 +179,10 @@ class LoadCTP(SimpleInterface):
         data, times = resample_to_uniform(scan.data, scan.frame_times) if resampled else (scan.data, scan.frame_times)
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         sidecar = {**scan.sidecar, **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times)}
+        check = head_motion_check(data, scan.header.get_zooms()[:3], self.inputs.head_motion_mm)
+        sidecar["HeadMotionCheck"] = check
+        if check["HeadMoved"] and self.inputs.warn_head_motion:
+            warnings.warn(f"{self.inputs.in_file}: {HEAD_MOTION_WARNING.format(**check)}", stacklevel=1)
         sidecar.update(_provenance(self.inputs.in_file))
         out_file = _out(runtime, f"{prefix}_ctp.nii.gz")
         write_nifti(out_file, data, scan.affine, scan.header, sidecar)
@@ -180,8 +193,40 @@ class LoadCTP(SimpleInterface):
             frame_times_file=str(times_file),
             resampled=bool(resampled),
             frame_interval=float(times[1] - times[0]),
+            head_moved=bool(check["HeadMoved"]),
         )
         return runtime
+
+
+#: what the user reads when LoadCTP finds head motion (formatted with a HeadMotionCheck)
+HEAD_MOTION_WARNING = (
+    "head motion: the skull's surface moves by up to {MaxBoneSurfaceDisplacementMM:.2g} mm during the scan "
+    "(above {ThresholdMM:g} mm). Without motion correction (--motion-correction, or the MotionCorrection "
+    "interface) bone at the brain's edge passes for enhancement, and the AIF, the masks and the maps can be wrong."
+)
+
+
+def head_motion_check(data, spacing, threshold_mm):
+    """The sidecar's ``HeadMotionCheck``: :func:`ctp_nipype.perfusion.motion.bone_surface_displacement` summed up."""
+    displacement = motion.bone_surface_displacement(data, spacing)
+    check = {
+        "Method": "mean displacement of the skull's surface (HU > 700) from its usual place, per frame",
+        "ThresholdMM": float(threshold_mm),
+    }
+    if displacement is None:
+        return {**check, "MaxBoneSurfaceDisplacementMM": None, "HeadMoved": False,
+                "Note": "too little bone in the scan to check"}
+    largest = float(displacement.max())
+    return {**check, "MaxBoneSurfaceDisplacementMM": round(largest, 3), "HeadMoved": largest > threshold_mm,
+            "MovedFrames": np.flatnonzero(displacement > threshold_mm).tolist()}
+
+
+def head_motion_warning(sidecar):
+    """The head-motion warning of a series' sidecar, when LoadCTP found motion and none was corrected."""
+    check = sidecar.get("HeadMotionCheck") or {}
+    if not check.get("HeadMoved") or "MotionCorrection" in sidecar:
+        return None
+    return HEAD_MOTION_WARNING.format(**check)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -590,6 +635,7 @@ class SelectAIFVOF(SimpleInterface):
             n_base = detect_bolus_arrival(arrival_curve)
 
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
+        motion_warning = head_motion_warning(scan.sidecar)
         columns = {"time": times, "aif": curves["aif"], "vof": curves["vof"], "aif_corrected": corrected}
         out_file = write_curves_tsv(_out(runtime, f"{prefix}_desc-global_aif.tsv"), columns)
         sidecar = {
@@ -610,6 +656,7 @@ class SelectAIFVOF(SimpleInterface):
             "BaselineFrames": int(n_base),
             "ResampledToUniformGrid": bool(resampled),
             **_censoring_sidecar(censored),
+            **({} if motion_warning is None else {"HeadMotionWarning": motion_warning}),
             **({} if auto is None else {"Selection": auto.details}),
             **_provenance(self.inputs.in_file, self.inputs.brain_mask),
         }

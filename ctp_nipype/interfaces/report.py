@@ -18,6 +18,7 @@ from nipype.interfaces.base import (
 )
 
 from ..io import InputError, load_ctp, load_mask, load_nifti, output_prefix, read_json, sidecar_path, strip_extension
+from .preprocessing import head_motion_warning
 from .stats import _write_text, parse_map_filename, read_table_tsv
 
 _LESION_MASK = re.compile(r"_label-(?P<label>core|hypoperfused)_desc-(?P<method>[A-Za-z0-9]+)_mask$")
@@ -94,7 +95,8 @@ class ScanReport(SimpleInterface):
 
         scan = load_ctp(self.inputs.in_file, frame_interval=_defined(self.inputs.frame_interval))
         shape, affine = scan.spatial_shape, scan.affine
-        warnings = []
+        motion_warning = head_motion_warning(scan.sidecar)
+        warnings = [] if motion_warning is None else [motion_warning[0].upper() + motion_warning[1:]]
 
         def mask(name, what):
             path = _defined(getattr(self.inputs, name))

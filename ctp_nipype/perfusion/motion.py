@@ -163,6 +163,65 @@ def bridge_frames(series, censored):
     return (flat[:, kept] @ weights.T.astype(np.float32)).reshape(series.shape)
 
 
+#: bone is above this HU (cortical bone 1000-2000 HU; contrast-filled arteries seldom reach it)
+BONE_HU = 700.0
+#: a skull surface displaced by more than this (mm, mean over the surface) in some frame: the head moved.
+#: Still phantoms give at most 0.06 mm (8 HU noise), phantoms with motion 0.65-1.3 mm (benchmarks/motion_selection.py)
+HEAD_MOTION_MM = 0.25
+
+
+def bone_surface_displacement(series, spacing, bone_hu=BONE_HU, min_bone_voxels=200):
+    """Mean displacement (mm) of the skull's surface in every frame, from the images alone (no registration).
+
+    Each frame's bone (HU above ``bone_hu``) is compared with the bone present
+    in most frames. A rigid shift ``d`` of a surface of area ``S`` sweeps a
+    volume of about ``mean |d . n| * S``, so the voxels that changed, times the
+    voxel volume, over the surface area of the bone, is the mean displacement
+    of the surface along its normals. A cheap check, before any registration,
+    of whether the head moved during the scan.
+
+    Parameters
+    ----------
+    series : ndarray, shape (x, y, z, T)
+        Series in HU.
+    spacing : array_like (3,)
+        Voxel size in mm.
+    bone_hu : float
+        Threshold of bone.
+    min_bone_voxels : int
+        With less bone than this (a skull-stripped or tightly cropped scan) there is nothing to measure.
+
+    Returns
+    -------
+    ndarray (T,) of float, mm, or None when the scan holds too little bone
+
+    Examples
+    --------
+    A cube of bone that moves by one 1-mm voxel along x in the second frame:
+    its two x faces (a third of its surface) move by 1 mm.
+
+    >>> series = np.zeros((20, 20, 20, 3), np.float32)
+    >>> series[5:15, 5:15, 5:15, [0, 2]] = 1000.0
+    >>> series[6:16, 5:15, 5:15, 1] = 1000.0
+    >>> bone_surface_displacement(series, (1.0, 1.0, 1.0), min_bone_voxels=10).round(3).tolist()
+    [0.0, 0.333, 0.0]
+    """
+    series = np.asarray(series)
+    if series.ndim != 4:
+        raise ValueError(f"Need a 4D series (x, y, z, T), got shape {series.shape}.")
+    spacing = np.asarray(spacing, dtype=float)[:3]
+    bone = series > bone_hu
+    usual = 2 * bone.sum(axis=-1, dtype=np.int32) > bone.shape[-1]  # bone in most frames
+    if usual.sum() < min_bone_voxels:
+        return None
+    area = 0.0
+    for axis in range(3):  # faces between bone and the rest, along each axis
+        faces = np.count_nonzero(np.diff(usual.astype(np.int8), axis=axis))
+        area += faces * np.prod(np.delete(spacing, axis))
+    changed = np.count_nonzero(bone != usual[..., None], axis=(0, 1, 2))
+    return changed * float(np.prod(spacing)) / area
+
+
 def _to_sitk(volume, spacing):
     import SimpleITK as sitk
 

@@ -121,7 +121,7 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
         ),
         name="outputnode",
     )
-    load = pe.Node(LoadCTP(), name="load")
+    load = pe.Node(LoadCTP(warn_head_motion=not motion_correction), name="load")
     brain = pe.Node(BrainMask(), name="brain_mask")
     csf = pe.Node(CSFMask(), name="csf_mask")
     vessel = pe.Node(VesselMask(), name="vessel_mask")
