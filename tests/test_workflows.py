@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -271,3 +272,41 @@ def test_motion_correction_end_to_end_on_a_moving_head(tmp_path):
         assert 0.75 <= ratios["transformer"] <= 1.25, ratios
     report = (out / "sub-01_ses-01_desc-perfusion_report.html").read_text()
     assert "were left out of the masks and of the AIF/VOF selection" in report
+
+
+FAKE_SBATCH = """#!/usr/bin/env bash
+# stands in for SLURM's sbatch: runs the job script at once, here, and answers as sbatch does
+script="${@: -1}"
+id=$(( (RANDOM << 15) | RANDOM ))
+bash "$script" > "$(dirname "$script")/fake-slurm-$id.out" 2>&1
+echo "Submitted batch job $id"
+"""
+
+
+def test_the_slurm_plugin_submits_every_step_through_sbatch(phantom_dataset, tmp_path, monkeypatch, capsys):
+    """`--plugin SLURM` runs through Nipype's SLURM plugin: every step is a job script handed to sbatch (here a
+    stand-in that runs it at once) and followed with squeue; progress lines as with the other plugins. Without
+    sbatch on PATH the error says what to do; an unset LOGNAME (common in containers) is no KeyError."""
+    argv = [str(phantom_dataset), str(tmp_path / "out"), "participant", "--participant-label", "01",
+            "--methods", "osvd", "--plugin", "SLURM", "-w", str(tmp_path / "work")]
+    system_path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert bids_app.main(argv) != 0
+    assert "sbatch and squeue cannot be found on PATH" in capsys.readouterr().err
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "squeue").write_text('#!/usr/bin/env bash\necho "JOBID PARTITION NAME USER ST TIME NODES"\n')
+    for tool in ("sbatch", "squeue"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{system_path}")
+    monkeypatch.delenv("LOGNAME", raising=False)
+    assert bids_app.main(argv) == 0
+    printed = capsys.readouterr().out
+    jobs = list((tmp_path / "work").rglob("fake-slurm-*.out"))
+    assert len(jobs) >= 10  # one per step
+    assert "[done" in printed and "osvd" in printed
+    perf = tmp_path / "out" / "sub-01" / "ses-01" / "perf"
+    assert (perf / "sub-01_ses-01_desc-osvd_cbf.nii.gz").exists()
+    assert (perf / "sub-01_ses-01_desc-perfusion_report.html").exists()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -152,6 +154,24 @@ def _crash_summary(crashdump_dir, since):
     return found
 
 
+def _check_slurm():
+    """SLURM's commands on PATH, and the user name that Nipype's SLURM plugin names jobs after."""
+    missing = [tool for tool in ("sbatch", "squeue") if shutil.which(tool) is None]
+    if missing:
+        raise WorkflowError(
+            f"--plugin SLURM submits every step with sbatch and follows it with squeue, but {' and '.join(missing)} "
+            "cannot be found on PATH here; run from a SLURM login node or a job (docs/cluster.md), or choose "
+            "--plugin MultiProc."
+        )
+    if not os.environ.get("LOGNAME"):  # unset in many containers; Nipype reads it for every job name
+        import getpass
+
+        try:
+            os.environ["LOGNAME"] = getpass.getuser()
+        except (KeyError, OSError):
+            os.environ["LOGNAME"] = "ctp_nipype"
+
+
 def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crashdump_dir=None, debug=False):
     """Run with a Nipype plugin, printing one line per finished step; returns the ProgressPrinter.
 
@@ -171,10 +191,11 @@ def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crash
     quiet = logging.WARNING if debug else logging.CRITICAL
     for logger in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         nipype_logging.getLogger(logger).setLevel(quiet)
+    if plugin == "SLURM":
+        _check_slurm()
     progress = ProgressPrinter()
     args = dict(plugin_args or {})
-    if plugin in ("Linear", "MultiProc"):
-        args.setdefault("status_callback", progress)
+    args.setdefault("status_callback", progress)
     if plugin == "MultiProc":
         args.setdefault("n_procs", max(1, int(nprocs)))
         args.setdefault("raise_insufficient", False)
