@@ -70,7 +70,8 @@ def build_parser():
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device of the network")
     parser.add_argument("--weights", type=Path, help="network weights (.safetensors); default the shipped ones")
-    parser.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame")
+    parser.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame; frames still "
+                        "displaced by more than 0.5 mm are left out of the masks and the AIF/VOF selection")
     parser.add_argument("--no-guided-filter", action="store_true", help="skip the guided filter")
     parser.add_argument(
         "--no-partial-volume-correction", action="store_true",

@@ -47,7 +47,8 @@ def build_parser():
         "--method", "--methods", nargs="+", choices=METHOD_CHOICES, default=["osvd", "transformer"],
         metavar="METHOD", help="one or more of ssvd, csvd, osvd, transformer (default: osvd transformer)",
     )
-    parser.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame")
+    parser.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame; frames still "
+                        "displaced by more than 0.5 mm are left out of the masks and the AIF/VOF selection")
     parser.add_argument("--no-guided-filter", action="store_true", help="skip the guided filter")
     parser.add_argument(
         "--no-partial-volume-correction", action="store_true",
