@@ -158,7 +158,8 @@ def bridge_frames(series, censored):
         return series.copy()
     # weights[i, j]: the share of kept frame j in frame i (np.interp of the unit vectors, held at the ends)
     frames = np.arange(n_frames, dtype=float)
-    weights = np.stack([np.interp(frames, kept, np.eye(kept.size)[k]) for k in range(kept.size)], axis=1)
+    unit = np.eye(kept.size)
+    weights = np.stack([np.interp(frames, kept, unit[k]) for k in range(kept.size)], axis=1)
     flat = series.reshape(-1, n_frames)
     return (flat[:, kept] @ weights.T.astype(np.float32)).reshape(series.shape)
 
