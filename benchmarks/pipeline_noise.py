@@ -1,15 +1,15 @@
-"""Grey-matter CBF through the whole BIDS App on the small phantom, against the phantom's noise (docs/validation.md).
+"""Grey-matter CBF through the whole BIDS App on the digital phantom, against its noise (docs/validation.md).
 
 Issue 7 asks for grey-matter CBF within 25% of the truth for oSVD and the network, end to end. This script
-writes the small phantom (one subject per seed of ``--seeds``) at each noise level, runs ``ctp-bids-app ... participant``
+writes the phantom (``--size``; one subject per seed of ``--seeds``) at each noise level, runs ``ctp-bids-app ... participant``
 on it with every method (automatic AIF and VOF, partial-volume correction, guided filter at its default
 radius: everything a user's run does) and prints, per method, the median CBF in the phantom's grey-matter
 label over the median of the true CBF there. Unlike ``phantom_steps.py`` (true AIF, one step at a time),
 every step of the pipeline counts here.
 
-    python benchmarks/pipeline_noise.py [--noise-hu 0 1 2 4 8] [--seeds 4] [--work DIR]
+    python benchmarks/pipeline_noise.py [--noise-hu 0 1 2 4 8] [--seeds 4] [--size small] [--work DIR]
 
-About 20 s per noise level on 2 cores with the network.
+About 10 s per seed and noise level on 2 cores with the network (small phantom), 80 s on the demo one.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from ctp_nipype.nn.weights import shipped_weights_available
 from ctp_nipype.perfusion.phantom import PhantomLabel
 
 
-def grey_matter_ratios(root, noise_hu, seed, methods):
+def grey_matter_ratios(root, noise_hu, seed, methods, size="small"):
     """Median grey-matter CBF / truth per method, one BIDS App run on a fresh phantom under ``root``."""
     bids, out = root / "bids", root / "out"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        if phantom_main([str(bids), "--subjects", "1", "--size", "small", "--seed", str(seed),
+        if phantom_main([str(bids), "--subjects", "1", "--size", size, "--seed", str(seed),
                          "--noise-sd", str(noise_hu)]) != 0:
             raise RuntimeError(f"ctp-phantom failed at {noise_hu} HU")
         argv = [str(bids), str(out), "participant", "--methods", *methods, "-w", str(root / "work"),
@@ -56,10 +56,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noise-hu", nargs="+", type=float, default=[0.0, 1.0, 2.0, 4.0, 8.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[4])
+    parser.add_argument("--size", default="small", choices=("small", "demo"))
     parser.add_argument("--work", type=Path, help="where the phantoms and runs go (default a temporary folder)")
     args = parser.parse_args(argv)
     methods = ["ssvd", "csvd", "osvd"] + (["transformer"] if shipped_weights_available() else [])
-    print("small phantom, BIDS App with default settings; grey-matter CBF / truth (median)\n")
+    print(f"{args.size} phantom, BIDS App with default settings; grey-matter CBF / truth (median)\n")
     print("| seed | noise (HU) | " + " | ".join(methods) + " | run (s) |")
     print("|---:|---:|" + "---:|" * (len(methods) + 1))
     with tempfile.TemporaryDirectory() as scratch:
@@ -67,7 +68,7 @@ def main(argv=None):
         for seed in args.seeds:
             for noise in args.noise_hu:
                 start = time.perf_counter()
-                ratios = grey_matter_ratios(base / f"seed-{seed}-noise-{noise:g}", noise, seed, methods)
+                ratios = grey_matter_ratios(base / f"seed-{seed}-noise-{noise:g}", noise, seed, methods, args.size)
                 print(f"| {seed} | {noise:g} | " + " | ".join(f"{ratios[m]:.2f}" for m in methods)
                       + f" | {time.perf_counter() - start:.0f} |", flush=True)
 
