@@ -509,8 +509,8 @@ class _SelectAIFVOFInputSpec(BaseInterfaceInputSpec):
     min_vein_delay = traits.Float(2.0, usedefault=True, desc="VOF voxels arrive at least this many s after the AIF")
     correct_partial_volume = traits.Bool(True, usedefault=True, desc="rescale the AIF to the VOF's first-pass area")
     allow_downscaling = traits.Bool(False, usedefault=True, desc="apply a partial-volume factor below 1")
-    motion_file = File(exists=True, desc=_MOTION_FILE_DESC + " (selection and first-pass fits; the curves "
-                       "written are the measured ones)")
+    motion_file = File(exists=True, desc=_MOTION_FILE_DESC + " (selection and first-pass fits); the 'aif' and "
+                       "'vof' columns stay as measured, 'aif_corrected' has those frames repaired (a user TSV's not)")
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     out_prefix = traits.Str(desc="output file-name prefix")
 
@@ -622,7 +622,7 @@ class SelectAIFVOF(SimpleInterface):
         if self.inputs.correct_partial_volume and no_vof_reason is None:
             corrected, scale, fits, n_base = aif_selection.correct_aif(
                 curves["aif"], curves["vof"], times, allow_downscaling=self.inputs.allow_downscaling,
-                censored_frames=censored,
+                censored_frames=censored, repair_aif=sources["aif"] != "user TSV",
             )
             fit_summary = {
                 name: {"t0": float(fits.t0[i]), "alpha": float(fits.alpha[i]), "beta": float(fits.beta[i]),
@@ -633,6 +633,8 @@ class SelectAIFVOF(SimpleInterface):
             corrected, scale, fit_summary = np.asarray(curves["aif"], float), 1.0, None
             arrival_curve = corrected if censored is None else motion.bridge_frames(corrected, censored)
             n_base = detect_bolus_arrival(arrival_curve)
+            if censored is not None and sources["aif"] != "user TSV":
+                corrected = aif_selection.repair_censored_frames(corrected, times, censored, n_base)
 
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         motion_warning = head_motion_warning(scan.sidecar)

@@ -389,7 +389,7 @@ class GammaVariateFit:
         return np.reshape(out, (self.t0.size, -1))
 
 
-def fit_gamma_variate(concentration, frame_times, cutoff=FIRST_PASS_CUTOFF):
+def fit_gamma_variate(concentration, frame_times, cutoff=FIRST_PASS_CUTOFF, censored_frames=None):
     """Fit a gamma variate to the first pass of each curve (recirculation excluded).
 
     The samples fitted run from the start of the series to the first frame
@@ -407,6 +407,9 @@ def fit_gamma_variate(concentration, frame_times, cutoff=FIRST_PASS_CUTOFF):
         Frame times in seconds.
     cutoff : float
         Fraction of the peak that ends the first pass.
+    censored_frames : array_like of bool, shape (T,), optional
+        Frames left out of the fit (zero weight), e.g. frames displaced by head motion. Give the curves
+        bridged over them (:func:`.motion.bridge_frames`): the first guesses are read from the curves.
 
     Returns
     -------
@@ -432,6 +435,8 @@ def fit_gamma_variate(concentration, frame_times, cutoff=FIRST_PASS_CUTOFF):
         raise SelectionError("A curve given to the gamma-variate fit never rises above its baseline.")
     end_time = _falling_crossing(curves, cutoff * peak, times, peak_index)
     weight = (times[None, :] <= end_time[:, None] + 1e-9).astype(float)
+    if censored_frames is not None:
+        weight *= ~np.asarray(censored_frames, dtype=bool)[None, :]
     arrival = _rising_crossing(curves, ARRIVAL_FRACTION * peak, times)
     step = float(np.median(np.diff(times)))
     time_to_peak = times[peak_index]
@@ -472,7 +477,9 @@ def fit_gamma_variate(concentration, frame_times, cutoff=FIRST_PASS_CUTOFF):
     )
 
 
-def partial_volume_scale(aif_concentration, vof_concentration, frame_times, allow_downscaling=False):
+def partial_volume_scale(
+    aif_concentration, vof_concentration, frame_times, allow_downscaling=False, censored_frames=None
+):
     """Factor that gives the AIF the VOF's first-pass area (de la Rosa et al. 2021).
 
     Both first passes are fitted with gamma variates (:func:`fit_gamma_variate`)
@@ -496,7 +503,8 @@ def partial_volume_scale(aif_concentration, vof_concentration, frame_times, allo
     >>> round(scale, 3)
     1.667
     """
-    fits = fit_gamma_variate(np.stack([aif_concentration, vof_concentration]), frame_times)
+    fits = fit_gamma_variate(np.stack([aif_concentration, vof_concentration]), frame_times,
+                             censored_frames=censored_frames)
     scale = float(fits.area[1] / fits.area[0])
     if not allow_downscaling:
         scale = max(scale, 1.0)
@@ -537,8 +545,60 @@ class VascularFunctions:
         return {"time": self.frame_times, "aif": self.aif, "vof": self.vof, "aif_corrected": self.aif_corrected}
 
 
+def repair_censored_frames(curve_hu, frame_times, censored_frames, n_baseline_frames=None):
+    """A vascular curve (HU) whose censored frames are replaced by what its neighbours say they were.
+
+    Censored frames inside the first pass take the value of a gamma variate
+    fitted to the first pass without them (:func:`fit_gamma_variate`), so that a
+    peak lost to head motion is restored rather than cut off by a straight line;
+    censored frames outside it (recirculation, baseline) are bridged linearly
+    (:func:`.motion.bridge_frames`). Kept frames are returned unchanged.
+
+    Parameters
+    ----------
+    curve_hu : array_like, shape (T,)
+        AIF or VOF in HU, baseline included.
+    frame_times : array_like, shape (T,)
+        Uniform frame times in seconds.
+    censored_frames : array_like of bool, shape (T,)
+        The frames to replace.
+    n_baseline_frames : int, optional
+        Pre-bolus frames (default: the bridged curve's bolus arrival).
+
+    Returns
+    -------
+    ndarray, shape (T,)
+
+    Examples
+    --------
+    A bolus whose three peak frames were corrupted comes back close to its peak:
+
+    >>> t = np.arange(40.0)
+    >>> true = 40 + gamma_variate_aif(t, t0=5.0, alpha=3.0, beta=1.5, peak=300)
+    >>> measured = true.copy(); measured[8:11] = 60.0
+    >>> censored = np.zeros(40, bool); censored[8:11] = True
+    >>> repaired = repair_censored_frames(measured, t, censored)
+    >>> bool(np.abs(repaired - true).max() < 3.0), bool(np.abs(measured - true).max() > 200)
+    (True, True)
+    """
+    curve = np.asarray(curve_hu, dtype=float)
+    censored = np.asarray(censored_frames, dtype=bool)
+    times = check_frame_times(frame_times)
+    bridged = bridge_frames(curve, censored).astype(float)
+    if not censored.any():
+        return curve.copy()
+    n_base = detect_bolus_arrival(bridged) if n_baseline_frames is None else int(n_baseline_frames)
+    concentration = to_concentration(bridged, n_base)
+    fit = fit_gamma_variate(concentration, times, censored_frames=censored)
+    first_pass = censored & (times <= fit.first_pass_end[0] + 1e-9) & (times >= fit.t0[0])
+    out = np.where(censored, bridged, curve)
+    out[first_pass] = (bridged - concentration)[first_pass] + fit.curves(times)[0][first_pass]
+    return out
+
+
 def correct_aif(
-    aif_hu, vof_hu, frame_times, n_baseline_frames=None, allow_downscaling=False, censored_frames=None
+    aif_hu, vof_hu, frame_times, n_baseline_frames=None, allow_downscaling=False, censored_frames=None,
+    repair_aif=True,
 ):
     """Partial-volume corrected AIF in HU (baseline included) and the scale applied.
 
@@ -546,8 +606,10 @@ def correct_aif(
     the AIF's bolus arrival, :func:`detect_bolus_arrival`); the AIF's
     concentration is multiplied by :func:`partial_volume_scale` and its
     baseline added back. ``censored_frames`` (boolean per frame, optional) are
-    bridged by linear interpolation (:func:`.motion.bridge_frames`) for the
-    arrival and the first-pass fits; the scale is applied to the measured AIF.
+    left out of the first-pass fits (the curves bridged over them for the
+    arrival and the first guesses), and the AIF returned has them repaired
+    (:func:`repair_censored_frames`) unless ``repair_aif`` is False (a user's
+    AIF, not measured on the censored series).
 
     Returns
     -------
@@ -564,8 +626,11 @@ def correct_aif(
         fit_vof = bridge_frames(vof_hu, censored_frames).astype(float)
     n_base = detect_bolus_arrival(fit_aif) if n_baseline_frames is None else int(n_baseline_frames)
     scale, fits = partial_volume_scale(
-        to_concentration(fit_aif, n_base), to_concentration(fit_vof, n_base), frame_times, allow_downscaling
+        to_concentration(fit_aif, n_base), to_concentration(fit_vof, n_base), frame_times, allow_downscaling,
+        censored_frames,
     )
+    if censored_frames is not None and repair_aif:
+        aif_hu = repair_censored_frames(aif_hu, frame_times, censored_frames, n_base)
     aif_c = to_concentration(aif_hu, n_base)
     return aif_hu - aif_c + scale * aif_c, scale, fits, n_base
 
@@ -615,9 +680,10 @@ def select_vascular_functions(
         ``details['VOFNotFound']``.
     censored_frames : array_like of bool, shape (T,), optional
         Frames displaced by head motion (:func:`.motion.censor_frames`). They are
-        bridged by linear interpolation for the baseline, the curve features that
-        rank the voxels and the first-pass fits; the returned curves are the
-        chosen voxels' measured ones.
+        bridged by linear interpolation for the baseline and the curve features that
+        rank the voxels, and left out of the first-pass fits; ``aif`` and ``vof`` are
+        the chosen voxels' measured curves, ``aif_corrected`` has the censored frames
+        repaired (:func:`repair_censored_frames`).
 
     Returns
     -------
@@ -652,6 +718,11 @@ def select_vascular_functions(
     details["AIFArrival"] = aif_arrival
     aif = voxels_hu[aif_index].astype(float).mean(axis=0)
     aif_arrival_frames = detect_bolus_arrival(ranked_hu[aif_index].astype(float).mean(axis=0))
+
+    def repaired(curve):
+        if censored_frames is None:
+            return curve.copy()
+        return repair_censored_frames(curve, times, censored_frames, aif_arrival_frames)
     try:
         vof_index = select_venous_voxels(
             features, n_vof_voxels, candidate_fraction, after=aif_arrival + min_vein_delay, exclude=aif_index
@@ -660,7 +731,7 @@ def select_vascular_functions(
         if require_vof:
             raise
         return VascularFunctions(
-            frame_times=times, aif=aif, vof=None, aif_corrected=aif.copy(), aif_voxels=coords[aif_index],
+            frame_times=times, aif=aif, vof=None, aif_corrected=repaired(aif), aif_voxels=coords[aif_index],
             vof_voxels=None, scale=1.0, n_baseline_frames=aif_arrival_frames, fits=None,
             details={**details, "VOFNotFound": str(err)},
         )
@@ -670,7 +741,7 @@ def select_vascular_functions(
             aif, vof, times, None, allow_downscaling, censored_frames
         )
     else:
-        aif_corrected, scale, fits, n_base_aif = aif.copy(), 1.0, None, aif_arrival_frames
+        aif_corrected, scale, fits, n_base_aif = repaired(aif), 1.0, None, aif_arrival_frames
     return VascularFunctions(
         frame_times=times,
         aif=aif,
