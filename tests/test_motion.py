@@ -194,3 +194,13 @@ def test_a_bolus_peak_lost_to_motion_is_repaired_in_the_corrected_aif():
     # the measured curve, scaled alike but not repaired, is what went wrong
     baseline = found.aif[: found.n_baseline_frames].mean()
     assert grey_cbf(baseline + found.scale * (found.aif - baseline)) > 1.2
+
+
+def test_repair_of_a_curve_without_a_bolus_falls_back_to_the_bridge():
+    from ctp_nipype.perfusion.aif import repair_censored_frames
+
+    flat = np.full(20, 40.0)
+    flat[5:7] = 900.0
+    censored = np.zeros(20, bool)
+    censored[5:7] = True
+    np.testing.assert_allclose(repair_censored_frames(flat, np.arange(20.0), censored), 40.0)

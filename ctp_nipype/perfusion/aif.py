@@ -587,11 +587,14 @@ def repair_censored_frames(curve_hu, frame_times, censored_frames, n_baseline_fr
     bridged = bridge_frames(curve, censored).astype(float)
     if not censored.any():
         return curve.copy()
-    n_base = detect_bolus_arrival(bridged) if n_baseline_frames is None else int(n_baseline_frames)
-    concentration = to_concentration(bridged, n_base)
-    fit = fit_gamma_variate(concentration, times, censored_frames=censored)
-    first_pass = censored & (times <= fit.first_pass_end[0] + 1e-9) & (times >= fit.t0[0])
     out = np.where(censored, bridged, curve)
+    try:
+        n_base = detect_bolus_arrival(bridged) if n_baseline_frames is None else int(n_baseline_frames)
+        concentration = to_concentration(bridged, n_base)
+        fit = fit_gamma_variate(concentration, times, censored_frames=censored)
+    except (ConcentrationError, SelectionError):  # no bolus to fit: the bridge is all there is
+        return out
+    first_pass = censored & (times <= fit.first_pass_end[0] + 1e-9) & (times >= fit.t0[0])
     out[first_pass] = (bridged - concentration)[first_pass] + fit.curves(times)[0][first_pass]
     return out
 
