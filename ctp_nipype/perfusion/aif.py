@@ -590,12 +590,12 @@ def repair_censored_frames(curve_hu, frame_times, censored_frames, n_baseline_fr
     times = check_frame_times(frame_times)
     if not censored.any():
         return curves[0].copy() if single else curves.copy()
+    if n_baseline_frames is None and not single:
+        raise ValueError("Give n_baseline_frames to repair several curves at once.")
     bridged = bridge_frames(curves, censored).astype(float)
     out = np.where(censored[None, :], bridged, curves)
     try:
         if n_baseline_frames is None:
-            if not single:
-                raise ValueError("Give n_baseline_frames to repair several curves at once.")
             n_baseline_frames = detect_bolus_arrival(bridged[0])
         concentration = to_concentration(bridged, int(n_baseline_frames))
         fit = fit_gamma_variate(concentration, times, censored_frames=censored)
@@ -644,6 +644,31 @@ def correct_aif(
         aif_hu = repair_censored_frames(aif_hu, frame_times, censored_frames, n_base)
     aif_c = to_concentration(aif_hu, n_base)
     return aif_hu - aif_c + scale * aif_c, scale, fits, n_base
+
+
+def _rank_on_repaired_curves(features, curves_hu, baseline, times, censored, n_base, n_aif_voxels):
+    """Give the likely vessels whose first pass a censored frame cuts the features of repaired curves (in place).
+
+    A linear bridge over an arterial peak halves it, below the veins' peaks, and the artery drops out of the
+    candidates. The pool is the top 5% of the voxels by bridged peak (at least ``20 * n_aif_voxels``, at most
+    :data:`MAX_REPAIRED_CANDIDATES`: the gamma-variate fit of 2,000 curves takes half a minute); of those, the
+    ones with a censored frame between their arrival and two widths after their peak are repaired
+    (:func:`repair_censored_frames`) and their features recomputed.
+    """
+    n_voxels = curves_hu.shape[0]
+    n_pool = min(n_voxels, max(min(int(np.ceil(0.05 * n_voxels)), MAX_REPAIRED_CANDIDATES), 20 * n_aif_voxels))
+    pool = np.argsort(features.peak)[::-1][:n_pool]
+    step = float(times[1] - times[0])
+    cut = times[censored][None, :]
+    first_pass = ((cut >= features.arrival[pool, None] - step)
+                  & (cut <= features.time_to_peak[pool, None] + 2 * features.fwhm[pool, None]))
+    index = pool[first_pass.any(axis=1)]
+    if index.size == 0:
+        return
+    repaired = repair_censored_frames(curves_hu[index], times, censored, n_base)
+    repaired_features = curve_features(repaired - baseline[index, None], times, baseline=baseline[index])
+    for name in ("peak", "time_to_peak", "arrival", "fwhm", "area", "peak_hu", "mean_hu"):
+        getattr(features, name)[index] = getattr(repaired_features, name)
 
 
 def select_vascular_functions(
@@ -723,17 +748,7 @@ def select_vascular_functions(
     details = {"SelectionBaselineFrames": n_base}
     if censored_frames is not None:
         details["CensoredFrames"] = np.flatnonzero(censored_frames).tolist()
-        # a bridge over the arterial peak halves it, below the veins' peaks: the voxels that could be vessels
-        # (the top 5% by bridged peak, at most 2,000: one gamma-variate fit of them all takes 10-15 s) are
-        # ranked on curves repaired with a gamma variate instead
-        n_repaired = min(voxels_hu.shape[0], max(min(int(np.ceil(0.05 * voxels_hu.shape[0])), MAX_REPAIRED_CANDIDATES),
-                                                 20 * n_aif_voxels))
-        repaired_index = np.argsort(features.peak)[::-1][:n_repaired]
-        repaired_curves = repair_censored_frames(ranked_hu[repaired_index], times, censored_frames, n_base)
-        repaired_features = curve_features(repaired_curves - baseline[repaired_index, None], times,
-                                           baseline=baseline[repaired_index])
-        for name in ("peak", "time_to_peak", "arrival", "fwhm", "area", "peak_hu", "mean_hu"):
-            getattr(features, name)[repaired_index] = getattr(repaired_features, name)
+        _rank_on_repaired_curves(features, ranked_hu, baseline, times, censored_frames, n_base, n_aif_voxels)
 
     aif_index = select_arterial_voxels(features, n_aif_voxels, candidate_fraction)
     aif_arrival = float(np.median(features.arrival[aif_index]))
