@@ -5,7 +5,9 @@ On the digital phantom with injected head motion (``make_phantom(..., motion=Tru
 (``motion.register_series``), then the AIF and VOF are chosen automatically
 (``aif.select_vascular_functions``) on the corrected series, once with every frame and once with the frames
 that ``motion.censor_frames`` flags (displaced from the reference by more than 0.5 mm) left out. Prints per
-seed the moved and the censored frames, the registration's largest displacement on unmoved frames, the
+seed the moved and the censored frames, the injected displacement of the moved frames (min-max, mm, from the
+truth's parameters), the registration's largest displacement on unmoved frames, the skull check of ``LoadCTP``
+(largest ``motion.bone_surface_displacement``, mm) on the still and the moving series, the
 share of the AIF's voxels in the artery label and of the VOF's in the vein label (``-``: no VOF found), and
 grey matter's median sSVD CBF over the truth with the selection's partial-volume corrected AIF (no filter).
 ``--motion-start F`` moves the phantom's motion to start at frame F (for example 9: during the arterial
@@ -24,8 +26,13 @@ import numpy as np
 
 from ctp_nipype.perfusion import masks
 from ctp_nipype.perfusion.aif import SelectionError, select_vascular_functions
-from ctp_nipype.perfusion.motion import apply_rigid, censor_frames, displacement_from_reference, register_series
-from ctp_nipype.perfusion.phantom import MATERIAL_HU, PhantomLabel, make_phantom
+from ctp_nipype.perfusion.motion import (
+    bone_surface_displacement,
+    censor_frames,
+    displacement_from_reference,
+    register_series,
+)
+from ctp_nipype.perfusion.phantom import PhantomLabel, apply_motion, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.perfusion.svd import SVDModel
 
@@ -56,10 +63,7 @@ def moved_phantom(size, seed, motion_start):
     excursion = ph.motion_parameters[np.any(ph.motion_parameters != 0, axis=1)]
     parameters = np.zeros_like(ph.motion_parameters)
     parameters[motion_start : motion_start + len(excursion)] = excursion
-    hu = still.hu.copy()
-    for frame in np.flatnonzero(np.any(parameters != 0, axis=1)):
-        hu[..., frame] = apply_rigid(hu[..., frame], parameters[frame], still.voxel_size_mm,
-                                     fill_value=MATERIAL_HU["air"], inverse=True)
+    hu = apply_motion(still.hu.copy(), parameters, still.voxel_size_mm)
     return still, hu, np.any(parameters != 0, axis=1)
 
 
@@ -71,18 +75,24 @@ def main(argv=None):
     args = parser.parse_args(argv)
     print(f"{args.size} phantom with motion; AIF in artery / VOF in vein (share of the 5 voxels) / grey-matter "
           "sSVD CBF over the truth\n")
-    print("| seed | moved frames | censored frames | largest displacement of an unmoved frame (mm) "
-          "| all frames: AIF / VOF / CBF | censored: AIF / VOF / CBF |")
-    print("|---:|---|---|---:|---|---|")
+    print("| seed | moved frames | censored frames | injected displacement (mm) | largest displacement of an "
+          "unmoved frame (mm) | skull surface, still / moving (mm) | all frames: AIF / VOF / CBF | "
+          "censored: AIF / VOF / CBF |")
+    print("|---:|---|---|---|---:|---|---|---|")
     fmt = lambda share: "-" if share is None else (share if isinstance(share, str) else f"{share:.2f}")  # noqa: E731
     for seed in args.seeds:
         ph, hu, moved = moved_phantom(args.size, seed, args.motion_start)
+        injected = displacement_from_reference(make_phantom(args.size, seed=seed, motion=True).motion_parameters)
+        injected = injected[injected > 0]
+        still_hu = make_phantom(args.size, seed=seed).hu
+        skull = [bone_surface_displacement(h, ph.voxel_size_mm).max() for h in (still_hu, hu)]
         corrected = register_series(hu, ph.voxel_size_mm, min(7, int(np.argmax(moved)) or 7))
         censored = censor_frames(corrected.parameters)
         still = displacement_from_reference(corrected.parameters)[~moved].max()
         plain = label_shares(ph, corrected.corrected, None)
         kept = label_shares(ph, corrected.corrected, censored)
-        print(f"| {seed} | {np.flatnonzero(moved).tolist()} | {np.flatnonzero(censored).tolist()} | {still:.2f} | "
+        print(f"| {seed} | {np.flatnonzero(moved).tolist()} | {np.flatnonzero(censored).tolist()} | "
+              f"{injected.min():.2f}-{injected.max():.2f} | {still:.2f} | {skull[0]:.3f} / {skull[1]:.2f} | "
               f"{' / '.join(fmt(v) for v in plain)} | {' / '.join(fmt(v) for v in kept)} |", flush=True)
 
 

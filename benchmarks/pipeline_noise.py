@@ -17,17 +17,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import nibabel as nb
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from ctp_nipype.cli import bids_app
-from ctp_nipype.cli.phantom import main as phantom_main
-from ctp_nipype.nn.weights import shipped_weights_available
-from ctp_nipype.perfusion.phantom import PhantomLabel
+from test_workflows import grey_matter_ratios as ratios_of_run  # noqa: E402  (the test's own measure)
+
+from ctp_nipype.cli import bids_app  # noqa: E402
+from ctp_nipype.cli.phantom import main as phantom_main  # noqa: E402
+from ctp_nipype.nn.weights import shipped_weights_available  # noqa: E402
 
 
 def grey_matter_ratios(root, noise_hu, seed, methods, size="small"):
@@ -41,15 +42,7 @@ def grey_matter_ratios(root, noise_hu, seed, methods, size="small"):
                 "--nprocs", "1", "--device", "cpu"]
         if bids_app.main(argv) != 0:
             raise RuntimeError(f"ctp-bids-app failed at {noise_hu} HU: {' '.join(argv)}")
-    truth = bids / "derivatives" / "phantom-truth" / "sub-01" / "ses-01" / "perf"
-    grey = np.asarray(nb.load(truth / "sub-01_ses-01_desc-truth_dseg.nii.gz").dataobj) == PhantomLabel.GREY_MATTER
-    true_cbf = np.median(np.asarray(nb.load(truth / "sub-01_ses-01_desc-truth_cbf.nii.gz").dataobj)[grey])
-    perf = out / "sub-01" / "ses-01" / "perf"
-    return {
-        method: float(np.median(np.asarray(nb.load(perf / f"sub-01_ses-01_desc-{method}_cbf.nii.gz").dataobj)[grey])
-                      / true_cbf)
-        for method in methods
-    }
+    return ratios_of_run(bids, out / "sub-01" / "ses-01" / "perf", methods)
 
 
 def main(argv=None):

@@ -20,7 +20,7 @@ from ctp_nipype.perfusion.motion import (
     framewise_displacement,
     register_series,
 )
-from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+from ctp_nipype.perfusion.phantom import PhantomLabel, apply_motion, make_phantom
 
 
 @settings(max_examples=30, deadline=None)
@@ -173,10 +173,7 @@ def test_a_bolus_peak_lost_to_motion_is_repaired_in_the_corrected_aif():
     excursion = moving.motion_parameters[np.any(moving.motion_parameters != 0, axis=1)]
     parameters = np.zeros_like(moving.motion_parameters)
     parameters[9:9 + len(excursion)] = excursion
-    hu = still.hu.copy()
-    for frame in range(9, 9 + len(excursion)):
-        hu[..., frame] = apply_rigid(hu[..., frame], parameters[frame], still.voxel_size_mm, fill_value=-1000.0,
-                                     inverse=True)
+    hu = apply_motion(still.hu.copy(), parameters, still.voxel_size_mm)
     corrected = register_series(hu, still.voxel_size_mm, 7)
     censored = censor_frames(corrected.parameters)
     assert np.flatnonzero(censored).tolist() == [9, 10, 11, 12, 13]

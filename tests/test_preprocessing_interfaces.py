@@ -192,16 +192,16 @@ def test_load_warns_of_head_motion_and_the_run_summary_repeats_it(tmp_path):
 
     ph = make_phantom("small", seed=4, motion=True)
     path = _save(tmp_path / "sub-01_ctp.nii.gz", ph.hu, ph.affine, {"RepetitionTime": 1.0})
-    with pytest.warns(UserWarning, match="head motion: the skull's surface moves by up to"):
+    with pytest.warns(UserWarning, match="Head motion: the skull's surface moves by up to"):
         loaded = _run(LoadCTP(in_file=path), tmp_path, "load")
     assert loaded.head_moved
     check = json.loads(open(loaded.out_json).read())["HeadMotionCheck"]
     assert check["MovedFrames"] == [27, 28, 29, 30, 31]
     brain = _run(BrainMask(in_file=loaded.out_file), tmp_path, "brain")
     select = _run(SelectAIFVOF(in_file=loaded.out_file, brain_mask=brain.out_file), tmp_path, "select")
-    assert "head motion" in json.loads(open(select.out_json).read())["HeadMotionWarning"]
+    assert "Head motion" in json.loads(open(select.out_json).read())["HeadMotionWarning"]
     lines = summarise_outputs(tmp_path / "select", since=0)
-    assert any(line.startswith("warning: sub-01_desc-global_aif.json: head motion") for line in lines)
+    assert any(line.startswith("warning: sub-01_desc-global_aif.json: Head motion") for line in lines)
     # after motion correction the warning is gone from the curves' sidecar
     corrected = _run(MotionCorrection(in_file=loaded.out_file, n_baseline_frames=7), tmp_path, "mc")
     select = _run(SelectAIFVOF(in_file=corrected.out_file, brain_mask=brain.out_file, motion_file=corrected.motion_file),

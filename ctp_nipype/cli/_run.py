@@ -232,10 +232,7 @@ def summarise_outputs(output_dir, since):
     maps = [p for p in written if p.name.endswith(".nii.gz") and "_desc-" in p.name]
     lines = [f"{len(written)} files written under {output_dir} ({len(maps)} NIfTI maps and masks)."]
     for side in sorted(p for p in written if p.suffix == ".json" and p.name.endswith("_cbf.json")):
-        try:
-            flagged = json.loads(side.read_text()).get("FlaggedVoxels", 0)
-        except (OSError, json.JSONDecodeError):
-            continue
+        flagged = _read_sidecar_key(side, "FlaggedVoxels")
         if flagged:
             lines.append(
                 f"warning: {side.name}: {flagged} voxels flagged by the fit (FlaggedVoxels: unfittable ones are 0; "

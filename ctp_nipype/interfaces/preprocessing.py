@@ -40,7 +40,6 @@ from ..io import (
 )
 from ..perfusion import aif as aif_selection
 from ..perfusion import filtering, masks, motion
-from ..perfusion.concentration import detect_bolus_arrival
 from ..perfusion.timing import resample_to_uniform
 
 def _optional(value, default=None):
@@ -200,7 +199,7 @@ class LoadCTP(SimpleInterface):
 
 #: what the user reads when LoadCTP finds head motion (formatted with a HeadMotionCheck)
 HEAD_MOTION_WARNING = (
-    "head motion: the skull's surface moves by up to {MaxBoneSurfaceDisplacementMM:.2g} mm during the scan "
+    "Head motion: the skull's surface moves by up to {MaxBoneSurfaceDisplacementMM:.2g} mm during the scan "
     "(above {ThresholdMM:g} mm). Without motion correction (--motion-correction, or the MotionCorrection "
     "interface) bone at the brain's edge passes for enhancement, and the AIF, the masks and the maps can be wrong."
 )
@@ -630,11 +629,10 @@ class SelectAIFVOF(SimpleInterface):
                 for i, name in enumerate(("aif", "vof"))
             }
         else:
-            corrected, scale, fit_summary = np.asarray(curves["aif"], float), 1.0, None
-            arrival_curve = corrected if censored is None else motion.bridge_frames(corrected, censored)
-            n_base = detect_bolus_arrival(arrival_curve)
-            if censored is not None and sources["aif"] != "user TSV":
-                corrected = aif_selection.repair_censored_frames(corrected, times, censored, n_base)
+            scale, fit_summary = 1.0, None
+            corrected, n_base = aif_selection.uncorrected_aif(
+                curves["aif"], times, censored_frames=censored, repair_aif=sources["aif"] != "user TSV"
+            )
 
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         motion_warning = head_motion_warning(scan.sidecar)

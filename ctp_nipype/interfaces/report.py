@@ -96,7 +96,7 @@ class ScanReport(SimpleInterface):
         scan = load_ctp(self.inputs.in_file, frame_interval=_defined(self.inputs.frame_interval))
         shape, affine = scan.spatial_shape, scan.affine
         motion_warning = head_motion_warning(scan.sidecar)
-        warnings = [] if motion_warning is None else [motion_warning[0].upper() + motion_warning[1:]]
+        warnings = [] if motion_warning is None else [motion_warning]
 
         def mask(name, what):
             path = _defined(getattr(self.inputs, name))

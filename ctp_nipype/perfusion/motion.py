@@ -44,6 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .timing import interpolate_in_time
+
 #: column names of the motion-parameter table, units in the names
 PARAMETER_NAMES = ("trans_x_mm", "trans_y_mm", "trans_z_mm", "rot_x_deg", "rot_y_deg", "rot_z_deg")
 #: head radius (mm) that converts rotations to displacement (Power et al. 2012)
@@ -103,7 +105,8 @@ def displacement_from_reference(parameters, radius_mm=FD_RADIUS_MM):
 
 
 #: frames displaced more than this from the reference (mm) are left out of AIF/VOF selection and mask fits;
-#: the registration's own scatter on still frames of the phantoms is 0.16-0.24 mm, injected motion 2-5 mm
+#: the registration's own scatter on still frames of the phantoms is 0.10-0.34 mm, the injected excursions'
+#: frames 2.2-6.7 mm (small phantom, seeds 0-7; benchmarks/motion_selection.py)
 MAX_DISPLACEMENT_MM = 0.5
 
 
@@ -126,8 +129,8 @@ def bridge_frames(series, censored):
 
     Each censored frame becomes the linear interpolation, frame index by frame
     index, between the nearest kept frames before and after it; censored frames
-    at either end take the nearest kept frame. One matrix product over all
-    voxels.
+    at either end take the nearest kept frame
+    (:func:`ctp_nipype.perfusion.timing.interpolate_in_time`, all voxels at once).
 
     Parameters
     ----------
@@ -156,18 +159,14 @@ def bridge_frames(series, censored):
         raise ValueError("Every frame is censored; nothing is left to interpolate from.")
     if kept.size == n_frames:
         return series.copy()
-    # weights[i, j]: the share of kept frame j in frame i (np.interp of the unit vectors, held at the ends)
-    frames = np.arange(n_frames, dtype=float)
-    unit = np.eye(kept.size)
-    weights = np.stack([np.interp(frames, kept, unit[k]) for k in range(kept.size)], axis=1)
-    flat = series.reshape(-1, n_frames)
-    return (flat[:, kept] @ weights.T.astype(np.float32)).reshape(series.shape)
+    return interpolate_in_time(series[..., kept], kept, np.arange(n_frames))
 
 
 #: bone is above this HU (cortical bone 1000-2000 HU; contrast-filled arteries seldom reach it)
 BONE_HU = 700.0
 #: a skull surface displaced by more than this (mm, mean over the surface) in some frame: the head moved.
-#: Still phantoms give at most 0.06 mm (8 HU noise), phantoms with motion 0.65-1.3 mm (benchmarks/motion_selection.py)
+#: Still small phantoms give 0.044-0.057 mm (8 HU noise), moving ones 0.65-1.32 mm (seeds 0-7,
+#: benchmarks/motion_selection.py)
 HEAD_MOTION_MM = 0.25
 
 

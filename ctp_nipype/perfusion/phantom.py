@@ -570,12 +570,14 @@ def _motion_parameters(n_frames, rng, n_moved=5, max_translation_mm=2.0, max_rot
     return profile[:, None] * peak[None, :] + 0.0  # + 0.0: no negative zeros in the written TSV
 
 
-def _apply_motion(hu, motion, voxel_mm, fill_hu):
-    """Resample the moved frames (linear interpolation; a loop over the few moved frames).
+def apply_motion(hu, motion, voxel_mm, fill_hu=MATERIAL_HU["air"]):
+    """Move the head in the frames whose parameters are not zero, in place (linear interpolation).
 
     Each frame shows the reference head moved by its parameters, about the
     volume's centre, in the convention of :mod:`.motion` (what its
-    registration reports for that frame).
+    registration reports for that frame). A loop over the few moved frames.
+    ``make_phantom(..., motion=True)`` uses it; so can a study that moves the
+    same excursion elsewhere in time.
     """
     for frame in np.flatnonzero(np.any(motion != 0, axis=1)):
         hu[..., frame] = apply_rigid(hu[..., frame], motion[frame], voxel_mm, fill_value=fill_hu, inverse=True)
@@ -773,7 +775,7 @@ def make_phantom(
     motion_parameters = None
     if motion:
         motion_parameters = _motion_parameters(frame_times.size, motion_rng)
-        hu = _apply_motion(hu, motion_parameters, grid.voxel_mm, MATERIAL_HU["air"])
+        hu = apply_motion(hu, motion_parameters, grid.voxel_mm)
     keep = (slice(None), slice(None), slice(PAD_SLICES, PAD_SLICES + slab.shape[2]))
     hu = np.ascontiguousarray(hu[keep])
     labels, baseline, cbf, cbv, mtt, delay, dispersion = (

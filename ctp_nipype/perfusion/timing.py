@@ -204,11 +204,27 @@ def resample_to_uniform(data, frame_times, frame_interval=None, axis=-1):
     data = np.asarray(data)
     times = check_frame_times(frame_times, data.shape[axis])
     new_times = uniform_grid(times, frame_interval)
+    out = interpolate_in_time(np.moveaxis(data, axis, -1), times, new_times)
+    return np.moveaxis(out, -1, axis), new_times
+
+
+def interpolate_in_time(data, times, new_times):
+    """Linear interpolation of ``data`` (time last) from ``times`` onto ``new_times``, all voxels at once.
+
+    Times outside ``[times[0], times[-1]]`` take the nearest end's value.
+    The result is float32 or wider (the input's float type).
+
+    >>> interpolate_in_time(np.array([[0.0, 10.0, 30.0]]), np.array([0.0, 1.0, 3.0]), np.array([-1.0, 2.0, 4.0]))
+    array([[ 0., 20., 30.]])
+    """
+    data = np.asarray(data)
+    times = np.asarray(times, dtype=float)
+    new_times = np.asarray(new_times, dtype=float)
+    dtype = np.result_type(data.dtype, np.float32)
+    if times.size == 1:
+        return np.repeat(data.astype(dtype, copy=False), new_times.size, axis=-1)
     right = np.clip(np.searchsorted(times, new_times, side="right"), 1, times.size - 1)
     left = right - 1
-    weight = (new_times - times[left]) / (times[right] - times[left])
-    weight = np.clip(weight, 0.0, 1.0)
-    moved = np.moveaxis(data, axis, -1)
-    dtype = np.result_type(moved.dtype, np.float32)
-    out = moved[..., left] * (1 - weight).astype(dtype) + moved[..., right] * weight.astype(dtype)
-    return np.moveaxis(out.astype(dtype, copy=False), -1, axis), new_times
+    weight = np.clip((new_times - times[left]) / (times[right] - times[left]), 0.0, 1.0)
+    out = data[..., left] * (1 - weight).astype(dtype) + data[..., right] * weight.astype(dtype)
+    return out.astype(dtype, copy=False)
