@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .loss import LossWeights, perfusion_loss
-from .model import TISSUE_GAIN
+from .model import normalise_tissue
 
 #: fine-tuning keeps only the unsupervised terms of eq. 2 (reconstruction 7 : smoothness 1 as in training)
 FINETUNE_WEIGHTS = LossWeights(bad=0.0, local_aif=0.0, tissue=14.0, smooth=300.0, residue=0.0)
@@ -80,13 +80,13 @@ def freeze_all_but_residue_head(model):
     return trainable
 
 
-def _scan_batch(scan, index):
+def _scan_batch(scan, index, normalisation):
     times = np.asarray(scan.frame_times, np.float64)
     peak = float(np.max(scan.aif))
     if not peak > 0:
         raise ValueError(f"The global AIF of {scan.name} has no positive peak; check the AIF file.")
     return (
-        torch.as_tensor(TISSUE_GAIN * np.asarray(scan.tissue[index], np.float32) / peak),
+        torch.as_tensor(normalise_tissue(scan.tissue[index], peak, normalisation)[0]),
         torch.as_tensor(np.asarray(scan.aif, np.float32) / peak),
         torch.as_tensor((times - times[0]).astype(np.float32)),
         float(np.mean(np.diff(times))),
@@ -100,7 +100,7 @@ def reconstruction_loss(model, scans, n_voxels=512, seed=0, weights=FINETUNE_WEI
     with torch.no_grad():
         for scan in scans:
             index = rng.choice(scan.tissue.shape[0], min(n_voxels, scan.tissue.shape[0]), replace=False)
-            tissue, aif, times, dt = _scan_batch(scan, index)
+            tissue, aif, times, dt = _scan_batch(scan, index, model.config.tissue_normalisation)
             out = model(tissue, aif, times)
             loss, _ = perfusion_loss(out, {"tissue": tissue}, dt, weights)
             total += float(loss) * index.size
@@ -151,7 +151,7 @@ def finetune(model, scans, steps=200, batch_size=128, learning_rate=1e-4, seed=0
     for step in iterator:
         scan = scans[step % len(scans)]
         index = rng.choice(scan.tissue.shape[0], min(batch_size, scan.tissue.shape[0]), replace=False)
-        tissue, aif, times, dt = _scan_batch(scan, index)
+        tissue, aif, times, dt = _scan_batch(scan, index, model.config.tissue_normalisation)
         out = model(tissue, aif, times)
         loss, _ = perfusion_loss(out, {"tissue": tissue}, dt, weights)
         optimizer.zero_grad(set_to_none=True)

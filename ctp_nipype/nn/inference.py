@@ -28,7 +28,7 @@ import torch
 from ..perfusion.constants import CBF_UNIT_FACTOR, CBV_UNIT_FACTOR, KAPPA_H, RHO
 from ..perfusion.convolution import trapezoid_integral
 from ..perfusion.timing import check_frame_times, is_uniform
-from .model import RESIDUE_SCALE, TISSUE_GAIN
+from .model import normalise_tissue
 from .weights import load_model
 
 #: voxels per batch for 60 frames on CPU; scaled by (60 / T)^2 (attention memory grows as T^2), at least 64.
@@ -310,16 +310,17 @@ def estimate_curves(
     device = resolve_device(device)
     if model is None:
         model = load_model(weights, device)
+    tissue_input, residue_unit = normalise_tissue(tissue, peak, model.config.tissue_normalisation)
     raw = run_network(
         model,
         (aif / peak).astype(np.float32),
-        (TISSUE_GAIN / peak) * np.asarray(tissue, np.float32),
+        tissue_input,
         times - times[0],
         device,
         batch_size,
         progress,
     )
-    residue = raw["residue"] / RESIDUE_SCALE
+    residue = raw["residue"] * residue_unit
     scale = kappa_h / rho
     cbf = CBF_UNIT_FACTOR * scale * residue.max(axis=1)
     cbv = CBV_UNIT_FACTOR * scale * trapezoid_integral(residue, dt)

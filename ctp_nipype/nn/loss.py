@@ -4,8 +4,9 @@
 + w_smooth * mean((d^2 K / dt^2)^2)`` (+ an optional supervised residue term
 ``w_residue * MSE(K)``, off in the paper's recipe).
 
-Units: BAD in seconds; local AIF in units of the global AIF's peak; tissue in
-``TISSUE_GAIN * C / peak``; ``K`` in ``1 / RESIDUE_SCALE`` per second, its
+Units: BAD in seconds; local AIF in units of the global AIF's peak; tissue and
+``K`` in the network's units of :func:`.model.normalise_tissue` (with
+``'aif_peak'``: ``TISSUE_GAIN * C / peak`` and ``1 / RESIDUE_SCALE`` per second), ``K``'s
 second derivative by finite differences divided by ``dt**2``. The weights are
 chosen per recipe (``ctp_nipype/nn/recipes/*.json``) so that the weighted terms
 contribute about 1:1:7:1 (the paper's ratio); :func:`perfusion_loss` returns
@@ -38,7 +39,8 @@ class LossWeights:
 def reconstruct_tissue(local_aif, residue, dt):
     """Tissue curve in the encoder's units from the network's local AIF and residue outputs.
 
-    ``TISSUE_GAIN * C / peak = TISSUE_GAIN / RESIDUE_SCALE * (local_aif (x) residue)``.
+    ``g * C = TISSUE_GAIN / RESIDUE_SCALE * (local_aif (x) residue)``, ``g`` the encoder's gain
+    (:func:`.model.normalise_tissue`).
     """
     return (TISSUE_GAIN / RESIDUE_SCALE) * trapezoid_convolve(local_aif, residue, dt)
 

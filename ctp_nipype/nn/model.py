@@ -12,19 +12,29 @@ output:
 
 Normalisation (what the network sees and returns)
 -------------------------------------------------
-With ``s`` the global AIF's peak in HU above baseline:
+With ``s`` the global AIF's peak in HU above baseline and ``g`` the encoder's
+gain of a curve (:func:`normalise_tissue`):
 
-* decoder input ``aif / s``; encoder input ``TISSUE_GAIN * tissue / s``;
+* decoder input ``aif / s``; encoder input ``g * tissue``;
 * ``local_aif`` output in units of ``s`` (multiply by ``s`` for HU);
-* ``residue`` output in units of ``1 / RESIDUE_SCALE`` per second
-  (``K [1/s] = residue / RESIDUE_SCALE``); ``K`` does not depend on ``s``
-  because ``C / s = (Ca_local / s) (x) K``;
+* ``residue`` output ``k`` with ``K [1/s] = k * TISSUE_GAIN / (RESIDUE_SCALE * s * g)``;
 * ``bad`` output in seconds.
 
-So the physics closes in the network's units: ``TISSUE_GAIN * tissue / s ==
-(TISSUE_GAIN / RESIDUE_SCALE) * (local_aif (x) residue)``, the convolution being
-the trapezoidal rule of :mod:`ctp_nipype.perfusion.convolution`
-(:func:`trapezoid_convolve`, its torch twin).
+So the physics closes in the network's units: ``g * tissue == (TISSUE_GAIN /
+RESIDUE_SCALE) * (local_aif (x) residue)``, the convolution being the
+trapezoidal rule of :mod:`ctp_nipype.perfusion.convolution`
+(:func:`trapezoid_convolve`, its torch twin). ``K`` does not depend on ``s``
+because ``C / s = (Ca_local / s) (x) K``. The gain depends on
+``ModelConfig.tissue_normalisation``:
+
+* ``'aif_peak'`` (the first weights): ``g = TISSUE_GAIN / s``, so ``K = k /
+  RESIDUE_SCALE``; a curve's amplitude reaches the network, which need not
+  answer twice the curve with twice the residue;
+* ``'tissue_amplitude'``: ``g = TISSUE_GAIN * REFERENCE_TISSUE_AMPLITUDE / a``
+  with ``a`` the curve's amplitude (:func:`tissue_amplitude`), so every curve
+  reaches the encoder at the same height and the residue scales with the curve
+  exactly, as deconvolution does (``C -> c C`` gives ``K -> c K``, the local
+  AIF and BAD unchanged).
 
 Embedding (Informer-style): a 1D-convolution projection of the values +
 fixed sinusoidal position of the frame index + a learnable temporal embedding
@@ -58,6 +68,81 @@ from torch import nn
 TISSUE_GAIN = 10.0
 #: the residue head returns RESIDUE_SCALE * K, K in 1/s (K max ~0.05/s at CBF 200 ml/100 g/min)
 RESIDUE_SCALE = 100.0
+#: how the encoder's input is scaled (``ModelConfig.tissue_normalisation``; module docstring)
+TISSUE_NORMALISATIONS = ("aif_peak", "tissue_amplitude")
+#: with 'tissue_amplitude', every curve reaches the encoder as if its amplitude were this share of the AIF's
+#: peak (grey matter's: ~20 HU against ~400 HU), so the encoder's inputs keep the range of 'aif_peak'
+REFERENCE_TISSUE_AMPLITUDE = 0.05
+#: a curve whose amplitude is below this share of the AIF's peak (a flat or negative curve) is scaled as if
+#: it were this high, so that noise alone is not blown up to the reference height
+MIN_TISSUE_AMPLITUDE = 1e-3
+
+
+def tissue_amplitude(tissue):
+    """A curve's amplitude: the maximum of its three-frame running mean, per row.
+
+    Positively homogeneous (``tissue_amplitude(c * x) == c * tissue_amplitude(x)`` for
+    ``c > 0``), and less driven by one noisy frame than the maximum itself.
+
+    Parameters
+    ----------
+    tissue : ndarray, shape (n, T)
+
+    Returns
+    -------
+    ndarray, shape (n, 1)
+
+    Examples
+    --------
+    >>> tissue_amplitude(np.array([[0.0, 3.0, 6.0, 3.0, 0.0]]))
+    array([[4.]])
+    """
+    tissue = np.asarray(tissue, dtype=np.float64)
+    if tissue.shape[-1] < 3:
+        return tissue.max(axis=-1, keepdims=True)
+    running = (tissue[..., :-2] + tissue[..., 1:-1] + tissue[..., 2:]) / 3.0
+    return running.max(axis=-1, keepdims=True)
+
+
+def normalise_tissue(tissue, aif_peak, normalisation="aif_peak"):
+    """The encoder's input for tissue curves and the factor that turns the residue head into ``K`` in 1/s.
+
+    Parameters
+    ----------
+    tissue : ndarray, shape (n, T)
+        Tissue concentration (HU above baseline).
+    aif_peak : float or ndarray, shape (n, 1)
+        Peak of the global AIF (HU above baseline), one for all curves or one per curve.
+    normalisation : {'aif_peak', 'tissue_amplitude'}
+        ``ModelConfig.tissue_normalisation`` of the weights (module docstring).
+
+    Returns
+    -------
+    tissue_input : ndarray, float32, shape (n, T)
+    residue_unit : ndarray, float64, shape (n, 1)
+        ``K [1/s] = residue_head * residue_unit``.
+
+    Examples
+    --------
+    With 'tissue_amplitude', twice the curve reaches the encoder unchanged and doubles ``K``:
+
+    >>> curve = np.array([[0.0, 10.0, 20.0, 10.0, 5.0]])
+    >>> x1, unit1 = normalise_tissue(curve, 400.0, "tissue_amplitude")
+    >>> x2, unit2 = normalise_tissue(2 * curve, 400.0, "tissue_amplitude")
+    >>> bool(np.allclose(x1, x2)), float(unit2[0, 0] / unit1[0, 0])
+    (True, 2.0)
+    """
+    tissue = np.asarray(tissue, dtype=np.float64)
+    peak = np.asarray(aif_peak, dtype=np.float64)
+    if normalisation == "aif_peak":
+        gain = TISSUE_GAIN / peak * np.ones((tissue.shape[0], 1))
+    elif normalisation == "tissue_amplitude":
+        amplitude = np.maximum(tissue_amplitude(tissue), MIN_TISSUE_AMPLITUDE * peak)
+        gain = TISSUE_GAIN * REFERENCE_TISSUE_AMPLITUDE / amplitude
+    else:
+        raise ValueError(f"Unknown tissue normalisation {normalisation!r}; known: {TISSUE_NORMALISATIONS}.")
+    residue_unit = TISSUE_GAIN / (RESIDUE_SCALE * peak * gain)
+    return (gain * tissue).astype(np.float32), residue_unit
 
 
 @dataclass
@@ -80,6 +165,15 @@ class ModelConfig:
     min_period: float = 4.0
     max_period: float = 512.0
     bad_scale: float = 10.0
+    #: how tissue curves are scaled for the encoder (module docstring); weights written before this
+    #: field existed were trained with 'aif_peak', which its default keeps
+    tissue_normalisation: str = "aif_peak"
+
+    def __post_init__(self):
+        if self.tissue_normalisation not in TISSUE_NORMALISATIONS:
+            raise ValueError(
+                f"Unknown tissue_normalisation {self.tissue_normalisation!r}; known: {TISSUE_NORMALISATIONS}."
+            )
 
     def to_dict(self):
         return asdict(self)
@@ -590,7 +684,7 @@ class PerfusionTransformer(nn.Module):
         Parameters
         ----------
         tissue : Tensor, shape (B, T)
-            ``TISSUE_GAIN * tissue / aif_peak``.
+            The encoder's input (:func:`normalise_tissue`).
         aif : Tensor, shape (B, T) or (T,)
             ``aif / aif_peak``; not needed when ``aif_cache`` is given.
         frame_times : Tensor, shape (B, T) or (T,)
@@ -604,7 +698,7 @@ class PerfusionTransformer(nn.Module):
         -------
         dict of Tensor
             ``local_aif`` (B, T) in units of the AIF peak, ``residue`` (B, T) in
-            ``1 / RESIDUE_SCALE`` per second, ``bad`` (B,) in seconds. Padded
+            the units of :func:`normalise_tissue`'s ``residue_unit``, ``bad`` (B,) in seconds. Padded
             frames are 0.
         """
         memory = self.tissue_embedding(tissue, frame_times)

@@ -62,7 +62,7 @@ from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
 from ..perfusion.simulate import TRAINING_RANGES, simulate_curves
 from . import dataset
 from .loss import LossWeights, perfusion_loss
-from .model import RESIDUE_SCALE, TISSUE_GAIN, ModelConfig, PerfusionTransformer
+from .model import RESIDUE_SCALE, ModelConfig, PerfusionTransformer, normalise_tissue
 from .weights import SHIPPED_WEIGHTS, load_model, read_metadata, save_weights
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
@@ -139,13 +139,14 @@ def load_recipe(name_or_path):
 class Batch:
     """One batch in the network's units (see :mod:`.model`), all on one time grid."""
 
-    tissue: torch.Tensor  # (B, T) TISSUE_GAIN * C / peak
+    tissue: torch.Tensor  # (B, T) encoder input, model.normalise_tissue
     aif: torch.Tensor  # (B, T) global AIF / peak
     frame_times: torch.Tensor  # (T,) s, from 0
     dt: float
     local_aif: torch.Tensor  # (B, T) / peak
-    residue: torch.Tensor  # (B, T) RESIDUE_SCALE * K
+    residue: torch.Tensor  # (B, T) K / residue_unit (RESIDUE_SCALE * K with 'aif_peak')
     bad: torch.Tensor  # (B,) s
+    residue_unit: torch.Tensor  # (B, 1) K [1/s] per unit of the residue head
 
     def to(self, device):
         fields = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
@@ -155,25 +156,30 @@ class Batch:
         return {"tissue": self.tissue, "bad": self.bad, "local_aif": self.local_aif, "residue": self.residue}
 
 
-def batch_from_simulation(sim):
-    """Convert a :class:`~ctp_nipype.perfusion.simulate.SimulatedCurves` into a :class:`Batch`."""
+def batch_from_simulation(sim, normalisation="aif_peak"):
+    """Convert a :class:`~ctp_nipype.perfusion.simulate.SimulatedCurves` into a :class:`Batch`.
+
+    ``normalisation`` is the network's ``ModelConfig.tissue_normalisation`` (see :mod:`.model`).
+    """
     times = np.asarray(sim.frame_times, dtype=np.float64)
     aif = np.asarray(sim.global_aif, dtype=np.float64)
     peak = aif.max(axis=1, keepdims=True)
     if np.any(peak <= 0):
         raise ValueError("A simulated global AIF has no positive peak.")
+    tissue, residue_unit = normalise_tissue(sim.tissue, peak, normalisation)
 
     def tensor(values):
         return torch.as_tensor(np.asarray(values, dtype=np.float32))
 
     return Batch(
-        tissue=tensor(TISSUE_GAIN * np.asarray(sim.tissue) / peak),
+        tissue=tensor(tissue),
         aif=tensor(aif / peak),
         frame_times=tensor(times - times[0]),
         dt=float(np.mean(np.diff(times))),
         local_aif=tensor(np.asarray(sim.local_aif) / peak),
-        residue=tensor(RESIDUE_SCALE * np.asarray(sim.residue)),
+        residue=tensor(np.asarray(sim.residue) / residue_unit),
         bad=tensor(sim.delay),
+        residue_unit=tensor(residue_unit),
     )
 
 
@@ -193,25 +199,30 @@ def simulation_ranges(recipe):
     return replace(TRAINING_RANGES, **overrides)
 
 
-def simulate_batch(n_curves, seed, step, ranges=TRAINING_RANGES):
+def simulate_batch(n_curves, seed, step, ranges=TRAINING_RANGES, normalisation="aif_peak"):
     """A training batch for ``step``, reproducible from ``(seed, step)``."""
     rng = np.random.default_rng([int(seed), int(step)])
-    return batch_from_simulation(simulate_curves(n_curves, rng, ranges))
+    return batch_from_simulation(simulate_curves(n_curves, rng, ranges), normalisation)
 
 
-def validation_set(n_curves, seed, max_batch=512, ranges=TRAINING_RANGES):
+def validation_set(n_curves, seed, max_batch=512, ranges=TRAINING_RANGES, normalisation="aif_peak"):
     """The fixed-seed validation set as a list of :class:`Batch`: :func:`.dataset.validation_set`
     (chunks of ``max_batch`` curves, one random grid each, from a stream that the training
     batches never use), so the set is the same for every run and every resume."""
-    return [batch_from_simulation(s) for s in dataset.validation_set(n_curves, seed, max_batch, ranges)]
+    return [
+        batch_from_simulation(s, normalisation) for s in dataset.validation_set(n_curves, seed, max_batch, ranges)
+    ]
 
 
 # ----------------------------------------------------------------------------- metrics
 
 
-def cbf_from_residue(residue_network_units, kappa_h=KAPPA_H, rho=RHO):
-    """CBF [ml/100 g/min] from the network's residue output (max over time)."""
-    return CBF_UNIT_FACTOR * kappa_h / rho * residue_network_units.max(dim=-1).values / RESIDUE_SCALE
+def cbf_from_residue(residue_network_units, residue_unit=1.0 / RESIDUE_SCALE, kappa_h=KAPPA_H, rho=RHO):
+    """CBF [ml/100 g/min] from the network's residue output (max over time).
+
+    ``residue_unit`` (scalar or (B, 1)) is :func:`.model.normalise_tissue`'s: K in 1/s per unit of the output.
+    """
+    return CBF_UNIT_FACTOR * kappa_h / rho * (residue_network_units * residue_unit).max(dim=-1).values
 
 
 def pearson_rows(a, b):
@@ -237,8 +248,8 @@ def evaluate(model, batches, weights, device, min_cbf_for_ratio=10.0):
         out = model(batch.tissue, batch.aif, batch.frame_times)
         total, _ = perfusion_loss(out, batch.target(), batch.dt, weights)
         losses.append(float(total) * len(batch.bad))
-        cbf_hat = cbf_from_residue(out["residue"].float())
-        cbf_true = cbf_from_residue(batch.residue)
+        cbf_hat = cbf_from_residue(out["residue"].float(), batch.residue_unit)
+        cbf_true = cbf_from_residue(batch.residue, batch.residue_unit)
         cbf_err.append((cbf_hat - cbf_true) ** 2)
         bad_err.append((out["bad"].float() - batch.bad) ** 2)
         keep = cbf_true >= min_cbf_for_ratio
@@ -530,7 +541,9 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
 
     ranges = simulation_ranges(recipe)
-    validation = validation_set(int(recipe["n_validation_curves"]), int(recipe["validation_seed"]), ranges=ranges)
+    normalisation = model.config.tissue_normalisation
+    validation = validation_set(int(recipe["n_validation_curves"]), int(recipe["validation_seed"]), ranges=ranges,
+                                normalisation=normalisation)
     total_steps = int(recipe["total_steps"])
     budget_s = 60.0 * recipe["time_budget_minutes"] if recipe.get("time_budget_minutes") else None
     last_step = total_steps if max_steps is None else min(total_steps, int(max_steps))
@@ -576,7 +589,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         lr = learning_rate(progress_fraction(), recipe["learning_rate"], recipe["warmup_fraction"])
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = simulate_batch(int(recipe["batch_size"]), seed, state["step"], ranges).to(device)
+        batch = simulate_batch(int(recipe["batch_size"]), seed, state["step"], ranges, normalisation).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             out = model(batch.tissue, batch.aif, batch.frame_times)
         out = {k: v.float() for k, v in out.items()}
