@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 import torch
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ctp_nipype.nn.inference import estimate_curves
-from ctp_nipype.nn.model import PerfusionTransformer
-from ctp_nipype.nn.weights import SHIPPED_WEIGHTS, MAX_WEIGHTS_BYTES, load_model, shipped_weights_available
+from ctp_nipype.nn.model import ModelConfig, PerfusionTransformer
+from ctp_nipype.nn.weights import (
+    SHIPPED_WEIGHTS,
+    MAX_WEIGHTS_BYTES,
+    load_model,
+    save_weights,
+    shipped_weights_available,
+)
 from ctp_nipype.perfusion.constants import KAPPA_H, RHO
 
 
@@ -78,3 +87,44 @@ def test_shipped_weights_beat_ssvd_on_cbf_and_delay():
     assert net_delay <= 0.5 * svd_delay
     assert np.all(net["residue"] >= 0)
     assert np.all(np.diff(net["residue"], axis=1) <= 0)
+
+
+@pytest.fixture(scope="module")
+def untrained_amplitude():
+    torch.manual_seed(1)
+    return PerfusionTransformer(ModelConfig(tissue_normalisation="tissue_amplitude")).eval()
+
+
+@settings(max_examples=20, deadline=None)
+@given(factor=st.floats(0.05, 20.0))
+def test_tissue_amplitude_normalisation_makes_the_residue_linear_in_the_curve(untrained_amplitude, factor):
+    """With 'tissue_amplitude' c times the tissue curve gives c times K (CBF, CBV) and the same BAD, MTT and
+    local AIF, as deconvolution does, whatever the weights."""
+    aif, tissue, t = _curves()
+    tissue = tissue + 25.0  # every curve clearly above MIN_TISSUE_AMPLITUDE, so the floor plays no part
+    once = estimate_curves(aif, tissue, t, model=untrained_amplitude)
+    scaled = estimate_curves(aif, factor * tissue, t, model=untrained_amplitude)
+    np.testing.assert_allclose(scaled["residue"], factor * once["residue"], rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(scaled["cbf"], factor * once["cbf"], rtol=1e-4)
+    np.testing.assert_allclose(scaled["cbv"], factor * once["cbv"], rtol=1e-4)
+    for key in ("bad", "mtt", "local_aif"):
+        np.testing.assert_allclose(scaled[key], once[key], rtol=1e-4, atol=1e-4)
+
+
+def test_aif_peak_normalisation_is_not_linear_in_the_curve(untrained):
+    """The guard of the test above: the 'aif_peak' network's K does not scale with the curve."""
+    aif, tissue, t = _curves()
+    tissue = tissue + 25.0
+    once = estimate_curves(aif, tissue, t, model=untrained)
+    scaled = estimate_curves(aif, 3.0 * tissue, t, model=untrained)
+    assert not np.allclose(scaled["cbf"], 3.0 * once["cbf"], rtol=1e-2)
+
+
+def test_weights_keep_their_normalisation_and_old_weights_read_as_aif_peak(untrained_amplitude, tmp_path):
+    path = save_weights(untrained_amplitude, tmp_path / "amplitude.safetensors")
+    assert load_model(path).config.tissue_normalisation == "tissue_amplitude"
+    config = untrained_amplitude.config.to_dict()
+    del config["tissue_normalisation"]  # as in weights written before the field existed
+    assert ModelConfig.from_dict(config).tissue_normalisation == "aif_peak"
+    with pytest.raises(ValueError, match="Unknown tissue_normalisation 'peak'"):
+        ModelConfig(tissue_normalisation="peak")
