@@ -414,3 +414,26 @@ def test_a_batch_closes_the_physics_in_the_network_units(normalisation):
         running = (batch.tissue[:, :-2] + batch.tissue[:, 1:-1] + batch.tissue[:, 2:]) / 3
         heights = running.max(-1).values[torch.from_numpy(sim.cbf > 1)]
         torch.testing.assert_close(heights, torch.full_like(heights, 0.5), rtol=1e-4, atol=1e-4)
+
+
+def test_the_curve_weights_give_the_aif_peak_loss_in_either_normalisation():
+    """The same physical estimate (local AIF, K, BAD) costs the same in both normalisations."""
+    import numpy as np
+
+    from ctp_nipype.perfusion.simulate import simulate_curves
+
+    sim = simulate_curves(16, np.random.default_rng(5), frame_interval=1.5, n_frames=50)
+    weights = training.LossWeights(bad=1.0, local_aif=500.0, tissue=14.0, smooth=300.0, residue=20.0)
+    losses = {}
+    for normalisation in ("aif_peak", "tissue_amplitude"):
+        batch = training.batch_from_simulation(sim, normalisation)
+        # an imperfect estimate: K 20% low and rippled, the local AIF 10% high, BAD 1 s late
+        ripple = 1 + 0.05 * torch.cos(torch.arange(batch.residue.shape[1]) / 2.0)
+        estimate_k = 0.8 * ripple * batch.residue * batch.residue_unit  # 1/s
+        output = {"residue": estimate_k / batch.residue_unit, "local_aif": 1.1 * batch.local_aif,
+                  "bad": batch.bad + 1.0}
+        total, terms = training.perfusion_loss(output, batch.target(), batch.dt, weights)
+        losses[normalisation] = (float(total), terms)
+    assert losses["tissue_amplitude"][0] == pytest.approx(losses["aif_peak"][0], rel=1e-4)
+    for name, value in losses["aif_peak"][1].items():
+        assert losses["tissue_amplitude"][1][name] == pytest.approx(value, rel=1e-4)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .loss import LossWeights, perfusion_loss
+from .loss import LossWeights, curve_weights, perfusion_loss
 from .model import normalise_tissue
 
 #: fine-tuning keeps only the unsupervised terms of eq. 2 (reconstruction 7 : smoothness 1 as in training)
@@ -81,15 +81,20 @@ def freeze_all_but_residue_head(model):
 
 
 def _scan_batch(scan, index, normalisation):
+    """The network's inputs for some voxels of a scan, and the loss's target (tissue and curve weights)."""
     times = np.asarray(scan.frame_times, np.float64)
     peak = float(np.max(scan.aif))
     if not peak > 0:
         raise ValueError(f"The global AIF of {scan.name} has no positive peak; check the AIF file.")
+    tissue, residue_unit = normalise_tissue(scan.tissue[index], peak, normalisation)
+    tissue = torch.as_tensor(tissue)
+    target = {"tissue": tissue, "curve_weight": torch.as_tensor(curve_weights(residue_unit), dtype=torch.float32)}
     return (
-        torch.as_tensor(normalise_tissue(scan.tissue[index], peak, normalisation)[0]),
+        tissue,
         torch.as_tensor(np.asarray(scan.aif, np.float32) / peak),
         torch.as_tensor((times - times[0]).astype(np.float32)),
         float(np.mean(np.diff(times))),
+        target,
     )
 
 
@@ -100,9 +105,9 @@ def reconstruction_loss(model, scans, n_voxels=512, seed=0, weights=FINETUNE_WEI
     with torch.no_grad():
         for scan in scans:
             index = rng.choice(scan.tissue.shape[0], min(n_voxels, scan.tissue.shape[0]), replace=False)
-            tissue, aif, times, dt = _scan_batch(scan, index, model.config.tissue_normalisation)
+            tissue, aif, times, dt, target = _scan_batch(scan, index, model.config.tissue_normalisation)
             out = model(tissue, aif, times)
-            loss, _ = perfusion_loss(out, {"tissue": tissue}, dt, weights)
+            loss, _ = perfusion_loss(out, target, dt, weights)
             total += float(loss) * index.size
             count += index.size
     return total / max(count, 1)
@@ -151,9 +156,9 @@ def finetune(model, scans, steps=200, batch_size=128, learning_rate=1e-4, seed=0
     for step in iterator:
         scan = scans[step % len(scans)]
         index = rng.choice(scan.tissue.shape[0], min(batch_size, scan.tissue.shape[0]), replace=False)
-        tissue, aif, times, dt = _scan_batch(scan, index, model.config.tissue_normalisation)
+        tissue, aif, times, dt, target = _scan_batch(scan, index, model.config.tissue_normalisation)
         out = model(tissue, aif, times)
-        loss, _ = perfusion_loss(out, {"tissue": tissue}, dt, weights)
+        loss, _ = perfusion_loss(out, target, dt, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

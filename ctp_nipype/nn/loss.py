@@ -45,6 +45,22 @@ def reconstruct_tissue(local_aif, residue, dt):
     return (TISSUE_GAIN / RESIDUE_SCALE) * trapezoid_convolve(local_aif, residue, dt)
 
 
+def curve_weights(residue_unit):
+    """Per-curve loss weights that give the tissue, smoothness and residue terms in ``'aif_peak'`` units.
+
+    With ``'tissue_amplitude'`` every curve reaches the network at one height, so an unweighted mean
+    squared error would count a curve of CBF 5 as much as one of CBF 150; weighting each curve by
+    ``(RESIDUE_SCALE * residue_unit)**2`` (``(a / (s * REFERENCE_TISSUE_AMPLITUDE))**2``) gives back
+    the loss of the paper's absolute units, curve for curve. With ``'aif_peak'`` the weights are 1.
+
+    Parameters
+    ----------
+    residue_unit : ndarray or Tensor, shape (B, 1)
+        :func:`.model.normalise_tissue`'s second output.
+    """
+    return (RESIDUE_SCALE * residue_unit) ** 2
+
+
 def second_derivative(curves, dt):
     """``d^2 / dt^2`` by central differences, (B, T) -> (B, T - 2); ``dt`` scalar or (B,)."""
     diff = curves[..., 2:] - 2 * curves[..., 1:-1] + curves[..., :-2]
@@ -71,7 +87,10 @@ def perfusion_loss(output, target, dt, weights: LossWeights, valid=None):
         ``tissue`` (B, T) in encoder units (the noisy input, as in the paper),
         ``bad`` (B,) s; optionally ``local_aif`` (B, T) in AIF-peak units and
         ``residue`` (B, T) in network units. Missing targets drop their term
-        (fine-tuning has no labels).
+        (fine-tuning has no labels). Optionally ``curve_weight`` (B, 1): each
+        curve's weight in the tissue, smoothness and residue terms, which
+        :func:`curve_weights` sets so that these terms are those of
+        ``'aif_peak'`` units whatever the normalisation.
     dt : float or Tensor (B,)
         Frame interval in seconds.
     weights : LossWeights
@@ -84,15 +103,18 @@ def perfusion_loss(output, target, dt, weights: LossWeights, valid=None):
         Each weighted term (for the log).
     """
     terms = {}
+    curve_weight = target.get("curve_weight", 1.0)
     reconstructed = reconstruct_tissue(output["local_aif"], output["residue"], dt)
-    terms["tissue"] = weights.tissue * _masked_mean((reconstructed - target["tissue"]) ** 2, valid)
-    curvature = second_derivative(output["residue"], dt) ** 2
+    terms["tissue"] = weights.tissue * _masked_mean(curve_weight * (reconstructed - target["tissue"]) ** 2, valid)
+    curvature = curve_weight * second_derivative(output["residue"], dt) ** 2
     terms["smooth"] = weights.smooth * _masked_mean(curvature, None if valid is None else valid[..., 2:])
     if "bad" in target and weights.bad:
         terms["bad"] = weights.bad * ((output["bad"] - target["bad"]) ** 2).mean()
     if "local_aif" in target and weights.local_aif:
         terms["local_aif"] = weights.local_aif * _masked_mean((output["local_aif"] - target["local_aif"]) ** 2, valid)
     if "residue" in target and weights.residue:
-        terms["residue"] = weights.residue * _masked_mean((output["residue"] - target["residue"]) ** 2, valid)
+        terms["residue"] = weights.residue * _masked_mean(
+            curve_weight * (output["residue"] - target["residue"]) ** 2, valid
+        )
     total = sum(terms.values())
     return total, {name: float(value.detach()) for name, value in terms.items()}

@@ -61,7 +61,7 @@ import torch
 from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
 from ..perfusion.simulate import TRAINING_RANGES, simulate_curves
 from . import dataset
-from .loss import LossWeights, perfusion_loss
+from .loss import LossWeights, curve_weights, perfusion_loss
 from .model import RESIDUE_SCALE, ModelConfig, PerfusionTransformer, normalise_tissue
 from .weights import SHIPPED_WEIGHTS, load_model, read_metadata, save_weights
 
@@ -147,13 +147,15 @@ class Batch:
     residue: torch.Tensor  # (B, T) K / residue_unit (RESIDUE_SCALE * K with 'aif_peak')
     bad: torch.Tensor  # (B,) s
     residue_unit: torch.Tensor  # (B, 1) K [1/s] per unit of the residue head
+    curve_weight: torch.Tensor  # (B, 1) loss.curve_weights: the loss in 'aif_peak' units
 
     def to(self, device):
         fields = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
         return Batch(**fields)
 
     def target(self):
-        return {"tissue": self.tissue, "bad": self.bad, "local_aif": self.local_aif, "residue": self.residue}
+        return {"tissue": self.tissue, "bad": self.bad, "local_aif": self.local_aif, "residue": self.residue,
+                "curve_weight": self.curve_weight}
 
 
 def batch_from_simulation(sim, normalisation="aif_peak"):
@@ -180,6 +182,7 @@ def batch_from_simulation(sim, normalisation="aif_peak"):
         residue=tensor(np.asarray(sim.residue) / residue_unit),
         bad=tensor(sim.delay),
         residue_unit=tensor(residue_unit),
+        curve_weight=tensor(curve_weights(residue_unit)),
     )
 
 
