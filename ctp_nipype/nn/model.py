@@ -62,6 +62,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import uniform_filter1d
 from torch import nn
 
 #: encoder input = TISSUE_GAIN * tissue / (global AIF peak): tissue curves are ~1-10% of the AIF
@@ -82,7 +83,8 @@ def tissue_amplitude(tissue):
     """A curve's amplitude: the maximum of its three-frame running mean, per row.
 
     Positively homogeneous (``tissue_amplitude(c * x) == c * tissue_amplitude(x)`` for
-    ``c > 0``), and less driven by one noisy frame than the maximum itself.
+    ``c > 0``), and less driven by one noisy frame than the maximum itself. The running mean is
+    scipy's ``uniform_filter1d`` (edges repeated), as in the AIF selection's smoothing.
 
     Parameters
     ----------
@@ -90,18 +92,17 @@ def tissue_amplitude(tissue):
 
     Returns
     -------
-    ndarray, shape (n, 1)
+    ndarray, shape (n, 1), the input's float precision
 
     Examples
     --------
     >>> tissue_amplitude(np.array([[0.0, 3.0, 6.0, 3.0, 0.0]]))
     array([[4.]])
     """
-    tissue = np.asarray(tissue, dtype=np.float64)
-    if tissue.shape[-1] < 3:
-        return tissue.max(axis=-1, keepdims=True)
-    running = (tissue[..., :-2] + tissue[..., 1:-1] + tissue[..., 2:]) / 3.0
-    return running.max(axis=-1, keepdims=True)
+    tissue = np.asarray(tissue)
+    if not np.issubdtype(tissue.dtype, np.floating):
+        tissue = tissue.astype(np.float64)
+    return uniform_filter1d(tissue, 3, axis=-1, mode="nearest").max(axis=-1, keepdims=True)
 
 
 def normalise_tissue(tissue, aif_peak, normalisation="aif_peak"):
@@ -110,7 +111,8 @@ def normalise_tissue(tissue, aif_peak, normalisation="aif_peak"):
     Parameters
     ----------
     tissue : ndarray, shape (n, T)
-        Tissue concentration (HU above baseline).
+        Tissue concentration (HU above baseline). Read in float32: a scan's million voxels are not
+        copied in double precision.
     aif_peak : float or ndarray, shape (n, 1)
         Peak of the global AIF (HU above baseline), one for all curves or one per curve.
     normalisation : {'aif_peak', 'tissue_amplitude'}
@@ -132,7 +134,7 @@ def normalise_tissue(tissue, aif_peak, normalisation="aif_peak"):
     >>> bool(np.allclose(x1, x2)), float(unit2[0, 0] / unit1[0, 0])
     (True, 2.0)
     """
-    tissue = np.asarray(tissue, dtype=np.float64)
+    tissue = np.asarray(tissue, dtype=np.float32)
     peak = np.asarray(aif_peak, dtype=np.float64)
     if normalisation == "aif_peak":
         gain = TISSUE_GAIN / peak * np.ones((tissue.shape[0], 1))
@@ -142,7 +144,7 @@ def normalise_tissue(tissue, aif_peak, normalisation="aif_peak"):
     else:
         raise ValueError(f"Unknown tissue normalisation {normalisation!r}; known: {TISSUE_NORMALISATIONS}.")
     residue_unit = TISSUE_GAIN / (RESIDUE_SCALE * peak * gain)
-    return (gain * tissue).astype(np.float32), residue_unit
+    return gain.astype(np.float32) * tissue, residue_unit
 
 
 @dataclass
