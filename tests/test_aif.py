@@ -86,3 +86,38 @@ def test_phantom_acceptance(seed):
     # the whole-window area too, with the looser bound the baseline noise allows
     concentration = result.aif_corrected - result.aif_corrected[: result.n_baseline_frames].mean()
     assert trapezoid_integral(concentration, 1.0) == pytest.approx(true_area, rel=0.25)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    t0=st.floats(3.0, 12.0),
+    beta=st.floats(0.8, 2.5),
+    peak=st.floats(20.0, 600.0),
+    baseline=st.floats(-20.0, 80.0),
+    first=st.integers(0, 55),
+    length=st.integers(1, 8),
+)
+def test_censored_first_pass_share_of_the_aif(t0, beta, peak, baseline, first, length):
+    """The share of an AIF's first pass in censored frames: independent of the curve's height and baseline,
+    0 when no first-pass frame is censored, 1 when all are, and the peak flagged exactly when its frame is."""
+    from ctp_nipype.perfusion.aif import censored_first_pass
+
+    t = np.arange(60.0)
+    bolus = gamma_variate_aif(t, t0=t0, alpha=3.0, beta=beta, peak=1.0)
+    censored = np.zeros(60, bool)
+    censored[first:first + length] = True
+    n_base = int(t0)
+    found = censored_first_pass(baseline + peak * bolus, censored, n_base)
+    unit = censored_first_pass(bolus, censored, n_base)
+    assert found.censored_share == pytest.approx(unit.censored_share, abs=1e-9)
+    assert found.peak_censored == bool(censored[np.argmax(bolus)])
+    assert 0.0 <= found.censored_share <= 1.0
+    if not found.censored_first_pass_frames:
+        assert found.censored_share == 0.0
+    else:
+        # censoring the whole first pass leaves none of it measured
+        whole = np.zeros(60, bool)
+        whole[n_base:] = True
+        assert censored_first_pass(bolus, whole, n_base).censored_share == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="censored_frames has shape"):
+        censored_first_pass(bolus, censored[:-1], n_base)

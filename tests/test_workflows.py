@@ -265,6 +265,7 @@ def test_motion_correction_end_to_end_on_a_moving_head(tmp_path):
     labels = truth_labels(bids)
     curves = json.loads((out / "sub-01_ses-01_desc-global_aif.json").read_text())
     assert curves["CensoredFrames"] == [27, 28, 29, 30, 31]
+    assert not curves["AIFFirstPassCensoring"]["PeakCensored"]  # motion after the first pass: no repair warning
     assert [int(labels[tuple(v)]) for v in curves["AIFVoxels"]].count(4) >= 4  # artery
     assert [int(labels[tuple(v)]) for v in curves["VOFVoxels"]].count(5) >= 4  # vein
     assert curves["PartialVolumeCorrection"]["Applied"]

@@ -243,6 +243,9 @@ def summarise_outputs(output_dir, since):
         reason = correction.get("NotAppliedBecause") if isinstance(correction, dict) else None
         if reason:
             lines.append(f"warning: {side.name}: partial-volume correction of the AIF not applied ({reason})")
+        censoring = _read_sidecar_key(side, "AIFFirstPassCensoring")
+        if isinstance(censoring, dict) and censoring.get("Warning"):
+            lines.append(f"warning: {side.name}: {censoring['Warning']}")
         motion_warning = _read_sidecar_key(side, "HeadMotionWarning")
         if motion_warning:
             lines.append(f"warning: {side.name}: {motion_warning}")

@@ -111,6 +111,9 @@ class ScanReport(SimpleInterface):
         scale = curves_sidecar.get("PartialVolumeCorrection", {}).get("Scale")
         if scale is not None and scale > 3:
             warnings.append(f"The AIF was scaled by {scale:.2g} for partial volume: check the chosen artery.")
+        censoring_warning = (curves_sidecar.get("AIFFirstPassCensoring") or {}).get("Warning")
+        if censoring_warning:
+            warnings.append(censoring_warning)
 
         maps = {}
         for path in _defined(self.inputs.map_files, []):

@@ -675,6 +675,74 @@ def uncorrected_aif(aif_hu, frame_times, censored_frames=None, repair_aif=True):
     return aif_hu, n_base
 
 
+@dataclass
+class CensoredFirstPass:
+    """How much of an AIF's first pass was repaired rather than measured (:func:`censored_first_pass`).
+
+    ``peak_censored``: the curve's maximum lies in a censored frame, so its height and time come from the
+    gamma-variate repair; ``censored_share``: share of the first pass's enhancement (HU s above baseline, from
+    arrival to the fall below ``FIRST_PASS_CUTOFF`` of the peak) in censored frames; ``censored_first_pass_frames``:
+    the censored frames inside that first pass.
+    """
+
+    peak_censored: bool
+    censored_share: float
+    censored_first_pass_frames: list
+
+
+def censored_first_pass(aif_hu, censored_frames, n_baseline_frames, cutoff=FIRST_PASS_CUTOFF):
+    """How much of a (repaired) AIF's first pass lies in censored frames.
+
+    When head motion displaces the frames of the arterial first pass, the AIF's
+    peak, which sets every method's CBF scale, is what the gamma-variate repair
+    (:func:`repair_censored_frames`) says it was, not what was measured. This
+    says how much of the first pass that is, so that a run can warn.
+
+    Parameters
+    ----------
+    aif_hu : array_like, shape (T,)
+        The AIF in HU, baseline included, as deconvolved (repaired).
+    censored_frames : array_like of bool, shape (T,)
+    n_baseline_frames : int
+        Pre-bolus frames (the baseline is their mean).
+    cutoff : float
+        Fraction of the peak below which the falling curve has left its first pass.
+
+    Returns
+    -------
+    CensoredFirstPass
+
+    Examples
+    --------
+    >>> t = np.arange(40.0)
+    >>> aif = 40 + gamma_variate_aif(t, t0=5.0, alpha=3.0, beta=1.5, peak=300)
+    >>> censored = np.zeros(40, bool); censored[8:11] = True
+    >>> found = censored_first_pass(aif, censored, 5)
+    >>> found.peak_censored, round(found.censored_share, 2), found.censored_first_pass_frames
+    (True, 0.47, [8, 9, 10])
+    >>> censored_first_pass(aif, np.roll(censored, 20), 5).censored_share
+    0.0
+    """
+    concentration = to_concentration(np.asarray(aif_hu, dtype=float), int(n_baseline_frames))
+    censored = np.asarray(censored_frames, dtype=bool)
+    if censored.shape != concentration.shape:
+        raise ValueError(f"censored_frames has shape {censored.shape}, the AIF {concentration.shape}.")
+    peak_index = int(np.argmax(concentration))
+    peak = concentration[peak_index]
+    if not peak > 0:
+        raise SelectionError("The AIF never rises above its baseline.")
+    frames = np.arange(concentration.size)
+    ends = np.flatnonzero((frames > peak_index) & (concentration < cutoff * peak))
+    end = int(ends[0]) if ends.size else concentration.size
+    first_pass = (frames >= int(n_baseline_frames)) & (frames < end)
+    enhancement = np.clip(concentration, 0, None) * first_pass
+    return CensoredFirstPass(
+        peak_censored=bool(censored[peak_index]),
+        censored_share=float(enhancement[censored].sum() / enhancement.sum()),
+        censored_first_pass_frames=np.flatnonzero(censored & first_pass).tolist(),
+    )
+
+
 def _rank_on_repaired_curves(features, curves_hu, baseline, times, censored, n_base, n_aif_voxels):
     """Give the likely vessels whose first pass a censored frame cuts the features of repaired curves (in place).
 
