@@ -317,3 +317,36 @@ def test_a_share_of_low_alpha_residues_drawn_log_uniformly():
         SimulationRanges(alpha_one_fraction=0.6, low_alpha_fraction=0.5)
     with pytest.raises(ValueError, match="above 0"):
         SimulationRanges(low_alpha=(0.0, 10.0))
+
+
+def test_a_share_of_two_tissue_mixtures_closes_the_physics():
+    """Partial-volume mixtures (mixture_fraction): w C1 + (1 - w) C2 behind one local AIF. Their truths are the
+    mixture's (CBV from the curves' areas with the SVD family, CBF = K(0), MTT = 60 CBV / CBF), the residue stays
+    non-negative and non-increasing, the curves not picked are those of the same seed without the share, and
+    the noise keeps the SNR definition on the mixed curve."""
+    from dataclasses import replace
+
+    ranges = replace(TRAINING_RANGES, mixture_fraction=0.5, mtt=(3.43, 12.0))
+    plain = simulate_curves(400, 21, replace(ranges, mixture_fraction=0.0), frame_interval=1.0, n_frames=120,
+                            aif_type="gamma", snr_db=np.inf)
+    sim = simulate_curves(400, 21, ranges, frame_interval=1.0, n_frames=120, aif_type="gamma", snr_db=np.inf)
+    mixed = np.flatnonzero(~np.all(sim.tissue_clean == plain.tissue_clean, axis=1))
+    assert 0.4 < mixed.size / 400 < 0.6
+    kept = np.setdiff1d(np.arange(400), mixed)
+    for name in ("tissue", "residue", "cbf", "cbv", "mtt", "local_aif"):
+        np.testing.assert_array_equal(getattr(sim, name)[kept], getattr(plain, name)[kept])
+    np.testing.assert_array_equal(sim.local_aif, plain.local_aif)  # one artery feeds both tissues
+    rows = mixed[sim.cbf[mixed] > 5][:10]
+    cbv = np.array([SVDModel(sim.global_aif[i], sim.frame_times, "ssvd").fit(sim.tissue[i : i + 1]).cbv[0]
+                    for i in rows])
+    np.testing.assert_allclose(cbv, sim.cbv[rows], rtol=0.01)
+    np.testing.assert_allclose(sim.cbv, sim.cbf * sim.mtt / 60.0, rtol=1e-5)
+    flow = sim.residue[mixed, 0] * 6000.0 * KAPPA_H / RHO  # K(0) in 1/s back to ml/100 g/min
+    np.testing.assert_allclose(flow, sim.cbf[mixed], rtol=1e-4, atol=1e-3)
+    assert np.all(sim.residue[mixed] >= 0) and np.all(np.diff(sim.residue[mixed], axis=1) <= 1e-7)
+    # a mixture differs from both of its tissues: its CBF lies between theirs, not on the first's
+    assert np.mean(np.abs(sim.cbf[mixed] - plain.cbf[mixed]) > 1.0) > 0.8
+    noisy = simulate_curves(400, 21, ranges, frame_interval=1.0, n_frames=120, aif_type="gamma", snr_db=10.0)
+    np.testing.assert_allclose(noisy.noise_sigma, noisy.tissue_clean.max(axis=1) / 10 ** 0.5, rtol=1e-5)
+    with pytest.raises(ValueError, match="mixture_weight must lie within"):
+        SimulationRanges(mixture_weight=(0.5, 1.5))

@@ -496,6 +496,13 @@ class SimulationRanges:
         extra draw.
     low_alpha : (float, float)
         Range of that log-uniform draw (both bounds > 0).
+    mixture_fraction : float
+        Share of curves that are partial-volume mixtures of two tissues
+        (:func:`mix_compartments`): a second residue (its own CBF, MTT and
+        alpha, drawn from these ranges) behind the same local AIF, weighted
+        ``1 - w``. Default 0: no mixture and no extra draw.
+    mixture_weight : (float, float)
+        Range of the first tissue's weight ``w`` (uniform).
     delay : (float, float)
         Bolus arrival delay of the tissue relative to the global AIF, s.
     frame_interval : (float, float)
@@ -521,6 +528,8 @@ class SimulationRanges:
     alpha_one_fraction: float = 0.0
     low_alpha_fraction: float = 0.0
     low_alpha: tuple = (1.0, 10.0)
+    mixture_fraction: float = 0.0
+    mixture_weight: tuple = (0.5, 0.95)
     delay: tuple = (0.0, 25.0)
     frame_interval: tuple = (1.0, 2.0)
     n_frames: tuple = (45, 120)
@@ -536,7 +545,7 @@ class SimulationRanges:
                 unknown = set(value) - set(AIF_TYPES)
                 if not value or unknown:
                     raise ValueError(f"aif_types must be a non-empty subset of {AIF_TYPES}, got {value}.")
-            elif item.name in ("t_a_zero_fraction", "alpha_one_fraction", "low_alpha_fraction"):
+            elif item.name in ("t_a_zero_fraction", "alpha_one_fraction", "low_alpha_fraction", "mixture_fraction"):
                 if not 0 <= value <= 1:
                     raise ValueError(f"{item.name} must lie in [0, 1], got {value}.")
             elif len(value) != 2 or not value[0] <= value[1]:
@@ -547,6 +556,8 @@ class SimulationRanges:
         for name, low in minimum.items():
             if getattr(self, name)[0] < low:
                 raise ValueError(f"The range {name} starts below its physical minimum {low}: {getattr(self, name)}.")
+        if not (0 <= self.mixture_weight[0] and self.mixture_weight[1] <= 1):
+            raise ValueError(f"mixture_weight must lie within [0, 1], got {self.mixture_weight}.")
         if self.alpha_one_fraction + self.low_alpha_fraction > 1:
             raise ValueError(
                 f"alpha_one_fraction + low_alpha_fraction must be at most 1, got "
@@ -951,7 +962,7 @@ def simulate_curves(
         add_noise_rows(slice(0, n))
     if aif_snr_db is not None:
         global_aif = add_noise(global_aif, aif_snr_db, rng).astype(np.float32)
-    return SimulatedCurves(
+    sim = SimulatedCurves(
         frame_times=frame_times,
         global_aif=global_aif.astype(np.float32, copy=False),
         local_aif=local_aif,
@@ -971,3 +982,65 @@ def simulate_curves(
         aif_value_scale=value_scale,
         aif_onset=onset,
     )
+    if ranges.mixture_fraction > 0:
+        sim = mix_compartments(sim, rng, ranges, fine_dt=fine_dt, kappa_h=kappa_h, rho=rho)
+    return sim
+
+
+def mix_compartments(sim, rng, ranges, **simulate_kwargs):
+    """Make a share of simulated curves partial-volume mixtures of two tissues behind one local AIF.
+
+    A voxel at a tissue boundary holds two tissues fed by the same artery: its
+    curve is ``w * C1 + (1 - w) * C2`` with ``C_i = Ca_local (x) K_i``, that is
+    the local AIF convolved with the mixed flow-scaled residue
+    ``K = w * K1 + (1 - w) * K2``, still non-negative and non-increasing. For a
+    share ``ranges.mixture_fraction`` of the curves of ``sim`` a second tissue
+    is drawn (its CBF, MTT and alpha from ``ranges``; the AIF, delay and
+    dispersion of the first), ``w`` uniformly from ``ranges.mixture_weight``,
+    and the noise drawn again at the curve's SNR on the mixed curve's peak.
+    The truths become those of the mixture: ``CBF = K(0)`` scaled (``w CBF1 +
+    (1 - w) CBF2``), ``CBV = w CBV1 + (1 - w) CBV2``, ``MTT = 60 CBV / CBF``;
+    ``alpha`` stays the first tissue's.
+
+    Parameters
+    ----------
+    sim : SimulatedCurves
+    rng : numpy.random.Generator
+    ranges : SimulationRanges
+    **simulate_kwargs
+        ``fine_dt``, ``kappa_h``, ``rho`` of the first simulation.
+
+    Returns
+    -------
+    SimulatedCurves (a new one; ``sim`` is unchanged)
+
+    Examples
+    --------
+    >>> sim = simulate_curves(200, 3, replace(TRAINING_RANGES, mixture_fraction=0.5), snr_db=np.inf)
+    >>> bool(np.allclose(sim.cbv, sim.cbf * sim.mtt / 60, rtol=1e-5))
+    True
+    """
+    picked = np.flatnonzero(rng.random(sim.n_curves) < ranges.mixture_fraction)
+    if picked.size == 0:
+        return sim
+    first = sim.select(picked)
+    second = simulate_curves(
+        picked.size, rng, replace(ranges, mixture_fraction=0.0, alpha_one_fraction=0.0, low_alpha_fraction=0.0),
+        first.frame_interval, first.n_frames, aif_type=first.aif_type, aif_time_scale=first.aif_time_scale,
+        aif_value_scale=first.aif_value_scale, aif_onset=first.aif_onset, delay=first.delay, t_a=first.t_a,
+        snr_db=np.inf, **simulate_kwargs,
+    )
+    weight = rng.uniform(*ranges.mixture_weight, picked.size)
+    w, rest = weight[:, None].astype(np.float32), (1.0 - weight)[:, None].astype(np.float32)
+    clean = w * first.tissue_clean + rest * second.tissue_clean
+    cbf = weight * first.cbf + (1.0 - weight) * second.cbf
+    cbv = weight * first.cbv + (1.0 - weight) * second.cbv
+    sigma = noise_sigma(clean.max(axis=1), first.snr_db)
+    out = {name: np.array(getattr(sim, name), copy=True)
+           for name in ("tissue", "tissue_clean", "residue", "cbf", "cbv", "mtt", "noise_sigma")}
+    out["tissue_clean"][picked] = clean
+    out["tissue"][picked] = clean + (sigma[:, None] * rng.standard_normal(clean.shape)).astype(np.float32)
+    out["residue"][picked] = w * first.residue + rest * second.residue
+    out["cbf"][picked], out["cbv"][picked], out["noise_sigma"][picked] = cbf, cbv, sigma
+    out["mtt"][picked] = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), first.mtt)
+    return replace(sim, **out)
