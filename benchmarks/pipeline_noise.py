@@ -8,6 +8,7 @@ label over the median of the true CBF there. Unlike ``phantom_steps.py`` (true A
 every step of the pipeline counts here.
 
     python benchmarks/pipeline_noise.py [--noise-hu 0 1 2 4 8] [--seeds 4] [--size small] [--work DIR]
+        [--methods ssvd csvd osvd transformer] [--weights FILE.safetensors]
 
 About 10 s per seed and noise level on 2 cores with the network (small phantom), 80 s on the demo one.
 """
@@ -31,7 +32,7 @@ from ctp_nipype.cli.phantom import main as phantom_main  # noqa: E402
 from ctp_nipype.nn.weights import shipped_weights_available  # noqa: E402
 
 
-def grey_matter_ratios(root, noise_hu, seed, methods, size="small"):
+def grey_matter_ratios(root, noise_hu, seed, methods, size="small", weights=None):
     """Median grey-matter CBF / truth per method, one BIDS App run on a fresh phantom under ``root``."""
     bids, out = root / "bids", root / "out"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -39,7 +40,7 @@ def grey_matter_ratios(root, noise_hu, seed, methods, size="small"):
                          "--noise-sd", str(noise_hu)]) != 0:
             raise RuntimeError(f"ctp-phantom failed at {noise_hu} HU")
         argv = [str(bids), str(out), "participant", "--methods", *methods, "-w", str(root / "work"),
-                "--nprocs", "1", "--device", "cpu"]
+                "--nprocs", "1", "--device", "cpu"] + ([] if weights is None else ["--weights", str(weights)])
         if bids_app.main(argv) != 0:
             raise RuntimeError(f"ctp-bids-app failed at {noise_hu} HU: {' '.join(argv)}")
     return ratios_of_run(bids, out / "sub-01" / "ses-01" / "perf", methods)
@@ -51,9 +52,13 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[4])
     parser.add_argument("--size", default="small", choices=("small", "demo"))
     parser.add_argument("--work", type=Path, help="where the phantoms and runs go (default a temporary folder)")
+    parser.add_argument("--methods", nargs="+", help="default: every method (the network when weights exist)")
+    parser.add_argument("--weights", type=Path, help="network weights instead of the shipped ones")
     args = parser.parse_args(argv)
-    methods = ["ssvd", "csvd", "osvd"] + (["transformer"] if shipped_weights_available() else [])
-    print(f"{args.size} phantom, BIDS App with default settings; grey-matter CBF / truth (median)\n")
+    methods = args.methods or (["ssvd", "csvd", "osvd"]
+                               + (["transformer"] if shipped_weights_available() or args.weights else []))
+    print(f"{args.size} phantom, BIDS App with default settings{'' if args.weights is None else f', weights {args.weights}'};"
+          " grey-matter CBF / truth (median)\n")
     print("| seed | noise (HU) | " + " | ".join(methods) + " | run (s) |")
     print("|---:|---:|" + "---:|" * (len(methods) + 1))
     with tempfile.TemporaryDirectory() as scratch:
@@ -61,7 +66,8 @@ def main(argv=None):
         for seed in args.seeds:
             for noise in args.noise_hu:
                 start = time.perf_counter()
-                ratios = grey_matter_ratios(base / f"seed-{seed}-noise-{noise:g}", noise, seed, methods, args.size)
+                ratios = grey_matter_ratios(base / f"seed-{seed}-noise-{noise:g}", noise, seed, methods, args.size,
+                                            args.weights)
                 print(f"| {seed} | {noise:g} | " + " | ".join(f"{ratios[m]:.2f}" for m in methods)
                       + f" | {time.perf_counter() - start:.0f} |", flush=True)
 
