@@ -995,8 +995,9 @@ def mix_compartments(sim, rng, ranges, **simulate_kwargs):
     the local AIF convolved with the mixed flow-scaled residue
     ``K = w * K1 + (1 - w) * K2``, still non-negative and non-increasing. For a
     share ``ranges.mixture_fraction`` of the curves of ``sim`` a second tissue
-    is drawn (its CBF, MTT and alpha from ``ranges``; the AIF, delay and
-    dispersion of the first), ``w`` uniformly from ``ranges.mixture_weight``,
+    is drawn (its CBF, MTT and alpha uniformly from ``ranges.cbf``, ``.mtt``
+    and ``.alpha``, without the exponential or low-alpha shares; the AIF,
+    delay and dispersion of the first), ``w`` uniformly from ``ranges.mixture_weight``,
     and the noise drawn again at the curve's SNR on the mixed curve's peak.
     The truths become those of the mixture: ``CBF = K(0)`` scaled (``w CBF1 +
     (1 - w) CBF2``), ``CBV = w CBV1 + (1 - w) CBV2``, ``MTT = 60 CBV / CBF``;
