@@ -731,10 +731,10 @@ def censored_first_pass(aif_hu, censored_frames, n_baseline_frames, cutoff=FIRST
     peak = concentration[peak_index]
     if not peak > 0:
         raise SelectionError("The AIF never rises above its baseline.")
-    frames = np.arange(concentration.size)
-    ends = np.flatnonzero((frames > peak_index) & (concentration < cutoff * peak))
-    end = int(ends[0]) if ends.size else concentration.size
-    first_pass = (frames >= int(n_baseline_frames)) & (frames < end)
+    # the first pass as fit_gamma_variate (and so the repair) bounds it, in frame units
+    frames = np.arange(concentration.size, dtype=float)
+    end = _falling_crossing(concentration[None], np.array([cutoff * peak]), frames, np.array([peak_index]))[0]
+    first_pass = (frames >= int(n_baseline_frames)) & (frames <= end)
     enhancement = np.clip(concentration, 0, None) * first_pass
     return CensoredFirstPass(
         peak_censored=bool(censored[peak_index]),

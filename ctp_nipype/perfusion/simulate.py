@@ -499,8 +499,8 @@ class SimulationRanges:
     mixture_fraction : float
         Share of curves that are partial-volume mixtures of two tissues
         (:func:`mix_compartments`): a second residue (its own CBF, MTT and
-        alpha, drawn from these ranges) behind the same local AIF, weighted
-        ``1 - w``. Default 0: no mixture and no extra draw.
+        alpha, drawn uniformly from these ranges) behind the same local AIF,
+        weighted ``1 - w``. Default 0: no mixture and no extra draw.
     mixture_weight : (float, float)
         Range of the first tissue's weight ``w`` (uniform).
     delay : (float, float)
@@ -1036,11 +1036,11 @@ def mix_compartments(sim, rng, ranges, **simulate_kwargs):
     clean = w * first.tissue_clean + rest * second.tissue_clean
     cbf = weight * first.cbf + (1.0 - weight) * second.cbf
     cbv = weight * first.cbv + (1.0 - weight) * second.cbv
-    sigma = noise_sigma(clean.max(axis=1), first.snr_db)
     out = {name: np.array(getattr(sim, name), copy=True)
            for name in ("tissue", "tissue_clean", "residue", "cbf", "cbv", "mtt", "noise_sigma")}
     out["tissue_clean"][picked] = clean
-    out["tissue"][picked] = clean + (sigma[:, None] * rng.standard_normal(clean.shape)).astype(np.float32)
+    out["tissue"][picked] = add_noise(clean, first.snr_db, rng)
+    sigma = noise_sigma(clean.max(axis=1), first.snr_db)
     out["residue"][picked] = w * first.residue + rest * second.residue
     out["cbf"][picked], out["cbv"][picked], out["noise_sigma"][picked] = cbf, cbv, sigma
     out["mtt"][picked] = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), first.mtt)
