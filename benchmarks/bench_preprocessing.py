@@ -17,7 +17,7 @@ from ctp_nipype.perfusion.aif import estimate_baseline_frames, select_vascular_f
 from ctp_nipype.perfusion.filtering import guided_filter
 from ctp_nipype.perfusion.masks import brain_mask, csf_mask, time_average, vessel_mask
 from ctp_nipype.perfusion.motion import register_series
-from ctp_nipype.perfusion.simulate import gamma_variate_aif
+from ctp_nipype.sims.simulate import gamma_variate_aif
 
 SHAPE = (256, 256, 16)
 N_FRAMES = 60

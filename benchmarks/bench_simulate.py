@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from ctp_nipype.perfusion.simulate import simulate_curves
+from ctp_nipype.sims.simulate import simulate_curves
 
 
 def mean_rate(make, n_curves, repeats):

@@ -29,7 +29,7 @@ TARGETS_S = {"ssvd": 3.0, "csvd": 5.0, "osvd": 20.0}
 
 def _scan(shape, frames):
     from ctp_nipype.perfusion.prepare import prepare_curves
-    from ctp_nipype.perfusion.synthetic import synthetic_scan
+    from ctp_nipype.sims.synthetic import synthetic_scan
 
     scan = synthetic_scan(shape=tuple(shape), n_frames=frames, noise_sd=3.0, seed=0)
     return prepare_curves(scan.hu, scan.frame_times, scan.aif_hu)

@@ -32,7 +32,7 @@ from ctp_nipype.perfusion.motion import (
     displacement_from_reference,
     register_series,
 )
-from ctp_nipype.perfusion.phantom import PhantomLabel, apply_motion, make_phantom
+from ctp_nipype.sims.phantom import PhantomLabel, apply_motion, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.perfusion.svd import SVDModel
 

@@ -32,9 +32,9 @@ from ctp_nipype.nn.inference import estimate_curves
 from ctp_nipype.nn.weights import SHIPPED_WEIGHTS, load_model
 from ctp_nipype.perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
 from ctp_nipype.perfusion.filtering import guided_filter
-from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
-from ctp_nipype.perfusion.simulate import residue_function, simulate_curves
+from ctp_nipype.sims.simulate import residue_function, simulate_curves
 from ctp_nipype.perfusion.svd import SVDModel
 
 CBFS = (10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0)  # ml/100 g/min

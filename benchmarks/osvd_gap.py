@@ -51,11 +51,11 @@ import warnings
 import numpy as np
 
 from ctp_nipype.perfusion.evaluation import deconvolve_svd_batch
-from ctp_nipype.perfusion.phantom import MATERIAL_HU, make_phantom
+from ctp_nipype.sims.phantom import MATERIAL_HU, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
-from ctp_nipype.perfusion.simulate import AIF_PEAK_HU, GAMMA_AIF_SHAPE, TRAINING_RANGES, simulate_curves
+from ctp_nipype.sims.simulate import AIF_PEAK_HU, GAMMA_AIF_SHAPE, TRAINING_RANGES, simulate_curves
 from ctp_nipype.perfusion.svd import SVDModel
-from ctp_nipype.perfusion.testsets import COMMON_SETTINGS, TEST_CBV, make_test_set, n_frames_for
+from ctp_nipype.sims.testsets import COMMON_SETTINGS, TEST_CBV, make_test_set, n_frames_for
 from phantom_steps import grey_matter_svd  # benchmarks/, the script's own folder
 
 METHODS = ("osvd", "ssvd")

@@ -39,9 +39,9 @@ from test_workflows import grey_matter_ratios, truth_labels  # noqa: E402  (the 
 from ctp_nipype.cli import bids_app  # noqa: E402
 from ctp_nipype.cli.phantom import main as phantom_main  # noqa: E402
 from ctp_nipype.perfusion.evaluation import evaluate  # noqa: E402
-from ctp_nipype.perfusion.phantom import PhantomLabel  # noqa: E402
+from ctp_nipype.sims.phantom import PhantomLabel  # noqa: E402
 from ctp_nipype.perfusion.stats import dice  # noqa: E402
-from ctp_nipype.perfusion.testsets import TEST_SETS, make_test_set  # noqa: E402
+from ctp_nipype.sims.testsets import TEST_SETS, make_test_set  # noqa: E402
 
 
 def core_dice(bids, perf):

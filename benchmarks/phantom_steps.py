@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from ctp_nipype.perfusion import stats
 from ctp_nipype.perfusion.filtering import guided_filter
-from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.perfusion.svd import SVDModel, oscillation_index
 

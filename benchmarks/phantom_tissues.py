@@ -28,7 +28,7 @@ import test_lesion as lesion_test  # noqa: E402
 
 from ctp_nipype.nn.weights import SHIPPED_WEIGHTS, load_model  # noqa: E402
 from ctp_nipype.perfusion import stats  # noqa: E402
-from ctp_nipype.perfusion.phantom import PhantomLabel  # noqa: E402
+from ctp_nipype.sims.phantom import PhantomLabel  # noqa: E402
 
 TISSUES = (PhantomLabel.GREY_MATTER, PhantomLabel.WHITE_MATTER, PhantomLabel.PENUMBRA, PhantomLabel.CORE)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ctp_nipype.nn.inference import estimate_curves
 from ctp_nipype.nn.weights import SHIPPED_WEIGHTS, load_model
-from ctp_nipype.perfusion.simulate import simulate_curves
+from ctp_nipype.sims.simulate import simulate_curves
 
 ALPHAS = (1.0, 3.0, 10.0)
 SNRS_DB = (np.inf, 20.0, 12.0)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from ctp_nipype.perfusion.evaluation import SVD_METHODS, deconvolve_svd_batch, summarize
-from ctp_nipype.perfusion.testsets import make_test_sets
+from ctp_nipype.sims.testsets import make_test_sets
 
 #: Signal level S of SNR_dB = 20 log10(S / sigma), per clean tissue curve (n, T).
 SIGNAL_LEVELS = {

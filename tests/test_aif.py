@@ -16,8 +16,8 @@ from ctp_nipype.perfusion.aif import (
 )
 from ctp_nipype.perfusion.convolution import trapezoid_integral
 from ctp_nipype.perfusion.masks import brain_mask, csf_mask, time_average
-from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
-from ctp_nipype.perfusion.simulate import gamma_variate_aif
+from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
+from ctp_nipype.sims.simulate import gamma_variate_aif
 
 T = np.arange(0.0, 60.0)
 

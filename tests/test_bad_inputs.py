@@ -33,7 +33,7 @@ import pytest
 from ctp_nipype.cli import bids_app
 from ctp_nipype.cli import perfusion as perfusion_cli
 from ctp_nipype.io import InputError
-from ctp_nipype.perfusion.phantom import make_phantom
+from ctp_nipype.sims.phantom import make_phantom
 
 SCAN = "sub-01_ses-01_ctp.nii.gz"
 FAST_PERFUSION = ["--method", "ssvd", "--no-guided-filter", "--nprocs", "1"]

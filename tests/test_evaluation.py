@@ -25,9 +25,9 @@ from ctp_nipype.perfusion.evaluation import (
     summarize,
     summary_rows,
 )
-from ctp_nipype.perfusion.simulate import simulate_curves
+from ctp_nipype.sims.simulate import simulate_curves
 from ctp_nipype.perfusion.svd import SVDModel
-from ctp_nipype.perfusion.testsets import make_test_sets
+from ctp_nipype.sims.testsets import make_test_sets
 
 
 @settings(max_examples=30, deadline=None)

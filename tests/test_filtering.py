@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from ctp_nipype.perfusion import stats
 from ctp_nipype.perfusion.filtering import guided_filter
-from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 
 from test_lesion import VOXEL_ML, exclusions, truth
 from test_stats import svd_maps

@@ -14,7 +14,7 @@ from ctp_nipype.interfaces.stats import LesionVolumes
 from ctp_nipype.io import InputError, write_nifti
 from ctp_nipype.nn.weights import shipped_weights_available
 from ctp_nipype.perfusion import stats
-from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
 
 from test_stats import label_mask, svd_maps, write_phantom_inputs
@@ -140,7 +140,7 @@ NETWORK_LESION_DELAY_S = 8.0
 
 def network_lesion_phantom(seed=0):
     """The small phantom, 1 HU of noise, its lesion delayed :data:`NETWORK_LESION_DELAY_S`."""
-    from ctp_nipype.perfusion.phantom import DEFAULT_TISSUE
+    from ctp_nipype.sims.phantom import DEFAULT_TISSUE
 
     tissue = {label: replace(DEFAULT_TISSUE[label], delay_s=NETWORK_LESION_DELAY_S)
               for label in (PhantomLabel.CORE, PhantomLabel.PENUMBRA)}

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ctp_nipype.perfusion.aif import estimate_baseline_frames
 from ctp_nipype.perfusion.masks import brain_mask, csf_mask, fit_enhancement, largest_component, time_average, vessel_mask
-from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 
 
 @settings(max_examples=20, deadline=None)

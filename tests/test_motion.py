@@ -20,7 +20,7 @@ from ctp_nipype.perfusion.motion import (
     framewise_displacement,
     register_series,
 )
-from ctp_nipype.perfusion.phantom import PhantomLabel, apply_motion, make_phantom
+from ctp_nipype.sims.phantom import PhantomLabel, apply_motion, make_phantom
 
 
 @settings(max_examples=30, deadline=None)

@@ -13,7 +13,7 @@ from ctp_nipype.io import write_curves_tsv
 from ctp_nipype.nn.finetune import ScanCurves, finetune
 from ctp_nipype.nn.model import PerfusionTransformer
 from ctp_nipype.nn.weights import load_model, save_weights, shipped_weights_available
-from ctp_nipype.perfusion.phantom import make_phantom
+from ctp_nipype.sims.phantom import make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
 
 

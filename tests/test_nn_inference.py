@@ -74,7 +74,7 @@ def test_shipped_weights_beat_ssvd_on_cbf_and_delay():
     delay errors are clearly below sSVD's (CBF RMSE <= 0.85x, delay RMSE <= 0.5x), and every
     residue is non-negative and non-increasing."""
     from ctp_nipype.perfusion.evaluation import deconvolve_svd_batch, rmse
-    from ctp_nipype.perfusion.simulate import simulate_curves
+    from ctp_nipype.sims.simulate import simulate_curves
 
     assert SHIPPED_WEIGHTS.stat().st_size <= MAX_WEIGHTS_BYTES
     sim = simulate_curves(2000, np.random.default_rng(2026), frame_interval=1.0, n_frames=80, snr_db=20.0)

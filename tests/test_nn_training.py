@@ -12,7 +12,7 @@ from ctp_nipype.cli import train as train_cli
 from ctp_nipype.nn import training
 from ctp_nipype.nn.loss import reconstruct_tissue
 from ctp_nipype.nn.weights import load_model
-from ctp_nipype.perfusion.simulate import TRAINING_RANGES
+from ctp_nipype.sims.simulate import TRAINING_RANGES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -400,7 +400,7 @@ def test_a_batch_closes_the_physics_in_the_network_units(normalisation):
     and the residue targets give back the simulated CBF, in either normalisation."""
     import numpy as np
 
-    from ctp_nipype.perfusion.simulate import simulate_curves
+    from ctp_nipype.sims.simulate import simulate_curves
 
     sim = simulate_curves(32, np.random.default_rng(3), frame_interval=1.0, n_frames=60, snr_db=np.inf)
     batch = training.batch_from_simulation(sim, normalisation)
@@ -420,7 +420,7 @@ def test_the_curve_weights_give_the_aif_peak_loss_in_either_normalisation():
     """The same physical estimate (local AIF, K, BAD) costs the same in both normalisations."""
     import numpy as np
 
-    from ctp_nipype.perfusion.simulate import simulate_curves
+    from ctp_nipype.sims.simulate import simulate_curves
 
     sim = simulate_curves(16, np.random.default_rng(5), frame_interval=1.5, n_frames=50)
     weights = training.LossWeights(bad=1.0, local_aif=500.0, tissue=14.0, smooth=300.0, residue=20.0)

@@ -14,7 +14,7 @@ from ctp_nipype.cli.phantom import main as phantom_main
 from ctp_nipype.io import load_ctp, read_curve_tsv
 from ctp_nipype.perfusion.motion import PARAMETER_NAMES, apply_rigid, rigid_transform, volume_centre_mm
 from ctp_nipype.perfusion.constants import KAPPA_H, RHO
-from ctp_nipype.perfusion.phantom import (
+from ctp_nipype.sims.phantom import (
     DEFAULT_TISSUE,
     PERFUSED_LABELS,
     PhantomLabel,

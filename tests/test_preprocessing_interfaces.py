@@ -22,7 +22,7 @@ from ctp_nipype.interfaces.preprocessing import (
 )
 from ctp_nipype.io import InputError, write_curves_tsv
 from ctp_nipype.perfusion.filtering import guided_filter
-from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 
 
 def _save(path, data, affine=np.eye(4), sidecar=None):

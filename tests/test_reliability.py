@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from ctp_nipype.nn.inference import cpu_workers, estimate_curves, run_batches, run_network
 from ctp_nipype.nn.model import PerfusionTransformer
 from ctp_nipype.nn.weights import save_weights
-from ctp_nipype.perfusion.simulate import gamma_variate_aif
+from ctp_nipype.sims.simulate import gamma_variate_aif
 from ctp_nipype.perfusion.svd import SVDModel
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from ctp_nipype.interfaces.report import ScanReport
 from ctp_nipype.interfaces.stats import LesionVolumes, MapStats
 from ctp_nipype.io import write_curves_tsv, write_json, write_nifti, write_perfusion_maps
 from ctp_nipype.perfusion.convolution import convolve
-from ctp_nipype.perfusion.phantom import PhantomLabel, make_phantom
+from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.perfusion.svd import SVDModel
 from ctp_nipype.reports.scan import ScanReportData, curve_regions, place_square_roi, roi_curve_data

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from ctp_nipype.nn import dataset
 from ctp_nipype.perfusion.constants import KAPPA_H, RHO
 from ctp_nipype.perfusion.convolution import convolve, trapezoid_integral
-from ctp_nipype.perfusion.simulate import (
+from ctp_nipype.sims.simulate import (
     AIF_PEAK_HU,
     TRAINING_RANGES,
     SimulationRanges,

@@ -9,7 +9,7 @@ import pytest
 from ctp_nipype.cli import perfusion as perfusion_cli
 from ctp_nipype.interfaces import SVDDeconvolution
 from ctp_nipype.io import write_curves_tsv, write_json, write_nifti
-from ctp_nipype.perfusion.synthetic import synthetic_scan
+from ctp_nipype.sims.synthetic import synthetic_scan
 
 MAPS = {"cbf": "ml/100g/min", "cbv": "ml/100g", "mtt": "s", "tmax": "s", "residue": "1/s"}
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ctp_nipype.perfusion.testsets import (
+from ctp_nipype.sims.testsets import (
     TEST_CBV,
     TEST_SETS,
     curve_levels,

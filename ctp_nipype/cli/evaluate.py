@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import __version__
 from ..io import write_json
 from ..perfusion.evaluation import METHODS, SVD_METHODS, evaluate, level_rows, markdown_table, summary_rows, tsv_text
-from ..perfusion.testsets import N_CURVES, TEST_SETS, make_test_set
+from ..sims.testsets import N_CURVES, TEST_SETS, make_test_set
 from ._errors import user_facing
 
 FIGURES = {"cbf_rmse": "figure4_cbf_rmse.png", "delay_rmse": "figure5_delay_rmse.png"}

@@ -66,7 +66,7 @@ def write_subject(phantom, out_dir, subject, session="01"):
 
     Parameters
     ----------
-    phantom : ctp_nipype.perfusion.phantom.Phantom
+    phantom : ctp_nipype.sims.phantom.Phantom
     out_dir : Path
         Root of the BIDS dataset.
     subject, session : str
@@ -178,7 +178,7 @@ def write_phantom_dataset(
         The scans written.
     """
     from ..io import write_json
-    from ..perfusion.phantom import make_phantom
+    from ..sims.phantom import make_phantom
 
     if subjects < 1:
         raise ValueError(f"--subjects must be at least 1, got {subjects}.")

@@ -1,7 +1,7 @@
 """Simulated training and validation data for the perfusion Transformer, streamed.
 
 :class:`SimulatedCurveStream` is a torch ``IterableDataset`` over
-:func:`ctp_nipype.perfusion.simulate.simulate_curves`: it never holds more
+:func:`ctp_nipype.sims.simulate.simulate_curves`: it never holds more
 than one simulated block in memory, and every batch it yields shares one
 frame grid (one frame interval and one number of frames, drawn per block from
 the ranges: bucketing), so batches need no padding. Use it with
@@ -10,7 +10,7 @@ own stream, seeded from ``(seed, epoch, worker id)``, so that workers never
 repeat each other and a run is reproducible for a given number of workers.
 
 :func:`validation_set` builds the fixed-seed validation set (a list of
-:class:`~ctp_nipype.perfusion.simulate.SimulatedCurves`, one grid each) and
+:class:`~ctp_nipype.sims.simulate.SimulatedCurves`, one grid each) and
 :func:`to_tensors` turns a simulated batch into float32 tensors.
 
 This module holds no model code.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..perfusion.simulate import AIF_TYPES, TRAINING_RANGES, SimulatedCurves, simulate_curves
+from ..sims.simulate import AIF_TYPES, TRAINING_RANGES, SimulatedCurves, simulate_curves
 
 #: The curve arrays of a batch, shape (n, T).
 CURVE_KEYS = ("global_aif", "local_aif", "tissue", "tissue_clean", "residue")
@@ -41,7 +41,7 @@ def to_tensors(sim):
     Keys: ``frame_times`` (T,) in s; the curves of :data:`CURVE_KEYS` (n, T)
     in HU (``residue`` in 1/s); the truths of :data:`TRUTH_KEYS` (n,);
     ``bad`` (n,), the delay in s under the network's name; ``aif_type`` (n,)
-    int64 codes into :data:`~ctp_nipype.perfusion.simulate.AIF_TYPES`.
+    int64 codes into :data:`~ctp_nipype.sims.simulate.AIF_TYPES`.
 
     Examples
     --------

@@ -3,7 +3,7 @@
 A recipe (``ctp_nipype/nn/recipes/<name>.json``) fixes everything that
 matters: seed, batch size, steps, time budget, learning-rate schedule (linear
 warm-up, then cosine decay), loss weights and architecture. Training streams
-batches from :func:`ctp_nipype.perfusion.simulate.simulate_curves` (the
+batches from :func:`ctp_nipype.sims.simulate.simulate_curves` (the
 simulator issue's generator, paper ranges), each batch on one random grid
 (frame interval 1-2 s, 45-120 frames), generated from a random generator
 seeded by ``(seed, step)`` so that a resumed run sees the same data as an
@@ -28,7 +28,7 @@ The learning-rate schedule follows the training *progress*
 wall time still completes its cosine decay.
 
 A recipe may also set ``"ranges"`` (fields of
-:class:`~ctp_nipype.perfusion.simulate.SimulationRanges` that replace the
+:class:`~ctp_nipype.sims.simulate.SimulationRanges` that replace the
 paper's training ranges) and ``"init_weights"`` (``"shipped"`` or a
 ``.safetensors`` file): the run then continues from those weights instead of
 a random initialisation, with a fresh optimiser and its own schedule (a
@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
-from ..perfusion.simulate import TRAINING_RANGES, simulate_curves
+from ..sims.simulate import TRAINING_RANGES, simulate_curves
 from . import dataset
 from .loss import LossWeights, curve_weights, perfusion_loss
 from .model import RESIDUE_SCALE, ModelConfig, PerfusionTransformer, normalise_tissue
@@ -159,7 +159,7 @@ class Batch:
 
 
 def batch_from_simulation(sim, normalisation="aif_peak"):
-    """Convert a :class:`~ctp_nipype.perfusion.simulate.SimulatedCurves` into a :class:`Batch`.
+    """Convert a :class:`~ctp_nipype.sims.simulate.SimulatedCurves` into a :class:`Batch`.
 
     ``normalisation`` is the network's ``ModelConfig.tissue_normalisation`` (see :mod:`.model`).
     """
@@ -190,7 +190,7 @@ def simulation_ranges(recipe):
     """The simulator's ranges for a recipe: the paper's training ranges, with the recipe's ``ranges`` overrides.
 
     ``recipe["ranges"]`` (optional) maps fields of
-    :class:`~ctp_nipype.perfusion.simulate.SimulationRanges` to new values, e.g.
+    :class:`~ctp_nipype.sims.simulate.SimulationRanges` to new values, e.g.
     ``{"t_a_zero_fraction": 0.5}``; an unknown field is an error.
     """
     overrides = dict(recipe.get("ranges") or {})

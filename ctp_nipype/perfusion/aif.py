@@ -39,7 +39,7 @@ from scipy.special import gammaln
 from .concentration import ConcentrationError, detect_bolus_arrival, to_concentration
 from .convolution import trapezoid_integral
 from .motion import bridge_frames
-from .simulate import gamma_variate_aif
+from ..sims.simulate import gamma_variate_aif
 from .timing import check_frame_times, is_uniform
 
 #: fraction of the peak that marks a curve's arrival
@@ -354,7 +354,7 @@ def select_venous_voxels(
 
 
 def gamma_variate_area(peak, alpha, beta):
-    """Analytic area (HU s) of the gamma variate of :func:`ctp_nipype.perfusion.simulate.gamma_variate_aif`.
+    """Analytic area (HU s) of the gamma variate of :func:`ctp_nipype.sims.simulate.gamma_variate_aif`.
 
     ``integral peak (x / (alpha beta))^alpha exp(alpha - x / beta) dx
     = peak * beta * exp(alpha) * alpha^-alpha * Gamma(alpha + 1)``.
@@ -373,7 +373,7 @@ class GammaVariateFit:
     """Gamma variates fitted to the first passes of curves (one row per curve).
 
     ``t0`` (s), ``alpha``, ``beta`` (s) and ``peak`` (HU) parametrise
-    :func:`ctp_nipype.perfusion.simulate.gamma_variate_aif`; ``area`` is the
+    :func:`ctp_nipype.sims.simulate.gamma_variate_aif`; ``area`` is the
     analytic first-pass area in HU s; ``first_pass_end`` the time (s) up to
     which samples were fitted.
     """

@@ -1,6 +1,6 @@
 """A synthetic 4D CTP scan with known maps, for tests, benchmarks and a quick demo.
 
-Not an anatomical phantom (see :mod:`ctp_nipype.perfusion.phantom`): smooth
+Not an anatomical phantom (see :mod:`ctp_nipype.sims.phantom`): smooth
 CBF and MTT fields over a block of voxels, an exponential residue, one
 gamma-variate AIF, tissue curves from the trapezoidal convolution, a
 35 HU baseline and Gaussian noise. Vectorised: a 1M-voxel scan takes seconds.
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import KAPPA_H, RHO
-from .convolution import convolve
+from ..perfusion.constants import KAPPA_H, RHO
+from ..perfusion.convolution import convolve
 from .simulate import flow_scaled_residue, gamma_variate_aif
 
 

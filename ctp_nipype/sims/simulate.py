@@ -39,7 +39,7 @@ import numpy as np
 import scipy.fft
 from scipy.special import gammainc, gammaln
 
-from .constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
+from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
 
 #: step of the fine simulation grid of the building blocks, in seconds
 FINE_DT = 0.05
@@ -376,7 +376,7 @@ def flow_scaled_residue(residue, cbf, kappa_h=KAPPA_H, rho=RHO):
 
 def tissue_curves(local_aif, flow_residue, dt):
     """``C = Ca_local (x) K`` on a fine grid, trapezoidal rule (:func:`~.convolution.convolve`)."""
-    from .convolution import convolve
+    from ..perfusion.convolution import convolve
 
     return convolve(local_aif, flow_residue, dt)
 

@@ -58,9 +58,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .constants import CBV_UNIT_FACTOR, KAPPA_H, RHO
-from .convolution import convolve
-from .motion import apply_rigid
+from ..perfusion.constants import CBV_UNIT_FACTOR, KAPPA_H, RHO
+from ..perfusion.convolution import convolve
+from ..perfusion.motion import apply_rigid
 from .simulate import (
     FINE_DT,
     delay_curves,
@@ -70,7 +70,7 @@ from .simulate import (
     residue_function,
     sample_curves,
 )
-from .timing import TimingError, check_frame_times
+from ..perfusion.timing import TimingError, check_frame_times
 
 
 class PhantomLabel(IntEnum):

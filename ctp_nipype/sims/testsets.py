@@ -20,7 +20,7 @@ set  variable             levels
 
 The AIF is stretched in time and value by independent factors in [0.7, 1.3]
 and starts after a pre-bolus baseline (the simulator's defaults, section 2.3).
-A set is a list of :class:`~ctp_nipype.perfusion.simulate.SimulatedCurves`,
+A set is a list of :class:`~ctp_nipype.sims.simulate.SimulatedCurves`,
 one per frame grid: one for all sets but #4, which has one per frame interval.
 Frames run from 0 to below T: ``ceil(T / dt)`` frames.
 """
@@ -119,7 +119,7 @@ def make_test_set(number, n_curves=N_CURVES, seed=None, **simulate_kwargs):
     seed : int, optional
         Default ``2025 + number``: the same set every time.
     **simulate_kwargs
-        Passed on to :func:`~ctp_nipype.perfusion.simulate.simulate_curves`
+        Passed on to :func:`~ctp_nipype.sims.simulate.simulate_curves`
         (for example ``workers``).
 
     Returns
