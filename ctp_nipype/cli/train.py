@@ -19,14 +19,14 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="ctp-train",
         description="Train the perfusion Transformer (Zeng et al. 2025) on simulated curves. "
-        "Writes checkpoint.pt, log.tsv, best.safetensors and last.safetensors into --out; a recipe in stages "
+        "Writes checkpoint.safetensors (+ checkpoint.json), log.tsv, best.safetensors and last.safetensors into --out; a recipe in stages "
         "(cpu) trains each stage in OUT/stage1, OUT/stage2 ... from the previous stage's best weights and "
         "writes the last stage's best.safetensors and last.safetensors into --out.",
     )
     parser.add_argument("--recipe", default="cpu", help=f"recipe name ({', '.join(available_recipes())}) or JSON file")
     parser.add_argument("--out", required=True, help="run directory (outside any input dataset)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/checkpoint.pt (in stages: from the unfinished stage's)")
+                        help="continue from OUT/checkpoint.safetensors (in stages: from the unfinished stage's)")
     parser.add_argument("--device", default="auto", help="auto (CUDA + mixed precision if present), cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--max-steps", type=int, default=None,
