@@ -437,3 +437,69 @@ def test_the_curve_weights_give_the_aif_peak_loss_in_either_normalisation():
     assert losses["tissue_amplitude"][0] == pytest.approx(losses["aif_peak"][0], rel=1e-4)
     for name, value in losses["aif_peak"][1].items():
         assert losses["tissue_amplitude"][1][name] == pytest.approx(value, rel=1e-4)
+
+
+def test_checkpoints_are_safetensors_with_json_state_and_no_pickle(tmp_path):
+    from safetensors import safe_open
+
+    training.train(_tiny_recipe(ema_decay=0.9), tmp_path / "run", progress=False, max_steps=4)
+    run = tmp_path / "run"
+    assert (run / training.CHECKPOINT_FILE).exists() and not (run / training.LEGACY_CHECKPOINT_FILE).exists()
+    with safe_open(str(run / training.CHECKPOINT_FILE), framework="pt") as handle:
+        document = json.loads(handle.metadata()["checkpoint"])
+        keys = set(handle.keys())
+    assert document["state"]["step"] == 4 and document["has_ema"]
+    assert json.loads((run / "checkpoint.json").read_text())["state"]["step"] == 4
+    assert any(k.startswith("model.") for k in keys) and any(k.startswith("optimizer.") for k in keys)
+    assert any(k.startswith("ema.") for k in keys)
+    loaded = training.load_checkpoint(run)
+    # the optimiser's moments round-trip exactly
+    optimiser_state = loaded["optimizer"]["state"]
+    assert set(optimiser_state[0]) == {"step", "exp_avg", "exp_avg_sq"} and float(optimiser_state[0]["step"]) == 4
+
+
+def test_an_older_runs_pickle_free_torch_checkpoint_still_resumes(tmp_path):
+    recipe = _tiny_recipe()
+    whole = training.train(recipe, tmp_path / "whole", progress=False)
+    training.train(recipe, tmp_path / "old", progress=False, max_steps=4)
+    old = tmp_path / "old"
+    checkpoint = training.load_checkpoint(old)  # rewritten as an older ctp-train wrote it
+    torch.save({**checkpoint, "recipe": json.dumps(checkpoint["recipe"])}, old / training.LEGACY_CHECKPOINT_FILE)
+    (old / training.CHECKPOINT_FILE).unlink()
+    resumed = training.train(recipe, old, resume=True, progress=False)
+    assert resumed["step"] == 6
+    assert resumed["val_cbf_rmse"] == pytest.approx(whole["val_cbf_rmse"], rel=1e-6)
+
+
+def test_the_gpu_recipe_runs_at_a_tiny_size_on_the_cpu(tmp_path):
+    recipe = training.load_recipe("gpu")
+    # the recipe as shipped: mixed precision is the trainer's on CUDA; large batches, threads for the simulator
+    assert recipe["batch_size"] >= 1024 and recipe["time_budget_minutes"] < 8 and recipe["simulation_workers"] > 1
+    assert recipe["model"]["tissue_normalisation"] == "tissue_amplitude"
+    ranges = training.simulation_ranges(recipe)
+    # nothing narrowed below the paper's ranges (section 2.3)
+    for name in ("snr_db", "cbf", "mtt", "alpha", "t_a", "delay", "frame_interval"):
+        low, high = getattr(ranges, name)
+        assert low <= getattr(TRAINING_RANGES, name)[0] and high >= getattr(TRAINING_RANGES, name)[1], name
+    assert ranges.n_frames[0] <= 45 and ranges.n_frames[1] >= 120 and ranges.alpha_one_fraction == 0
+    tiny = {**recipe, "batch_size": 8, "n_validation_curves": 16, "simulation_workers": 2,
+            "model": {**recipe["model"], "d_model": 16, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1,
+                      "dim_feedforward": 16}}
+    metrics = training.train(tiny, tmp_path / "gpu", device="cpu", progress=False, max_steps=3)
+    assert metrics["step"] == 3 and all(torch.isfinite(torch.tensor(metrics[k])) for k in ("val_cbf_rmse", "val_loss"))
+    assert load_model(tmp_path / "gpu" / "last_ema.safetensors").config.tissue_normalisation == "tissue_amplitude"
+
+
+def test_simulation_workers_do_not_change_the_batches():
+    one = training.simulate_batch(64, 3, 7, TRAINING_RANGES, "tissue_amplitude", workers=1)
+    two = training.simulate_batch(64, 3, 7, TRAINING_RANGES, "tissue_amplitude", workers=2)
+    assert torch.equal(one.tissue, two.tissue) and torch.equal(one.residue, two.residue)
+
+
+def test_init_weights_may_change_the_tissue_normalisation(tmp_path):
+    first = tmp_path / "first"
+    training.train(_tiny_recipe(), first, progress=False, max_steps=2)
+    recipe = _tiny_recipe(init_weights=str(first / "last.safetensors"),
+                          model={**_tiny_recipe()["model"], "tissue_normalisation": "tissue_amplitude"})
+    training.train(recipe, tmp_path / "second", progress=False, max_steps=1)
+    assert load_model(tmp_path / "second" / "last.safetensors").config.tissue_normalisation == "tissue_amplitude"
