@@ -449,7 +449,9 @@ def test_checkpoints_are_safetensors_with_json_state_and_no_pickle(tmp_path):
         document = json.loads(handle.metadata()["checkpoint"])
         keys = set(handle.keys())
     assert document["state"]["step"] == 4 and document["has_ema"]
-    assert json.loads((run / "checkpoint.json").read_text())["state"]["step"] == 4
+    strict = json.loads((run / "checkpoint.json").read_text(),
+                        parse_constant=lambda name: pytest.fail(f"checkpoint.json holds {name}: not strict JSON"))
+    assert strict["state"]["step"] == 4
     assert any(k.startswith("model.") for k in keys) and any(k.startswith("optimizer.") for k in keys)
     assert any(k.startswith("ema.") for k in keys)
     loaded = training.load_checkpoint(run)

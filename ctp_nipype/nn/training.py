@@ -352,9 +352,12 @@ def save_checkpoint(run_dir, model, optimizer, state, recipe, ema=None):
     if ema is not None:
         tensors.update({f"ema.{key}": value for key, value in ema.state_dict().items()})
     tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in tensors.items()}
+    # strict JSON: a best score not yet set (infinite) is written as null
+    state = {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+             for key, value in state.items()}
     document = {"format": "ctp-train checkpoint 1", "state": state, "recipe": recipe,
                 "optimizer_param_groups": optimiser_state["param_groups"], "has_ema": ema is not None}
-    text = json.dumps(document)
+    text = json.dumps(document, allow_nan=False)
     tmp = run_dir / f".{CHECKPOINT_FILE}.tmp"
     save_file(tensors, str(tmp), metadata={"checkpoint": text})
     os.replace(tmp, run_dir / CHECKPOINT_FILE)
@@ -398,7 +401,9 @@ def load_checkpoint(run_dir, device="cpu"):
         optimiser_state.setdefault(int(index), {})[slot] = value
     checkpoint = {"model": parts["model"],
                   "optimizer": {"state": optimiser_state, "param_groups": document["optimizer_param_groups"]},
-                  "state": document["state"], "recipe": document["recipe"]}
+                  "state": {key: (float("inf") if key.startswith("best_") and value is None else value)
+                            for key, value in document["state"].items()},
+                  "recipe": document["recipe"]}
     if document.get("has_ema"):
         checkpoint["ema"] = parts["ema"]
     return checkpoint
