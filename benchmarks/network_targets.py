@@ -29,14 +29,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ctp_nipype.nn.inference import FLOW_SCALES, estimate_curves
-from ctp_nipype.nn.weights import SHIPPED_WEIGHTS, load_model
+from ctp_nipype.nn.model import PerfusionTransformer
+from ctp_nipype.nn.weights import SHIPPED_WEIGHTS, load_model, save_weights
 from ctp_nipype.perfusion.evaluation import evaluate, register_method
 from ctp_nipype.perfusion.generalisation import evaluate_suite
 from ctp_nipype.sims.generalisation import low_flow_cell, make_suite
@@ -47,6 +50,13 @@ LINEARITY_MTTS = (3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 LINEARITY_SHAPES = (1.0, 3.0, 100.0)
 LINEARITY_LOW_CBFS = (5.0, 10.0, 20.0)
 LINEARITY_REFERENCE_CBF = 60.0
+
+
+def renormalised(model, tissue_normalisation):
+    """The same parameters read with another input normalisation (:mod:`ctp_nipype.nn.model`)."""
+    copy = PerfusionTransformer(replace(model.config, tissue_normalisation=tissue_normalisation))
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
 
 
 def network_method(model, flow_scale):
@@ -90,8 +100,6 @@ def linearity(model, flow_scale, n_curves):
 
 def phantom_ratios(weights, sizes, seeds):
     """Grey-matter CBF / truth through the BIDS App at 8 HU, per size and seed (pipeline_noise.py's measure)."""
-    import tempfile
-
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from pipeline_noise import grey_matter_ratios
 
@@ -119,6 +127,9 @@ def main(argv=None):
     parser.add_argument("--linearity-curves", type=int, default=100)
     parser.add_argument("--phantom", nargs="*", default=[], choices=("small", "demo"))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(8)))
+    parser.add_argument("--tissue-normalisation", choices=("aif_peak", "tissue_amplitude"),
+                        help="read every weights file with this input normalisation instead of its own (e.g. the "
+                             "shipped 'aif_peak' weights with 'tissue_amplitude', untrained for it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--skip", nargs="*", default=[], choices=("paper", "suite", "lowflow", "linearity"))
     args = parser.parse_args(argv)
@@ -126,10 +137,16 @@ def main(argv=None):
     start = time.perf_counter()
 
     networks = {}
-    for weights in args.weights:
+    work = Path(tempfile.mkdtemp(prefix="ctp_targets_weights_"))
+    for index, weights in enumerate(list(args.weights)):
         model = load_model(SHIPPED_WEIGHTS if weights == "shipped" else weights)
+        label = f"{Path(weights).parent.name + '/' if weights != 'shipped' else ''}{Path(weights).stem}"
+        if args.tissue_normalisation and args.tissue_normalisation != model.config.tissue_normalisation:
+            model = renormalised(model, args.tissue_normalisation)
+            label += f"[{args.tissue_normalisation}]"
+            args.weights[index] = weights = str(save_weights(model, work / f"{index}.safetensors"))  # for the phantom
         for flow_scale in args.flow_scale:
-            name = f"{Path(weights).parent.name + '/' if weights != 'shipped' else ''}{Path(weights).stem}:{flow_scale}"
+            name = f"{label}:{flow_scale}"
             register_method(name, network_method(model, flow_scale))
             networks[name] = (weights, model, flow_scale)
     print(f"weights: {', '.join(networks)}; paper sets {args.n_curves} curves each, suite {args.n_per_cell} a cell, "
