@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..perfusion.filtering import RADIUS_MM
+from ._dicom import add_dicom_options, dicom_input, export_dicom_outputs
 from ._errors import user_facing
 from ._run import (
     PLUGINS,
@@ -38,7 +39,7 @@ def build_parser():
         prog="ctp-perfusion",
         description="Perfusion maps (CBF, CBV, MTT, Tmax/BAD) of one 4D CT perfusion scan.",
     )
-    parser.add_argument("in_file", type=Path, help="4D CTP NIfTI in HU (x, y, z, t)")
+    parser.add_argument("in_file", type=Path, help="4D CTP NIfTI in HU (x, y, z, t), or a folder of DICOM files")
     parser.add_argument("out_dir", type=Path, help="output folder (created if missing)")
     parser.add_argument("--aif", type=Path, help="arterial curve TSV (column 'aif', HU); default: automatic")
     parser.add_argument("--vof", type=Path, help="venous curve TSV (column 'vof', HU); default: automatic")
@@ -63,6 +64,7 @@ def build_parser():
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device of the network")
     parser.add_argument("--weights", type=Path, help="network weights (.safetensors); default the shipped ones")
     add_method_options(parser)
+    add_dicom_options(parser)
     parser.add_argument("--frame-interval", type=float, help="seconds per frame when no other timing source exists")
     parser.add_argument("--nprocs", type=int, default=1, help="processes (MultiProc when > 1)")
     parser.add_argument("--plugin", choices=PLUGINS, default="MultiProc", help="Nipype execution plugin")
@@ -122,9 +124,10 @@ def main(argv=None):
     from ..io import output_prefix
     from ..workflows.base import init_ctp_wf
 
+    args.in_file, prefix, _keep = dicom_input(args)  # a DICOM folder becomes a NIfTI in the work folder
     validate_inputs(args)
 
-    prefix = output_prefix(args.in_file)
+    prefix = prefix or output_prefix(args.in_file)
     options = method_options(args)
     workflow = init_ctp_wf(
         str(args.out_dir.resolve()),
@@ -155,6 +158,7 @@ def main(argv=None):
     print(f"\nFinished in {time.time() - start:.0f} s.")
     for line in summarise_outputs(args.out_dir, start):
         print(line)
+    export_dicom_outputs(args, args.out_dir, prefix)
     return 0
 
 

@@ -233,7 +233,6 @@ def write_dicom_series(
             ds.SOPInstanceUID = _uid("image", seed, series_number, layout, z, t)
             ds.InstanceNumber = instance
             ds.AcquisitionNumber = t + 1
-            ds.TemporalPositionIndex = t + 1
             position = lps @ np.array([0.0, 0.0, z, 1.0])
             ds.ImagePositionPatient = [round(float(v), 6) for v in position[:3]]
             ds.ImageOrientationPatient = [round(v, 6) for v in orientation]
