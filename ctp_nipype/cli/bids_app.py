@@ -85,6 +85,9 @@ def build_parser():
     )
     parser.add_argument("--frame-interval", type=float, help="seconds per frame when no other timing source exists")
     add_method_options(parser)
+    parser.add_argument("--dicom-out", type=Path, metavar="DIR",
+                        help="also write each scan's results as DICOM for PACS into DIR/<prefix>/, referencing the "
+                        "source series kept under BIDS_DIR/sourcedata/ by `ctp-convert --keep-source`")
     parser.add_argument("--skip-bids-validation", action="store_true", help="skip the dataset checks")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"ctp_nipype {__version__}")
@@ -127,6 +130,11 @@ def participant_level(args):
     scans = collect_scans(args.bids_dir, args.participant_label, args.session_label)
     if "transformer" in args.methods:
         check_weights(args.weights)
+    if args.dicom_out is not None:
+        from ..dicom.convert import source_for_scan
+
+        check_output_outside_input(args.dicom_out, [args.bids_dir], "DICOM output folder (--dicom-out)")
+        sources = {scan.prefix: source_for_scan(args.bids_dir, scan.path) for scan in scans}
     prepare_output_dir(args.output_dir)
     write_dataset_description(args.output_dir, [args.bids_dir])
 
@@ -165,6 +173,13 @@ def participant_level(args):
     print(f"\nFinished in {time.time() - start:.0f} s ({progress.finished} steps run).")
     for line in summarise_outputs(args.output_dir, start):
         print(line)
+    if args.dicom_out is not None:
+        from ..dicom.write import export_dicom
+
+        for scan in scans:
+            written = export_dicom(args.output_dir / scan.derivatives_subdir, scan.prefix, sources[scan.prefix],
+                                   args.dicom_out / scan.prefix, methods=args.methods)
+            print(f"DICOM for PACS: {len(written)} objects in {args.dicom_out / scan.prefix}")
     return 0
 
 

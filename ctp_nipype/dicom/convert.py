@@ -165,3 +165,27 @@ def prepare_dicom_run(dicom_dir, out_dir, work_dir=None, series_uid=None):
     for line in describe(ctp):
         print(line)
     return out_file, prefix, keeper
+
+
+def source_for_scan(bids_dir, scan_path):
+    """The source DICOM folder of a converted scan: its sidecar's ``SourceDICOM`` (a ``bids::`` URI into the
+    dataset), else ``sourcedata/sub-L[/ses-S]/ctp`` when that folder exists; a one-line error otherwise."""
+    from ..io import read_json, sidecar_path
+
+    bids_dir, scan_path = Path(bids_dir), Path(scan_path)
+    sidecar = sidecar_path(scan_path)
+    meta = read_json(sidecar) if sidecar.exists() else {}
+    pointer = meta.get(SOURCE_KEY) if isinstance(meta, dict) else None
+    if pointer:
+        folder = bids_dir / str(pointer).split("::", 1)[-1]
+    else:
+        entities = dict(part.split("-", 1) for part in scan_path.name.split("_") if "-" in part)
+        session = entities.get("ses")
+        folder = bids_dir / SOURCE_FOLDER.format(subject=entities.get("sub", ""),
+                                                 session_dir=f"/ses-{session}" if session else "")
+    if not folder.is_dir():
+        raise DicomInputError(
+            f"--dicom-out: no source DICOM series for {scan_path.name} (looked for {folder}); convert it with "
+            "`ctp-convert DICOM_DIR BIDS_DIR --participant-label L --keep-source`, or copy the series' files there."
+        )
+    return folder
