@@ -34,7 +34,7 @@ def _check_outside(folder, dicom_dir, what):
     try:
         check_output_outside_input(folder, [dicom_dir], what)
     except ValueError as err:
-        raise DicomInputError(str(err).replace("input dataset", "DICOM folder")) from None
+        raise DicomInputError(str(err).replace("input dataset", "input DICOM folder")) from None
 
 
 def _nifti_header(ctp):

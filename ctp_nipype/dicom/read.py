@@ -700,7 +700,7 @@ def _resample_gantry_tilt(data, geometry, fill_hu):
 
     The output keeps the in-plane x axis and spacing, takes the table axis (the step between slice positions)
     as z with the same step, and y orthogonal to both, extended to hold every input voxel; linear interpolation
-    (``scipy.ndimage.affine_transform``, one 3D call per frame). Returns ``(data, affine_ras)``.
+    (``scipy.ndimage.map_coordinates``, one 3D call per frame). Returns ``(data, affine_ras)``.
     """
     from scipy import ndimage
 
@@ -725,12 +725,16 @@ def _resample_gantry_tilt(data, geometry, fill_hu):
     out[:3, 2] = step
     out[:3, 3] = lps[:3, 3] + e2 * y_low
     to_input = np.linalg.inv(lps) @ out
+    grid = np.indices((nx, ny_out, nz), dtype=np.float32).reshape(3, -1)
+    coords = (to_input[:3, :3] @ grid + to_input[:3, 3:4]).astype(np.float32)
+    del grid
+    # outside the input by more than round-off: the fill value; on the edge (within 1e-3 voxel): the edge's value
+    outside = np.any((coords < -1e-3) | (coords > np.array([[nx - 1], [ny - 1], [nz - 1]]) + 1e-3), axis=0)
     result = np.empty((nx, ny_out, nz, data.shape[3]), dtype=np.float32)
     for t in range(data.shape[3]):
-        result[..., t] = ndimage.affine_transform(
-            data[..., t], to_input[:3, :3], offset=to_input[:3, 3], output_shape=(nx, ny_out, nz), order=1,
-            mode="constant", cval=fill_hu,
-        )
+        values = ndimage.map_coordinates(data[..., t], coords, order=1, mode="nearest")
+        values[outside] = fill_hu
+        result[..., t] = values.reshape(nx, ny_out, nz)
     return result, LPS_TO_RAS @ out
 
 
