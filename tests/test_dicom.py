@@ -369,12 +369,12 @@ def runs(tmp_path_factory):
     from ctp_nipype.io import write_nifti
 
     root = tmp_path_factory.mktemp("runs")
-    ph = make_phantom("small", seed=4, noise_sd_hu=0)
+    ph = make_phantom("small", seed=4, noise_sd_hu=0, frame_times=UNIFORM_TIMES)
     hu = quantised(ph.hu)
     header = nb.Nifti1Header()
     header.set_data_shape(hu.shape)
     header.set_xyzt_units("mm", "sec")
-    header.set_zooms(ph.voxel_size_mm + (1.0,))
+    header.set_zooms(ph.voxel_size_mm + (2.0,))
     write_nifti(root / "nifti" / "scan_ctp.nii.gz", hu, ph.affine, header,
                 sidecar={"FrameTimesStart": ph.frame_times.tolist()})
     write_dicom_series(ph.hu, ph.affine, root / "CTP", frame_times=ph.frame_times)
@@ -482,3 +482,19 @@ def test_dicom_out_needs_a_source_for_a_nifti_input(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--dicom-source" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_time_resampling_carried_to_the_maps(tmp_path):
+    """A series whose slices were put on one time grid says so in every SVD map's sidecar (and so the report)."""
+    from ctp_nipype.io import load_ctp, timing_provenance, write_nifti
+
+    hu, slice_times, reference = make_shuttle_phantom(UNIFORM_TIMES, size="small", seed=3, noise_sd_hu=0)
+    write_dicom_series(hu, reference.affine, tmp_path / "dcm", slice_times=slice_times)
+    from ctp_nipype.dicom.convert import dicom_to_nifti
+
+    dicom_to_nifti(tmp_path / "dcm", tmp_path / "scan_ctp.nii.gz")
+    provenance = timing_provenance(load_ctp(tmp_path / "scan_ctp.nii.gz"))
+    assert provenance["ShuttleMode"] is True and "shuttle (jog) mode" in provenance["TimeResampling"]
+    write_nifti(tmp_path / "plain_ctp.nii.gz", reference.hu, reference.affine,
+                sidecar={"FrameTimesStart": UNIFORM_TIMES.tolist()})
+    assert "ShuttleMode" not in timing_provenance(load_ctp(tmp_path / "plain_ctp.nii.gz"))

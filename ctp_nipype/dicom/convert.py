@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -29,12 +30,15 @@ SOURCE_KEY = "SourceDICOM"
 
 
 def _check_outside(folder, dicom_dir, what):
-    from ..bids import check_output_outside_input
-
-    try:
-        check_output_outside_input(folder, [dicom_dir], what)
-    except ValueError as err:
-        raise DicomInputError(str(err).replace("input dataset", "input DICOM folder")) from None
+    """Nothing is written inside the DICOM folder (a folder around it, e.g. a BIDS dataset whose sourcedata/
+    holds the DICOM files, is fine)."""
+    out = Path(os.path.realpath(folder))
+    source = Path(os.path.realpath(dicom_dir))
+    if out == source or source in out.parents:
+        raise DicomInputError(
+            f"The {what} {out} lies inside the input DICOM folder {source}; nothing may be written there. "
+            "Choose a folder outside it."
+        )
 
 
 def _nifti_header(ctp):

@@ -371,11 +371,11 @@ def export_dicom(results_dir, prefix, dicom_dir, out_dir, methods=None, series_u
     -------
     list of Path
     """
-    from ..bids import check_output_outside_input
     from ..io import load_nifti
+    from .convert import _check_outside
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    check_output_outside_input(out_dir, [dicom_dir], "DICOM output folder")
+    _check_outside(out_dir, dicom_dir, "DICOM output folder")
     methods = methods or find_methods(results_dir, prefix)
     if not methods:
         raise DicomInputError(
