@@ -115,6 +115,7 @@ class DicomSeries:
     images: list = field(default_factory=list)
     files: list = field(default_factory=list)
     without_pixels: list = field(default_factory=list)
+    transfer_syntaxes: dict = field(default_factory=dict)  # path -> TransferSyntaxUID
     header: object = None  # the first file's dataset (pixel data not loaded)
     description: str = ""
     modality: str = ""
@@ -321,6 +322,7 @@ def scan_folder(folder):
         uid = str(ds.get("SeriesInstanceUID", "")) or "(no SeriesInstanceUID)"
         entry = series.setdefault(uid, DicomSeries(uid))
         entry.files.append(path)
+        entry.transfer_syntaxes[path] = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
         if entry.header is None:
             entry.header = ds
             entry.description = str(ds.get("SeriesDescription", "")).strip()
@@ -454,12 +456,7 @@ def _check_transfer_syntaxes(series):
 
     checked = {}
     for path in dict.fromkeys(im.path for im in series.images):
-        ds = series.header if path == series.files[0] else None
-        if ds is None:
-            import pydicom
-
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        uid = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
+        uid = UID(series.transfer_syntaxes.get(path, "1.2.840.10008.1.2"))
         if uid not in checked:
             if not uid.is_compressed:
                 checked[uid] = True
@@ -662,36 +659,39 @@ def _read_pixels(geometry, timing, label):
     nx, ny, nz = geometry.shape
     n_t = timing.frame_times.size
     data = np.empty((nx, ny, nz, n_t), dtype=np.float32)
-    cache = {}  # multi-frame files: read once
 
-    def pixels_of(im):
+    def in_place(z):  # a slice read straight into the output, or into its own buffer to be put on the grid
+        own = timing.slice_times[z]
+        return not timing.resampled or (own.size == n_t and np.allclose(own, timing.frame_times, atol=1e-6))
+
+    buffers = {z: np.empty((nx, ny, len(images)), dtype=np.float32)
+               for z, images in enumerate(geometry.slice_images) if not in_place(z)}
+    by_file = defaultdict(list)  # each file decoded once, whatever order its frames have
+    for z, images in enumerate(geometry.slice_images):
+        for j, im in enumerate(images):
+            by_file[im.path].append((im, z, j))
+    for path, entries in by_file.items():
         try:
-            if im.frame is None:
-                ds = pydicom.dcmread(im.path)
-                array = ds.pixel_array
-            else:
-                if im.path not in cache:
-                    cache.clear()
-                    cache[im.path] = pydicom.dcmread(im.path).pixel_array
-                array = cache[im.path][im.frame]
+            pixels = pydicom.dcmread(path).pixel_array
         except Exception as err:  # noqa: BLE001 - pydicom and its plugins raise many kinds
             raise DicomInputError(
-                f"The pixel data of {im.where} ({label}) cannot be decoded ({type(err).__name__}: {err}); the file "
+                f"The pixel data of {path} ({label}) cannot be decoded ({type(err).__name__}: {err}); the file "
                 "may be truncated or its compression unsupported: re-export the series uncompressed."
             ) from None
-        if array.ndim != 2:
-            raise DicomInputError(
-                f"{im.where} ({label}) holds {array.ndim}-dimensional pixels of shape {array.shape}, not a greyscale "
-                "image; a CT series has one sample per pixel."
-            )
-        return array.astype(np.float64) * im.slope + im.intercept
-
-    for z, images in enumerate(geometry.slice_images):
-        stack = np.stack([pixels_of(im).T for im in images], axis=-1).astype(np.float32)  # (x, y, t_z)
-        own = timing.slice_times[z]
-        if timing.resampled and not (own.size == n_t and np.allclose(own, timing.frame_times, atol=1e-6)):
-            stack = interpolate_in_time(stack, own, timing.frame_times)
-        data[:, :, z, :] = stack
+        for im, z, j in entries:
+            array = pixels if im.frame is None else pixels[im.frame]
+            if array.ndim != 2:
+                raise DicomInputError(
+                    f"{im.where} ({label}) holds pixels of shape {array.shape}, not a greyscale image; a CT series "
+                    "has one sample per pixel."
+                )
+            values = (array.astype(np.float64) * im.slope + im.intercept).T
+            if z in buffers:
+                buffers[z][:, :, j] = values
+            else:
+                data[:, :, z, j] = values
+    for z, stack in buffers.items():
+        data[:, :, z, :] = interpolate_in_time(stack, timing.slice_times[z], timing.frame_times)
     return data
 
 
