@@ -415,7 +415,8 @@ def test_dicom_out_round_trip(runs):
     source = pydicom.dcmread(next((runs / "CTP").glob("*.dcm")))
     files = sorted(p.name for p in pacs.glob("*.dcm"))
     assert files == ["PM_ssvd_cbf.dcm", "PM_ssvd_cbv.dcm", "PM_ssvd_mtt.dcm", "PM_ssvd_tmax.dcm",
-                     "SC_ssvd_summary.dcm", "SEG_ssvd.dcm"]
+                     "SC_cbf_montage.dcm", "SC_cbv_montage.dcm", "SC_mtt_montage.dcm", "SC_tmax_montage.dcm",
+                     "SEG_ssvd.dcm"]
     for name in files:
         ds = pydicom.dcmread(pacs / name)
         assert ds.StudyInstanceUID == source.StudyInstanceUID, name
@@ -459,9 +460,25 @@ def test_dicom_out_round_trip(runs):
             rebuilt[vox[..., 0], vox[..., 1], vox[..., 2]] = seg_pixels[i] > 0
         np.testing.assert_array_equal(rebuilt, mask, err_msg=label)
         assert mask.any() or label == "core"
-    # the secondary capture: an RGB picture in the source's study
-    sc = pydicom.dcmread(pacs / "SC_ssvd_summary.dcm")
+    # the montages: RGB Secondary Captures in the source's study
+    sc = pydicom.dcmread(pacs / "SC_cbf_montage.dcm")
     assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and sc.pixel_array.ndim == 3 and sc.pixel_array.shape[2] == 3
+
+
+def test_summary_figure_sent_as_secondary_capture(runs, tmp_path):
+    """The triage summary figure, where it exists, goes out pixel for pixel."""
+    from matplotlib import image as mpimg
+
+    from ctp_nipype.dicom.write import export_dicom
+
+    results = tmp_path / "results"
+    shutil.copytree(runs / "out_dicom", results)
+    picture = np.zeros((30, 40, 3), np.uint8)
+    picture[5:25, 10:30] = (200, 30, 30)
+    mpimg.imsave(results / "CTP_desc-ssvd_summary.png", picture)
+    written = export_dicom(results, "CTP", runs / "CTP", tmp_path / "pacs", methods=["ssvd"])
+    assert tmp_path / "pacs" / "SC_ssvd_summary.dcm" in written
+    np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "pacs" / "SC_ssvd_summary.dcm").pixel_array, picture)
 
 
 def test_dicom_out_valid_for_dciodvfy(runs):

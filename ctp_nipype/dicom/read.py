@@ -351,15 +351,7 @@ def _slice_locations(images):
     are one slice)."""
     normal = images[0].normal
     distance = np.array([float(np.dot(im.position, normal)) for im in images])
-    order = np.argsort(distance, kind="stable")
-    labels = np.empty(len(images), dtype=int)
-    current, previous = -1, None
-    for idx in order:
-        if previous is None or distance[idx] - previous > POSITION_TOL_MM:
-            current += 1
-        labels[idx] = current
-        previous = distance[idx]
-    return labels.tolist()
+    return _cluster_offsets(distance, POSITION_TOL_MM).tolist()
 
 
 def choose_series(series, series_uid=None, folder=""):

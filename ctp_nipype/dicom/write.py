@@ -11,9 +11,8 @@ series' headers, and writes:
 * per method and map, one **Parametric Map** (32-bit float pixels, the map's
   values unchanged) with a real-world value mapping that states the units
   (UCUM) and the quantity;
-* **Secondary Capture** images (RGB): the summary figure of each method, or,
-  where it is missing, a montage of that method's maps rendered here, and one
-  montage per map with every method.
+* **Secondary Capture** images (RGB): the summary figure of each method where
+  it exists, and one montage per map (slices across, one row per method).
 
 Each object copies the patient and study modules of the source series
 (highdicom does), and the SEG and Parametric Maps its FrameOfReferenceUID and
@@ -162,13 +161,24 @@ def _body_part(dataset, source):
     dataset.BodyPartExamined = str(source.reference.get("BodyPartExamined", "") or "HEAD")
 
 
+def _new_instance(series_number):
+    """The identity of a new derived object: its own series and instance, made by this package."""
+    import highdicom as hd
+
+    return {
+        "series_instance_uid": hd.UID(), "series_number": series_number, "sop_instance_uid": hd.UID(),
+        "instance_number": 1, "manufacturer": MANUFACTURER, "manufacturer_model_name": "ctp_nipype",
+        "software_versions": _software(), "device_serial_number": "0",
+    }
+
+
 def _software():
     from .. import __version__
 
     return __version__
 
 
-def write_segmentation(masks, source, path, method, series_number, uid_seed):
+def write_segmentation(masks, source, path, method, series_number):
     """One binary DICOM-SEG with a segment per mask (``{label: (slices, rows, cols) bool}``)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -195,14 +205,7 @@ def write_segmentation(masks, source, path, method, series_number, uid_seed):
         pixel_array=array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name="ctp_nipype",
-        software_versions=_software(),
-        device_serial_number="0",
+        **_new_instance(series_number),
         series_description=f"CTP {method} core and hypoperfusion",
         omit_empty_frames=False,
         content_label="CTPLESION",
@@ -236,14 +239,7 @@ def write_parametric_map(values, source, path, method, map_name, series_number):
     pm = hd.pm.ParametricMap(
         source_images=source.datasets,
         pixel_array=values,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name="ctp_nipype",
-        software_versions=_software(),
-        device_serial_number="0",
+        **_new_instance(series_number),
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=top / 2, window_width=top if top > 0 else 1.0)],
@@ -324,32 +320,6 @@ def find_methods(results_dir, prefix):
     return methods
 
 
-def _montage(maps, brain, map_names, method):
-    """A montage of one method's maps (rows: maps; columns: slices), PNG bytes."""
-    from ..reports.figures import _pyplot, slices_to_show, to_png, shared_range, _crop_box, CMAPS
-
-    plt = _pyplot()
-    slices = slices_to_show(brain)
-    bx, by = _crop_box(brain)
-    fig, axes = plt.subplots(len(map_names), len(slices), figsize=(1.9 * len(slices) + 1.6, 1.9 * len(map_names)),
-                             squeeze=False)
-    for row, name in enumerate(map_names):
-        vmin, vmax = shared_range([maps[name]], brain)
-        for col, k in enumerate(slices):
-            ax = axes[row, col]
-            shown = np.where(brain[bx, by, k], maps[name][bx, by, k], np.nan)
-            image = ax.imshow(shown.T, origin="lower", cmap=CMAPS.get(name, "viridis"), vmin=vmin, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col == 0:
-                ax.set_ylabel(f"{name.upper()} [{MAP_UNITS[name][1]}]", fontsize=8)
-            if row == 0:
-                ax.set_title(f"slice {k}", fontsize=9)
-        fig.colorbar(image, ax=list(axes[row]), fraction=0.02, pad=0.01)
-    fig.suptitle(f"ctp_nipype {method}: perfusion maps (not for diagnosis without review)")
-    return to_png(fig)
-
-
 def export_dicom(results_dir, prefix, dicom_dir, out_dir, methods=None, series_uid=None):
     """Write DICOM-SEG, Parametric Maps and Secondary Captures of a results folder, referencing the source series.
 
@@ -388,15 +358,12 @@ def export_dicom(results_dir, prefix, dicom_dir, out_dir, methods=None, series_u
     written = []
     number = SERIES_NUMBER_BASE
     montage_maps = {}
-    brain = None
     for method in methods:
         maps = _maps_of(results_dir, prefix, method)
-        loaded = {}
         for name, path in maps.items():
             img, data = load_nifti(path, f"{name} map")
             data = np.asarray(data, dtype=np.float32)
             _check_overlap(img.affine, data.shape, source, path.name)
-            loaded[name] = data
             number += 1
             values = sample_on_source(data, img.affine, source, order=1)
             written.append(write_parametric_map(values, source, out_dir / f"PM_{method}_{name}.dcm", method, name,
@@ -410,32 +377,20 @@ def export_dicom(results_dir, prefix, dicom_dir, out_dir, methods=None, series_u
                 masks[label] = sample_on_source(np.asarray(data) > 0, img.affine, source, order=0) > 0.5
         if masks:
             number += 1
-            written.append(write_segmentation(masks, source, out_dir / f"SEG_{method}.dcm", method, number, prefix))
+            written.append(write_segmentation(masks, source, out_dir / f"SEG_{method}.dcm", method, number))
         summary = results_dir / f"{prefix}_desc-{method}_summary.png"
-        if brain is None and loaded:
-            if brain_path.exists():
-                brain = np.asarray(load_nifti(brain_path, "brain mask")[1]) > 0
-            else:
-                brain = np.ones(next(iter(loaded.values())).shape, bool)
-        number += 1
         if summary.exists():
-            png, what = summary, f"CTP {method} summary"
-        else:
-            png, what = _montage(loaded, brain, list(loaded), method), f"CTP {method} maps"
-        written.append(write_secondary_capture(png, source, out_dir / f"SC_{method}_summary.dcm", what, number))
-    if len(methods) > 1 and brain is not None:
-        from ..perfusion.constants import UNITS
-        from ..reports.figures import map_mosaic
-
-        for name, by_method in montage_maps.items():
             number += 1
-            png = map_mosaic(by_method, name, UNITS.get(name, ""), brain, _slices(brain))
-            written.append(write_secondary_capture(png, source, out_dir / f"SC_{name}_montage.dcm",
-                                                   f"CTP {name.upper()} all methods", number))
+            written.append(write_secondary_capture(summary, source, out_dir / f"SC_{method}_summary.dcm",
+                                                   f"CTP {method} summary", number))
+    from ..perfusion.constants import UNITS
+    from ..reports.figures import map_mosaic, slices_to_show
+
+    brain = np.asarray(load_nifti(brain_path, "brain mask")[1]) > 0 if brain_path.exists() else None
+    for name, by_method in montage_maps.items():
+        shown = brain if brain is not None else np.ones(next(iter(by_method.values())).shape, bool)
+        number += 1
+        png = map_mosaic(by_method, name, UNITS.get(name, ""), shown, slices_to_show(shown))
+        written.append(write_secondary_capture(png, source, out_dir / f"SC_{name}_montage.dcm",
+                                               f"CTP {name.upper()} ({', '.join(by_method)})", number))
     return written
-
-
-def _slices(brain):
-    from ..reports.figures import slices_to_show
-
-    return slices_to_show(brain)
