@@ -11,6 +11,8 @@ import nibabel as nb
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ctp_nipype.dicom import DicomInputError, read_dicom_ctp
 from ctp_nipype.perfusion.timing import interpolate_in_time
@@ -515,3 +517,31 @@ def test_time_resampling_carried_to_the_maps(tmp_path):
     write_nifti(tmp_path / "plain_ctp.nii.gz", reference.hu, reference.affine,
                 sidecar={"FrameTimesStart": UNIFORM_TIMES.tolist()})
     assert "ShuttleMode" not in timing_provenance(load_ctp(tmp_path / "plain_ctp.nii.gz"))
+
+
+def test_bids_app_dicom_out_needs_the_source_before_running(tmp_path, phantom, capsys):
+    """Without a kept source series, --dicom-out fails in one line before any step runs."""
+    from ctp_nipype.cli.bids_app import main as bids_app
+    from ctp_nipype.cli.convert import main as convert
+
+    assert convert([str(_dicom(tmp_path, phantom)), str(tmp_path / "bids"), "--participant-label", "01"]) == 0
+    capsys.readouterr()
+    code = bids_app([str(tmp_path / "bids"), str(tmp_path / "derivatives"), "participant", "--methods", "ssvd",
+                     "-w", str(tmp_path / "work"), "--dicom-out", str(tmp_path / "pacs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--keep-source" in err, err
+    assert not (tmp_path / "derivatives").exists() and not (tmp_path / "work").exists()
+
+
+@given(st.floats(min_value=0.0, max_value=86399.999999, allow_nan=False))
+def test_dicom_time_round_trip(seconds):
+    """A time of day written as DICOM TM (microseconds) reads back to the microsecond."""
+    from ctp_nipype.dicom.read import _parse_time
+
+    seconds = round(seconds, 6)
+    whole = int(seconds)
+    micro = int(round((seconds - whole) * 1e6))
+    if micro == 1_000_000:
+        whole, micro = whole + 1, 0
+    text = f"{whole // 3600:02d}{whole % 3600 // 60:02d}{whole % 60:02d}.{micro:06d}"
+    assert abs(_parse_time(text) - (whole + micro / 1e6)) < 1e-6

@@ -85,7 +85,7 @@ class Image2D:
     orientation: np.ndarray  # ImageOrientationPatient (row cosines, column cosines)
     spacing: tuple  # PixelSpacing (between rows, between columns), mm
     shape: tuple  # (rows, columns)
-    time: float | None  # seconds since midnight of the series' first date
+    time: tuple  # (date or None, seconds after midnight or None)
     time_tag: str | None
     slope: float
     intercept: float
