@@ -545,3 +545,17 @@ def test_dicom_time_round_trip(seconds):
         whole, micro = whole + 1, 0
     text = f"{whole // 3600:02d}{whole % 3600 // 60:02d}{whole % 60:02d}.{micro:06d}"
     assert abs(_parse_time(text) - (whole + micro / 1e6)) < 1e-6
+
+
+def test_dicom_source_of_another_scan_refused_before_running(runs, tmp_path, capsys):
+    from ctp_nipype.cli.perfusion import main
+
+    ph = make_phantom("small", seed=4, noise_sd_hu=0, frame_times=UNIFORM_TIMES)
+    elsewhere = ph.affine.copy()
+    elsewhere[2, 3] += 300.0  # another scan, 30 cm away
+    write_static_series(ph.hu[..., 0], elsewhere, tmp_path / "other", "Head", 2, None)
+    code = main([str(runs / "nifti" / "scan_ctp.nii.gz"), str(tmp_path / "out"), "--method", "ssvd",
+                 "--dicom-out", str(tmp_path / "pacs"), "--dicom-source", str(tmp_path / "other")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "does not lie on the grid" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

@@ -27,10 +27,14 @@ def dicom_input(args):
 
     source = getattr(args, "dicom_source", None)
     if Path(args.in_file).is_dir():
-        if source is None:
-            args.dicom_source = args.in_file
+        from ..bids import check_output_outside_input, find_dataset_root
         from ..dicom.convert import prepare_dicom_run
 
+        if source is None:
+            args.dicom_source = args.in_file
+        dataset = find_dataset_root(Path(args.in_file) / "x")  # DICOM kept in a dataset's sourcedata/
+        if dataset is not None:
+            check_output_outside_input(args.out_dir, [dataset])
         in_file, prefix, keeper = prepare_dicom_run(args.in_file, args.out_dir, args.work_dir, args.series_uid)
         return in_file, prefix, keeper
     if args.dicom_out is not None and source is None:
@@ -38,9 +42,24 @@ def dicom_input(args):
             "--dicom-out needs the source DICOM series to reference: run on the DICOM folder itself, or give "
             "--dicom-source DICOM_DIR (the series the NIfTI was converted from)."
         )
-    if source is not None and not Path(source).is_dir():
-        raise InputError(f"--dicom-source {source} is not a folder; give the folder of the source DICOM series.")
+    if source is not None:
+        if not Path(source).is_dir():
+            raise InputError(f"--dicom-source {source} is not a folder; give the folder of the source DICOM series.")
+        check_source_matches(source, args.in_file, args.series_uid)
     return args.in_file, None, None
+
+
+def check_source_matches(dicom_dir, nifti, series_uid=None):
+    """The source series lies on the NIfTI's grid (checked before the run, not after it)."""
+    import nibabel as nb
+
+    from ..dicom.write import _check_overlap, source_slices
+
+    try:
+        img = nb.load(str(nifti))
+    except Exception:  # noqa: BLE001 - the scan's own checks name the problem
+        return
+    _check_overlap(img.affine, img.shape, source_slices(dicom_dir, series_uid), Path(nifti).name)
 
 
 def export_dicom_outputs(args, results_dir, prefix, methods=None):
