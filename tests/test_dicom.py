@@ -74,6 +74,20 @@ def test_layout_round_trip(tmp_path, phantom, layout, time_tag, slope, intercept
     assert expected_tag in ctp.sidecar["TimingSource"]
 
 
+def test_small_per_slice_offsets_kept_as_slice_timing(tmp_path, phantom):
+    """Slices read out 0.1 s apart within each frame (well under a quarter of the 1.5 s frame step): one frame,
+    data untouched, the offsets in SliceTiming."""
+    slice_times = FRAME_TIMES[None, :] + 0.1 * np.arange(4)[:, None]
+    write_dicom_series(phantom.hu, phantom.affine, tmp_path / "dcm", slice_times=slice_times,
+                       time_tag="AcquisitionDateTime")
+    ctp = read_dicom_ctp(tmp_path / "dcm")
+    data, _ = canonical(ctp)
+    np.testing.assert_array_equal(data, quantised(phantom.hu).astype(np.float32))
+    np.testing.assert_allclose(ctp.frame_times, FRAME_TIMES, atol=1e-6)
+    assert ctp.sidecar["ResampledInTime"] is False
+    assert ctp.sidecar["SliceTiming"] == pytest.approx([0.0, 0.1, 0.2, 0.3], abs=1e-6)
+
+
 def test_dcm2niix_agrees_on_the_voxel_grid(tmp_path, phantom):
     """An independent reader (dcm2niix) puts the same voxels at the same places."""
     if shutil.which("dcm2niix") is None:
