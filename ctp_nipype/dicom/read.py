@@ -645,18 +645,22 @@ def _series_timing(series, geometry):
 
 
 def _read_pixels(geometry, timing, label):
-    """The (x, y, z, t) float32 HU array on the common time grid."""
+    """The (x, y, z, t) float32 HU array on the common time grid.
+
+    Filled as a C-ordered (t, z, rows, columns) array, so that every image is one contiguous copy, and returned
+    transposed: an (x, y, z, t) view in Fortran order, the order NIfTI stores (written without a copy).
+    """
     import pydicom
 
     nx, ny, nz = geometry.shape
     n_t = timing.frame_times.size
-    data = np.empty((nx, ny, nz, n_t), dtype=np.float32)
+    stacked = np.empty((n_t, nz, ny, nx), dtype=np.float32)
 
     def in_place(z):  # a slice read straight into the output, or into its own buffer to be put on the grid
         own = timing.slice_times[z]
         return not timing.resampled or (own.size == n_t and np.allclose(own, timing.frame_times, atol=1e-6))
 
-    buffers = {z: np.empty((nx, ny, len(images)), dtype=np.float32)
+    buffers = {z: np.empty((len(images), ny, nx), dtype=np.float32)
                for z, images in enumerate(geometry.slice_images) if not in_place(z)}
     by_file = defaultdict(list)  # each file decoded once, whatever order its frames have
     for z, images in enumerate(geometry.slice_images):
@@ -677,14 +681,15 @@ def _read_pixels(geometry, timing, label):
                     f"{im.where} ({label}) holds pixels of shape {array.shape}, not a greyscale image; a CT series "
                     "has one sample per pixel."
                 )
-            values = (array.astype(np.float64) * im.slope + im.intercept).T
+            values = array.astype(np.float64) * im.slope + im.intercept  # (rows, columns)
             if z in buffers:
-                buffers[z][:, :, j] = values
+                buffers[z][j] = values
             else:
-                data[:, :, z, j] = values
-    for z, stack in buffers.items():
-        data[:, :, z, :] = interpolate_in_time(stack, timing.slice_times[z], timing.frame_times)
-    return data
+                stacked[j, z] = values
+    for z, stack in buffers.items():  # time last for the interpolation, then back
+        resampled = interpolate_in_time(np.moveaxis(stack, 0, -1), timing.slice_times[z], timing.frame_times)
+        stacked[:, z] = np.moveaxis(resampled, -1, 0)
+    return stacked.T
 
 
 def _resample_gantry_tilt(data, geometry, fill_hu):
