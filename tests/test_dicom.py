@@ -186,6 +186,22 @@ def test_perfusion_series_found_among_others(tmp_path, phantom):
     assert "2 other series" in ctp.note and "Head non-contrast" in ctp.note and "CTA head" in ctp.note
 
 
+def test_one_series_per_time_point_merged(tmp_path, phantom):
+    """Every time point exported as its own series (with a non-contrast head beside them): merged by time."""
+    study = {"StudyInstanceUID": "1.2.3.4", "FrameOfReferenceUID": "1.2.3.5"}
+    for t, time in enumerate(FRAME_TIMES):
+        write_dicom_series(phantom.hu[..., t:t + 1], phantom.affine, tmp_path / "dcm" / f"t{t:02d}",
+                           frame_times=[time], study=study, series_number=100 + t)
+    write_static_series(phantom.hu[..., 0] + 5, phantom.affine, tmp_path / "dcm" / "ncct", "Head", 2,
+                        {"StudyInstanceUID": "1.2.3.4", "FrameOfReferenceUID": "1.2.3.9"})
+    ctp = read_dicom_ctp(tmp_path / "dcm")
+    data, _ = canonical(ctp)
+    np.testing.assert_array_equal(data, quantised(phantom.hu).astype(np.float32))
+    np.testing.assert_allclose(ctp.frame_times, FRAME_TIMES, atol=1e-6)
+    assert f"{FRAME_TIMES.size} series of one time point" in ctp.sidecar["MergedSeries"]
+    assert "1 other series" in ctp.note and "'Head'" in ctp.note
+
+
 def test_several_perfusion_series_listed_and_chosen(tmp_path, phantom):
     study = {"StudyInstanceUID": "1.2.3.4", "FrameOfReferenceUID": "1.2.3.5"}
     write_dicom_series(phantom.hu, phantom.affine, tmp_path / "a", frame_times=FRAME_TIMES, study=study,

@@ -354,8 +354,44 @@ def _slice_locations(images):
     return _cluster_offsets(distance, POSITION_TOL_MM).tolist()
 
 
+def _merge_time_point_series(series_list):
+    """Some exports give every time point of a perfusion scan its own series: at least
+    :data:`MIN_CTP_TIME_POINTS` series of one time point each with the same frame of reference, geometry and
+    slice positions are merged into one (None when there are no such series)."""
+    groups = defaultdict(list)
+    for entry in series_list:
+        if entry.n_time_points != 1:
+            continue
+        first = entry.images[0]
+        positions = tuple(sorted(round(float(np.dot(im.position, first.normal)), 2) for im in entry.images))
+        key = (str(entry.header.get("FrameOfReferenceUID", "")), first.geometry_key, positions)
+        groups[key].append(entry)
+    big = [members for members in groups.values() if len(members) >= MIN_CTP_TIME_POINTS]
+    if len(big) != 1:
+        return None
+
+    def start(entry):
+        times = [_sort_seconds(im) for im in entry.images if im.time[1] is not None]
+        return min(times) if times else 0.0
+
+    members = sorted(big[0], key=start)
+    merged = DicomSeries(
+        uid=f"{members[0].uid} (+{len(members) - 1} series of one time point each)",
+        images=[im for entry in members for im in entry.images],
+        files=[path for entry in members for path in entry.files],
+        without_pixels=[path for entry in members for path in entry.without_pixels],
+        transfer_syntaxes={k: v for entry in members for k, v in entry.transfer_syntaxes.items()},
+        header=members[0].header,
+        description=members[0].description,
+        modality=members[0].modality,
+    )
+    merged.parts = members
+    return merged
+
+
 def choose_series(series, series_uid=None, folder=""):
-    """The perfusion series: ``series_uid`` if given, else the one series with many temporal positions.
+    """The perfusion series: ``series_uid`` if given, else the one series with many temporal positions (or, when
+    there is none, the time points exported as one series each, merged: :func:`_merge_time_point_series`).
 
     Returns ``(DicomSeries, note)`` where ``note`` is one line naming the series left aside (or '').
     """
@@ -380,11 +416,15 @@ def choose_series(series, series_uid=None, folder=""):
                 f"{folder} holds {len(candidates)} series with {MIN_CTP_TIME_POINTS} or more time points: {listed}. "
                 "Choose the perfusion series with --series-uid UID."
             )
+        merged = None if candidates else _merge_time_point_series(with_images)
         if candidates:
             chosen = candidates[0]
+        elif merged is not None:
+            chosen = merged
         else:
             chosen = max(with_images, key=lambda s: (s.n_time_points, len(s.images)))
-    others = [s for s in series.values() if s is not chosen]
+    parts = set(map(id, getattr(chosen, "parts", [chosen])))
+    others = [s for s in series.values() if id(s) not in parts]
     note = ""
     if others:
         note = f"left aside {len(others)} other series: " + "; ".join(s.summary() for s in others)
@@ -843,6 +883,11 @@ def read_dicom_series(series):
             sidecar["ShuttleModeDetails"] = timing.shuttle
         if timing.missing:
             sidecar["MissingFrames"] = [{"Slice": z, "Count": n} for z, n in timing.missing]
+    if getattr(series, "parts", None):
+        sidecar["MergedSeries"] = (
+            f"{len(series.parts)} series of one time point each (same frame of reference, grid and slice positions) "
+            "merged into one perfusion series by acquisition time"
+        )
     if tilt_note:
         sidecar["GantryTiltDegrees"] = round(geometry.gantry_tilt_deg, 4)
         sidecar["GantryTiltCorrection"] = tilt_note
