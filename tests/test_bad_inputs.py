@@ -437,8 +437,9 @@ CASES = [
     # a bad scan found while the workflow runs: the failed step, its error and the crash report, in one line
     _b("BIDS: truncated scan (fails in the workflow)", _bids(dataset=_bids_scan(corrupt=True)),
        r"step '.*load' failed: InputError: The CTP scan .* cannot be read as NIfTI.*Crash report: "),
-    _b("BIDS: 3D scan (fails in the workflow)", _bids(dataset=_bids_scan(lambda ph: ph.hu[..., 0])),
-       r"step '.*load' failed: InputError: .*has 3 dimensions"),
+    # a header that is refused (here: 3D) is found before the run, from the header alone
+    _b("BIDS: 3D scan (refused before the run)", _bids(dataset=_bids_scan(lambda ph: ph.hu[..., 0])),
+       r"The CTP scan .* has 3 dimensions"),
 ]
 
 
