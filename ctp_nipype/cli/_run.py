@@ -286,9 +286,10 @@ def summarise_outputs(output_dir, since):
         censoring = _read_sidecar_key(side, "AIFFirstPassCensoring")
         if isinstance(censoring, dict) and censoring.get("Warning"):
             lines.append(f"warning: {side.name}: {censoring['Warning']}")
-        motion_warning = _read_sidecar_key(side, "HeadMotionWarning")
-        if motion_warning:
-            lines.append(f"warning: {side.name}: {motion_warning}")
+        for key in ("HeadMotionWarning", "AIFTruncationWarning"):
+            warning = _read_sidecar_key(side, key)
+            if warning:
+                lines.append(f"warning: {side.name}: {warning}")
     reports = sorted(p for p in written if p.suffix == ".html")
     for report in reports:
         lines.append(f"report: {report}")
