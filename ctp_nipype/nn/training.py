@@ -60,7 +60,8 @@ import torch
 from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
 from ..sims.simulate import TRAINING_RANGES, simulate_curves
 from . import dataset
-from .checkpoint import CHECKPOINT_NAME, find_checkpoint, load_checkpoint, save_checkpoint
+from . import checkpoint as checkpoints
+from .checkpoint import CHECKPOINT_NAME, find_checkpoint, load_checkpoint
 from .loss import LossWeights, curve_weights, perfusion_loss
 from .model import RESIDUE_SCALE, ModelConfig, PerfusionTransformer, normalise_tissue
 from .weights import SHIPPED_WEIGHTS, load_model, read_metadata, save_weights
@@ -561,8 +562,9 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         return fraction
 
     def save_checkpoint():
-        save_checkpoint(checkpoint_path, model.state_dict(), optimizer.state_dict(), state, json.dumps(recipe),
-                        None if ema is None else ema.state_dict())
+        checkpoints.save_checkpoint(checkpoint_path, model.state_dict(), optimizer.state_dict(), state,
+                                    json.dumps(recipe),
+                                    None if ema is None else ema.state_dict())
 
     bar = None
     if progress:
