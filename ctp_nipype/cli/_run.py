@@ -145,9 +145,9 @@ def _multiproc_plugin(plugin_args):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from nipype.pipeline.plugins.multiproc import MultiProcPlugin
+    from nipype.pipeline.plugins import multiproc
 
-    class QuietMultiProcPlugin(MultiProcPlugin):  # noqa: D401 - named *MultiProcPlugin for Nipype
+    class MultiProcPlugin(multiproc.MultiProcPlugin):  # Nipype names a plugin object by its class name
         def __init__(self, plugin_args=None):
             super().__init__(plugin_args=plugin_args)
             self.pool.shutdown(wait=False)  # no worker started yet: replace the pool
