@@ -16,7 +16,8 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from . import bids_app, phantom
+from ..sims.dataset import write_phantom_dataset
+from . import bids_app
 
 
 def _methods():
@@ -36,9 +37,7 @@ def main(argv=None):
     bids_dir, derivatives, work = out / "bids", out / "derivatives", out / "work"
     start = time.time()
     if not (bids_dir / "dataset_description.json").exists():
-        code = phantom.main([str(bids_dir), "--subjects", "2", "--size", "demo", "--seed", "1"])
-        if code:
-            return code
+        write_phantom_dataset(bids_dir, subjects=2, size="demo", seed=1, log=print)
     methods = _methods()
     common = ["--methods", *methods, "-w", str(work), "--device", "cpu"]
     code = bids_app.main([str(bids_dir), str(derivatives), "participant", "--nprocs", "2", *common])
