@@ -237,3 +237,18 @@ def test_ctrl_c_with_two_processes_stops_every_worker_and_prints_one_line(tmp_pa
              and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]]
     assert not alive, f"workers still running: {alive}"
     assert list((tmp_path / "out").rglob("*_UNFINISHED.txt"))  # the unfinished scans say so
+
+
+def test_a_scan_cut_in_the_first_pass_warns_in_the_sidecar_and_the_summary(tmp_path, small, capsys):
+    assert aif_truncation_warning(small.aif, small.frame_times) is None  # the whole phantom: no warning
+    inp = tmp_path / "in"
+    inp.mkdir()
+    img = nb.Nifti1Image(small.hu[..., :14], small.affine)  # the AIF peaks at 10 s; the scan stops at 13 s
+    img.header.set_xyzt_units("mm", "sec")
+    nb.save(img, str(inp / "cut_ctp.nii.gz"))
+    (inp / "cut_ctp.json").write_text(json.dumps({"RepetitionTime": 1.0}))
+    out = tmp_path / "out"
+    assert perfusion_cli.main([str(inp / "cut_ctp.nii.gz"), str(out), "--method", "ssvd", "--no-guided-filter"]) == 0
+    sidecar = json.loads((out / "cut_desc-global_aif.json").read_text())
+    assert "before the AIF's first pass is over" in sidecar["AIFTruncationWarning"]
+    assert "warning: cut_desc-global_aif.json: The scan ends before the AIF's first pass" in capsys.readouterr().out
