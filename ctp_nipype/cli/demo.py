@@ -23,9 +23,11 @@ from . import bids_app
 def _methods():
     from ..nn.weights import shipped_weights_available
 
-    methods = ["ssvd", "csvd", "osvd"]
+    from ..perfusion.constants import NETWORK_METHOD, SVD_METHODS
+
+    methods = list(SVD_METHODS)
     if shipped_weights_available():
-        methods.append("transformer")
+        methods.append(NETWORK_METHOD)
     else:
         print("note: no Transformer weights are shipped in this build; the demo runs the SVD methods only.")
     return methods
