@@ -1,21 +1,7 @@
 """``ctp-phantom OUT_DIR``: a BIDS dataset of digital brain phantom CTP scans and their ground truth.
 
-Layout (subject ``k`` uses seed ``SEED + k - 1``, so ``--seed 3`` makes
-sub-01 equal to ``make_phantom(seed=3)``)::
-
-    OUT_DIR/dataset_description.json
-    OUT_DIR/sub-01/ses-01/sub-01_ses-01_ctp.nii.gz     4D HU scan
-    OUT_DIR/sub-01/ses-01/sub-01_ses-01_ctp.json       FrameTimesStart (s), FrameDuration (s), ...
-    OUT_DIR/derivatives/phantom-truth/dataset_description.json          (DatasetType derivative)
-    OUT_DIR/derivatives/phantom-truth/sub-01/ses-01/perf/
-        sub-01_ses-01_desc-truth_{cbf,cbv,mtt,bad,dispersion}.nii.gz (+ .json with Units)
-        sub-01_ses-01_desc-truth_dseg.nii.gz (+ .json with the label codes)
-        sub-01_ses-01_desc-truth_aif.tsv     columns time, aif, vof (HU, blood baseline included)
-        sub-01_ses-01_desc-truth_motion.tsv  with --motion: time, trans_{x,y,z}_mm, rot_{x,y,z}_deg
-        sub-01_ses-01_desc-truth_parameters.json  every value the phantom was built with
-
-``bad`` is the bolus arrival delay of the local AIF relative to the global
-AIF (the phantom's delay map), in the conventions' name for it.
+The command line of :func:`ctp_nipype.sims.dataset.write_phantom_dataset`; that module's docstring gives the
+dataset's layout (subject ``k`` uses seed ``SEED + k - 1``; the truth under ``derivatives/phantom-truth``).
 """
 
 from __future__ import annotations
