@@ -224,6 +224,62 @@ def check_reference_units(name, values, tissue, frame_interval_s=None, dtype=Non
     return None
 
 
+def align_reference(reference, reference_affines, shape, affine, lesion=None, lesion_affine=None):
+    """The reference maps (and lesion mask) on our grid: as they are when the grids match, else resampled
+    through world coordinates (linear for maps, nearest for the mask; :func:`resample_to_grid`).
+
+    Parameters
+    ----------
+    reference : dict
+        ``{name: 3D array}``.
+    reference_affines : dict
+        ``{name: (4, 4) affine}`` of each map.
+    shape, affine :
+        Our grid.
+    lesion : ndarray, optional
+    lesion_affine : ndarray, optional
+
+    Returns
+    -------
+    maps : dict of float64 arrays
+    lesion : ndarray of bool or None
+    resampled : list of str
+        The names (maps, ``lesion``) that were resampled.
+    """
+    maps, resampled = {}, []
+    for name, values in reference.items():
+        if same_grid(np.shape(values), reference_affines[name], shape, affine):
+            maps[name] = np.asarray(values, dtype=np.float64)
+        else:
+            maps[name] = resample_to_grid(values, reference_affines[name], shape, affine, order=1,
+                                          what=f"reference {name} map")
+            resampled.append(name)
+    if lesion is not None:
+        if same_grid(np.shape(lesion), lesion_affine, shape, affine):
+            lesion = np.asarray(lesion) > 0
+        else:
+            lesion = resample_to_grid(np.asarray(lesion) > 0, lesion_affine, shape, affine, order=0,
+                                      what="lesion mask") > 0.5
+            resampled.append("lesion")
+    return maps, lesion, resampled
+
+
+def check_reference(reference, tissue, frame_interval_s=None, dtypes=None):
+    """Refuse reference maps that look like they are not in the conventions' units (:func:`check_reference_units`).
+
+    Raises
+    ------
+    AgreementError
+        Naming every map that looks wrong, in one line.
+    """
+    dtypes = dtypes or {}
+    problems = [check_reference_units(name, values, tissue, frame_interval_s, dtypes.get(name))
+                for name, values in reference.items() if name in PLAUSIBLE_MEDIAN]
+    problems = [p for p in problems if p]
+    if problems:
+        raise AgreementError("reference maps in other units? " + " ".join(problems))
+
+
 # ----------------------------------------------------------------------------------------------
 # per scan
 
@@ -593,4 +649,25 @@ def map_agreement(map_rows):
                     "pearson_median": float(np.median(pearson)) if pearson.size else math.nan,
                     "spearman_mean": float(spearman.mean()) if spearman.size else math.nan,
                     "spearman_median": float(np.median(spearman)) if spearman.size else math.nan})
+    return out
+
+
+def threshold_agreement(threshold_rows):
+    """Across scans, per region and threshold: mean Dice, mean volume difference (ml) and ICC(A,1) of the volumes.
+
+    Parameters
+    ----------
+    threshold_rows : list of dict
+        :attr:`ScanAgreement.thresholds` rows of one method on every scan.
+    """
+    out = []
+    keys = list(dict.fromkeys((r["region"], r["threshold"]) for r in threshold_rows))
+    for region, threshold in keys:
+        rows = [r for r in threshold_rows if r["region"] == region and r["threshold"] == threshold]
+        dices = np.array([r["dice"] for r in rows], dtype=float)
+        icc, _, _ = icc_absolute_agreement([r["volume_ours_ml"] for r in rows], [r["volume_reference_ml"] for r in rows])
+        out.append({"region": region, "threshold": threshold, "n": len(rows),
+                    "dice_mean": float(np.nanmean(dices)) if rows else math.nan,
+                    "volume_difference_mean_ml": float(np.mean([r["volume_difference_ml"] for r in rows])),
+                    "icc": icc})
     return out

@@ -24,13 +24,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .phantom import PERFUSED_LABELS, PhantomLabel
+from .phantom import DEFAULT_TISSUE, PERFUSED_LABELS, PhantomLabel, TissueClass, make_phantom
 
 #: the map names of the SMIR folders of ISLES 2018 (``SMIR.Brain.XX.O.<kind>.<id>``)
 ISLES2018_KINDS = {"ctp": "CT_4DPWI", "ct": "CT", "cbf": "CT_CBF", "cbv": "CT_CBV", "mtt": "CT_MTT", "tmax": "CT_Tmax",
                    "lesion": "OT"}
 #: what icobrain cva writes outside the brain in ISLES'24's Tmax maps (0 in the other maps)
 ICOBRAIN_TMAX_FILL = -30.0
+
+
+def make_isles_phantom(seed=0, size="small", noise_sd_hu=8.0, lesion_delay_s=8.0):
+    """A phantom for the ISLES layouts: uniform 1 s frames (as both datasets' released CTP) and the core and
+    penumbra's local AIF delayed by ``lesion_delay_s`` (default 8 s, beyond the clinical Tmax > 6 s, where
+    the default phantom's 6 s sits exactly on the threshold).
+    """
+    tissue = {label: TissueClass(DEFAULT_TISSUE[label].cbf, DEFAULT_TISSUE[label].cbv, lesion_delay_s,
+                                 DEFAULT_TISSUE[label].dispersion_s)
+              for label in (PhantomLabel.CORE, PhantomLabel.PENUMBRA)}
+    return make_phantom(size, seed=seed, noise_sd_hu=noise_sd_hu, tissue=tissue)
 
 
 def truth_reference_maps(phantom):
