@@ -134,3 +134,13 @@ def test_convert_refuses_a_bids_folder_inside_the_source(tmp_path, phantom):
     write_isles2018_case(tmp_path / "TRAINING", 1, phantom)
     assert convert(["isles2018", str(tmp_path / "TRAINING"), str(tmp_path / "TRAINING" / "bids")]) == 2
     assert convert(["isles2018", str(tmp_path / "nothing"), str(tmp_path / "bids")]) == 2
+
+
+def test_isles2024_bad_sidecar_timing_names_the_case_before_writing(tmp_path, phantom):
+    write_isles2024_case(tmp_path / "train", 1, phantom)
+    write_isles2024_case(tmp_path / "train", 2, phantom)
+    raw = tmp_path / "train" / "raw_data" / "sub-stroke0002" / "ses-01"
+    (raw / "sub-stroke0002_ses-01_ctp.json").write_text(json.dumps({"FrameTimesStart": [0, 1, 2]}))
+    with pytest.raises(DatasetError, match=r"isles2024 sub-stroke0002: .*FrameTimesStart.*sub-stroke0002_ses-01_ctp\.json"):
+        convert_dataset("isles2024", tmp_path / "train", tmp_path / "bids")
+    assert not (tmp_path / "bids").exists()

@@ -345,21 +345,43 @@ def _scaled(img):
     return slope is not None and not (slope == 1 and inter in (None, 0))
 
 
+def check_ctp(case):
+    """Read the header (not the data) of a case's CTP and find its frame times, raising with the case's name.
+
+    Returns ``(image, source sidecar dict, frame times, timing source)``.
+    """
+    import nibabel as nb
+
+    from ..io import read_json, sidecar_path
+    from ..perfusion.timing import TimingError
+
+    try:
+        img = nb.load(str(case.ctp))
+    except Exception as err:  # nibabel raises many kinds for corrupt files
+        raise DatasetError(f"{case.layout} {case.source}: the CTP {case.ctp} cannot be read as NIfTI "
+                           f"({type(err).__name__}: {err}).") from None
+    shape = img.shape
+    if not (len(shape) == 4 or (len(shape) == 5 and shape[3] == 1)):
+        raise DatasetError(f"{case.layout} {case.source}: the CTP {case.ctp} has shape {shape}, not 4D (x, y, z, t).")
+    side = sidecar_path(case.ctp)
+    source_sidecar = read_json(side) if side.exists() else {}
+    zooms = img.header.get_zooms()
+    pixdim4 = float(zooms[-1])  # the time axis's pixdim, also of a 5D (x, y, z, 1, t)
+    try:
+        times, source = dataset_frame_times(shape[-1], source_sidecar, pixdim4, img.header.get_xyzt_units()[1])
+    except TimingError as err:
+        raise DatasetError(f"{case.layout} {case.source}: {err} ({side if side.exists() else case.ctp})") from None
+    return img, source_sidecar, times, source
+
+
 def _write_ctp(case, bids_dir, generated_by):
     """Write the case's CTP as ``<subdir>/<prefix>_ctp.nii.gz`` with a timing sidecar; returns its path."""
-    from ..io import copy_atomic, read_json, sidecar_path, write_json, write_nifti
+    from ..io import copy_atomic, sidecar_path, write_json, write_nifti
     from ..perfusion.timing import is_uniform
 
-    img, data = _load(case.ctp, "CTP", case)
-    if data.ndim == 5 and data.shape[3] == 1:
-        data = data[:, :, :, 0, :]
-    if data.ndim != 4:
-        raise DatasetError(f"{case.layout} {case.source}: the CTP {case.ctp} has shape {data.shape}, not 4D (x, y, z, t).")
-    source_sidecar = read_json(sidecar_path(case.ctp)) if sidecar_path(case.ctp).exists() else {}
+    img, source_sidecar, times, source = check_ctp(case)
     zooms = img.header.get_zooms()
-    space_unit, time_unit = img.header.get_xyzt_units()
-    pixdim4 = float(zooms[-1]) if len(zooms) >= 4 else None  # the time axis's pixdim, also of a 5D (x, y, z, 1, t)
-    times, source = dataset_frame_times(data.shape[-1], source_sidecar, pixdim4, time_unit)
+    space_unit = img.header.get_xyzt_units()[0]
     durations = np.append(np.diff(times), np.diff(times)[-1]) if times.size > 1 else np.array([DOCUMENTED_FRAME_INTERVAL_S])
     sidecar = {k: v for k, v in source_sidecar.items() if k not in ("FrameTimesStart", "RepetitionTime")}
     sidecar.update({
@@ -382,6 +404,9 @@ def _write_ctp(case, bids_dir, generated_by):
     else:
         import nibabel as nb
 
+        _, data = _load(case.ctp, "CTP", case)  # reads it all: a truncated file fails here, by name
+        if data.ndim == 5:
+            data = data[:, :, :, 0, :]
         integer = np.issubdtype(img.get_data_dtype(), np.integer) and not _scaled(img)
         dtype = img.get_data_dtype() if integer else np.float32
         values = data if integer else np.asarray(img.dataobj, dtype=np.float32).reshape(data.shape)
@@ -441,6 +466,14 @@ def convert_dataset(layout, src, bids_dir, space="native", log=None):
     from ..io import write_json
 
     cases = find_cases(layout, src, space)
+    problems = []
+    for case in cases:  # every scan's shape and timing, from the headers, before anything is written
+        try:
+            check_ctp(case)
+        except DatasetError as err:
+            problems.append(str(err))
+    if problems:
+        raise DatasetError(" ".join(problems))
     bids_dir = Path(bids_dir)
     check_output_outside_input(bids_dir, [src], what="BIDS folder")
     generated_by = [{"Name": "ctp_nipype ctp-convert", "Version": __version__, "CodeURL": __url__}]

@@ -461,20 +461,15 @@ def compare_scan(
                      "volume_difference_ml": float((int(a.sum()) - int(b.sum())) * voxel_volume_ml),
                      "dice": dice(a, b)})
 
-    for fraction in core_fractions:
-        if math.isclose(fraction, core_relative_cbf):
+    sweep = [("core", f, f, delay_threshold_s) for f in core_fractions]
+    sweep += [("hypoperfused", d, core_relative_cbf, d) for d in delay_thresholds_s]
+    for region, threshold, fraction, delay in sweep:
+        if math.isclose(fraction, core_relative_cbf) and math.isclose(delay, delay_threshold_s):
             a, b = clinical_ours, clinical_ref
         else:
-            a = measures(ours, side, fraction, delay_threshold_s, our_delay)
-            b = measures(reference, side, fraction, delay_threshold_s, "tmax")
-        add("core", fraction, a.core, b.core)
-    for delay in delay_thresholds_s:
-        if math.isclose(delay, delay_threshold_s):
-            a, b = clinical_ours, clinical_ref
-        else:
-            a = measures(ours, side, core_relative_cbf, delay, our_delay)
-            b = measures(reference, side, core_relative_cbf, delay, "tmax")
-        add("hypoperfused", delay, a.hypoperfused, b.hypoperfused)
+            a = measures(ours, side, fraction, delay, our_delay)
+            b = measures(reference, side, fraction, delay, "tmax")
+        add(region, threshold, getattr(a, region), getattr(b, region))
 
     summary = {"affected_hemisphere": side, "n_tissue_voxels": int(tissue.sum())}
     for label, m in (("ours", clinical_ours), ("reference", clinical_ref)):
