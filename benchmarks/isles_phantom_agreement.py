@@ -24,7 +24,12 @@ from pathlib import Path
 from ctp_nipype.cli import bids_app
 from ctp_nipype.cli.compare import main as compare
 from ctp_nipype.cli.convert_datasets import main as convert
-from ctp_nipype.sims.isles import distort_reference, make_isles_phantom, truth_reference_maps, write_isles2018_case
+from ctp_nipype.sims.isles import (
+    distort_reference,
+    make_isles_phantom,
+    truth_reference_maps,
+    write_isles2018_case,
+)
 
 
 def _print_table(path, columns):

@@ -14,7 +14,12 @@ from ctp_nipype.bids import collect_scans
 from ctp_nipype.cli.convert_datasets import main as convert
 from ctp_nipype.datasets.isles import DatasetError, convert_dataset, find_cases
 from ctp_nipype.io import load_ctp
-from ctp_nipype.sims.isles import make_isles_phantom, truth_reference_maps, write_isles2018_case, write_isles2024_case
+from ctp_nipype.sims.isles import (
+    make_isles_phantom,
+    truth_reference_maps,
+    write_isles2018_case,
+    write_isles2024_case,
+)
 from ctp_nipype.sims.phantom import PhantomLabel
 
 

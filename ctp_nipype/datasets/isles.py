@@ -357,7 +357,7 @@ def check_ctp(case):
 
     try:
         img = nb.load(str(case.ctp))
-    except Exception as err:  # nibabel raises many kinds for corrupt files
+    except Exception as err:  # noqa: BLE001 - nibabel raises many kinds for corrupt files
         raise DatasetError(f"{case.layout} {case.source}: the CTP {case.ctp} cannot be read as NIfTI "
                            f"({type(err).__name__}: {err}).") from None
     shape = img.shape
