@@ -329,3 +329,49 @@ def test_end_to_end_isles2018_phantom_through_the_bids_app(tmp_path):
     assert float(maps["cbf"]["pearson_r"]) > 0.65 and float(maps["cbv"]["pearson_r"]) > 0.65
     assert float(maps["tmax"]["pearson_r"]) > 0.8 and float(case["dice_hypoperfused"]) > 0.8
     assert float(case["dice_lesion_core_reference"]) == 1.0  # the truth's core is the lesion
+
+
+# ----------------------------------------------------------------------------------------------
+# invariances (hypothesis)
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+# whole numbers: distinct values stay distinct after the change of units (no ties made by rounding)
+_values = arrays(np.float64, st.integers(5, 60), elements=st.integers(-100, 100).map(float))
+
+
+@settings(max_examples=40, deadline=None)
+@given(_values, st.floats(0.1, 10), st.floats(-50, 50))
+def test_voxelwise_r_is_invariant_to_a_positive_affine_change_of_units(x, scale, offset):
+    from ctp_nipype.perfusion.agreement import voxelwise_agreement
+
+    if np.ptp(x) < 1e-3:
+        return  # a constant map has no correlation
+    row = voxelwise_agreement(x, scale * x + offset, np.ones(x.size, bool))
+    assert row["pearson_r"] == pytest.approx(1.0, abs=1e-6)
+    assert row["spearman_r"] == pytest.approx(1.0, abs=1e-9)
+    flipped = voxelwise_agreement(x, -scale * x + offset, np.ones(x.size, bool))
+    assert flipped["pearson_r"] == pytest.approx(-1.0, abs=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_values, st.floats(-20, 20))
+def test_bland_altman_bias_is_the_offset(x, offset):
+    row = bland_altman(x + offset, x)
+    assert row["bias"] == pytest.approx(offset, abs=1e-9)
+    assert row["sd"] == pytest.approx(0.0, abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=2, max_size=40))
+def test_cohen_kappa_is_symmetric_and_bounded(pairs):
+    a, b = (np.array(v, bool) for v in zip(*pairs))
+    ab, ba = cohen_kappa(a, b), cohen_kappa(b, a)
+    if math.isnan(ab["kappa"]):
+        assert math.isnan(ba["kappa"])
+        return
+    assert ab["kappa"] == pytest.approx(ba["kappa"])
+    assert -1.0 - 1e-12 <= ab["kappa"] <= 1.0 + 1e-12
+    assert (ab["kappa"] == pytest.approx(1.0)) == bool(np.all(a == b))
