@@ -11,6 +11,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from ctp_nipype.perfusion import agreement
 from ctp_nipype.perfusion.agreement import (
@@ -333,10 +336,6 @@ def test_end_to_end_isles2018_phantom_through_the_bids_app(tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # invariances (hypothesis)
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.extra.numpy import arrays  # noqa: E402
 
 # whole numbers: distinct values stay distinct after the change of units (no ties made by rounding)
 _values = arrays(np.float64, st.integers(5, 60), elements=st.integers(-100, 100).map(float))
