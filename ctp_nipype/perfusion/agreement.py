@@ -277,7 +277,8 @@ def check_reference(reference, tissue, frame_interval_s=None, dtypes=None):
                 for name, values in reference.items() if name in PLAUSIBLE_MEDIAN]
     problems = [p for p in problems if p]
     if problems:
-        raise AgreementError("reference maps in other units? " + " ".join(problems))
+        raise AgreementError("reference maps in other units? " + " ".join(problems)
+                             + " (convert them, or compare them as they are with --skip-unit-checks)")
 
 
 # ----------------------------------------------------------------------------------------------
