@@ -241,28 +241,34 @@ def _sidecar(columns, extra):
     return {**{c: {"Description": COLUMNS.get(c, c)} for c in columns}, **extra}
 
 
-@user_facing("ctp-compare")
-def main(argv=None):
+def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods=None, participant_labels=None,
+                        unit_checks=True, log=print):
+    """Compare our derivatives with a reference derivative dataset and write the tables and the page.
+
+    What ``ctp-compare`` runs (the BIDS App's group level can call it too). Returns
+    ``(volume summary rows, cases left out {scan: reason})``; raises
+    :class:`ctp_nipype.io.InputError` when either folder has nothing to compare.
+    """
     from ..interfaces.stats import write_table_tsv
     from ..io import InputError, prepare_output_dir, write_json
     from ..perfusion import agreement
     from ..perfusion.constants import UNITS
     from ..reports.agreement import agreement_report_html
+    from ._errors import one_line
 
-    args = build_parser().parse_args(argv)
-    for folder, what in ((args.our_derivatives, "our derivatives"), (args.reference_derivatives, "reference derivatives")):
+    for folder, what in ((our_derivatives, "our derivatives"), (reference_derivatives, "reference derivatives")):
         if not Path(folder).is_dir():
             raise InputError(f"The {what} folder {folder} does not exist.")
-    ours = find_our_maps(args.our_derivatives, args.methods, args.participant_label)
-    refs = find_reference_maps(args.reference_derivatives, args.participant_label)
+    ours = find_our_maps(our_derivatives, methods, participant_labels)
+    refs = find_reference_maps(reference_derivatives, participant_labels)
     if not ours:
-        raise InputError(f"No maps of ours (sub-*/**/<prefix>_desc-<method>_cbf.nii.gz) in {args.our_derivatives}"
-                         + (f" for the methods {', '.join(args.methods)}" if args.methods else "")
+        raise InputError(f"No maps of ours (sub-*/**/<prefix>_desc-<method>_cbf.nii.gz) in {our_derivatives}"
+                         + (f" for the methods {', '.join(methods)}" if methods else "")
                          + "; run ctp-bids-app participant first.")
     if not refs:
         raise InputError(f"No reference maps (sub-*/**/<prefix>_desc-reference_cbf.nii.gz) in "
-                         f"{args.reference_derivatives}; convert the dataset with ctp-convert first.")
-    out_dir = prepare_output_dir(args.out_dir)
+                         f"{reference_derivatives}; convert the dataset with ctp-convert first.")
+    out_dir = prepare_output_dir(out_dir)
 
     left_out, case_rows, map_rows, threshold_rows, per_method = {}, [], [], [], {}
     for prefix in sorted(set(ours) | set(refs)):
@@ -272,11 +278,9 @@ def main(argv=None):
             left_out[prefix] = "ours only: no reference maps for this scan"
         else:
             try:
-                results, resampled = compare_one(prefix, ours[prefix], refs[prefix], args.reference_derivatives,
-                                                 not args.skip_unit_checks)
+                results, resampled = compare_one(prefix, ours[prefix], refs[prefix], reference_derivatives,
+                                                 unit_checks)
             except (ValueError, OSError) as err:
-                from ._errors import one_line
-
                 left_out[prefix] = one_line(err)
             else:
                 for method, result in results.items():
@@ -288,7 +292,7 @@ def main(argv=None):
                     threshold_rows += [{"scan": prefix, "method": method, **r} for r in result.thresholds]
                     per_method.setdefault(method, []).append(result)
                 continue
-        print(f"ctp-compare: {prefix} left out: {left_out[prefix]}", file=sys.stderr)
+        print(f"ctp-compare: {prefix} left out: {left_out[prefix]}", file=sys.stderr)  # one line per case
 
     volume_rows, kappa_rows, map_summary, threshold_summary = [], [], [], []
     for method, results in per_method.items():
@@ -300,8 +304,8 @@ def main(argv=None):
                               for r in agreement.threshold_agreement([t for r in results for t in r.thresholds])]
 
     common = {
-        "OurDerivatives": str(Path(args.our_derivatives).resolve()),
-        "ReferenceDerivatives": str(Path(args.reference_derivatives).resolve()),
+        "OurDerivatives": str(Path(our_derivatives).resolve()),
+        "ReferenceDerivatives": str(Path(reference_derivatives).resolve()),
         "CasesCompared": sorted({r["scan"] for r in case_rows}),
         "CasesLeftOut": left_out,
         "Statistics": STATISTICS,
@@ -335,12 +339,20 @@ def main(argv=None):
         path = write_table_tsv(out_dir / f"agreement_desc-{desc}_stats.tsv", rows, columns)
         write_json(path.with_suffix(".json"), _sidecar(columns, common))
     html = agreement_report_html(volume_rows, kappa_rows, map_summary, case_rows, threshold_summary, left_out,
-                                 str(args.reference_derivatives), STATISTICS)
+                                 str(reference_derivatives), STATISTICS)
     report = out_dir / "agreement_report.html"
     report.write_text(html, encoding="utf-8")
-    print(f"ctp-compare: {len({r['scan'] for r in case_rows})} case(s) compared, {len(left_out)} left out; "
-          f"tables and {report.name} in {out_dir}")
+    log(f"ctp-compare: {len({r['scan'] for r in case_rows})} case(s) compared, {len(left_out)} left out; "
+        f"tables and {report.name} in {out_dir}")
     for row in volume_rows:
-        print(f"  {row['method']:>11} {row['measure']:<12} n={row['n']:<3} ICC(A,1) {row['icc']:.3f}  "
-              f"bias {row['bias']:.2f} ml  LoA {row['loa_low']:.2f} to {row['loa_high']:.2f} ml")
-    return 0 if case_rows else 2
+        log(f"  {row['method']:>11} {row['measure']:<12} n={row['n']:<3} ICC(A,1) {row['icc']:.3f}  "
+            f"bias {row['bias']:.2f} ml  LoA {row['loa_low']:.2f} to {row['loa_high']:.2f} ml")
+    return volume_rows, left_out
+
+
+@user_facing("ctp-compare")
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    volume_rows, _ = compare_derivatives(args.our_derivatives, args.reference_derivatives, args.out_dir,
+                                         args.methods, args.participant_label, not args.skip_unit_checks)
+    return 0 if volume_rows else 2
