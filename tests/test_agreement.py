@@ -280,7 +280,7 @@ def test_compare_command_on_an_isles2018_phantom(tmp_path, isles2018_phantoms, c
     assert set(side["CasesLeftOut"]) == {"sub-case003", "sub-case004", "sub-case009"}
     assert "pingouin" in side["icc"]["Description"]
     html = (cmp / "agreement_report.html").read_text()
-    assert "Cases left out" in html and "sub-case003" in html and html.count("<img") == 2
+    assert "Cases left out" in html and "sub-case003" in html and html.count("<img") == 4  # per method: volumes, voxel densities
 
 
 def test_compare_command_brings_the_ncct_lesion_onto_the_native_grid(tmp_path, phantom):

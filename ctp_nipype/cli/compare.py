@@ -270,7 +270,7 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
                          f"{reference_derivatives}; convert the dataset with ctp-convert first.")
     out_dir = prepare_output_dir(out_dir)
 
-    left_out, case_rows, map_rows, threshold_rows, per_method = {}, [], [], [], {}
+    left_out, case_rows, map_rows, threshold_rows, per_method, histograms = {}, [], [], [], {}, {}
     for prefix in sorted(set(ours) | set(refs)):
         if prefix not in ours:
             left_out[prefix] = "reference only: none of our maps for this scan (run the participant level on it)"
@@ -291,6 +291,9 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
                                  for r in result.maps]
                     threshold_rows += [{"scan": prefix, "method": method, **r} for r in result.thresholds]
                     per_method.setdefault(method, []).append(result)
+                    for name, counts in result.histograms.items():
+                        pooled = histograms.setdefault(method, {})
+                        pooled[name] = pooled[name] + counts if name in pooled else counts
                 continue
         print(f"ctp-compare: {prefix} left out: {left_out[prefix]}", file=sys.stderr)  # one line per case
 
@@ -339,7 +342,7 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
         path = write_table_tsv(out_dir / f"agreement_desc-{desc}_stats.tsv", rows, columns)
         write_json(path.with_suffix(".json"), _sidecar(columns, common))
     html = agreement_report_html(volume_rows, kappa_rows, map_summary, case_rows, threshold_summary, left_out,
-                                 str(reference_derivatives), STATISTICS)
+                                 str(reference_derivatives), STATISTICS, histograms)
     report = out_dir / "agreement_report.html"
     report.write_text(html, encoding="utf-8")
     log(f"ctp-compare: {len({r['scan'] for r in case_rows})} case(s) compared, {len(left_out)} left out; "

@@ -359,6 +359,8 @@ class ScanAgreement:
         The clinical thresholds' volumes (ml), Dice, mismatch, target-mismatch
         calls of both, the affected hemisphere, and against the lesion mask
         (when given) its volume and the Dice of both cores.
+    histograms : dict
+        ``{map: counts}``, the voxelwise joint histograms (:func:`joint_histogram`).
     core_ours, core_reference, hypoperfused_ours, hypoperfused_reference : ndarray of bool
         The masks at the clinical thresholds (for figures).
     """
@@ -370,6 +372,32 @@ class ScanAgreement:
     core_reference: np.ndarray = field(repr=False, default=None)
     hypoperfused_ours: np.ndarray = field(repr=False, default=None)
     hypoperfused_reference: np.ndarray = field(repr=False, default=None)
+    histograms: dict = field(repr=False, default_factory=dict)
+
+
+#: value ranges (the conventions' units) and bins of the voxelwise joint histograms, ours against the reference
+HISTOGRAM_RANGES = {"cbf": (0.0, 120.0), "cbv": (0.0, 10.0), "mtt": (0.0, 20.0), "tmax": (0.0, 20.0)}
+HISTOGRAM_BINS = 60
+
+
+def joint_histogram(ours, reference, mask, name):
+    """Counts of (reference, ours) value pairs over ``mask`` on the fixed grid of :data:`HISTOGRAM_RANGES`.
+
+    Fixed edges, so that the counts of many scans add up (bounded memory, whatever the number of voxels);
+    values outside the range are clipped into the edge bins. Rows: the reference's bins; columns: ours.
+
+    >>> counts = joint_histogram(np.array([10.0, 50.0]), np.array([10.0, 200.0]), np.ones(2, bool), "cbf")
+    >>> counts.shape, int(counts.sum()), int(counts[5, 5]), int(counts[-1, 25])
+    ((60, 60), 2, 1, 1)
+    """
+    low, high = HISTOGRAM_RANGES[name]
+    ours = np.asarray(ours, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    keep = np.asarray(mask, bool) & np.isfinite(ours) & np.isfinite(reference)
+    edge = high - (high - low) * 1e-9
+    counts, _, _ = np.histogram2d(np.clip(reference[keep], low, edge), np.clip(ours[keep], low, edge),
+                                  bins=HISTOGRAM_BINS, range=[[low, high], [low, high]])
+    return counts.astype(np.int64)
 
 
 def compare_scan(
@@ -438,12 +466,13 @@ def compare_scan(
     if not tissue.any():
         raise AgreementError("No voxel is tissue in both our masks and the reference's maps; check the grids.")
 
-    map_rows = []
+    map_rows, histograms = [], {}
     for name in MAP_NAMES:
         our_name = our_delay if name == "tmax" else name
         if our_name in ours and name in reference:
             map_rows.append({"map": name, "our_map": our_name,
                              **voxelwise_agreement(ours[our_name], reference[name], tissue)})
+            histograms[name] = joint_histogram(ours[our_name], reference[name], tissue, name)
 
     def measures(maps, hemisphere, fraction, delay, delay_name):
         return lesion_measures(maps["cbf"], maps[delay_name], brain, affine, voxel_volume_ml, csf=excluded,
@@ -490,7 +519,7 @@ def compare_scan(
         summary["dice_lesion_core_ours"] = dice(clinical_ours.core, lesion)
         summary["dice_lesion_core_reference"] = dice(clinical_ref.core, lesion)
     return ScanAgreement(map_rows, rows, summary, clinical_ours.core, clinical_ref.core,
-                         clinical_ours.hypoperfused, clinical_ref.hypoperfused)
+                         clinical_ours.hypoperfused, clinical_ref.hypoperfused, histograms)
 
 
 # ----------------------------------------------------------------------------------------------

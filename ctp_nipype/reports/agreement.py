@@ -54,6 +54,37 @@ def volume_figure(method, cases):
     return to_png(fig)
 
 
+def voxel_density_figure(method, histograms):
+    """Voxelwise joint histograms (log counts) of ours against the reference, one panel per map; PNG bytes.
+
+    Parameters
+    ----------
+    method : str
+    histograms : dict
+        ``{map: counts}`` summed over the cases (:func:`ctp_nipype.perfusion.agreement.joint_histogram`).
+    """
+    from ..perfusion.agreement import HISTOGRAM_RANGES
+    from ..perfusion.constants import UNITS
+
+    plt = _pyplot()
+    names = [n for n in HISTOGRAM_RANGES if n in histograms]
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.2 * max(len(names), 1), 3.3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        low, high = HISTOGRAM_RANGES[name]
+        counts = np.asarray(histograms[name], dtype=float)
+        shown = np.log10(np.where(counts > 0, counts, np.nan))
+        ax.imshow(shown, origin="lower", extent=(low, high, low, high), aspect="auto", cmap="viridis")
+        ax.plot([low, high], [low, high], color="k", linestyle="--", linewidth=0.8)
+        units = UNITS.get(name, "")
+        our = "bad" if (method == "transformer" and name == "tmax") else name
+        ax.set_xlabel(f"{method} {our} ({units})")
+        ax.set_ylabel(f"reference {name} ({units})")
+        ax.set_title(f"{name}: {int(counts.sum())} voxels", fontsize=9)
+    fig.suptitle(f"{method}: voxels of every case (log10 count)", fontsize=10)
+    fig.tight_layout()
+    return to_png(fig)
+
+
 SUMMARY_COLUMNS = ("method", "measure", "n", "icc", "icc_low", "icc_high", "bias", "loa_low", "loa_high",
                    "dice_mean", "dice_median")
 KAPPA_COLUMNS = ("method", "profile", "n", "agreement", "kappa", "kappa_low", "kappa_high",
@@ -65,7 +96,7 @@ CASE_COLUMNS = ("scan", "method", "core_ml_ours", "core_ml_reference", "dice_cor
 
 
 def agreement_report_html(volume_rows, kappa_rows, map_rows, case_rows, threshold_rows, left_out, reference_dir,
-                          statistics_note):
+                          statistics_note, histograms=None):
     """The page: summary tables, per-method figures, the threshold sweep, every case, and the cases left out.
 
     Parameters
@@ -82,6 +113,8 @@ def agreement_report_html(volume_rows, kappa_rows, map_rows, case_rows, threshol
     reference_dir : str
     statistics_note : str
         Which library computed which statistic.
+    histograms : dict, optional
+        ``{method: {map: counts}}``: the voxelwise joint histograms summed over the cases.
     """
     methods = list(dict.fromkeys(r["method"] for r in case_rows))
     sections = [
@@ -99,6 +132,11 @@ def agreement_report_html(volume_rows, kappa_rows, map_rows, case_rows, threshol
         png_img(volume_figure(m, [c for c in case_rows if c["method"] == m]), f"{m} volumes") for m in methods
     )
     sections.append(("figures", "Bland-Altman and scatter plots", figures or "<p>No case to plot.</p>"))
+    densities = "".join(png_img(voxel_density_figure(m, h), f"{m} voxels") for m, h in (histograms or {}).items() if h)
+    if densities:
+        sections.append(("voxels", "Voxelwise agreement", densities
+                         + '<p class="note">Rows: the reference\'s value; columns: ours; values beyond the axes are '
+                           "counted in the edge bins; the line is identity.</p>"))
     sections.append(("thresholds", "Threshold sweep",
                      table(threshold_rows, ("method", "region", "threshold", "n", "dice_mean", "volume_difference_mean_ml",
                                             "icc"), text_columns=("method", "region"))
