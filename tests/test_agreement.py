@@ -60,6 +60,8 @@ def test_truth_against_truth_agrees_exactly(phantom):
         assert row["pearson_r"] == pytest.approx(1.0, abs=1e-12) and row["spearman_r"] == pytest.approx(1.0, abs=1e-12)
         assert row["mean_difference"] == 0.0
     assert all(r["dice"] == 1.0 and r["volume_difference_ml"] == 0.0 for r in result.thresholds)
+    for name, counts in result.histograms.items():  # every voxel on the diagonal of the joint histogram
+        assert counts.sum() == result.maps[0]["n_voxels"] and counts.sum() == np.trace(counts), name
     s = result.summary
     # the core is the core label (CBF 8 < 0.3 x the unaffected side's mean, delay 8 s > 6 s), the hypoperfused
     # region core + penumbra: against the lesion (the core label) our core and the reference's have Dice 1
