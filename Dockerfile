@@ -79,6 +79,8 @@ RUN python -m pip install --no-cache-dir /tmp/wheels/ctp_nipype-*.whl \
         "pylibjpeg==2.1.0" \
         "pylibjpeg-libjpeg==2.5.0" \
         "pylibjpeg-openjpeg==2.6.0" \
+        "pingouin==0.7.0" \
+        "statsmodels==0.15.0" \
     && python -m pip check \
     && rm -rf /tmp/wheels
 

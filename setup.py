@@ -37,6 +37,8 @@ setup(
         "pylibjpeg>=2.0",  # decoders for compressed DICOM (JPEG lossless, JPEG 2000) as PACS sends them
         "pylibjpeg-libjpeg>=2.1",
         "pylibjpeg-openjpeg>=2.3",
+        "pingouin>=0.5",  # ICC of ctp-compare (intraclass_corr)
+        "statsmodels>=0.13",  # Cohen's kappa of ctp-compare (stats.inter_rater.cohens_kappa)
     ],
     extras_require={
         "test": [
@@ -57,6 +59,7 @@ setup(
             "ctp-train=ctp_nipype.cli.train:main",
             "ctp-finetune=ctp_nipype.cli.finetune:main",
             "ctp-convert=ctp_nipype.cli.convert:main",
+            "ctp-compare=ctp_nipype.cli.compare:main",
         ]
     },
     classifiers=[

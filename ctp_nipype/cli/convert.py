@@ -23,6 +23,8 @@ from ._errors import user_facing
 #: layout name -> "module:attribute" of its layout object (imported lazily); the first is the default
 LAYOUTS = {
     "dicom": "ctp_nipype.cli.convert:DICOM_LAYOUT",
+    "isles2018": "ctp_nipype.cli.convert_datasets:ISLES2018_LAYOUT",
+    "isles2024": "ctp_nipype.cli.convert_datasets:ISLES2024_LAYOUT",
 }
 DEFAULT_LAYOUT = "dicom"
 

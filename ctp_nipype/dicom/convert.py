@@ -159,7 +159,9 @@ def prepare_dicom_run(dicom_dir, out_dir, work_dir=None, series_uid=None):
     keeper = None
     if work_dir is not None:
         _check_outside(work_dir, dicom_dir, "work folder (-w)")
-        folder = Path(work_dir) / "dicom_input"
+        from ..cli._workdir import private_dir  # the work folder's rules: yours, not writable by others
+
+        folder = private_dir(work_dir) / "dicom_input"
     else:
         keeper = tempfile.TemporaryDirectory(prefix="ctp_dicom_")
         folder = Path(keeper.name)
