@@ -439,40 +439,6 @@ def test_the_curve_weights_give_the_aif_peak_loss_in_either_normalisation():
         assert losses["tissue_amplitude"][1][name] == pytest.approx(value, rel=1e-4)
 
 
-def test_checkpoints_are_safetensors_with_json_state_and_no_pickle(tmp_path):
-    from safetensors import safe_open
-
-    training.train(_tiny_recipe(ema_decay=0.9), tmp_path / "run", progress=False, max_steps=4)
-    run = tmp_path / "run"
-    assert (run / training.CHECKPOINT_FILE).exists() and not (run / training.LEGACY_CHECKPOINT_FILE).exists()
-    with safe_open(str(run / training.CHECKPOINT_FILE), framework="pt") as handle:
-        document = json.loads(handle.metadata()["checkpoint"])
-        keys = set(handle.keys())
-    assert document["state"]["step"] == 4 and document["has_ema"]
-    strict = json.loads((run / "checkpoint.json").read_text(),
-                        parse_constant=lambda name: pytest.fail(f"checkpoint.json holds {name}: not strict JSON"))
-    assert strict["state"]["step"] == 4
-    assert any(k.startswith("model.") for k in keys) and any(k.startswith("optimizer.") for k in keys)
-    assert any(k.startswith("ema.") for k in keys)
-    loaded = training.load_checkpoint(run)
-    # the optimiser's moments round-trip exactly
-    optimiser_state = loaded["optimizer"]["state"]
-    assert set(optimiser_state[0]) == {"step", "exp_avg", "exp_avg_sq"} and float(optimiser_state[0]["step"]) == 4
-
-
-def test_an_older_runs_pickle_free_torch_checkpoint_still_resumes(tmp_path):
-    recipe = _tiny_recipe()
-    whole = training.train(recipe, tmp_path / "whole", progress=False)
-    training.train(recipe, tmp_path / "old", progress=False, max_steps=4)
-    old = tmp_path / "old"
-    checkpoint = training.load_checkpoint(old)  # rewritten as an older ctp-train wrote it
-    torch.save({**checkpoint, "recipe": json.dumps(checkpoint["recipe"])}, old / training.LEGACY_CHECKPOINT_FILE)
-    (old / training.CHECKPOINT_FILE).unlink()
-    resumed = training.train(recipe, old, resume=True, progress=False)
-    assert resumed["step"] == 6
-    assert resumed["val_cbf_rmse"] == pytest.approx(whole["val_cbf_rmse"], rel=1e-6)
-
-
 def test_the_gpu_recipe_runs_at_a_tiny_size_on_the_cpu(tmp_path):
     recipe = training.load_recipe("gpu")
     # the recipe as shipped: mixed precision is the trainer's on CUDA; large batches, threads for the simulator

@@ -10,12 +10,8 @@ seeded by ``(seed, step)`` so that a resumed run sees the same data as an
 uninterrupted one.
 
 The run directory holds ``recipe.json`` (the resolved recipe),
-``checkpoint.safetensors`` (model, optimiser and moving-average tensors, with the
-step, elapsed time, optimiser settings and recipe as JSON in the file's own
-metadata, so one file is written atomically and no pickle is ever loaded; every
-few minutes and at the end; ``checkpoint.json`` beside it repeats the JSON for
-people; a run written by an older ``ctp-train`` resumes from its ``checkpoint.pt``
-with ``weights_only=True``),
+``checkpoint.safetensors`` (model, optimiser, step, elapsed time; written atomically
+every few minutes and at the end; no pickle: :mod:`ctp_nipype.nn.checkpoint`),
 ``log.tsv`` (one row per logged step: losses and validation metrics),
 ``best.safetensors`` (+ ``.json``: the weights with the lowest validation CBF
 RMSE so far) and ``last.safetensors``.
@@ -53,7 +49,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, fields, replace
@@ -65,6 +60,8 @@ import torch
 from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
 from ..sims.simulate import TRAINING_RANGES, simulate_curves
 from . import dataset
+from . import checkpoint as checkpoints
+from .checkpoint import CHECKPOINT_NAME, find_checkpoint, load_checkpoint
 from .loss import LossWeights, curve_weights, perfusion_loss
 from .model import RESIDUE_SCALE, ModelConfig, PerfusionTransformer, normalise_tissue
 from .weights import SHIPPED_WEIGHTS, load_model, read_metadata, save_weights
@@ -321,94 +318,6 @@ def _moving_average(model, decay):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
 
 
-#: the checkpoint a run resumes from: tensors plus their JSON state in the file's metadata (no pickle)
-CHECKPOINT_FILE = "checkpoint.safetensors"
-#: what an older ctp-train wrote (torch.save); still read, with weights_only=True
-LEGACY_CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def has_checkpoint(run_dir):
-    """Whether ``run_dir`` holds a checkpoint to resume from (either format)."""
-    run_dir = Path(run_dir)
-    return (run_dir / CHECKPOINT_FILE).exists() or (run_dir / LEGACY_CHECKPOINT_FILE).exists()
-
-
-def save_checkpoint(run_dir, model, optimizer, state, recipe, ema=None):
-    """Write ``run_dir/checkpoint.safetensors`` atomically (and ``checkpoint.json`` for people).
-
-    The tensors are the model's (``model.*``), the optimiser's per-parameter state
-    (``optimizer.<index>.<name>``) and the moving average's (``ema.*``); the step, elapsed time,
-    best scores, the optimiser's parameter groups and the recipe go into the file's metadata as
-    JSON, so that the one file a rename makes visible is always whole and consistent.
-    """
-    from safetensors.torch import save_file
-
-    run_dir = Path(run_dir)
-    tensors = {f"model.{key}": value for key, value in model.state_dict().items()}
-    optimiser_state = optimizer.state_dict()
-    for index, slots in optimiser_state["state"].items():
-        for name, value in slots.items():
-            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value)
-    if ema is not None:
-        tensors.update({f"ema.{key}": value for key, value in ema.state_dict().items()})
-    tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in tensors.items()}
-    # strict JSON: a best score not yet set (infinite) is written as null
-    state = {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
-             for key, value in state.items()}
-    document = {"format": "ctp-train checkpoint 1", "state": state, "recipe": recipe,
-                "optimizer_param_groups": optimiser_state["param_groups"], "has_ema": ema is not None}
-    text = json.dumps(document, allow_nan=False)
-    tmp = run_dir / f".{CHECKPOINT_FILE}.tmp"
-    save_file(tensors, str(tmp), metadata={"checkpoint": text})
-    os.replace(tmp, run_dir / CHECKPOINT_FILE)
-    tmp_json = run_dir / ".checkpoint.json.tmp"
-    tmp_json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_json, run_dir / "checkpoint.json")
-
-
-def load_checkpoint(run_dir, device="cpu"):
-    """Read a run's checkpoint: ``{"model", "optimizer", "state", "recipe"[, "ema"]}`` as :func:`train` resumes it.
-
-    ``checkpoint.safetensors`` when present (:func:`save_checkpoint`), else an older run's
-    ``checkpoint.pt`` (``torch.load(..., weights_only=True)``).
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT_FILE
-    if not path.exists():
-        legacy = run_dir / LEGACY_CHECKPOINT_FILE
-        if not legacy.exists():
-            raise FileNotFoundError(f"Cannot resume: {run_dir} holds neither {CHECKPOINT_FILE} nor "
-                                    f"{LEGACY_CHECKPOINT_FILE}.")
-        checkpoint = torch.load(legacy, map_location=device, weights_only=True)
-        checkpoint["recipe"] = json.loads(checkpoint["recipe"])
-        return checkpoint
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if "checkpoint" not in metadata:
-        raise ValueError(f"{path} is not a ctp-train checkpoint (no 'checkpoint' metadata).")
-    document = json.loads(metadata["checkpoint"])
-    tensors = load_file(str(path), device=str(device))
-    parts = {"model": {}, "optimizer": {}, "ema": {}}
-    for key, value in tensors.items():
-        part, name = key.split(".", 1)
-        parts[part][name] = value
-    optimiser_state = {}
-    for name, value in parts["optimizer"].items():
-        index, slot = name.split(".", 1)
-        optimiser_state.setdefault(int(index), {})[slot] = value
-    checkpoint = {"model": parts["model"],
-                  "optimizer": {"state": optimiser_state, "param_groups": document["optimizer_param_groups"]},
-                  "state": {key: (float("inf") if key.startswith("best_") and value is None else value)
-                            for key, value in document["state"].items()},
-                  "recipe": document["recipe"]}
-    if document.get("has_ema"):
-        checkpoint["ema"] = parts["ema"]
-    return checkpoint
-
-
 def _append_log(path, row):
     """Append one row; a log written by an older ctp-train (fewer columns) keeps its own header's columns."""
     columns = LOG_COLUMNS
@@ -526,7 +435,7 @@ def _train_stages(recipe, out_dir, resume, time_budget_minutes, max_steps, **opt
             break
         if index > 0:
             stage["init_weights"] = str((stage_dirs[index - 1] / "best.safetensors").resolve())
-        stage_resume = has_checkpoint(stage_dir)
+        stage_resume = find_checkpoint(stage_dir) is not None
         if not stage_resume and stage_dir.exists():  # killed before its first checkpoint: start it again
             shutil.rmtree(stage_dir)
         metrics = train(stage, stage_dir, resume=stage_resume,
@@ -566,7 +475,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     out_dir : str or Path
         Run directory (created). Refuses to overwrite an existing run unless ``resume``.
     resume : bool
-        Continue from ``out_dir/checkpoint.safetensors`` (or an older run's ``checkpoint.pt``).
+        Continue from ``out_dir/checkpoint.safetensors``.
     device : str
         ``auto`` (CUDA with mixed precision when present), ``cpu`` or ``cuda``.
     threads : int, optional
@@ -592,11 +501,11 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         return _train_stages(recipe, out_dir, resume, time_budget_minutes, max_steps, device=device,
                              threads=threads, progress=progress)
     out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
     if out_dir.exists() and (out_dir / "log.tsv").exists() and not resume:
         raise FileExistsError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out.")
-    if resume and not has_checkpoint(out_dir):
-        raise FileNotFoundError(f"Cannot resume: {out_dir} holds no {CHECKPOINT_FILE} (nor an older "
-                                f"{LEGACY_CHECKPOINT_FILE}).")
+    if resume and find_checkpoint(out_dir) is None:
+        raise FileNotFoundError(f"Cannot resume: {checkpoint_path} does not exist.")
     out_dir.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(int(threads))
@@ -614,15 +523,15 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     weights = LossWeights(**recipe["loss_weights"])
     state = {"step": 0, "elapsed_s": 0.0, "best_cbf_rmse": float("inf"), "best_ema_cbf_rmse": float("inf")}
     if resume:
-        checkpoint = load_checkpoint(out_dir, device)
+        checkpoint = load_checkpoint(checkpoint_path, device)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state.update(checkpoint["state"])
-        recipe = checkpoint["recipe"]
+        recipe = json.loads(checkpoint["recipe"])
     ema = _moving_average(model, recipe.get("ema_decay"))
     if ema is not None and resume:
         if "ema" not in checkpoint:
-            raise ValueError(f"The checkpoint in {out_dir} holds no moving average of the weights, but its recipe sets "
+            raise ValueError(f"{checkpoint_path} holds no moving average of the weights, but its recipe sets "
                              "ema_decay; it was written by an older ctp-train, so resume it with that version.")
         ema.load_state_dict(checkpoint["ema"])
     else:
@@ -657,8 +566,10 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
             fraction = max(fraction, state["elapsed_s"] / budget_s)
         return fraction
 
-    def write_checkpoint():
-        save_checkpoint(out_dir, model, optimizer, state, recipe, ema)
+    def save_checkpoint():
+        checkpoints.save_checkpoint(checkpoint_path, model.state_dict(), optimizer.state_dict(), state,
+                                    json.dumps(recipe),
+                                    None if ema is None else ema.state_dict())
 
     bar = None
     if progress:
@@ -737,7 +648,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         if row is not None:
             _append_log(out_dir / "log.tsv", row)
         if done or time.monotonic() - last_checkpoint > 60 * recipe["checkpoint_every_minutes"]:
-            write_checkpoint()
+            save_checkpoint()
             save_weights(model, out_dir / "last.safetensors", {**card, "step": state["step"],
                                                                "training_minutes": state["elapsed_s"] / 60})
             if ema is not None:
@@ -747,6 +658,6 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
             last_checkpoint = time.monotonic()
     if bar is not None:
         bar.close()
-    write_checkpoint()
+    save_checkpoint()
     return {**metrics, "step": state["step"], "elapsed_s": state["elapsed_s"],
             "finished": progress_fraction() >= 1.0}
