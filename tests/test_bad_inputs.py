@@ -647,6 +647,9 @@ CASES = [
               r"cannot be read as safetensors weights"),
     _EVALUATE("evaluate: --weights is a folder", lambda inp, tmp, ph: [
         tmp / "ev", "--methods", "transformer", "--weights", inp, "--n-curves", "11"], r"--weights .* is a folder"),
+    _EVALUATE("evaluate: --device cuda without a GPU", lambda inp, tmp, ph: [
+        tmp / "ev", "--methods", "transformer", "--device", "cuda", "--n-curves", "11"],
+              r"--device cuda asks for a CUDA GPU", NO_GPU),
     _EVALUATE("evaluate: unknown test set", lambda inp, tmp, ph: [tmp / "ev", "--sets", "9"], r"Unknown test set"),
     _EVALUATE("evaluate: read-only output", _unwritable(lambda out, inp, tmp, ph: [out, "--n-curves", "11"]),
               r"is not writable"),
