@@ -268,3 +268,19 @@ def test_allow_long_frames_runs_a_slow_series_through_every_step(tmp_path, small
     assert perfusion_cli.main(argv + ["--allow-long-frames"]) == 0, capsys.readouterr().err
     times, _ = read_curve_tsv(tmp_path / "out" / "slow_desc-global_aif.tsv", "time")
     assert times[1] - times[0] == pytest.approx(12.0) and times[-1] == pytest.approx(468.0)
+
+
+def test_two_runs_at_once_on_the_same_folders(tmp_path, capsys):
+    root = _dataset(tmp_path / "ds", subjects=1)
+    argv = [str(root), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w"), *FAST, "--nprocs", "1"]
+    first = subprocess.Popen([sys.executable, "-m", "ctp_nipype.cli.bids_app", *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    for line in first.stdout:  # the first run is under way
+        if line.startswith("[done"):
+            break
+    assert bids_app.main(argv) == 2  # the second one, meanwhile
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"Another run is using the work folder (-w) {tmp_path / 'w'}" in err[0], err
+    _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, first_err
+    assert (_perf(tmp_path / "out", "01") / "sub-01_ses-01_desc-ssvd_cbf.nii.gz").is_file()
