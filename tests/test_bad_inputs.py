@@ -1,8 +1,9 @@
 """Bad input through every command line: one clear line, a non-zero exit, input untouched.
 
 The commands: ``ctp-perfusion``, ``ctp-bids-app``, ``ctp-finetune``, ``ctp-train``,
-``ctp-evaluate``, ``ctp-phantom`` (``ctp-convert``: add its rows to ``CASES`` with
-``prog="convert"`` and its ``main`` to ``PROGRAMS`` once ``ctp_nipype/cli/convert.py`` is merged).
+``ctp-evaluate``, ``ctp-phantom``, ``ctp-compare`` and ``ctp-convert`` for the ISLES layouts
+(``cli/convert_datasets.py``). The DICOM ``ctp-convert`` (``cli/convert.py``): add its rows to
+``CASES`` with ``prog="convert-dicom"`` and its ``main`` to ``PROGRAMS`` once it is merged.
 
 Every case of the table builds its inputs in an input folder (a loose scan
 or a BIDS dataset), runs the command's ``main(argv)`` in-process and checks:
@@ -34,7 +35,7 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from ctp_nipype.cli import bids_app, evaluate, finetune, train
+from ctp_nipype.cli import bids_app, compare, convert_datasets, evaluate, finetune, train
 from ctp_nipype.cli import phantom as phantom_cli
 from ctp_nipype.cli import perfusion as perfusion_cli
 from ctp_nipype.io import InputError
@@ -660,6 +661,11 @@ CASES = [
              r"--noise-sd -1.0 is out of range"),
     _PHANTOM("phantom: output is a file", lambda inp, tmp, ph: ((tmp / "ph").write_text("x"), [tmp / "ph"])[1],
              r"is a file, not a folder"),
+    # -- ctp-compare and ctp-convert (ISLES layouts)
+    _x("compare")("compare: our derivatives missing", lambda inp, tmp, ph: [
+        inp / "nowhere", inp, tmp / "cmp"], r"nowhere"),
+    _x("convert-isles")("convert: source folder missing", lambda inp, tmp, ph: [
+        "isles2018", inp / "nowhere", tmp / "bids"], r"nowhere"),
     _b("BIDS: 3D scan (refused before the run)", _bids(dataset=_bids_scan(lambda ph: ph.hu[..., 0])),
        r"The CTP scan .* has 3 dimensions"),
 ]
@@ -683,7 +689,9 @@ PROGRAMS = {
     "train": (train.main, "ctp-train"),
     "evaluate": (evaluate.main, "ctp-evaluate"),
     "phantom": (phantom_cli.main, "ctp-phantom"),
-    # "convert": (convert.main, "ctp-convert"),  # once cli/convert.py is merged, with its rows in CASES
+    "compare": (compare.main, "ctp-compare"),
+    "convert-isles": (convert_datasets.main, "ctp-convert"),
+    # "convert-dicom": (convert.main, "ctp-convert"),  # once cli/convert.py is merged, with its rows in CASES
 }
 
 
