@@ -34,6 +34,7 @@ setup(
         "nilearn>=0.10",  # ships the MNI152 templates used by the phantom (offline)
         "pingouin>=0.5",  # ICC of ctp-compare (intraclass_corr)
         "statsmodels>=0.13",  # Cohen's kappa of ctp-compare (stats.inter_rater.cohens_kappa)
+        "platformdirs>=3",  # the default work folder under the user's cache folder
     ],
     extras_require={
         "test": [

@@ -25,8 +25,8 @@ import hashlib
 import json
 import re
 import subprocess
-import tempfile
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,8 +36,8 @@ import numpy as np
 import pytest
 
 from ctp_nipype.cli import bids_app, compare, convert_datasets, evaluate, finetune, train
-from ctp_nipype.cli import phantom as phantom_cli
 from ctp_nipype.cli import perfusion as perfusion_cli
+from ctp_nipype.cli import phantom as phantom_cli
 from ctp_nipype.io import InputError
 from ctp_nipype.sims.phantom import make_phantom
 

@@ -119,20 +119,10 @@ def exclusive_lock(folder, what, prog):
     path = Path(folder) / LOCK_NAME
     try:
         import fcntl
-    except ImportError:  # not POSIX: filelock's portable lock
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(path), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise BusyError(_busy_message(folder, what, prog, None)) from None
-        try:
-            yield path
-        finally:
-            lock.release()
+    except ImportError:  # not POSIX (Windows): no kernel lock to take; the run goes on unlocked
+        yield None
         return
-    handle = open(path, "a+", encoding="utf-8")
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,6 +10,7 @@ any work starts live here too (:func:`validate_options`, :func:`check_weights`,
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -142,7 +143,7 @@ def check_options(args):
     )
     for option, name, valid, expected in checks:
         value = getattr(args, name, None)
-        if value is not None and not (value == value and valid(value)):  # value == value: not NaN
+        if value is not None and (math.isnan(value) or not valid(value)):
             raise InputError(f"{option} {value} is out of range; give {expected}.")
     if getattr(args, "frame_interval", None) is not None and not getattr(args, "allow_long_frames", False) \
             and args.frame_interval > MAX_FRAME_INTERVAL_S:
