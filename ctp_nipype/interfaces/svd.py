@@ -19,6 +19,7 @@ from ..io import load_ctp, load_mask, output_prefix, read_curve_tsv, timing_prov
 from ..perfusion.constants import KAPPA_H, RHO
 from ..perfusion.prepare import prepare_curves
 from ..perfusion.svd import DEFAULT_OI_THRESHOLD, SVDModel
+from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS
 
 
 class _SVDDeconvolutionInputSpec(BaseInterfaceInputSpec):
@@ -41,6 +42,10 @@ class _SVDDeconvolutionInputSpec(BaseInterfaceInputSpec):
     rho = traits.Float(RHO, usedefault=True, desc="brain tissue density in g/ml")
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     n_baseline_frames = traits.Int(desc="pre-bolus frames for the baseline (default: detected from the AIF)")
+    peak_interpolation = traits.Enum(
+        DEFAULT_PEAK_INTERPOLATION, *PEAK_INTERPOLATIONS, usedefault=True,
+        desc="Tmax: the residue's sampled maximum, or a parabola through it and its neighbours",
+    )
     out_prefix = traits.Str(desc="output file-name prefix (default: input name without _ctp and extension)")
 
 
@@ -94,6 +99,7 @@ class SVDDeconvolution(SimpleInterface):
             oi_threshold=self.inputs.oi_threshold,
             kappa_h=self.inputs.kappa_h,
             rho=self.inputs.rho,
+            peak_interpolation=self.inputs.peak_interpolation,
         )
         fit = model.fit(curves.tissue, mask)
         metadata = {

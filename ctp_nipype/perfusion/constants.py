@@ -31,4 +31,7 @@ UNITS = {
     "bad": "s",
     "residue": "1/s",
     "localaif": "HU",
+    "ttp": "s",
+    "rcbf": "1",
+    "rcbv": "1",
 }
