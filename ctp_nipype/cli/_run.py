@@ -30,6 +30,7 @@ def add_method_options(parser):
     """The SVD thresholds, the constants and the baseline: options shared by ctp-perfusion and ctp-bids-app."""
     from ..perfusion.constants import KAPPA_H, RHO
     from ..perfusion.svd import DEFAULT_OI_THRESHOLD
+    from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS
 
     parser.add_argument("--threshold", type=float, help="relative SVD threshold (default per method: sSVD 0.2, "
                         "cSVD 0.1; for oSVD the largest rung of its ladder)")
@@ -38,6 +39,9 @@ def add_method_options(parser):
     parser.add_argument("--kappa-h", type=float, default=KAPPA_H, help="hematocrit factor (default %(default)s)")
     parser.add_argument("--rho", type=float, default=RHO, help="tissue density in g/ml (default %(default)s)")
     parser.add_argument("--baseline-frames", type=int, help="pre-bolus frames (default: detected from the AIF)")
+    parser.add_argument("--peak-interpolation", choices=PEAK_INTERPOLATIONS, default=DEFAULT_PEAK_INTERPOLATION,
+                        help="how Tmax (SVD) and TTP read a curve's peak: the sampled maximum, or a parabola through "
+                             "it and its two neighbours for sub-frame times (default %(default)s; docs/validation.md)")
 
 
 def method_options(args):
@@ -48,6 +52,7 @@ def method_options(args):
         "kappa_h": args.kappa_h,
         "rho": args.rho,
         "n_baseline_frames": args.baseline_frames,
+        "peak_interpolation": args.peak_interpolation,
     }
 
 

@@ -18,7 +18,6 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
     InputMultiObject,
-    OutputMultiObject,
     SimpleInterface,
     TraitedSpec,
     isdefined,
@@ -114,7 +113,7 @@ class _TriageSummaryInputSpec(BaseInterfaceInputSpec):
 
 
 class _TriageSummaryOutputSpec(TraitedSpec):
-    out_files = OutputMultiObject(File(exists=True), desc="<prefix>_desc-<method>_summary.png, one per method")
+    out_files = traits.List(File(exists=True), desc="<prefix>_desc-<method>_summary.png, one per method (a list)")
 
 
 class TriageSummary(SimpleInterface):

@@ -68,8 +68,8 @@ def peak_time(curves, dt, interpolation=DEFAULT_PEAK_INTERPOLATION, start_s=0.0)
         ``'sampled'``: the time of the largest sample (a multiple of ``dt``);
         ``'parabola'``: the vertex of the parabola through the largest sample
         and its two neighbours, ``i + (y[i-1] - y[i+1]) / (2 (y[i-1] - 2 y[i] + y[i+1]))``,
-        kept within half a sample of ``i``; a peak on the first or last sample,
-        or a flat top (no curvature), keeps the sampled time.
+        kept within half a sample of ``i``; a peak on the first or last sample
+        keeps the sampled time.
     start_s : float
         Time of the first sample (0 for a residue; the first frame's time for TTP).
 

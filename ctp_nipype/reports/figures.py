@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 #: colour maps of the perfusion maps
-CMAPS = {"cbf": "jet", "cbv": "jet", "mtt": "jet", "tmax": "jet", "bad": "jet"}
+CMAPS = {"cbf": "jet", "cbv": "jet", "mtt": "jet", "tmax": "jet", "bad": "jet", "ttp": "jet"}
 #: display window (HU) of the time-averaged scan behind overlays
 BRAIN_WINDOW_HU = (0.0, 100.0)
 #: curve colours of the methods (the same in every figure)
