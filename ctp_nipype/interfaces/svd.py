@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -15,9 +14,9 @@ from nipype.interfaces.base import (
 )
 
 from .. import __version__
-from ..io import load_ctp, load_mask, output_prefix, read_curve_tsv, timing_provenance, write_perfusion_maps
+from ._curves import load_prepared_curves
+from ..io import output_prefix, timing_provenance, write_perfusion_maps
 from ..perfusion.constants import KAPPA_H, RHO
-from ..perfusion.prepare import prepare_curves
 from ..perfusion.svd import DEFAULT_OI_THRESHOLD, SVDModel
 from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS
 
@@ -77,20 +76,7 @@ class SVDDeconvolution(SimpleInterface):
     output_spec = _SVDDeconvolutionOutputSpec
 
     def _run_interface(self, runtime):
-        frame_interval = self.inputs.frame_interval if isdefined(self.inputs.frame_interval) else None
-        scan = load_ctp(self.inputs.in_file, frame_interval=frame_interval)
-        aif_hu, _ = read_curve_tsv(self.inputs.aif_file, self.inputs.aif_column, n_frames=scan.data.shape[3])
-        mask = (
-            load_mask(self.inputs.mask_file, scan.spatial_shape, scan.affine)
-            if isdefined(self.inputs.mask_file)
-            else np.ones(scan.spatial_shape, bool)
-        )
-        curves = prepare_curves(
-            scan.data,
-            scan.frame_times,
-            aif_hu,
-            n_baseline_frames=self.inputs.n_baseline_frames if isdefined(self.inputs.n_baseline_frames) else None,
-        )
+        scan, mask, curves = load_prepared_curves(self.inputs)
         model = SVDModel(
             curves.aif,
             curves.frame_times,

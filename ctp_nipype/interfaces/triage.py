@@ -25,10 +25,10 @@ from nipype.interfaces.base import (
 )
 
 from .. import __version__
-from ..io import InputError, load_ctp, load_mask, load_nifti, output_prefix, read_curve_tsv, read_json, timing_provenance, write_nifti
+from ..io import InputError, load_ctp, load_mask, load_nifti, output_prefix, read_json, timing_provenance, write_nifti
 from ..perfusion.constants import UNITS
-from ..perfusion.prepare import prepare_curves
 from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS, time_to_peak
+from ._curves import load_prepared_curves
 from .stats import parse_map_filename
 
 
@@ -70,15 +70,7 @@ class TimeToPeak(SimpleInterface):
     output_spec = _TimeToPeakOutputSpec
 
     def _run_interface(self, runtime):
-        frame_interval = self.inputs.frame_interval if isdefined(self.inputs.frame_interval) else None
-        scan = load_ctp(self.inputs.in_file, frame_interval=frame_interval)
-        aif_hu, _ = read_curve_tsv(self.inputs.aif_file, self.inputs.aif_column, n_frames=scan.data.shape[3])
-        mask = (load_mask(self.inputs.mask_file, scan.spatial_shape, scan.affine)
-                if isdefined(self.inputs.mask_file) else np.ones(scan.spatial_shape, bool))
-        curves = prepare_curves(
-            scan.data, scan.frame_times, aif_hu,
-            n_baseline_frames=self.inputs.n_baseline_frames if isdefined(self.inputs.n_baseline_frames) else None,
-        )
+        scan, mask, curves = load_prepared_curves(self.inputs)
         ttp = time_to_peak(curves.tissue, curves.frame_times, mask, self.inputs.peak_interpolation)
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)
         path = os.path.join(runtime.cwd, f"{prefix}_ttp.nii.gz")

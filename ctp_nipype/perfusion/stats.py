@@ -425,13 +425,7 @@ def contralateral_reference(cbf, delay, brain, affine, csf=None, vessels=None, h
     >>> ref.affected_hemisphere, ref.reference_cbf, int(ref.unaffected.sum())
     ('right', 50.0, 4)
     """
-    cbf = np.asarray(cbf, dtype=np.float64)
-    delay = np.asarray(delay, dtype=np.float64)
-    brain = np.asarray(brain, dtype=bool)
-    if cbf.shape != brain.shape or delay.shape != brain.shape:
-        raise ValueError(
-            f"CBF {cbf.shape}, {delay_name} {delay.shape} and brain mask {brain.shape} must have the same shape."
-        )
+    cbf, delay, brain = triage.as_maps(cbf, delay, brain, delay_name)
     if hemisphere not in ("auto", "left", "right"):
         raise ValueError(f"hemisphere must be 'auto', 'left' or 'right', got {hemisphere!r}.")
     tissue = tissue_mask(brain, csf, vessels) & np.isfinite(cbf) & np.isfinite(delay)

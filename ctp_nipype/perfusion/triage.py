@@ -319,6 +319,22 @@ def _finite_or_none(value):
     return float(value) if math.isfinite(value) else None
 
 
+def as_maps(cbf, delay, mask, delay_name="tmax", mask_name="brain mask"):
+    """CBF and delay as float64 arrays and the mask as bool, checked to share one shape (else a one-line error).
+
+    >>> as_maps(np.ones(2), np.ones(3), np.ones(2))
+    Traceback (most recent call last):
+    ...
+    ValueError: CBF (2,), tmax (3,) and brain mask (2,) must have the same shape.
+    """
+    cbf = np.asarray(cbf, dtype=np.float64)
+    delay = np.asarray(delay, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if cbf.shape != mask.shape or delay.shape != mask.shape:
+        raise ValueError(f"CBF {cbf.shape}, {delay_name} {delay.shape} and {mask_name} {mask.shape} must have the same shape.")
+    return cbf, delay, mask
+
+
 def triage_volumes(
     cbf,
     delay,
@@ -382,13 +398,7 @@ def triage_volumes(
     >>> out.delay_volumes_ml, out.hypoperfusion_intensity_ratio, out.target_mismatch
     ({4.0: 5.0, 6.0: 5.0, 8.0: 2.0, 10.0: 2.0}, 0.4, {'DEFUSE3': False, 'EXTEND': False})
     """
-    cbf = np.asarray(cbf, dtype=np.float64)
-    delay = np.asarray(delay, dtype=np.float64)
-    tissue = np.asarray(tissue, dtype=bool)
-    if cbf.shape != tissue.shape or delay.shape != tissue.shape:
-        raise ValueError(
-            f"CBF {cbf.shape}, {delay_name} {delay.shape} and tissue mask {tissue.shape} must have the same shape."
-        )
+    cbf, delay, tissue = as_maps(cbf, delay, tissue, delay_name, "tissue mask")
     if not 0 < core_relative_cbf < 1:
         raise ValueError(f"core_relative_cbf is a fraction in (0, 1), got {core_relative_cbf}.")
     if not (math.isfinite(voxel_volume_ml) and voxel_volume_ml > 0):
