@@ -181,6 +181,8 @@ def test_the_group_level_tables_every_method_the_participant_level_ran(participa
     assert all(float(row["DelayAbove4sVolume"]) >= float(row["DelayAbove6sVolume"]) for row in lesions)
     columns = json.loads((out / "group" / "group_desc-lesions_volumes.json").read_text())
     assert "mismatch ratio >= 1.8" in columns["DEFUSE3"]["Description"]
+    page = (out / "group" / "group_desc-methods_report.html").read_text()
+    assert page.index('id="triage"') < page.index('id="table2"') and "DEFUSE 3 met in" in page
     with open(out / "group" / "group_desc-methods_stats.tsv", newline="", encoding="utf-8") as handle:
         stats = [row for row in csv.DictReader(handle, delimiter="\t") if row["map"] == "cbf"]
     assert {row["reference"] for row in stats} == {"ssvd"}

@@ -33,7 +33,10 @@ from nipype.interfaces.base import (
 )
 
 from .. import __version__
-from ..io import InputError, _atomic_target, load_mask, load_nifti, strip_extension, voxel_volume_ml, write_json, write_nifti
+from ..io import (
+    InputError, _atomic_target, load_mask, load_nifti, read_json, strip_extension, voxel_volume_ml, write_json,
+    write_nifti,
+)
 from ..perfusion import stats, triage
 from ..perfusion.constants import UNITS
 
@@ -437,6 +440,29 @@ class LesionVolumes(SimpleInterface):
 # GroupStats
 
 
+#: columns of the group lesion table taken from each lesion JSON, in order (DelayMap says tmax or bad)
+LESION_COLUMNS = ("CoreVolume", "HypoperfusedVolume", "MismatchVolume", "MismatchRatio",
+                  *(triage.volume_key(t) for t in triage.DELAY_THRESHOLDS_S), "HypoperfusionIntensityRatio", "DEFUSE3", "EXTEND",
+                  "DelayMap", "AffectedHemisphere", "ReferenceCBF")
+
+
+def lesion_table(lesion_files):
+    """Rows (scan, method, volumes, ratios, DEFUSE 3 / EXTEND flags) from the per-method lesion JSONs."""
+    rows = []
+    for path in lesion_files:
+        payload = read_json(path)
+        scan = Path(path).name.split("_desc-")[0]
+        method = Path(path).name.split("_desc-")[1].split("_")[0]
+        row = {"scan": scan, "method": method}
+        for key in LESION_COLUMNS:
+            value = payload.get(key)
+            value = value if not isinstance(value, dict) else value.get("value")
+            row[key] = round(value, 3) if isinstance(value, float) else (
+                "n/a" if value is None else str(value).lower() if isinstance(value, bool) else value)
+        rows.append(row)
+    return rows
+
+
 class _GroupStatsInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(File(exists=True), mandatory=True,
                                 desc="per-scan region-statistics TSVs written by MapStats")
@@ -447,6 +473,8 @@ class _GroupStatsInputSpec(BaseInterfaceInputSpec):
         desc="method that deviations and tests refer to; 'auto': sSVD when present, else the first method found "
              "in the paper's order (ssvd, csvd, osvd, transformer)",
     )
+    lesion_files = InputMultiObject(
+        File(exists=True), desc="lesion JSONs of LesionVolumes: their triage measures make the page's triage table")
     out_prefix = traits.Str("group", usedefault=True, desc="output file-name prefix")
 
 
@@ -517,7 +545,9 @@ class GroupStats(SimpleInterface):
         )
         from ..reports.group import group_report_html
 
-        html = group_report_html(summary, pairs, scans=ids, statistic=self.inputs.statistic, reference=reference)
+        lesions = lesion_table(self.inputs.lesion_files) if isdefined(self.inputs.lesion_files) else []
+        html = group_report_html(summary, pairs, scans=ids, statistic=self.inputs.statistic, reference=reference,
+                                 lesion_rows=lesions)
         out_html = os.path.join(runtime.cwd, f"{prefix}_desc-methods_report.html")
         _write_text(out_html, html)
         self._results.update(out_tsv=str(out_tsv), out_pairs_tsv=str(out_pairs), out_html=out_html)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 import tempfile
 from pathlib import Path
 
+from ..interfaces.stats import lesion_table
 from ..io import copy_atomic, write_json
 from ..perfusion.triage import DELAY_THRESHOLDS_S, TARGET_MISMATCH, volume_key
 
@@ -24,29 +24,6 @@ def find_scan_outputs(output_dir, pattern, participant_labels=None):
     wanted = {str(p)[len("sub-"):] if str(p).startswith("sub-") else str(p) for p in participant_labels or []}
     files = sorted(Path(output_dir).glob(f"sub-*/**/{pattern}"))
     return [f for f in files if not wanted or _participant(f) in wanted]
-
-
-#: columns of the group lesion table taken from each lesion JSON, in order (DelayMap says tmax or bad)
-LESION_COLUMNS = ("CoreVolume", "HypoperfusedVolume", "MismatchVolume", "MismatchRatio",
-                  *(volume_key(t) for t in DELAY_THRESHOLDS_S), "HypoperfusionIntensityRatio", "DEFUSE3", "EXTEND",
-                  "DelayMap", "AffectedHemisphere", "ReferenceCBF")
-
-
-def lesion_table(lesion_files):
-    """Rows (scan, method, volumes, ratios, DEFUSE 3 / EXTEND flags) from the per-method lesion JSONs."""
-    rows = []
-    for path in lesion_files:
-        payload = json.loads(Path(path).read_text())
-        scan = Path(path).name.split("_desc-")[0]
-        method = Path(path).name.split("_desc-")[1].split("_")[0]
-        row = {"scan": scan, "method": method}
-        for key in LESION_COLUMNS:
-            value = payload.get(key)
-            value = value if not isinstance(value, dict) else value.get("value")
-            row[key] = round(value, 3) if isinstance(value, float) else (
-                "n/a" if value is None else str(value).lower() if isinstance(value, bool) else value)
-        rows.append(row)
-    return rows
 
 
 def lesion_table_sidecar():
@@ -85,18 +62,18 @@ def run_group_level(output_dir, participant_labels=None, methods=None):
         )
     group_dir = output_dir / "group"
     written = []
+    lesions = find_scan_outputs(output_dir, "*_lesion.json", participant_labels)
+    if methods:
+        lesions = [p for p in lesions if p.name.split("_desc-")[1].split("_")[0] in methods]
     with tempfile.TemporaryDirectory(prefix="ctp_group_") as tmp:
-        result = GroupStats(in_files=[str(p) for p in stats]).run(cwd=tmp)
+        result = GroupStats(in_files=[str(p) for p in stats], lesion_files=[str(p) for p in lesions]).run(cwd=tmp)
         for name in ("out_tsv", "out_pairs_tsv", "out_html"):
             source = Path(getattr(result.outputs, name))
             written.append(copy_atomic(source, group_dir / source.name))
             side = source.with_suffix(".json")
             if side.exists():
                 written.append(copy_atomic(side, group_dir / side.name))
-    lesions = find_scan_outputs(output_dir, "*_lesion.json", participant_labels)
     rows = lesion_table(lesions)
-    if methods:
-        rows = [r for r in rows if r["method"] in methods]
     if rows:
         path = group_dir / "group_desc-lesions_volumes.tsv"
         with tempfile.NamedTemporaryFile("w", dir=group_dir, delete=False, suffix=".tmp", newline="") as handle:
