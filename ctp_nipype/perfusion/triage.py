@@ -215,15 +215,15 @@ class TargetMismatchCriteria:
         volume_ok = mismatch_ml >= self.min_mismatch_ml if self.mismatch_inclusive else mismatch_ml > self.min_mismatch_ml
         return bool(core_ml < self.max_core_ml and ratio_ok and volume_ok)
 
-    def text(self, delay_name="Tmax"):
-        """The criteria spelt out.
+    def text(self, delay_name="Tmax", hypoperfusion_threshold_s=HYPOPERFUSION_THRESHOLD_S):
+        """The criteria spelt out (the mismatch's delay map and threshold named).
 
         >>> DEFUSE3.text()
         'core < 70 ml, mismatch ratio >= 1.8, mismatch volume >= 15 ml (mismatch: Tmax > 6 s minus core)'
         """
         return (f"core < {self.max_core_ml:g} ml, mismatch ratio {'>=' if self.ratio_inclusive else '>'} "
                 f"{self.min_ratio:g}, mismatch volume {'>=' if self.mismatch_inclusive else '>'} "
-                f"{self.min_mismatch_ml:g} ml (mismatch: {delay_name} > {HYPOPERFUSION_THRESHOLD_S:g} s minus core)")
+                f"{self.min_mismatch_ml:g} ml (mismatch: {delay_name} > {hypoperfusion_threshold_s:g} s minus core)")
 
 
 #: DEFUSE 3 (Albers et al., NEJM 2018): core < 70 ml, ratio >= 1.8, mismatch >= 15 ml
@@ -305,8 +305,10 @@ class TriageVolumes:
             **{volume_key(t): v for t, v in self.delay_volumes_ml.items()},
             "HypoperfusionIntensityRatio": _finite_or_none(self.hypoperfusion_intensity_ratio),
             **{name: flag for name, flag in self.target_mismatch.items()},
-            "TargetMismatchCriteria": {name: TARGET_MISMATCH[name].text(delay_label(delay_name))
-                                       for name in self.target_mismatch},
+            "TargetMismatchCriteria": {
+                name: TARGET_MISMATCH[name].text(delay_label(delay_name),
+                                                 self.parameters.get("DelayThreshold", HYPOPERFUSION_THRESHOLD_S))
+                for name in self.target_mismatch},
         }
         units = {"CoreVolume": "ml", "HypoperfusedVolume": "ml", "MismatchVolume": "ml", "MismatchRatio": "1",
                  **{volume_key(t): "ml" for t in self.delay_volumes_ml}, "HypoperfusionIntensityRatio": "1"}
