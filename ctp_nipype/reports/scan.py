@@ -244,8 +244,9 @@ def triage_rows(lesions):
     return rows
 
 
-def _triage_section(data):
-    """The first panel: what a stroke team reads in ten seconds, per method, with the criteria spelt out."""
+def _triage_section(data, background, slices):
+    """The first panel: what a stroke team reads in ten seconds, per method, with the criteria spelt out, and
+    each method's one-page summary (the figure of ``<prefix>_desc-<method>_summary.png``)."""
     from ..perfusion.triage import TARGET_MISMATCH
 
     if not data.lesions:
@@ -264,6 +265,14 @@ def _triage_section(data):
              "hemisphere's tissue, within the hypoperfused tissue. The network thresholds its BAD, the bolus "
              "arrival delay, which does not include the dispersion that Tmax adds: BAD &gt; 6 s is a stricter "
              "rule than Tmax &gt; 6 s.</li></ul>")
+    for method in sorted(data.lesions, key=lambda m: _order(m, METHOD_ORDER)):
+        entry = data.lesions[method]
+        delay = next((data.maps[(method, name)] for name in ("tmax", "bad") if (method, name) in data.maps), None)
+        if entry.get("core") is None or entry.get("hypoperfused") is None or delay is None:
+            continue
+        png = figures.triage_summary(background, data.brain, entry["core"], entry["hypoperfused"], delay,
+                                     entry.get("summary", {}), f"{data.title}: {method}", slices, data.affine)
+        body += png_img(png, f"{method} triage summary")
     return body
 
 
@@ -413,7 +422,7 @@ def scan_report_html(data):
                             "the AIF/VOF selection; the deconvolution used them as corrected.")
     data.warnings = warnings
     slices = figures.slices_to_show(data.brain)
-    sections = [("triage", "Triage", _triage_section(data)),
+    sections = [("triage", "Triage", _triage_section(data, background, slices)),
                 ("summary", "Scan summary", _summary_section(data, background))]
     if data.motion:
         times = np.asarray(data.motion.get("time", np.arange(len(next(iter(data.motion.values()))))), float)
