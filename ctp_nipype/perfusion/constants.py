@@ -35,3 +35,10 @@ UNITS = {
     "rcbf": "1",
     "rcbv": "1",
 }
+
+#: The perfusion methods, named once: the truncated-SVD family and the network.
+SVD_METHODS = ("ssvd", "csvd", "osvd")
+NETWORK_METHOD = "transformer"
+METHODS = SVD_METHODS + (NETWORK_METHOD,)
+#: what the command lines run unless told otherwise
+DEFAULT_METHODS = ("osvd", NETWORK_METHOD)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import triage
+from .constants import METHODS
 
 #: percentiles reported for every region (columns ``p05``, ``p25``, ``p75``, ``p95``)
 PERCENTILES = (5, 25, 75, 95)
@@ -49,7 +50,7 @@ CORE_RELATIVE_CBF = triage.CORE_RELATIVE_CBF
 #: hypoperfused tissue: Tmax (SVD) or BAD (network) above this many seconds
 DELAY_THRESHOLD_S = triage.HYPOPERFUSION_THRESHOLD_S
 #: the methods' order in tables (the paper's), reference first
-METHOD_ORDER = ("ssvd", "csvd", "osvd", "transformer")
+METHOD_ORDER = METHODS
 #: the map's order in tables
 MAP_ORDER = ("cbf", "cbv", "mtt", "tmax", "bad")
 
