@@ -53,6 +53,7 @@ def add_processing_options(parser):
     """Preprocessing, timing, the SVD thresholds and the constants: identical in both commands."""
     from ..perfusion.filtering import RADIUS_MM
     from ..perfusion.svd import DEFAULT_OI_THRESHOLD
+    from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS
 
     group = parser.add_argument_group("Processing")
     group.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame; "
@@ -84,6 +85,9 @@ def add_processing_options(parser):
     svd.add_argument("--kappa-h", type=float, default=KAPPA_H, help="hematocrit factor (default %(default)s)")
     svd.add_argument("--rho", type=float, default=RHO, help="tissue density in g/ml (default %(default)s)")
     svd.add_argument("--baseline-frames", type=int, help="pre-bolus frames (default: detected from the AIF)")
+    svd.add_argument("--peak-interpolation", choices=PEAK_INTERPOLATIONS, default=DEFAULT_PEAK_INTERPOLATION,
+                     help="how Tmax (SVD) and TTP read a curve's peak: the sampled maximum, or a parabola through it "
+                          "and its two neighbours for sub-frame times (default %(default)s; docs/validation.md)")
     return parser
 
 
@@ -118,6 +122,7 @@ def method_options(args):
         "kappa_h": args.kappa_h,
         "rho": args.rho,
         "n_baseline_frames": args.baseline_frames,
+        "peak_interpolation": args.peak_interpolation,
     }
 
 
