@@ -119,8 +119,7 @@ def run_generalisation_suite(args):
     n_per_cell = SUITE_CURVES_PER_CELL if args.n_curves is None else args.n_curves
     if n_per_cell < 1:
         raise ValueError(f"--n-curves must be at least 1 per cell of the suite, got {n_per_cell}.")
-    out_dir = args.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_output_dir(args.out_dir)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"ctp-evaluate: {line}", flush=True))
     start = time.perf_counter()
     cells = make_suite(n_per_cell, seed=2028 if args.seed is None else args.seed)
@@ -153,6 +152,11 @@ def main(argv=None):
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; choose from {', '.join(sorted(METHODS))}.")
+    if "transformer" in args.methods:  # a bad weights file or device is refused here, not after the simulation
+        from .parser import check_device, check_weights
+
+        check_device(args.device)
+        check_weights(args.weights)
     if args.suite == "generalisation":
         return run_generalisation_suite(args)
     args.n_curves = N_CURVES if args.n_curves is None else args.n_curves
@@ -161,11 +165,6 @@ def main(argv=None):
         raise ValueError(f"Unknown test set(s) {bad_sets}; Table 1 has sets 1-6.")
     if args.n_curves < 11:
         raise ValueError(f"--n-curves must be at least 11 (one curve per level of every set), got {args.n_curves}.")
-    if "transformer" in args.methods:  # a bad weights file or device is refused here, not after the simulation
-        from .parser import check_device, check_weights
-
-        check_device(args.device)
-        check_weights(args.weights)
     out_dir = prepare_output_dir(args.out_dir)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"ctp-evaluate: {line}", flush=True))
 
