@@ -184,3 +184,26 @@ def test_frames_stream_back_what_was_written(tmp_path):
         with FrameWriter(tmp_path / "short.nii.gz", data.shape, affine) as out:
             out.write(data[..., 0])
     assert not (tmp_path / "short.nii.gz").exists()
+
+
+def test_the_command_gives_the_same_maps_in_one_slab_and_in_parallel_slabs(tmp_path):
+    """ctp-perfusion end to end: one slab in one process, and three slabs run by MultiProc on two."""
+    from ctp_nipype.cli.perfusion import main as perfusion_main
+    from ctp_nipype.cli.phantom import main as phantom_main
+
+    assert phantom_main([str(tmp_path / "bids"), "--subjects", "1", "--size", "small", "--seed", "3"]) == 0
+    scan = tmp_path / "bids" / "sub-01" / "ses-01" / "sub-01_ses-01_ctp.nii.gz"
+    runs = {}
+    for label, options in (("one", ["--slabs", "1", "--nprocs", "1"]), ("three", ["--slabs", "3", "--nprocs", "2"])):
+        out = tmp_path / label
+        assert perfusion_main([str(scan), str(out), "--method", "ssvd", "osvd", "--no-guided-filter",
+                               "-w", str(tmp_path / f"work_{label}"), *options]) == 0
+        runs[label] = out
+    names = sorted(p.name for p in runs["one"].glob("*_desc-*svd_*.nii.gz"))
+    assert len(names) == 10  # 2 methods x (cbf, cbv, mtt, tmax, residue)
+    for name in names:
+        one = np.asarray(nb.load(runs["one"] / name).dataobj)
+        three = np.asarray(nb.load(runs["three"] / name).dataobj)
+        assert np.array_equal(one, three), name
+    sidecar = json.loads((runs["three"] / "sub-01_ses-01_desc-osvd_cbf.json").read_text())
+    assert sidecar["Slabs"]["Count"] == 3

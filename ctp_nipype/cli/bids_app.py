@@ -147,6 +147,9 @@ def participant_level(args):
             weights=str(args.weights.resolve()) if args.weights else None,
             frame_interval=args.frame_interval,
             method_options=method_options(args),
+            n_slabs=args.slabs,
+            n_procs=args.nprocs,
+            working_voxel_mm=args.working_voxel_mm,
             name=f"scan_{scan.prefix.replace('-', '_')}",
         )
         single.inputs.inputnode.in_file = str(scan.path)

@@ -138,6 +138,9 @@ def main(argv=None):
         weights=str(args.weights.resolve()) if args.weights else None,
         frame_interval=args.frame_interval,
         method_options=options,
+        n_slabs=args.slabs,
+        n_procs=args.nprocs,
+        working_voxel_mm=args.working_voxel_mm,
         name=f"ctp_{prefix.replace('-', '_')}",
     )
     workflow.inputs.inputnode.in_file = str(args.in_file.resolve())

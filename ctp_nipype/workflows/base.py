@@ -250,7 +250,8 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
         if method == "transformer":
             from ..interfaces.transformer import TransformerPerfusion  # torch only when asked for
 
-            node = pe.MapNode(TransformerPerfusion(device=device), iterfield=["in_file", "mask_file"],
+            # a progress bar with the time left for each slab (the network's step takes minutes)
+            node = pe.MapNode(TransformerPerfusion(device=device, progress=True), iterfield=["in_file", "mask_file"],
                               name="transformer")
             if weights:
                 node.inputs.weights = weights
@@ -267,7 +268,7 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
         parameters = pe.Node(Merge(len(METHOD_MAPS[method])), name=f"merge_{method}_parameters")
         curve_names = maps[len(METHOD_MAPS[method]):]
         curves = pe.Node(Merge(len(curve_names)), name=f"merge_{method}_curves")
-        slab_maps = pe.Node(Merge(len(maps)), name=f"slabs_{method}")
+        slab_maps = pe.Node(Merge(len(maps), no_flatten=True), name=f"slabs_{method}")  # one list per map
         join = pe.Node(JoinSlabs(method=method), name=f"join_{method}")
         for slot, map_name in enumerate(maps, start=1):
             workflow.connect(node, map_name, slab_maps, f"in{slot}")
