@@ -39,6 +39,16 @@ BLOCK_SLICES = 24
 FRAME_INTERVAL_S = 1.5
 
 
+def clinical_grid(n_slices):
+    """Register a 512 x 512 x ``n_slices`` grid of 0.47 x 0.47 x 5 mm with the phantom; returns its name."""
+    from ctp_nipype.sims import phantom
+
+    name = f"clinical{n_slices}"
+    phantom.GRIDS[name] = phantom.PhantomGrid(shape=(512, 512, n_slices), voxel_mm=GRID_MM,
+                                              center_mm=(0.0, -18.0, 10.0), template_step_mm=1.0)
+    return name
+
+
 def phantom_file(n_slices, n_frames, cache, motion=False, seed=0):
     """The phantom scan of ``n_slices`` (built once, then reused) and its number of brain voxels."""
     import nibabel as nb
@@ -52,9 +62,7 @@ def phantom_file(n_slices, n_frames, cache, motion=False, seed=0):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     block = min(n_slices, BLOCK_SLICES)
-    grid = f"clinical{block}"
-    phantom.GRIDS[grid] = phantom.PhantomGrid(shape=(512, 512, block), voxel_mm=GRID_MM, center_mm=(0.0, -18.0, 10.0),
-                                              template_step_mm=1.0)
+    grid = clinical_grid(block)
     start = time.time()
     ph = phantom.make_phantom(grid, seed=seed, motion=motion, frame_times=np.arange(n_frames) * FRAME_INTERVAL_S)
     affine = ph.affine.copy()
@@ -95,16 +103,39 @@ def _tree_rss_bytes(root):
     return total
 
 
-def run_command(argv):
-    """Run a command; returns (wall s, peak process-tree RSS bytes, stdout text)."""
+def _tree_pids(root):
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(_children(pid))
+    return found
+
+
+def run_command(argv, max_bytes=None):
+    """Run a command; returns (wall s, peak process-tree RSS bytes, stdout text, whether it was stopped).
+
+    With ``max_bytes`` the command's process tree is stopped (SIGKILL, process by process) as soon as
+    its resident memory passes that many bytes: a shared machine must not run out of memory.
+    """
+    import signal
+
     start = time.time()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = [0]
+    stopped = [False]
     lines = []
 
     def sample():
         while proc.poll() is None:
             peak[0] = max(peak[0], _tree_rss_bytes(proc.pid))
+            if max_bytes and peak[0] > max_bytes and not stopped[0]:
+                stopped[0] = True
+                for pid in reversed(_tree_pids(proc.pid)):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -115,10 +146,12 @@ def run_command(argv):
             print("#   " + line.rstrip(), flush=True)
     proc.wait()
     sampler.join()
-    if proc.returncode:
+    if proc.returncode and not stopped[0]:
         sys.stdout.write("".join(lines[-30:]))
         raise SystemExit(f"{argv[0]} failed with status {proc.returncode}")
-    return time.time() - start, peak[0], "".join(lines)
+    if stopped[0]:
+        print(f"# stopped: the process tree passed {max_bytes / 1e9:.1f} GB", flush=True)
+    return time.time() - start, peak[0], "".join(lines), stopped[0]
 
 
 STEP_LINE = re.compile(r"^\[done\s+([\d.]+) s\] (\S+)")
@@ -155,6 +188,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="the network's device (cpu or cuda)")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "ctp_clinical_phantoms"))
     parser.add_argument("--work", help="work/output folder (default: a temporary one, deleted)")
+    parser.add_argument("--max-gb", type=float, default=10.0,
+                        help="stop the run when its process tree passes this resident memory (default %(default)s)")
     args = parser.parse_args(argv)
 
     rows = []
@@ -170,20 +205,22 @@ def main(argv=None):
                 command += ["--working-voxel-mm", str(args.working_voxel_mm)]
             load_before = os.getloadavg()[0]
             print("# " + " ".join(command[1:]), flush=True)
-            wall, peak, text = run_command(command)
+            wall, peak, text, stopped = run_command(command, args.max_gb * 1e9)
             load_after = os.getloadavg()[0]
         steps = step_times(text)
-        rows.append((n_slices, wall, peak, load_before, load_after, steps))
+        rows.append((n_slices, wall, peak, load_before, load_after, steps, stopped))
 
     print(f"\n| scan | methods | procs | working grid | wall s | peak GB | load avg (start/end) | steps (s; jobs) |")
     print("|---|---|---:|---|---:|---:|---|---|")
-    for n_slices, wall, peak, before, after, steps in rows:
+    for n_slices, wall, peak, before, after, steps, stopped in rows:
         detail = ", ".join(f"{k} {v[0]:.1f}" + (f" ({v[1]})" if v[1] > 1 else "")
                            for k, v in sorted(steps.items(), key=lambda kv: -kv[1][0]))
         grid = f"{args.working_voxel_mm} mm" if args.working_voxel_mm else "scan (0.47 mm)"
         methods = " ".join(args.methods) + (" + motion" if args.motion_correction else "")
-        print(f"| 512x512x{n_slices}x{args.frames} | {methods} | {args.nprocs} | {grid} | {wall:.0f} | "
-              f"{peak / 1e9:.2f} | {before:.1f} / {after:.1f} | {detail} |", flush=True)
+        wall_text = f"stopped at {wall:.0f}" if stopped else f"{wall:.0f}"
+        peak_text = f"> {args.max_gb:g} (stopped)" if stopped else f"{peak / 1e9:.2f}"
+        print(f"| 512x512x{n_slices}x{args.frames} | {methods} | {args.nprocs} | {grid} | {wall_text} | "
+              f"{peak_text} | {before:.1f} / {after:.1f} | {detail} |", flush=True)
 
 
 if __name__ == "__main__":
