@@ -208,3 +208,29 @@ def test_the_command_gives_the_same_maps_in_one_slab_and_in_parallel_slabs(tmp_p
         assert np.array_equal(one, three), name
     sidecar = json.loads((runs["three"] / "sub-01_ses-01_desc-osvd_cbf.json").read_text())
     assert sidecar["Slabs"]["Count"] == 3
+
+
+def test_network_maps_do_not_depend_on_the_split(scan, tmp_path):
+    """The network on the whole scan and on 3 slabs: the same maps to float32 rounding (batches differ)."""
+    from ctp_nipype.interfaces.transformer import TransformerPerfusion
+    from ctp_nipype.nn.weights import shipped_weights_available
+
+    if not shipped_weights_available():
+        pytest.skip("no network weights shipped in this installation")
+    names = ("cbf", "cbv", "mtt", "bad", "residue", "localaif")
+    whole = _run(TransformerPerfusion(in_file=scan["series"], mask_file=scan["mask"], aif_file=scan["aif"],
+                                      device="cpu", out_prefix="sub-01"), tmp_path / "whole")
+    split = _run(SplitSlabs(in_file=scan["series"], mask_file=scan["mask"], n_slabs=3), tmp_path / "split")
+    per_slab = [
+        _run(TransformerPerfusion(in_file=f, mask_file=m, aif_file=scan["aif"], device="cpu", out_prefix="sub-01"),
+             tmp_path / f"slab{i}")
+        for i, (f, m) in enumerate(zip(split.slab_files, split.mask_files))
+    ]
+    joined = _run(JoinSlabs(map_files=[[getattr(o, n) for o in per_slab] for n in names], plan_file=split.plan_file,
+                            template_file=scan["series"], mask_file=scan["mask"], method="transformer",
+                            out_prefix="sub-01"), tmp_path / "join")
+    for name in names:
+        expected = np.asarray(nb.load(getattr(whole, name)).dataobj)
+        got = np.asarray(nb.load(getattr(joined, name)).dataobj)
+        scale = float(np.abs(expected).max())
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * scale, err_msg=name)
