@@ -249,6 +249,7 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
     ``(volume summary rows, cases left out {scan: reason})``; raises
     :class:`ctp_nipype.io.InputError` when either folder has nothing to compare.
     """
+    from ..bids import check_output_outside_input
     from ..interfaces.stats import write_table_tsv
     from ..io import InputError, prepare_output_dir, write_json
     from ..perfusion import agreement
@@ -259,6 +260,7 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
     for folder, what in ((our_derivatives, "our derivatives"), (reference_derivatives, "reference derivatives")):
         if not Path(folder).is_dir():
             raise InputError(f"The {what} folder {folder} does not exist.")
+    check_output_outside_input(out_dir, [reference_derivatives], what="output folder")
     ours = find_our_maps(our_derivatives, methods, participant_labels)
     refs = find_reference_maps(reference_derivatives, participant_labels)
     if not ours:

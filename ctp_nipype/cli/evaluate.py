@@ -19,7 +19,15 @@ from pathlib import Path
 
 from .. import __version__
 from ..io import prepare_output_dir, write_json
-from ..perfusion.evaluation import METHODS, SVD_METHODS, evaluate, level_rows, markdown_table, summary_rows, tsv_text
+from ..perfusion.evaluation import (
+    METHODS,
+    SVD_METHODS,
+    evaluate,
+    level_rows,
+    markdown_table,
+    summary_rows,
+    tsv_text,
+)
 from ..sims.testsets import N_CURVES, TEST_SETS, make_test_set
 from ._errors import user_facing
 
