@@ -148,20 +148,29 @@ def test_an_oracle_plugin_scores_perfectly_and_svd_scores_like_svd():
     assert "| #4 frame interval | oracle | 110 | 0.00 | 0.00 | 1.00 ± 0.00 | 1.00 ± 0.00 |" in table
 
 
-def test_transformer_errors_are_clear(monkeypatch):
+def test_transformer_is_registered_by_the_network_and_its_errors_are_clear(monkeypatch):
     aif, tissue, t = np.ones((2, 10)), np.ones((2, 10)), np.arange(10.0)
-    monkeypatch.setitem(sys.modules, "ctp_nipype.nn.inference", None)  # import fails
-    with pytest.raises(RuntimeError, match="estimate_curves"):
-        METHODS["transformer"](aif, tissue, t)
-    monkeypatch.undo()
     import ctp_nipype.nn.inference as inference
+
+    assert METHODS["transformer"] is inference.transformer_method
+    monkeypatch.delitem(METHODS, "transformer")
+    with pytest.raises(ValueError, match="registered by importing ctp_nipype.nn.inference"):
+        evaluation.run_methods(["transformer"], aif, tissue, t)
+    monkeypatch.undo()
 
     def one_aif_only(global_aif, *args, **kwargs):
         raise ValueError("The global AIF must be one curve (1D)")
 
     monkeypatch.setattr(inference, "estimate_curves", one_aif_only)
     with pytest.raises(RuntimeError, match="one global AIF per curve"):
-        evaluation.transformer_method(aif, tissue, t)
+        inference.transformer_method(aif, tissue, t)
+
+
+def test_ctp_evaluate_says_when_the_network_cannot_be_imported(tmp_path, monkeypatch, capsys):
+    monkeypatch.delitem(METHODS, "transformer", raising=False)
+    monkeypatch.setitem(sys.modules, "ctp_nipype.nn.inference", None)  # import fails, as without torch
+    assert evaluate_main([str(tmp_path), "--n-curves", "11", "--sets", "2", "--methods", "transformer"]) != 0
+    assert "needs torch" in capsys.readouterr().err
 
 
 def test_ctp_evaluate_writes_table_tsv_and_figures(tmp_path, capsys):

@@ -23,6 +23,8 @@ from ..perfusion.evaluation import METHODS, SVD_METHODS, evaluate, level_rows, m
 from ..sims.testsets import N_CURVES, TEST_SETS, make_test_set
 from ._errors import user_facing
 
+#: the network's method, registered in perfusion.evaluation.METHODS by importing ctp_nipype.nn.inference
+NETWORK_METHOD = "transformer"
 FIGURES = {"cbf_rmse": "figure4_cbf_rmse.png", "delay_rmse": "figure5_delay_rmse.png"}
 FIGURE_TITLES = {"cbf_rmse": "CBF RMSE (ml/100 g/min)", "delay_rmse": "delay RMSE (s): Tmax (SVD), BAD (network)"}
 
@@ -36,7 +38,8 @@ def build_parser():
     parser.add_argument("out_dir", type=Path, help="output folder (created if missing)")
     parser.add_argument(
         "--methods", nargs="+", default=list(SVD_METHODS), metavar="METHOD",
-        help=f"methods to run, of {', '.join(sorted(METHODS))} (default: {' '.join(SVD_METHODS)})",
+        help=f"methods to run, of {', '.join(sorted(set(METHODS) | {NETWORK_METHOD}))} "
+        f"(default: {' '.join(SVD_METHODS)})",
     )
     parser.add_argument(
         "--sets", nargs="+", type=int, default=sorted(TEST_SETS), metavar="K",
@@ -93,6 +96,12 @@ def plot_figures(rows, out_dir, methods):
 @user_facing("ctp-evaluate")
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if NETWORK_METHOD in args.methods:
+        try:
+            from ..nn.inference import transformer_method  # noqa: F401 - registers the network's method
+        except ImportError as error:
+            raise ValueError(f"--methods {NETWORK_METHOD} needs torch, which cannot be imported here: {error}; "
+                             "install torch or leave the network out.") from error
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; choose from {', '.join(sorted(METHODS))}.")

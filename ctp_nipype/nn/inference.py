@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..perfusion.constants import KAPPA_H, RHO
+from ..perfusion.evaluation import register_method
 from ..perfusion.maps import curve_area, perfusion_maps
 from ..perfusion.timing import check_frame_times, is_uniform
 from .model import normalise_tissue
@@ -337,3 +338,23 @@ def estimate_curves(
         values[flagged] = 0
     out["flagged"] = flagged
     return out
+
+
+def transformer_method(global_aif, tissue, frame_times, weights=None, device="cpu"):
+    """The network as a method of :mod:`ctp_nipype.perfusion.evaluation` (registered as ``'transformer'``).
+
+    Returns ``'cbf'``, ``'delay'`` (the network's BAD, s) and ``'local_aif'``.
+    """
+    try:
+        out = estimate_curves(global_aif, tissue, frame_times, weights=weights, device=device)
+    except ValueError as error:
+        if np.ndim(global_aif) == 2:
+            raise RuntimeError(
+                "The 'transformer' method got one global AIF per curve (shape (n, T)), as every simulated "
+                f"curve has its own, and estimate_curves refused it: {error}"
+            ) from error
+        raise
+    return {"cbf": out["cbf"], "delay": out["bad"], "local_aif": out.get("local_aif")}
+
+
+register_method("transformer", transformer_method)

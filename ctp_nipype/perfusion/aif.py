@@ -34,12 +34,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, sparse
 from scipy.ndimage import uniform_filter1d
-from scipy.special import gammaln
 
 from .concentration import ConcentrationError, detect_bolus_arrival, to_concentration
 from .convolution import trapezoid_integral
+from .gamma_variate import gamma_variate_aif, gamma_variate_area
 from .motion import bridge_frames
-from ..sims.simulate import gamma_variate_aif
 from .timing import check_frame_times, is_uniform
 
 #: fraction of the peak that marks a curve's arrival
@@ -353,27 +352,12 @@ def select_venous_voxels(
     return candidates[np.argsort(score, kind="stable")[:n_voxels]]
 
 
-def gamma_variate_area(peak, alpha, beta):
-    """Analytic area (HU s) of the gamma variate of :func:`ctp_nipype.sims.simulate.gamma_variate_aif`.
-
-    ``integral peak (x / (alpha beta))^alpha exp(alpha - x / beta) dx
-    = peak * beta * exp(alpha) * alpha^-alpha * Gamma(alpha + 1)``.
-
-    >>> t = np.arange(0, 200, 0.01)
-    >>> numeric = np.trapezoid(gamma_variate_aif(t, t0=5, alpha=3, beta=1.5, peak=400), t)
-    >>> round(float(gamma_variate_area(400, 3, 1.5)), 1), round(float(numeric), 1)
-    (2678.1, 2678.1)
-    """
-    peak, alpha, beta = (np.asarray(v, dtype=float) for v in (peak, alpha, beta))
-    return peak * beta * np.exp(alpha - alpha * np.log(alpha) + gammaln(alpha + 1.0))
-
-
 @dataclass
 class GammaVariateFit:
     """Gamma variates fitted to the first passes of curves (one row per curve).
 
     ``t0`` (s), ``alpha``, ``beta`` (s) and ``peak`` (HU) parametrise
-    :func:`ctp_nipype.sims.simulate.gamma_variate_aif`; ``area`` is the
+    :func:`.gamma_variate.gamma_variate_aif`; ``area`` is the
     analytic first-pass area in HU s; ``first_pass_end`` the time (s) up to
     which samples were fitted.
     """

@@ -7,8 +7,9 @@ shared frame times ``(T,)`` in seconds, and returning at least ``'cbf'``
 (``(n,)``, ml/100 g/min) and ``'delay'`` (``(n,)``, s: Tmax for the SVD
 family, BAD for the network), and optionally ``'local_aif'`` (``(n, T)``, HU).
 :data:`METHODS` holds the registered ones (:func:`register_method`):
-``ssvd``, ``csvd``, ``osvd`` and ``transformer`` (imported lazily from
-:func:`ctp_nipype.nn.inference.estimate_curves`).
+``ssvd``, ``csvd`` and ``osvd`` from here, and ``transformer``, which
+:mod:`ctp_nipype.nn.inference` registers when it is imported (the layer above
+fills the registry: this module never imports the network).
 
 Every simulated curve has its own AIF, so the SVD family runs batched
 (:func:`deconvolve_svd_batch`): a stack of AIF matrices is decomposed with one
@@ -223,33 +224,6 @@ for _name in SVD_METHODS:
     register_method(_name, _svd_method(_name))
 
 
-def transformer_method(global_aif, tissue, frame_times, weights=None, device="cpu"):
-    """The perfusion Transformer through :func:`ctp_nipype.nn.inference.estimate_curves` (imported lazily).
-
-    Returns ``'cbf'``, ``'delay'`` (the network's BAD, s) and ``'local_aif'``.
-    """
-    try:
-        from ..nn.inference import estimate_curves
-    except ImportError as error:
-        raise RuntimeError(
-            "The 'transformer' method needs ctp_nipype.nn.inference.estimate_curves(global_aif, tissue, "
-            f"frame_times, weights=None, device='cpu'), which cannot be imported here: {error}"
-        ) from error
-    try:
-        out = estimate_curves(global_aif, tissue, frame_times, weights=weights, device=device)
-    except ValueError as error:
-        if np.ndim(global_aif) == 2:
-            raise RuntimeError(
-                "The 'transformer' method got one global AIF per curve (shape (n, T)), as every simulated "
-                f"curve has its own, and estimate_curves refused it: {error}"
-            ) from error
-        raise
-    return {"cbf": out["cbf"], "delay": out["bad"], "local_aif": out.get("local_aif")}
-
-
-register_method("transformer", transformer_method)
-
-
 def run_methods(names, global_aif, tissue, frame_times, options=None):
     """Run the named methods on one group of curves; the SVD family shares its decompositions.
 
@@ -259,7 +233,9 @@ def run_methods(names, global_aif, tissue, frame_times, options=None):
     options = options or {}
     unknown = [name for name in names if name not in METHODS]
     if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}; registered: {sorted(METHODS)}.")
+        hint = (" ('transformer' is registered by importing ctp_nipype.nn.inference)"
+                if "transformer" in unknown else "")
+        raise ValueError(f"Unknown method(s) {unknown}; registered: {sorted(METHODS)}{hint}.")
     results = {}
     svd_names = [n for n in names if n in SVD_METHODS and METHODS[n].__name__ == n and n not in options]
     if svd_names:
@@ -588,6 +564,5 @@ __all__ = [
     "level_rows",
     "markdown_table",
     "summary_rows",
-    "transformer_method",
     "tsv_text",
 ]
