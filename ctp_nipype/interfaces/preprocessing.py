@@ -124,6 +124,10 @@ class _LoadCTPInputSpec(BaseInterfaceInputSpec):
     sidecar_file = File(exists=True, desc="JSON sidecar with the timing (default: the file next to in_file)")
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     min_frames = traits.Int(10, usedefault=True, desc="fewer frames than this is an error")
+    allow_long_frames = traits.Bool(
+        False, usedefault=True, desc="accept frame intervals above 10 s and series above 10 minutes (the timing "
+        "rules of ctp_nipype.perfusion.timing.check_timing_units); recorded as AllowLongFrames for later steps",
+    )
     hu_range = traits.Tuple(PLAUSIBLE_HU, traits.Float, traits.Float, usedefault=True, desc="plausible HU range (min, max)"
     )
     head_motion_mm = traits.Float(
@@ -171,6 +175,7 @@ class LoadCTP(SimpleInterface):
             frame_interval=_optional(self.inputs.frame_interval),
             sidecar=_optional(self.inputs.sidecar_file),
             min_frames=self.inputs.min_frames,
+            allow_long_frames=self.inputs.allow_long_frames,
         )
         check_plausible_hu(scan.data, self.inputs.in_file, self.inputs.hu_range)
         check_enhancement(scan.data, self.inputs.in_file)
@@ -178,6 +183,8 @@ class LoadCTP(SimpleInterface):
         data, times = resample_to_uniform(scan.data, scan.frame_times) if resampled else (scan.data, scan.frame_times)
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         sidecar = {**scan.sidecar, **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times)}
+        if self.inputs.allow_long_frames:
+            sidecar["AllowLongFrames"] = True
         check = head_motion_check(data, scan.header.get_zooms()[:3], self.inputs.head_motion_mm)
         sidecar["HeadMotionCheck"] = check
         if check["HeadMoved"] and self.inputs.warn_head_motion:

@@ -39,7 +39,7 @@ from .concentration import ConcentrationError, detect_bolus_arrival, to_concentr
 from .convolution import trapezoid_integral
 from .gamma_variate import gamma_variate_aif, gamma_variate_area
 from .motion import bridge_frames
-from .timing import check_frame_times, is_uniform
+from .timing import aif_truncation_warning, check_frame_times, is_uniform
 
 #: fraction of the peak that marks a curve's arrival
 ARRIVAL_FRACTION = 0.1
@@ -914,14 +914,17 @@ class VascularChoice(VascularFunctions):
     first_pass_censoring : dict or None
         How much of the AIF's first pass lies in censored frames (an automatic or mask AIF with censoring).
     censored_frames : ndarray of bool or None
+    truncation_warning : str or None
+        :func:`.timing.aif_truncation_warning` of the measured AIF (the scan ends inside its first pass).
     warnings : list of str
-        What the user must be told (no VOF, the AIF's peak repaired).
+        What the user must be told (no VOF, the AIF's peak repaired, the AIF cut off).
     """
 
     sources: dict = field(default_factory=dict)
     partial_volume: dict = field(default_factory=dict)
     first_pass_censoring: dict | None = None
     censored_frames: np.ndarray | None = None
+    truncation_warning: str | None = None
     warnings: list = field(default_factory=list)
 
     def sidecar(self):
@@ -939,6 +942,8 @@ class VascularChoice(VascularFunctions):
             out["CensoredFrames"] = np.flatnonzero(self.censored_frames).tolist()
         if self.first_pass_censoring is not None:
             out["AIFFirstPassCensoring"] = self.first_pass_censoring
+        if self.truncation_warning is not None:
+            out["AIFTruncationWarning"] = self.truncation_warning
         if self.details:
             out["Selection"] = self.details
         return out
@@ -991,7 +996,9 @@ def choose_vascular_functions(
     * with ``censored_frames`` the AIF's censored frames are repaired, except
       in a user's curve, which was not measured on the censored series; an
       AIF whose peak lies in censored frames gets a warning
-      (:data:`AIF_PEAK_CENSORED_WARNING`, :func:`censored_first_pass`).
+      (:data:`AIF_PEAK_CENSORED_WARNING`, :func:`censored_first_pass`);
+    * a scan that ends inside the AIF's first pass gets a warning
+      (:func:`.timing.aif_truncation_warning`).
 
     Parameters
     ----------
@@ -1053,6 +1060,10 @@ def choose_vascular_functions(
         scale, fits, fit_summary = 1.0, None, None
         corrected, n_base = uncorrected_aif(curves["aif"], times, censored_frames=censored_frames, repair_aif=repair_aif)
 
+    truncation = aif_truncation_warning(curves["aif"], times, n_base)
+    if truncation:
+        messages.append(truncation)
+
     first_pass_censoring = None
     if censored_frames is not None and repair_aif:
         found = censored_first_pass(corrected, censored_frames, n_base)
@@ -1087,5 +1098,6 @@ def choose_vascular_functions(
         },
         first_pass_censoring=first_pass_censoring,
         censored_frames=None if censored_frames is None else np.asarray(censored_frames, dtype=bool),
+        truncation_warning=truncation,
         warnings=messages,
     )

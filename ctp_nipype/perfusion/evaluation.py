@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .constants import KAPPA_H, RHO
+from .constants import KAPPA_H, RHO, SVD_METHODS
 from .maps import curve_area, perfusion_maps
 from .svd import (
     DEFAULT_OI_THRESHOLD,
@@ -45,9 +45,6 @@ from .svd import (
 )
 from ..sims.testsets import TEST_SETS, curve_levels
 from .timing import check_frame_times, is_uniform
-
-#: The SVD family, in the paper's order.
-SVD_METHODS = ("ssvd", "csvd", "osvd")
 
 
 # ----------------------------------------------------------------------------- batched SVD

@@ -57,7 +57,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from ..perfusion.constants import CBV_UNIT_FACTOR, KAPPA_H, RHO
+from ..perfusion.constants import KAPPA_H, RHO
+from ..perfusion.maps import cbv_from_areas
 from ..perfusion.convolution import convolve
 from ..perfusion.motion import apply_rigid
 from .simulate import (
@@ -807,10 +808,5 @@ def in_window_cbv(concentration, aif_concentration, frame_times, kappa_h=KAPPA_H
     ``concentration`` has time last; ``frame_times`` may be non-uniform.
     """
     times = np.asarray(frame_times, dtype=float)
-    return (
-        CBV_UNIT_FACTOR
-        * kappa_h
-        / rho
-        * np.trapezoid(concentration, times, axis=-1)
-        / np.trapezoid(aif_concentration, times)
-    )
+    return cbv_from_areas(np.trapezoid(concentration, times, axis=-1), np.trapezoid(aif_concentration, times),
+                          kappa_h, rho)

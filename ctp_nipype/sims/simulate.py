@@ -41,6 +41,7 @@ from scipy.special import gammainc, gammaln
 
 from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
 from ..perfusion.gamma_variate import gamma_variate_aif
+from ..perfusion.maps import mtt_from_cbv_cbf
 
 #: step of the fine simulation grid of the building blocks, in seconds
 FINE_DT = 0.05
@@ -1027,5 +1028,5 @@ def mix_compartments(sim, rng, ranges, **simulate_kwargs):
     sigma = noise_sigma(clean.max(axis=1), first.snr_db)
     out["residue"][picked] = w * first.residue + rest * second.residue
     out["cbf"][picked], out["cbv"][picked], out["noise_sigma"][picked] = cbf, cbv, sigma
-    out["mtt"][picked] = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), first.mtt)
+    out["mtt"][picked] = np.where(cbf > 0, mtt_from_cbv_cbf(cbv, cbf), first.mtt)
     return replace(sim, **out)
