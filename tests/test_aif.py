@@ -186,3 +186,13 @@ def test_censored_frames_repair_a_measured_aif_and_warn_when_they_hold_its_peak(
     assert user.first_pass_censoring is None and not any("head motion" in w for w in user.warnings)
     baseline = ph.aif[: user.n_baseline_frames].mean()
     np.testing.assert_allclose(user.aif_corrected, baseline + user.scale * (ph.aif - baseline))
+
+
+def test_a_scan_cut_inside_the_aifs_first_pass_is_flagged(small_phantom):
+    ph, brain = small_phantom
+    end = int(np.argmax(ph.aif)) + 2  # the scan ends while the AIF still rises
+    cut = choose_vascular_functions(ph.hu[..., :end], ph.frame_times[:end], brain, correct_partial_volume=False)
+    assert cut.truncation_warning and cut.truncation_warning in cut.warnings
+    assert cut.sidecar()["AIFTruncationWarning"] == cut.truncation_warning
+    whole = choose_vascular_functions(ph.hu, ph.frame_times, brain, correct_partial_volume=False)
+    assert whole.truncation_warning is None and "AIFTruncationWarning" not in whole.sidecar()
