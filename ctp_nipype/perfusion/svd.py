@@ -200,9 +200,11 @@ class AIFDecomposition:
         n, length = coefficients.shape
         start = np.broadcast_to(np.asarray(start, dtype=np.int64), (n,))
         stop = np.broadcast_to(np.asarray(stop, dtype=np.int64), (n,))
+        if n == 0:
+            return np.zeros((0, length), coefficients.dtype)
         basis = self._as("basis", coefficients.dtype)
-        low, high = (0, length) if full else (int(start.min(initial=0)), int(stop.max(initial=0)))
-        if high <= low or n == 0:
+        low, high = (0, length) if full else (int(start.min()), int(stop.max()))
+        if high <= low:
             return np.zeros((n, length), coefficients.dtype)
         part = coefficients[:, low:high]
         if full or np.any(start != low) or np.any(stop != high):
@@ -303,7 +305,8 @@ def osvd_ladder(decomposition, coefficients, thresholds, oi_threshold=DEFAULT_OI
     last_coarse = None
     for j in coarse:
         m, threshold = rung_components[active, j], rung_thresholds[active, j]
-        current -= decomposition.components(active_coefficients, m, previous, rows=active)
+        if np.any(m < previous):
+            current -= decomposition.components(active_coefficients, m, previous, rows=active)
         previous = m
         oi = oscillation_index(current)
         ok = oi <= oi_threshold
