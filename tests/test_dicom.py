@@ -446,8 +446,10 @@ def test_dicom_out_round_trip(runs):
     pacs = runs / "pacs"
     source = pydicom.dcmread(next((runs / "CTP").glob("*.dcm")))
     files = sorted(p.name for p in pacs.glob("*.dcm"))
-    assert files == ["PM_ssvd_cbf.dcm", "PM_ssvd_cbv.dcm", "PM_ssvd_mtt.dcm", "PM_ssvd_tmax.dcm",
-                     "SC_cbf_montage.dcm", "SC_cbv_montage.dcm", "SC_mtt_montage.dcm", "SC_tmax_montage.dcm",
+    # the maps (with the triage's rCBF and rCBV), their montages, the triage summary and the masks' SEG
+    assert files == ["PM_ssvd_cbf.dcm", "PM_ssvd_cbv.dcm", "PM_ssvd_mtt.dcm", "PM_ssvd_rcbf.dcm", "PM_ssvd_rcbv.dcm",
+                     "PM_ssvd_tmax.dcm", "SC_cbf_montage.dcm", "SC_cbv_montage.dcm", "SC_mtt_montage.dcm",
+                     "SC_rcbf_montage.dcm", "SC_rcbv_montage.dcm", "SC_ssvd_summary.dcm", "SC_tmax_montage.dcm",
                      "SEG_ssvd.dcm"]
     for name in files:
         ds = pydicom.dcmread(pacs / name)
@@ -456,7 +458,7 @@ def test_dicom_out_round_trip(runs):
         if not name.startswith("SC"):
             assert ds.FrameOfReferenceUID == source.FrameOfReferenceUID, name
     # parametric maps: float values equal the NIfTI map at the voxel each pixel lies on, units in the RWVM
-    for name, unit in (("cbf", "mL/(100.g)/min"), ("tmax", "s")):
+    for name, unit in (("cbf", "mL/(100.g)/min"), ("tmax", "s"), ("rcbf", "{ratio}")):
         pm = pydicom.dcmread(pacs / f"PM_ssvd_{name}.dcm")
         img = nb.load(runs / "out_dicom" / f"CTP_desc-ssvd_{name}.nii.gz")
         values = np.asarray(img.dataobj)
@@ -589,3 +591,18 @@ def test_dicom_source_of_another_scan_refused_before_running(runs, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and "does not lie on the grid" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_shuttle_mode_said_in_the_maps_and_the_report(tmp_path):
+    """ctp-perfusion on a shuttle-mode DICOM series: the maps' sidecars and the report's warnings say how the
+    slices were put on one time grid."""
+    from ctp_nipype.cli.perfusion import main
+
+    hu, slice_times, reference = make_shuttle_phantom(UNIFORM_TIMES, size="small", seed=3, noise_sd_hu=0)
+    write_dicom_series(hu, reference.affine, tmp_path / "shuttle", slice_times=slice_times)
+    assert main([str(tmp_path / "shuttle"), str(tmp_path / "out"), "--method", "ssvd", "--no-guided-filter",
+                 "--nprocs", "1"]) == 0
+    sidecar = json.loads((tmp_path / "out" / "shuttle_desc-ssvd_cbf.json").read_text())
+    assert sidecar["ShuttleMode"] is True and "2 table positions" in sidecar["TimeResampling"]
+    report = (tmp_path / "out" / "shuttle_desc-perfusion_report.html").read_text()
+    assert "Slices put on one time grid when converted from DICOM: shuttle (jog) mode" in report

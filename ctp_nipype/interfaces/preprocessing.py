@@ -508,13 +508,15 @@ class _SelectAIFVOFOutputSpec(TraitedSpec):
     scale = traits.Float(desc="partial-volume factor applied to the AIF's concentration")
 
 
-def _user_curve(path, column, times, original_times=None):
+def _user_curve(path, column, times, original_times=None, allow_long_frames=False):
     """A user's curve on the scan's uniform grid.
 
     Interpolated when it has its own 'time' column, or when it has one row per
     frame of the original (non-uniform) series that LoadCTP resampled.
+    ``allow_long_frames`` (the scan's ``AllowLongFrames``) lifts the time column's limits.
     """
-    values, curve_times = read_curve_tsv(path, column, n_frames=None)
+    values, curve_times = read_curve_tsv(path, column, n_frames=None, check_units=True,
+                                         allow_long_frames=allow_long_frames)
     if curve_times is None and original_times is not None and values.size == len(original_times) != times.size:
         curve_times = np.asarray(original_times, dtype=float)
     if curve_times is None:
@@ -568,7 +570,7 @@ class SelectAIFVOF(SimpleInterface):
         )
         original = scan.sidecar.get("OriginalFrameTimes")
         user_curves = {
-            column: _user_curve(tsv, column, times, original) if isdefined(tsv) else None
+            column: _user_curve(tsv, column, times, original, bool(scan.sidecar.get("AllowLongFrames"))) if isdefined(tsv) else None
             for column, tsv in (("aif", self.inputs.aif_file), ("vof", self.inputs.vof_file))
         }
         choice = aif_selection.choose_vascular_functions(

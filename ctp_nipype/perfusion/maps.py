@@ -29,6 +29,7 @@ import numpy as np
 
 from .constants import CBF_UNIT_FACTOR, CBV_UNIT_FACTOR, KAPPA_H, RHO
 from .convolution import trapezoid_integral
+from .triage import DEFAULT_PEAK_INTERPOLATION, peak_time
 
 #: seconds per minute: MTT [s] = SECONDS_PER_MINUTE * CBV [ml/100 g] / CBF [ml/100 g/min]
 SECONDS_PER_MINUTE = 60.0
@@ -94,13 +95,15 @@ def mtt_from_cbv_cbf(cbv, cbf):
     return np.where(defined, SECONDS_PER_MINUTE * cbv / np.where(defined, cbf, 1.0), 0.0)
 
 
-def tmax_from_residue(residue, dt):
-    """Tmax [s]: time of the residue's maximum from the first frame, ``argmax(K) * dt``.
+def tmax_from_residue(residue, dt, interpolation=DEFAULT_PEAK_INTERPOLATION):
+    """Tmax [s]: time of the residue's maximum from the first frame (:func:`.triage.peak_time`).
+
+    ``interpolation``: ``'sampled'`` (``argmax(K) * dt``) or ``'parabola'``.
 
     >>> float(tmax_from_residue(np.array([0.1, 0.3, 0.2]), 1.5))
     1.5
     """
-    return np.argmax(residue, axis=-1) * float(dt)
+    return peak_time(residue, dt, interpolation)
 
 
 @dataclass
@@ -117,7 +120,8 @@ class PerfusionMaps:
     usable: np.ndarray
 
 
-def perfusion_maps(residue, tissue_area, aif_area, dt, kappa_h=KAPPA_H, rho=RHO, valid=None):
+def perfusion_maps(residue, tissue_area, aif_area, dt, kappa_h=KAPPA_H, rho=RHO, valid=None,
+                   peak_interpolation=DEFAULT_PEAK_INTERPOLATION):
     """The four maps of curves from their residues and areas, by the conventions' formulas.
 
     Parameters
@@ -134,6 +138,8 @@ def perfusion_maps(residue, tissue_area, aif_area, dt, kappa_h=KAPPA_H, rho=RHO,
         Hematocrit factor and tissue density (g/ml).
     valid : ndarray of bool, shape (n,), optional
         Curves that may be fitted at all (finite, inside the mask); default all.
+    peak_interpolation : {'sampled', 'parabola'}
+        How Tmax is read (:func:`tmax_from_residue`).
 
     Returns
     -------
@@ -157,7 +163,7 @@ def perfusion_maps(residue, tissue_area, aif_area, dt, kappa_h=KAPPA_H, rho=RHO,
         cbf=cbf,
         cbv=cbv,
         mtt=mtt_from_cbv_cbf(cbv, cbf),
-        tmax=np.where(usable, tmax_from_residue(residue, dt), 0.0),
+        tmax=np.where(usable, tmax_from_residue(residue, dt, peak_interpolation), 0.0),
         usable=usable,
     )
 

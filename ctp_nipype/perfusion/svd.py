@@ -48,6 +48,8 @@ from .constants import SVD_METHODS as METHODS
 from .convolution import circulant_matrix, toeplitz_matrix
 from .maps import curve_area, perfusion_maps
 from .timing import check_frame_times, is_uniform
+from .triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS
+from .triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS, peak_time
 
 DEFAULT_THRESHOLDS = {"ssvd": 0.20, "csvd": 0.10}
 DEFAULT_OI_THRESHOLD = 0.035
@@ -400,7 +402,7 @@ class SVDFit:
     mtt : ndarray
         s.
     tmax : ndarray
-        s, time of the residue's maximum.
+        s, time of the residue's maximum (sampled, or refined by a parabola: ``peak_interpolation``).
     threshold : ndarray
         The relative singular-value threshold used per voxel.
     oscillation_index : ndarray
@@ -450,6 +452,9 @@ class SVDModel:
         Brain tissue density in g/ml.
     chunk_size : int
         Voxels processed per matrix product (bounds the memory).
+    peak_interpolation : {'sampled', 'parabola'}
+        How Tmax is read from the residue (:func:`ctp_nipype.perfusion.triage.peak_time`):
+        the sampled maximum, or a parabola through it and its neighbours.
     ladder_stride : int
         oSVD tries every ``ladder_stride``-th rung of the ladder first and refines
         between the last failing and the first passing one (1: Wu's full sweep).
@@ -480,8 +485,14 @@ class SVDModel:
         chunk_size=8192,
         ladder_stride=4,
         dtype=np.float32,
+        peak_interpolation=DEFAULT_PEAK_INTERPOLATION,
     ):
         method = str(method).lower()
+        if peak_interpolation not in PEAK_INTERPOLATIONS:
+            raise ValueError(
+                f"Unknown Tmax peak interpolation {peak_interpolation!r}; choose one of {', '.join(PEAK_INTERPOLATIONS)}."
+            )
+        self.peak_interpolation = peak_interpolation
         if method not in METHODS:
             raise ValueError(f"Unknown SVD method {method!r}; choose one of {', '.join(METHODS)}.")
         aif = np.asarray(aif, dtype=float)
@@ -527,6 +538,7 @@ class SVDModel:
             "KappaH": self.kappa_h,
             "TissueDensity": self.rho,
             "FrameInterval": self.dt,
+            "TmaxPeakInterpolation": self.peak_interpolation,
         }
         if self.method == "osvd":
             out["OscillationIndexThreshold"] = self.oi_threshold
@@ -613,7 +625,8 @@ class SVDModel:
             finite[chunk_index] = chunk_finite
             area[chunk_index] = curve_area(curves.astype(np.float64), self.dt)
 
-        maps = perfusion_maps(residue, area, self.aif_integral, self.dt, self.kappa_h, self.rho, valid=finite)
+        maps = perfusion_maps(residue, area, self.aif_integral, self.dt, self.kappa_h, self.rho, valid=finite,
+                              peak_interpolation=self.peak_interpolation)
         in_mask = mask.ravel()
         flagged = in_mask & (exhausted | ~maps.usable)
 
