@@ -30,7 +30,8 @@ from scipy import ndimage
 
 from ctp_nipype.nn.inference import estimate_curves
 from ctp_nipype.nn.weights import SHIPPED_WEIGHTS, load_model
-from ctp_nipype.perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
+from ctp_nipype.perfusion.constants import KAPPA_H, RHO
+from ctp_nipype.perfusion.maps import cbf_from_residue
 from ctp_nipype.perfusion.filtering import guided_filter
 from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
@@ -88,7 +89,7 @@ def filtered_grey_matter(seed, residue_shape=3.0):
     other = ~np.isin(ph.labels, SHARED_AIF_LABELS)
     near_other = ndimage.binary_dilation(other, np.ones((3, 3, 1), bool))
     grey = (ph.labels == PhantomLabel.GREY_MATTER) & ~near_other
-    filtered_truth = CBF_UNIT_FACTOR * KAPPA_H / RHO * filtered_residue[grey].max(axis=-1)
+    filtered_truth = cbf_from_residue(filtered_residue[grey], KAPPA_H, RHO)
     raw = prepare_curves(ph.hu[grey], ph.frame_times, ph.aif)
     filtered = prepare_curves(filtered_hu[grey], ph.frame_times, ph.aif)
     return raw, filtered, ph.cbf[grey], filtered_truth

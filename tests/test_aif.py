@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctp_nipype.perfusion.aif import (
+    choose_vascular_functions,
     curve_features,
     fit_gamma_variate,
     gamma_variate_area,
@@ -121,3 +122,77 @@ def test_censored_first_pass_share_of_the_aif(t0, beta, peak, baseline, first, l
         assert censored_first_pass(bolus, whole, n_base).censored_share == pytest.approx(1.0)
     with pytest.raises(ValueError, match="censored_frames has shape"):
         censored_first_pass(bolus, censored[:-1], n_base)
+
+
+@pytest.fixture(scope="module")
+def small_phantom():
+    ph = make_phantom("small", seed=0)
+    return ph, brain_mask(time_average(ph.hu))
+
+
+def test_the_global_aif_is_chosen_automatically_as_select_vascular_functions_does(small_phantom):
+    ph, brain = small_phantom
+    choice = choose_vascular_functions(ph.hu, ph.frame_times, brain)
+    direct = select_vascular_functions(ph.hu, ph.frame_times, brain, require_vof=False)
+    assert choice.sources == {"aif": "automatic", "vof": "automatic"} and not choice.warnings
+    np.testing.assert_array_equal(choice.aif_voxels, direct.aif_voxels)
+    np.testing.assert_allclose(choice.aif_corrected, direct.aif_corrected)
+    assert choice.scale == pytest.approx(direct.scale) and choice.scale > 1.0
+    assert choice.partial_volume["Applied"] and choice.partial_volume["FirstPassFits"]["aif"]["area_hu_s"] > 0
+    labels = choice.label_image(brain.shape)
+    assert np.all(ph.labels[labels == 2] == PhantomLabel.VEIN)
+    assert set(np.unique(labels)) == {0, 1, 2} and choice.sidecar()["Selection"] == direct.details
+
+
+def test_user_curves_win_over_masks_and_masks_over_the_automatic_choice(small_phantom):
+    ph, brain = small_phantom
+    artery = ph.labels == PhantomLabel.ARTERY
+    vein = ph.labels == PhantomLabel.VEIN
+    by_mask = choose_vascular_functions(ph.hu, ph.frame_times, brain, aif_mask=artery, vof_mask=vein)
+    assert by_mask.sources == {"aif": "user mask", "vof": "user mask"} and not by_mask.details
+    np.testing.assert_allclose(by_mask.aif, ph.hu[artery].astype(float).mean(axis=0))
+    np.testing.assert_array_equal(by_mask.vof_voxels, np.argwhere(vein))
+    by_curve = choose_vascular_functions(ph.hu, ph.frame_times, brain, aif_curve=ph.aif, aif_mask=artery)
+    assert by_curve.sources == {"aif": "user TSV", "vof": "automatic"} and by_curve.aif_voxels is None
+    np.testing.assert_array_equal(by_curve.aif, ph.aif)
+    assert set(np.unique(by_curve.label_image(brain.shape))) == {0, 2}
+    # the true AIF has the vein's first-pass area already: the correction leaves it (nearly) alone
+    assert by_curve.scale == pytest.approx(1.0, abs=0.1)
+
+
+def test_without_correction_or_without_a_vein_the_aif_is_used_as_measured(small_phantom):
+    ph, brain = small_phantom
+    plain = choose_vascular_functions(ph.hu, ph.frame_times, brain, correct_partial_volume=False)
+    assert plain.scale == 1.0 and not plain.partial_volume["Applied"]
+    assert plain.partial_volume["NotAppliedBecause"] is None and not plain.warnings
+    np.testing.assert_array_equal(plain.aif_corrected, plain.aif)
+    no_vein = choose_vascular_functions(ph.hu, ph.frame_times, brain, min_vein_delay=ph.frame_times[-1])
+    assert no_vein.scale == 1.0 and not no_vein.partial_volume["Applied"]
+    assert np.all(np.isnan(no_vein.vof)) and no_vein.vof_voxels is None
+    assert no_vein.partial_volume["NotAppliedBecause"] and "partial-volume correction not applied" in no_vein.warnings[0]
+
+
+def test_censored_frames_repair_a_measured_aif_and_warn_when_they_hold_its_peak(small_phantom):
+    ph, brain = small_phantom
+    peak = int(np.argmax(ph.aif))
+    censored = np.zeros(ph.frame_times.size, bool)
+    censored[peak - 1 : peak + 2] = True
+    measured = choose_vascular_functions(ph.hu, ph.frame_times, brain, censored_frames=censored)
+    assert measured.first_pass_censoring["PeakCensored"]
+    assert any("peak lies in frames left out for head motion" in w for w in measured.warnings)
+    assert measured.sidecar()["CensoredFrames"] == [peak - 1, peak, peak + 1]
+    # a user's curve was not measured on the censored series: neither repaired nor checked
+    user = choose_vascular_functions(ph.hu, ph.frame_times, brain, aif_curve=ph.aif, censored_frames=censored)
+    assert user.first_pass_censoring is None and not any("head motion" in w for w in user.warnings)
+    baseline = ph.aif[: user.n_baseline_frames].mean()
+    np.testing.assert_allclose(user.aif_corrected, baseline + user.scale * (ph.aif - baseline))
+
+
+def test_a_scan_cut_inside_the_aifs_first_pass_is_flagged(small_phantom):
+    ph, brain = small_phantom
+    end = int(np.argmax(ph.aif)) + 2  # the scan ends while the AIF still rises
+    cut = choose_vascular_functions(ph.hu[..., :end], ph.frame_times[:end], brain, correct_partial_volume=False)
+    assert cut.truncation_warning and cut.truncation_warning in cut.warnings
+    assert cut.sidecar()["AIFTruncationWarning"] == cut.truncation_warning
+    whole = choose_vascular_functions(ph.hu, ph.frame_times, brain, correct_partial_volume=False)
+    assert whole.truncation_warning is None and "AIFTruncationWarning" not in whole.sidecar()

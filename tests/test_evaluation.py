@@ -13,7 +13,6 @@ from ctp_nipype.perfusion import evaluation
 from ctp_nipype.perfusion.convolution import circulant_matrix, toeplitz_matrix
 from ctp_nipype.perfusion.evaluation import (
     METHODS,
-    aif_matrix_stack,
     deconvolve_svd_batch,
     evaluate,
     full_width_half_maximum,
@@ -33,24 +32,63 @@ from ctp_nipype.sims.testsets import make_test_sets
 @settings(max_examples=30, deadline=None)
 @given(aifs=arrays(np.float64, (3, 9), elements=st.floats(0, 500)), dt=st.floats(0.5, 2.0))
 def test_matrix_stack_rows_are_the_single_aif_matrices(aifs, dt):
-    toeplitz = aif_matrix_stack(aifs, dt, circulant=False)
-    circulant = aif_matrix_stack(aifs, dt, circulant=True)
+    toeplitz = toeplitz_matrix(aifs, dt)
+    circulant = circulant_matrix(aifs, dt)
+    assert toeplitz.shape == (3, 9, 9) and circulant.shape == (3, 18, 18)
     for i in range(3):
         np.testing.assert_allclose(toeplitz[i], toeplitz_matrix(aifs[i], dt))
         np.testing.assert_allclose(circulant[i], circulant_matrix(aifs[i], dt))
 
 
-def test_batched_svd_equals_svdmodel_curve_by_curve():
+def _fits_curve_by_curve(sim, method, **options):
+    return [SVDModel(sim.global_aif[i], sim.frame_times, method, **options).fit(sim.tissue[i : i + 1])
+            for i in range(sim.n_curves)]
+
+
+def _assert_equal_on_every_output(batch, fits, rtol, label):
+    for key in ("cbf", "cbv", "mtt", "tmax", "threshold"):
+        np.testing.assert_allclose(batch[key], [getattr(f, key)[0] for f in fits], rtol=rtol, atol=1e-6,
+                                   err_msg=f"{label} {key}")
+    np.testing.assert_array_equal(batch["flagged"], [f.flagged[0] for f in fits], err_msg=f"{label} flagged")
+    np.testing.assert_allclose(batch["residue"], np.concatenate([f.residue for f in fits]), rtol=rtol * 10,
+                               atol=1e-6, err_msg=f"{label} residue")
+
+
+@pytest.mark.parametrize("ladder_stride", [1, 4])
+def test_batched_svd_equals_svdmodel_curve_by_curve_on_every_output(ladder_stride):
+    """One implementation: with the same ladder stride and precision the two paths agree on every output."""
+    sim = simulate_curves(24, 5, frame_interval=1.0, n_frames=50, snr_db=15.0)
+    batch = deconvolve_svd_batch(sim.global_aif, sim.tissue, sim.frame_times, chunk_size=10,
+                                 ladder_stride=ladder_stride)
+    for method in ("ssvd", "csvd", "osvd"):
+        fits = _fits_curve_by_curve(sim, method, ladder_stride=ladder_stride, dtype=np.float64)
+        _assert_equal_on_every_output(batch[method], fits, 1e-6, method)  # SVDFit holds float32 maps
+
+
+def test_batched_svd_defaults_match_svdmodel_defaults():
+    """Each path's defaults (float64 full sweep, float32 stride 4) give the same maps on the paper's curves."""
     sim = simulate_curves(24, 5, frame_interval=1.0, n_frames=50, snr_db=15.0)
     batch = deconvolve_svd_batch(sim.global_aif, sim.tissue, sim.frame_times, chunk_size=10)
     for method in ("ssvd", "csvd", "osvd"):
-        fits = [SVDModel(sim.global_aif[i], sim.frame_times, method).fit(sim.tissue[i : i + 1]) for i in range(24)]
-        for key in ("cbf", "cbv", "tmax", "threshold"):
-            np.testing.assert_allclose(batch[method][key], [getattr(f, key)[0] for f in fits], rtol=1e-4, atol=1e-6,
-                                       err_msg=f"{method} {key}")
-        np.testing.assert_array_equal(batch[method]["flagged"], [f.flagged[0] for f in fits])
-        np.testing.assert_allclose(batch[method]["residue"], np.concatenate([f.residue for f in fits]),
-                                   rtol=1e-3, atol=1e-6)
+        _assert_equal_on_every_output(batch[method], _fits_curve_by_curve(sim, method), 1e-4, method)
+
+
+def test_pure_noise_gives_no_negative_transit_time_on_either_path():
+    """Noise without a bolus: CBV may come out negative, MTT is then 0 (never negative), the same on both paths."""
+    rng = np.random.default_rng(3)
+    sim = simulate_curves(200, 4, frame_interval=1.0, n_frames=60, snr_db=15.0)
+    noise = rng.normal(0.0, 3.0, sim.tissue.shape)
+    batch = deconvolve_svd_batch(sim.global_aif, noise, sim.frame_times)
+    for method in ("ssvd", "csvd", "osvd"):
+        result = batch[method]
+        assert np.all(result["mtt"] >= 0), method
+        negative_cbv = result["cbv"] < 0
+        assert negative_cbv.sum() > 20, method  # the case the rule is for does occur
+        assert np.all(result["mtt"][negative_cbv] == 0)
+        assert np.all(result["mtt"][(result["cbf"] > 0) & (result["cbv"] > 0)] > 0)
+        model = [SVDModel(sim.global_aif[i], sim.frame_times, method, ladder_stride=1, dtype=np.float64)
+                 .fit(noise[i : i + 1]) for i in range(40)]
+        np.testing.assert_allclose(result["mtt"][:40], [f.mtt[0] for f in model], rtol=1e-6, atol=1e-6)
 
 
 def test_batched_svd_refuses_bad_shapes():
@@ -110,20 +148,29 @@ def test_an_oracle_plugin_scores_perfectly_and_svd_scores_like_svd():
     assert "| #4 frame interval | oracle | 110 | 0.00 | 0.00 | 1.00 ± 0.00 | 1.00 ± 0.00 |" in table
 
 
-def test_transformer_errors_are_clear(monkeypatch):
+def test_transformer_is_registered_by_the_network_and_its_errors_are_clear(monkeypatch):
     aif, tissue, t = np.ones((2, 10)), np.ones((2, 10)), np.arange(10.0)
-    monkeypatch.setitem(sys.modules, "ctp_nipype.nn.inference", None)  # import fails
-    with pytest.raises(RuntimeError, match="estimate_curves"):
-        METHODS["transformer"](aif, tissue, t)
-    monkeypatch.undo()
     import ctp_nipype.nn.inference as inference
+
+    assert METHODS["transformer"] is inference.transformer_method
+    monkeypatch.delitem(METHODS, "transformer")
+    with pytest.raises(ValueError, match="registered by importing ctp_nipype.nn.inference"):
+        evaluation.run_methods(["transformer"], aif, tissue, t)
+    monkeypatch.undo()
 
     def one_aif_only(global_aif, *args, **kwargs):
         raise ValueError("The global AIF must be one curve (1D)")
 
     monkeypatch.setattr(inference, "estimate_curves", one_aif_only)
     with pytest.raises(RuntimeError, match="one global AIF per curve"):
-        evaluation.transformer_method(aif, tissue, t)
+        inference.transformer_method(aif, tissue, t)
+
+
+def test_ctp_evaluate_says_when_the_network_cannot_be_imported(tmp_path, monkeypatch, capsys):
+    monkeypatch.delitem(METHODS, "transformer", raising=False)
+    monkeypatch.setitem(sys.modules, "ctp_nipype.nn.inference", None)  # import fails, as without torch
+    assert evaluate_main([str(tmp_path), "--n-curves", "11", "--sets", "2", "--methods", "transformer"]) != 0
+    assert "needs torch" in capsys.readouterr().err
 
 
 def test_ctp_evaluate_writes_table_tsv_and_figures(tmp_path, capsys):

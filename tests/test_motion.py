@@ -16,9 +16,12 @@ from ctp_nipype.perfusion.motion import (
     bone_surface_displacement,
     bridge_frames,
     censor_frames,
+    correct_motion,
     displacement_from_reference,
     framewise_displacement,
+    reference_frames,
     register_series,
+    sampling_pyramid,
 )
 from ctp_nipype.sims.phantom import PhantomLabel, apply_motion, make_phantom
 
@@ -132,9 +135,15 @@ def test_censoring_keeps_the_automatic_aif_in_the_artery_after_motion_correction
     MotionCorrection flags are exactly the moved ones, and with them left out the AIF is in the artery and
     the VOF in the vein."""
     ph = make_phantom("small", seed=seed, motion=True)
-    corrected = register_series(ph.hu, ph.voxel_size_mm, 7)
-    censored = censor_frames(corrected.parameters)
+    corrected = correct_motion(ph.hu, ph.voxel_size_mm, 7)
+    censored = corrected.censored
     np.testing.assert_array_equal(censored, np.any(ph.motion_parameters != 0, axis=1))
+    np.testing.assert_array_equal(censored, censor_frames(corrected.parameters))
+    sidecar, columns = corrected.sidecar(), corrected.columns(ph.frame_times)
+    assert sidecar["ReferenceFrames"] == 7 and sidecar["Metric"] == "meansquares"
+    assert sidecar["CensoredFrames"] == np.flatnonzero(censored).tolist()
+    assert columns["censored"].tolist() == censored.astype(int).tolist()
+    np.testing.assert_allclose(columns["displacement_mm"], displacement_from_reference(corrected.parameters))
     brain = masks.brain_mask(masks.time_average(corrected.corrected, censored))
     found = select_vascular_functions(corrected.corrected, ph.frame_times, brain, censored_frames=censored)
     assert np.mean([ph.labels[tuple(v)] == PhantomLabel.ARTERY for v in found.aif_voxels]) >= 0.8
@@ -201,3 +210,21 @@ def test_repair_of_a_curve_without_a_bolus_falls_back_to_the_bridge():
     censored = np.zeros(20, bool)
     censored[5:7] = True
     np.testing.assert_allclose(repair_censored_frames(flat, np.arange(20.0), censored), 40.0)
+
+
+def test_the_sampling_pyramid_samples_more_on_coarse_levels():
+    np.testing.assert_allclose(sampling_pyramid(0.2), (0.5, 0.3, 0.2))
+    assert sampling_pyramid(0.8) == (1.0, 1.0, 0.8)
+    with pytest.raises(ValueError, match="sampling fraction"):
+        sampling_pyramid(0.0)
+
+
+def test_the_reference_is_the_pre_bolus_frames_of_the_brain():
+    """The phantom's bolus reaches the brain after its pre-bolus frames: the reference stops before it."""
+    ph = make_phantom("small", seed=0)
+    frames = reference_frames(ph.hu)
+    brain = ph.labels == PhantomLabel.GREY_MATTER
+    rise = ph.hu[brain].mean(axis=0) - ph.hu[brain][:, :2].mean()
+    first_rise = int(np.argmax(rise > 0.1 * rise.max()))
+    assert 2 <= frames <= first_rise
+

@@ -48,14 +48,36 @@ def test_outputs_are_in_the_conventions_units(untrained):
     out = estimate_curves(aif, tissue, t, model=untrained, batch_size=4)
     assert out["residue"].shape == tissue.shape and out["local_aif"].shape == tissue.shape
     np.testing.assert_allclose(out["cbf"], 6000 * KAPPA_H / RHO * out["residue"].max(axis=1), rtol=1e-5)
-    np.testing.assert_allclose(out["cbv"], 100 * KAPPA_H / RHO * np.trapezoid(out["residue"], dx=1.5, axis=1), rtol=1e-4)
-    np.testing.assert_allclose(out["mtt"], 60 * out["cbv"] / out["cbf"], rtol=1e-4)
+    # CBV from the areas of the tissue curve and the AIF (the conventions), not from the residue
+    cbv = 100 * KAPPA_H / RHO * np.trapezoid(tissue, dx=1.5, axis=1) / np.trapezoid(aif, dx=1.5)
+    np.testing.assert_allclose(out["cbv"], np.where(out["cbf"] > 0, cbv, 0.0), rtol=1e-5, atol=1e-7)
+    positive = (out["cbv"] > 0) & (out["cbf"] > 0)
+    np.testing.assert_allclose(out["mtt"][positive], 60 * out["cbv"][positive] / out["cbf"][positive], rtol=1e-4)
+    assert np.all(out["mtt"][~positive] == 0)
     # scaling the HU of both inputs scales the local AIF and leaves K, CBF, BAD unchanged
     same_grid = estimate_curves(aif, tissue, t, model=untrained)
     scaled = estimate_curves(2 * aif, 2 * tissue, t, model=untrained)
     np.testing.assert_allclose(scaled["cbf"], same_grid["cbf"], rtol=1e-4)
     np.testing.assert_allclose(scaled["bad"], same_grid["bad"], rtol=1e-4)
     np.testing.assert_allclose(scaled["local_aif"], 2 * same_grid["local_aif"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["ssvd", "csvd", "osvd"])
+def test_network_cbv_equals_the_svd_familys_and_the_truth_on_clean_curves(method):
+    """Noise free, true AIF, whole curve inside the window: one formula on the same inputs gives one CBV."""
+    from conftest import fine_grid_case
+
+    from ctp_nipype.perfusion.svd import SVDModel
+
+    model = load_model()
+    cases = [(cbf, mtt, delay) for cbf, mtt in ((60.0, 4.0), (25.0, 6.0), (10.0, 5.0)) for delay in (0.0, 3.0)]
+    for cbf, mtt, delay in cases:
+        aif, tissue, t = fine_grid_case(cbf=cbf, mtt=mtt, delay=delay, dt=1.0, duration=100.0)
+        network = estimate_curves(aif, tissue[None], t, model=model)
+        svd = SVDModel(aif, t, method=method).fit(tissue[None])
+        np.testing.assert_allclose(network["cbv"], svd.cbv, rtol=1e-5)
+        assert network["cbv"][0] == pytest.approx(cbf * mtt / 60.0, rel=0.01)
+        assert network["mtt"][0] == pytest.approx(60.0 * network["cbv"][0] / network["cbf"][0], rel=1e-5)
 
 
 def test_specific_errors(untrained):

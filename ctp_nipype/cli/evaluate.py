@@ -37,6 +37,8 @@ from ..perfusion.evaluation import (
 from ..sims.testsets import N_CURVES, TEST_SETS, make_test_set
 from ._errors import user_facing
 
+#: the network's method, registered in perfusion.evaluation.METHODS by importing ctp_nipype.nn.inference
+NETWORK_METHOD = "transformer"
 #: curves per cell of the generalisation suite by default (48 cells)
 SUITE_CURVES_PER_CELL = 500
 FIGURES = {"cbf_rmse": "figure4_cbf_rmse.png", "delay_rmse": "figure5_delay_rmse.png"}
@@ -52,7 +54,8 @@ def build_parser():
     parser.add_argument("out_dir", type=Path, help="output folder (created if missing)")
     parser.add_argument(
         "--methods", nargs="+", default=list(SVD_METHODS), metavar="METHOD",
-        help=f"methods to run, of {', '.join(sorted(METHODS))} (default: {' '.join(SVD_METHODS)})",
+        help=f"methods to run, of {', '.join(sorted(set(METHODS) | {NETWORK_METHOD}))} "
+        f"(default: {' '.join(SVD_METHODS)})",
     )
     parser.add_argument(
         "--sets", nargs="+", type=int, default=sorted(TEST_SETS), metavar="K",
@@ -149,6 +152,12 @@ def run_generalisation_suite(args):
 @user_facing("ctp-evaluate")
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if NETWORK_METHOD in args.methods:
+        try:
+            from ..nn.inference import transformer_method  # noqa: F401 - registers the network's method
+        except ImportError as error:
+            raise ValueError(f"--methods {NETWORK_METHOD} needs torch, which cannot be imported here: {error}; "
+                             "install torch or leave the network out.") from error
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; choose from {', '.join(sorted(METHODS))}.")

@@ -40,7 +40,7 @@ from ..io import (
 )
 from ..perfusion import aif as aif_selection
 from ..perfusion import filtering, masks, motion
-from ..perfusion.timing import aif_truncation_warning, resample_to_uniform
+from ..perfusion.timing import resample_to_uniform
 
 def _optional(value, default=None):
     return value if isdefined(value) else default
@@ -212,16 +212,6 @@ HEAD_MOTION_WARNING = (
 )
 
 
-#: what the user reads when the AIF's peak fell in frames censored for head motion (measured on the small
-#: phantom with the motion moved into the first pass, benchmarks/motion_selection.py --motion-start 9)
-AIF_PEAK_CENSORED_WARNING = (
-    "The AIF's peak lies in frames left out for head motion ({frames}): {share:.0%} of its first pass was "
-    "repaired by a gamma-variate fit, not measured, and every method's CBF scales with it. Check the AIF figure; "
-    "on the moving phantom such a repair gave grey-matter CBF within 5% of the truth in 7 of 8 cases and 1.55 "
-    "times it in the eighth. If the fit looks wrong, give the AIF yourself (ctp-perfusion --aif) or exclude the scan."
-)
-
-
 def head_motion_check(data, spacing, threshold_mm):
     """The sidecar's ``HeadMotionCheck``: :func:`ctp_nipype.perfusion.motion.bone_surface_displacement` summed up."""
     displacement = motion.bone_surface_displacement(data, spacing)
@@ -293,49 +283,28 @@ class MotionCorrection(SimpleInterface):
 
     def _run_interface(self, runtime):
         scan, data, times, resampled = _load_uniform(self.inputs.in_file, _optional(self.inputs.frame_interval))
-        n_base = _optional(self.inputs.n_baseline_frames)
-        if n_base is None:
-            brain = masks.brain_mask(masks.time_average(data))
-            n_base = aif_selection.estimate_baseline_frames(data, brain if brain.any() else None)
-        spacing = scan.header.get_zooms()[:3]
-        fraction = self.inputs.sampling_fraction
-        result = motion.register_series(
-            data, spacing, n_base, metric=self.inputs.metric, sampling_fraction=(min(1.0, 2.5 * fraction),
-                                                                                 min(1.0, 1.5 * fraction), fraction)
+        result = motion.correct_motion(
+            data, scan.header.get_zooms()[:3], _optional(self.inputs.n_baseline_frames), metric=self.inputs.metric,
+            sampling_fraction=self.inputs.sampling_fraction, max_displacement_mm=self.inputs.max_displacement_mm,
         )
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
-        displacement = motion.displacement_from_reference(result.parameters)
-        censored = motion.censor_frames(result.parameters, self.inputs.max_displacement_mm)
         sidecar = {
             **scan.sidecar,
             **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times),
-            "MotionCorrection": {
-                "Method": "rigid 3D registration (SimpleITK), multi-resolution 4-2-1",
-                "Metric": self.inputs.metric,
-                "ReferenceFrames": int(n_base),
-                "MaxFramewiseDisplacementMM": float(result.framewise_displacement.max()),
-                "MaxDisplacementFromReferenceMM": float(displacement.max()),
-                "CensoringThresholdMM": float(self.inputs.max_displacement_mm),
-                "CensoredFrames": np.flatnonzero(censored).tolist(),
-            },
+            "MotionCorrection": result.sidecar(),
             **_provenance(self.inputs.in_file),
         }
         out_file = _out(runtime, f"{prefix}_ctp.nii.gz")
         write_nifti(out_file, result.corrected, scan.affine, scan.header, sidecar)
         reference_file = _out(runtime, f"{prefix}_desc-motionref_ct.nii.gz")
         write_nifti(reference_file, result.reference, scan.affine, scan.header, {"Description": "mean of pre-bolus frames"})
-        columns = {"time": times}
-        columns.update({name: result.parameters[:, i] for i, name in enumerate(motion.PARAMETER_NAMES)})
-        columns["framewise_displacement_mm"] = result.framewise_displacement
-        columns["displacement_mm"] = displacement
-        columns["censored"] = censored.astype(int)
-        motion_file = write_curves_tsv(_out(runtime, f"{prefix}_desc-motion_params.tsv"), columns)
+        motion_file = write_curves_tsv(_out(runtime, f"{prefix}_desc-motion_params.tsv"), result.columns(times))
         self._results.update(
             out_file=out_file,
             motion_file=str(motion_file),
             reference_file=reference_file,
             max_framewise_displacement=float(result.framewise_displacement.max()),
-            n_censored_frames=int(censored.sum()),
+            n_censored_frames=int(result.censored.sum()),
         )
         return runtime
 
@@ -583,11 +552,13 @@ class SelectAIFVOF(SimpleInterface):
     input_spec = _SelectAIFVOFInputSpec
     output_spec = _SelectAIFVOFOutputSpec
 
-    def _mask_curve(self, path, what, scan, data):
+    def _user_mask(self, path, what, scan):
+        if not isdefined(path):
+            return None
         mask = load_mask(path, scan.spatial_shape, scan.affine, what)
         if not mask.any():
             raise InputError(f"The {what} {path} is empty; it must mark at least one voxel.")
-        return data[mask].astype(float).mean(axis=0), np.argwhere(mask)
+        return mask
 
     def _run_interface(self, runtime):
         scan, data, times, resampled = _load_uniform(self.inputs.in_file, _optional(self.inputs.frame_interval))
@@ -597,105 +568,38 @@ class SelectAIFVOF(SimpleInterface):
             if isdefined(self.inputs.exclude_mask)
             else None
         )
-        user = {}
-        for column, tsv, mask_file in (
-            ("aif", self.inputs.aif_file, self.inputs.aif_mask),
-            ("vof", self.inputs.vof_file, self.inputs.vof_mask),
-        ):
-            if isdefined(tsv):
-                original = scan.sidecar.get("OriginalFrameTimes")
-                user[column] = (_user_curve(tsv, column, times, original, bool(scan.sidecar.get("AllowLongFrames"))),
-                                None, "user TSV")
-            elif isdefined(mask_file):
-                curve, voxels = self._mask_curve(mask_file, f"{column.upper()} mask", scan, data)
-                user[column] = (curve, voxels, "user mask")
-
-        censored = _censored_frames(self.inputs.motion_file, times.size, self.inputs.in_file)
-        auto = None
-        if len(user) < 2:
-            auto = aif_selection.select_vascular_functions(
-                data,
-                times,
-                brain,
-                exclude_mask=exclude,
-                n_aif_voxels=self.inputs.n_aif_voxels,
-                n_vof_voxels=self.inputs.n_vof_voxels,
-                min_vein_delay=self.inputs.min_vein_delay,
-                correct_partial_volume=False,
-                require_vof=False,
-                censored_frames=censored,
-            )
-        curves, voxels, sources = {}, {}, {}
-        for column in ("aif", "vof"):
-            if column in user:
-                curves[column], voxels[column], sources[column] = user[column]
-            else:
-                curves[column] = getattr(auto, column)
-                voxels[column] = getattr(auto, f"{column}_voxels")
-                sources[column] = "automatic"
-        no_vof_reason = None
-        if curves["vof"] is None:
-            no_vof_reason = auto.details.get("VOFNotFound", "no VOF")
-            warnings.warn(f"partial-volume correction not applied: {no_vof_reason}", stacklevel=1)
-            curves["vof"] = np.full(times.size, np.nan)
-        if self.inputs.correct_partial_volume and no_vof_reason is None:
-            corrected, scale, fits, n_base = aif_selection.correct_aif(
-                curves["aif"], curves["vof"], times, allow_downscaling=self.inputs.allow_downscaling,
-                censored_frames=censored, repair_aif=sources["aif"] != "user TSV",
-            )
-            fit_summary = {
-                name: {"t0": float(fits.t0[i]), "alpha": float(fits.alpha[i]), "beta": float(fits.beta[i]),
-                       "peak_hu": float(fits.peak[i]), "area_hu_s": float(fits.area[i])}
-                for i, name in enumerate(("aif", "vof"))
-            }
-        else:
-            scale, fit_summary = 1.0, None
-            corrected, n_base = aif_selection.uncorrected_aif(
-                curves["aif"], times, censored_frames=censored, repair_aif=sources["aif"] != "user TSV"
-            )
-
-        first_pass_censoring = None
-        if censored is not None and sources["aif"] != "user TSV":
-            found = aif_selection.censored_first_pass(corrected, censored, n_base)
-            first_pass_censoring = {
-                "PeakCensored": found.peak_censored,
-                "CensoredShareOfFirstPass": round(found.censored_share, 3),
-                "CensoredFirstPassFrames": found.censored_first_pass_frames,
-            }
-            if found.peak_censored:
-                first_pass_censoring["Warning"] = AIF_PEAK_CENSORED_WARNING.format(
-                    share=found.censored_share, frames=found.censored_first_pass_frames)
-                warnings.warn(f"{self.inputs.in_file}: {first_pass_censoring['Warning']}", stacklevel=1)
+        original = scan.sidecar.get("OriginalFrameTimes")
+        user_curves = {
+            column: _user_curve(tsv, column, times, original, bool(scan.sidecar.get("AllowLongFrames"))) if isdefined(tsv) else None
+            for column, tsv in (("aif", self.inputs.aif_file), ("vof", self.inputs.vof_file))
+        }
+        choice = aif_selection.choose_vascular_functions(
+            data,
+            times,
+            brain,
+            exclude_mask=exclude,
+            aif_curve=user_curves["aif"],
+            vof_curve=user_curves["vof"],
+            aif_mask=None if user_curves["aif"] is not None else self._user_mask(self.inputs.aif_mask, "AIF mask", scan),
+            vof_mask=None if user_curves["vof"] is not None else self._user_mask(self.inputs.vof_mask, "VOF mask", scan),
+            n_aif_voxels=self.inputs.n_aif_voxels,
+            n_vof_voxels=self.inputs.n_vof_voxels,
+            min_vein_delay=self.inputs.min_vein_delay,
+            correct_partial_volume=self.inputs.correct_partial_volume,
+            allow_downscaling=self.inputs.allow_downscaling,
+            censored_frames=_censored_frames(self.inputs.motion_file, times.size, self.inputs.in_file),
+        )
+        for message in choice.warnings:
+            warnings.warn(f"{self.inputs.in_file}: {message}", stacklevel=1)
 
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         motion_warning = head_motion_warning(scan.sidecar)
-        truncation_warning = aif_truncation_warning(curves["aif"], times, n_base)
-        if truncation_warning:
-            warnings.warn(f"{self.inputs.in_file}: {truncation_warning}", stacklevel=1)
-        columns = {"time": times, "aif": curves["aif"], "vof": curves["vof"], "aif_corrected": corrected}
+        columns = choice.columns()
         out_file = write_curves_tsv(_out(runtime, f"{prefix}_desc-global_aif.tsv"), columns)
         sidecar = {
-            "Units": {"time": "s", "aif": "HU", "vof": "HU", "aif_corrected": "HU"},
-            "AIFSource": sources["aif"],
-            "VOFSource": sources["vof"],
-            "AIFVoxels": None if voxels["aif"] is None else np.asarray(voxels["aif"]).tolist(),
-            "VOFVoxels": None if voxels["vof"] is None else np.asarray(voxels["vof"]).tolist(),
-            "PartialVolumeCorrection": {
-                "Applied": bool(self.inputs.correct_partial_volume) and no_vof_reason is None,
-                "NotAppliedBecause": no_vof_reason,
-                "Method": "AIF concentration scaled so that its first-pass area (gamma-variate fit, "
-                "recirculation excluded) equals the VOF's (de la Rosa et al. 2021)",
-                "Scale": float(scale),
-                "AllowDownscaling": bool(self.inputs.allow_downscaling),
-                "FirstPassFits": fit_summary,
-            },
-            "BaselineFrames": int(n_base),
+            **choice.sidecar(),
             "ResampledToUniformGrid": bool(resampled),
-            **_censoring_sidecar(censored),
-            **({} if first_pass_censoring is None else {"AIFFirstPassCensoring": first_pass_censoring}),
             **({} if motion_warning is None else {"HeadMotionWarning": motion_warning}),
-            **({} if truncation_warning is None else {"AIFTruncationWarning": truncation_warning}),
-            **({} if auto is None else {"Selection": auto.details}),
             **_provenance(self.inputs.in_file, self.inputs.brain_mask),
         }
         out_json = write_json(_out(runtime, f"{prefix}_desc-global_aif.json"), sidecar)
@@ -706,19 +610,17 @@ class SelectAIFVOF(SimpleInterface):
             times,
             {k: v for k, v in columns.items() if k != "time"},
             masks.time_average(data),
-            voxels["aif"],
-            voxels["vof"],
-            title=f"{prefix}: AIF ({sources['aif']}), VOF ({sources['vof']}), scale {scale:.2f}",
+            choice.aif_voxels,
+            choice.vof_voxels,
+            title=f"{prefix}: AIF ({choice.sources['aif']}), VOF ({choice.sources['vof']}), scale {choice.scale:.2f}",
         )
-        if voxels["aif"] is not None or voxels["vof"] is not None:
-            labels = np.zeros(scan.spatial_shape, np.uint8)
-            for value, name in ((2, "vof"), (1, "aif")):
-                if voxels[name] is not None:
-                    labels[tuple(np.asarray(voxels[name]).T)] = value
+        labels = choice.label_image(scan.spatial_shape)
+        if labels is not None:
             voxels_file = _out(runtime, f"{prefix}_desc-vascular_dseg.nii.gz")
             write_nifti(voxels_file, labels, scan.affine, scan.header, {"Labels": {"1": "AIF", "2": "VOF"}}, np.uint8)
             self._results["voxels_file"] = voxels_file
-        self._results.update(out_file=str(out_file), out_json=str(out_json), out_png=str(out_png), scale=float(scale))
+        self._results.update(out_file=str(out_file), out_json=str(out_json), out_png=str(out_png),
+                             scale=float(choice.scale))
         return runtime
 
 

@@ -8,11 +8,10 @@ AIF is the same for all voxels of a scan) and maps the outputs back to the
 units of the conventions:
 
 * ``cbf`` [ml/100 g/min] = ``6000 * kappa_H / rho * max(K)``;
-* ``cbv`` [ml/100 g] = ``100 * kappa_H / rho * integral(K)`` (trapezoidal rule), the
-  network's own estimate: for ``C = Ca_local (x) K`` it equals the conventions'
-  ``100 * kappa_H / rho * integral(C) / integral(Ca)`` (delay and dispersion keep the
-  AIF's area) but is not thrown negative by noise in near-empty voxels;
-* ``mtt`` [s] = ``60 * CBV / CBF`` = ``integral(K) / max(K)``;
+* ``cbv`` [ml/100 g] = ``100 * kappa_H / rho * integral(C) / integral(Ca)``, the areas
+  (trapezoidal rule) of the tissue curve and of the global AIF given (the partial-volume
+  corrected one in the workflow): the conventions' CBV, by the code of the SVD family;
+* ``mtt`` [s] = ``60 * CBV / CBF`` (0 where either is not positive);
 * ``bad`` [s], the network's bolus arrival delay;
 * ``local_aif`` (n, T) in the units of the input AIF; ``residue`` (n, T) = K in 1/s.
 """
@@ -25,8 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ..perfusion.constants import CBF_UNIT_FACTOR, CBV_UNIT_FACTOR, KAPPA_H, RHO
-from ..perfusion.convolution import convolve, trapezoid_integral
+from ..perfusion.constants import KAPPA_H, RHO
+from ..perfusion.convolution import convolve
+from ..perfusion.evaluation import register_method
+from ..perfusion.maps import curve_area, perfusion_maps
 from ..perfusion.timing import check_frame_times, is_uniform
 from .model import normalise_tissue
 from .weights import load_model
@@ -346,8 +347,8 @@ def estimate_curves(
     Returns
     -------
     dict of ndarray
-        ``cbf`` (n,) ml/100 g/min, ``cbv`` (n,) ml/100 g, ``mtt`` (n,) s,
-        ``bad`` (n,) s, ``local_aif`` (n, T) in the AIF's units, ``residue``
+        ``cbf`` (n,) ml/100 g/min, ``cbv`` (n,) ml/100 g (from the areas of
+        ``tissue`` and ``global_aif``), ``mtt`` (n,) s, ``bad`` (n,) s, ``local_aif`` (n, T) in the AIF's units, ``residue``
         (n, T) flow-scaled residue K in 1/s; ``flagged`` (n,) bool, voxels whose
         outputs were not all finite (set to 0 in every output).
     """
@@ -370,15 +371,11 @@ def estimate_curves(
     residue = raw["residue"] * residue_unit
     if flow_scale == "least_squares":
         residue = residue * least_squares_flow_scale(tissue, raw["local_aif"] * peak, residue, dt)
-    scale = kappa_h / rho
-    cbf = CBF_UNIT_FACTOR * scale * residue.max(axis=1)
-    cbv = CBV_UNIT_FACTOR * scale * trapezoid_integral(residue, dt)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mtt = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), 0.0)
+    maps = perfusion_maps(residue, curve_area(tissue.astype(np.float64), dt), curve_area(aif, dt), dt, kappa_h, rho)
     out = {
-        "cbf": cbf.astype(np.float32),
-        "cbv": cbv.astype(np.float32),
-        "mtt": mtt.astype(np.float32),
+        "cbf": maps.cbf.astype(np.float32),
+        "cbv": maps.cbv.astype(np.float32),
+        "mtt": maps.mtt.astype(np.float32),
         "bad": raw["bad"],
         "local_aif": (raw["local_aif"] * peak).astype(np.float32),  # peak: scalar or (n, 1)
         "residue": residue.astype(np.float32),
@@ -391,3 +388,23 @@ def estimate_curves(
         values[flagged] = 0
     out["flagged"] = flagged
     return out
+
+
+def transformer_method(global_aif, tissue, frame_times, weights=None, device="cpu"):
+    """The network as a method of :mod:`ctp_nipype.perfusion.evaluation` (registered as ``'transformer'``).
+
+    Returns ``'cbf'``, ``'delay'`` (the network's BAD, s) and ``'local_aif'``.
+    """
+    try:
+        out = estimate_curves(global_aif, tissue, frame_times, weights=weights, device=device)
+    except ValueError as error:
+        if np.ndim(global_aif) == 2:
+            raise RuntimeError(
+                "The 'transformer' method got one global AIF per curve (shape (n, T)), as every simulated "
+                f"curve has its own, and estimate_curves refused it: {error}"
+            ) from error
+        raise
+    return {"cbf": out["cbf"], "delay": out["bad"], "local_aif": out.get("local_aif")}
+
+
+register_method("transformer", transformer_method)

@@ -57,7 +57,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
+from ..perfusion.constants import KAPPA_H, RHO
+from ..perfusion.maps import cbf_from_residue as _cbf
 from ..sims.simulate import TRAINING_RANGES, simulate_curves
 from . import dataset
 from . import checkpoint as checkpoints
@@ -227,7 +228,7 @@ def cbf_from_residue(residue_network_units, residue_unit=1.0 / RESIDUE_SCALE, ka
 
     ``residue_unit`` (scalar or (B, 1)) is :func:`.model.normalise_tissue`'s: K in 1/s per unit of the output.
     """
-    return CBF_UNIT_FACTOR * kappa_h / rho * (residue_network_units * residue_unit).max(dim=-1).values
+    return _cbf(residue_network_units * residue_unit, kappa_h, rho)
 
 
 def pearson_rows(a, b):

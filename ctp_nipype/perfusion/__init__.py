@@ -6,7 +6,12 @@ constants      physical constants and units
 timing         frame times: sources, checks, resampling to a uniform grid
 concentration  HU to contrast concentration, bolus arrival
 convolution    the trapezoidal convolution and its matrices
-svd            sSVD, cSVD and oSVD deconvolution models
+svd            sSVD, cSVD and oSVD deconvolution (one oSVD ladder for one AIF or one per curve)
+maps           CBF, CBV, MTT and Tmax from a residue and the curves' areas (every method's formulas)
+gamma_variate  the gamma-variate bolus and its area
+aif            the global AIF and VOF: automatic selection, partial-volume correction, the user's choices
+motion         motion correction, censoring and the repair of censored frames
+evaluation     methods over simulated curves with known truth, and the paper's metrics
 """
 
 from .constants import KAPPA_H, RHO, UNITS

@@ -34,13 +34,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, sparse
 from scipy.ndimage import uniform_filter1d
-from scipy.special import gammaln
 
 from .concentration import ConcentrationError, detect_bolus_arrival, to_concentration
 from .convolution import trapezoid_integral
+from .gamma_variate import gamma_variate_aif, gamma_variate_area
 from .motion import bridge_frames
-from ..sims.simulate import gamma_variate_aif
-from .timing import check_frame_times, is_uniform
+from .timing import aif_truncation_warning, check_frame_times, is_uniform
 
 #: fraction of the peak that marks a curve's arrival
 ARRIVAL_FRACTION = 0.1
@@ -353,27 +352,12 @@ def select_venous_voxels(
     return candidates[np.argsort(score, kind="stable")[:n_voxels]]
 
 
-def gamma_variate_area(peak, alpha, beta):
-    """Analytic area (HU s) of the gamma variate of :func:`ctp_nipype.sims.simulate.gamma_variate_aif`.
-
-    ``integral peak (x / (alpha beta))^alpha exp(alpha - x / beta) dx
-    = peak * beta * exp(alpha) * alpha^-alpha * Gamma(alpha + 1)``.
-
-    >>> t = np.arange(0, 200, 0.01)
-    >>> numeric = np.trapezoid(gamma_variate_aif(t, t0=5, alpha=3, beta=1.5, peak=400), t)
-    >>> round(float(gamma_variate_area(400, 3, 1.5)), 1), round(float(numeric), 1)
-    (2678.1, 2678.1)
-    """
-    peak, alpha, beta = (np.asarray(v, dtype=float) for v in (peak, alpha, beta))
-    return peak * beta * np.exp(alpha - alpha * np.log(alpha) + gammaln(alpha + 1.0))
-
-
 @dataclass
 class GammaVariateFit:
     """Gamma variates fitted to the first passes of curves (one row per curve).
 
     ``t0`` (s), ``alpha``, ``beta`` (s) and ``peak`` (HU) parametrise
-    :func:`ctp_nipype.sims.simulate.gamma_variate_aif`; ``area`` is the
+    :func:`.gamma_variate.gamma_variate_aif`; ``area`` is the
     analytic first-pass area in HU s; ``first_pass_end`` the time (s) up to
     which samples were fitted.
     """
@@ -892,4 +876,228 @@ def select_vascular_functions(
             "AIFPeakHU": float(np.max(aif - aif[:n_base_aif].mean())),
             "VOFPeakHU": float(np.max(vof - vof[:n_base_aif].mean())),
         },
+    )
+
+
+# ----------------------------------------------------------------------------- the global AIF of a scan
+
+#: what the user reads when the AIF's peak fell in frames censored for head motion (measured on the small
+#: phantom with the motion moved into the first pass, benchmarks/motion_selection.py --motion-start 9)
+AIF_PEAK_CENSORED_WARNING = (
+    "The AIF's peak lies in frames left out for head motion ({frames}): {share:.0%} of its first pass was "
+    "repaired by a gamma-variate fit, not measured, and every method's CBF scales with it. Check the AIF figure; "
+    "on the moving phantom such a repair gave grey-matter CBF within 5% of the truth in 7 of 8 cases and 1.55 "
+    "times it in the eighth. If the fit looks wrong, give the AIF yourself (ctp-perfusion --aif) or exclude the scan."
+)
+
+#: how the partial-volume correction is described in the sidecar
+PARTIAL_VOLUME_METHOD = (
+    "AIF concentration scaled so that its first-pass area (gamma-variate fit, recirculation excluded) equals "
+    "the VOF's (de la Rosa et al. 2021)"
+)
+
+
+@dataclass
+class VascularChoice(VascularFunctions):
+    """The global AIF and VOF of a scan as :func:`choose_vascular_functions` chose them (HU, baseline included).
+
+    The attributes of :class:`VascularFunctions` (``vof`` NaN throughout when
+    no VOF was found; ``aif_voxels``/``vof_voxels`` None for a user's curve;
+    ``details`` the automatic selection's, empty when none ran), and:
+
+    Attributes
+    ----------
+    sources : dict
+        ``{'aif': ..., 'vof': ...}``, each ``'user TSV'``, ``'user mask'`` or ``'automatic'``.
+    partial_volume : dict
+        The sidecar's ``PartialVolumeCorrection``: applied or why not, the scale and the first-pass fits.
+    first_pass_censoring : dict or None
+        How much of the AIF's first pass lies in censored frames (an automatic or mask AIF with censoring).
+    censored_frames : ndarray of bool or None
+    truncation_warning : str or None
+        :func:`.timing.aif_truncation_warning` of the measured AIF (the scan ends inside its first pass).
+    warnings : list of str
+        What the user must be told (no VOF, the AIF's peak repaired, the AIF cut off).
+    """
+
+    sources: dict = field(default_factory=dict)
+    partial_volume: dict = field(default_factory=dict)
+    first_pass_censoring: dict | None = None
+    censored_frames: np.ndarray | None = None
+    truncation_warning: str | None = None
+    warnings: list = field(default_factory=list)
+
+    def sidecar(self):
+        """The science part of the ``desc-global_aif`` sidecar."""
+        out = {
+            "Units": {"time": "s", "aif": "HU", "vof": "HU", "aif_corrected": "HU"},
+            "AIFSource": self.sources["aif"],
+            "VOFSource": self.sources["vof"],
+            "AIFVoxels": None if self.aif_voxels is None else np.asarray(self.aif_voxels).tolist(),
+            "VOFVoxels": None if self.vof_voxels is None else np.asarray(self.vof_voxels).tolist(),
+            "PartialVolumeCorrection": self.partial_volume,
+            "BaselineFrames": int(self.n_baseline_frames),
+        }
+        if self.censored_frames is not None:
+            out["CensoredFrames"] = np.flatnonzero(self.censored_frames).tolist()
+        if self.first_pass_censoring is not None:
+            out["AIFFirstPassCensoring"] = self.first_pass_censoring
+        if self.truncation_warning is not None:
+            out["AIFTruncationWarning"] = self.truncation_warning
+        if self.details:
+            out["Selection"] = self.details
+        return out
+
+    def label_image(self, shape):
+        """3D labels of the chosen voxels (1 AIF, 2 VOF; uint8), or None when no curve came from voxels."""
+        if self.aif_voxels is None and self.vof_voxels is None:
+            return None
+        labels = np.zeros(shape, np.uint8)
+        for value, voxels in ((2, self.vof_voxels), (1, self.aif_voxels)):
+            if voxels is not None:
+                labels[tuple(np.asarray(voxels).T)] = value
+        return labels
+
+
+def _fit_summary(fits):
+    return {
+        name: {"t0": float(fits.t0[i]), "alpha": float(fits.alpha[i]), "beta": float(fits.beta[i]),
+               "peak_hu": float(fits.peak[i]), "area_hu_s": float(fits.area[i])}
+        for i, name in enumerate(("aif", "vof"))
+    }
+
+
+def choose_vascular_functions(
+    hu,
+    frame_times,
+    brain_mask,
+    exclude_mask=None,
+    aif_curve=None,
+    vof_curve=None,
+    aif_mask=None,
+    vof_mask=None,
+    n_aif_voxels=5,
+    n_vof_voxels=5,
+    min_vein_delay=2.0,
+    correct_partial_volume=True,
+    allow_downscaling=False,
+    censored_frames=None,
+):
+    """The global AIF and VOF of a scan: the user's curves or masks where given, else the automatic choice.
+
+    The decisions of the ``SelectAIFVOF`` interface, in one place:
+
+    * each of the AIF and the VOF comes from the user's curve (a TSV, on the
+      scan's grid) if given, else from the mean of the user's mask, else from
+      :func:`select_vascular_functions` (run only when one is missing; a slab
+      without a venous voxel gives no VOF, with a warning);
+    * the partial-volume correction (:func:`correct_aif`) applies when asked
+      and a VOF exists, otherwise the AIF is used as it is (:func:`uncorrected_aif`);
+    * with ``censored_frames`` the AIF's censored frames are repaired, except
+      in a user's curve, which was not measured on the censored series; an
+      AIF whose peak lies in censored frames gets a warning
+      (:data:`AIF_PEAK_CENSORED_WARNING`, :func:`censored_first_pass`);
+    * a scan that ends inside the AIF's first pass gets a warning
+      (:func:`.timing.aif_truncation_warning`).
+
+    Parameters
+    ----------
+    hu : ndarray (x, y, z, T)
+        The series in HU on a uniform grid.
+    frame_times : array_like (T,)
+    brain_mask, exclude_mask : ndarray of bool (x, y, z)
+        Where to search, and voxels never chosen.
+    aif_curve, vof_curve : ndarray (T,), optional
+        The user's curves in HU (baseline included) on the scan's grid.
+    aif_mask, vof_mask : ndarray of bool (x, y, z), optional
+        The user's voxels, averaged into the curve (a curve wins over a mask).
+    n_aif_voxels, n_vof_voxels, min_vein_delay, allow_downscaling :
+        As :func:`select_vascular_functions`.
+    correct_partial_volume : bool
+    censored_frames : ndarray of bool (T,), optional
+
+    Returns
+    -------
+    VascularChoice
+    """
+    times = check_frame_times(frame_times)
+    hu = np.asarray(hu)
+    chosen = {}
+    for name, curve, mask in (("aif", aif_curve, aif_mask), ("vof", vof_curve, vof_mask)):
+        if curve is not None:
+            chosen[name] = (np.asarray(curve, dtype=float), None, "user TSV")
+        elif mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            chosen[name] = (hu[mask].astype(float).mean(axis=0), np.argwhere(mask), "user mask")
+    auto = None
+    if len(chosen) < 2:
+        auto = select_vascular_functions(
+            hu, times, brain_mask, exclude_mask=exclude_mask, n_aif_voxels=n_aif_voxels, n_vof_voxels=n_vof_voxels,
+            min_vein_delay=min_vein_delay, correct_partial_volume=False, require_vof=False,
+            censored_frames=censored_frames,
+        )
+    curves, voxels, sources = {}, {}, {}
+    for name in ("aif", "vof"):
+        if name in chosen:
+            curves[name], voxels[name], sources[name] = chosen[name]
+        else:
+            curves[name], voxels[name], sources[name] = getattr(auto, name), getattr(auto, f"{name}_voxels"), "automatic"
+    messages = []
+    no_vof_reason = None
+    if curves["vof"] is None:
+        no_vof_reason = auto.details.get("VOFNotFound", "no VOF")
+        messages.append(f"partial-volume correction not applied: {no_vof_reason}")
+        curves["vof"] = np.full(times.size, np.nan)
+    repair_aif = sources["aif"] != "user TSV"
+    applied = bool(correct_partial_volume) and no_vof_reason is None
+    if applied:
+        corrected, scale, fits, n_base = correct_aif(
+            curves["aif"], curves["vof"], times, allow_downscaling=allow_downscaling,
+            censored_frames=censored_frames, repair_aif=repair_aif,
+        )
+        fit_summary = _fit_summary(fits)
+    else:
+        scale, fits, fit_summary = 1.0, None, None
+        corrected, n_base = uncorrected_aif(curves["aif"], times, censored_frames=censored_frames, repair_aif=repair_aif)
+
+    truncation = aif_truncation_warning(curves["aif"], times, n_base)
+    if truncation:
+        messages.append(truncation)
+
+    first_pass_censoring = None
+    if censored_frames is not None and repair_aif:
+        found = censored_first_pass(corrected, censored_frames, n_base)
+        first_pass_censoring = {
+            "PeakCensored": found.peak_censored,
+            "CensoredShareOfFirstPass": round(found.censored_share, 3),
+            "CensoredFirstPassFrames": found.censored_first_pass_frames,
+        }
+        if found.peak_censored:
+            first_pass_censoring["Warning"] = AIF_PEAK_CENSORED_WARNING.format(
+                share=found.censored_share, frames=found.censored_first_pass_frames)
+            messages.append(first_pass_censoring["Warning"])
+    return VascularChoice(
+        frame_times=times,
+        aif=curves["aif"],
+        vof=curves["vof"],
+        aif_corrected=corrected,
+        aif_voxels=voxels["aif"],
+        vof_voxels=voxels["vof"],
+        scale=float(scale),
+        n_baseline_frames=int(n_base),
+        fits=fits,
+        details={} if auto is None else auto.details,
+        sources=sources,
+        partial_volume={
+            "Applied": applied,
+            "NotAppliedBecause": no_vof_reason,
+            "Method": PARTIAL_VOLUME_METHOD,
+            "Scale": float(scale),
+            "AllowDownscaling": bool(allow_downscaling),
+            "FirstPassFits": fit_summary,
+        },
+        first_pass_censoring=first_pass_censoring,
+        censored_frames=None if censored_frames is None else np.asarray(censored_frames, dtype=bool),
+        truncation_warning=truncation,
+        warnings=messages,
     )

@@ -28,8 +28,8 @@ import numpy as np
 
 def _check_aif(aif):
     aif = np.asarray(aif, dtype=float)
-    if aif.ndim != 1 or aif.size < 2:
-        raise ValueError(f"The AIF must be a 1D curve of at least 2 samples, got shape {aif.shape}.")
+    if aif.ndim < 1 or aif.shape[-1] < 2:
+        raise ValueError(f"The AIF must be a curve of at least 2 samples (time last), got shape {aif.shape}.")
     if not np.all(np.isfinite(aif)):
         raise ValueError("The AIF contains NaN or infinite values.")
     return aif
@@ -40,14 +40,15 @@ def toeplitz_matrix(aif, dt):
 
     Parameters
     ----------
-    aif : array_like, shape (N,)
-        Arterial concentration on a uniform grid.
+    aif : array_like, shape (N,) or (..., N)
+        Arterial concentration on a uniform grid; a stack of AIFs gives a stack
+        of matrices (one per curve, as in the batched evaluation).
     dt : float
         Frame interval in seconds.
 
     Returns
     -------
-    ndarray, shape (N, N)
+    ndarray, shape (N, N) or (..., N, N)
 
     Examples
     --------
@@ -57,12 +58,12 @@ def toeplitz_matrix(aif, dt):
            [2., 2., 0.]])
     """
     aif = _check_aif(aif)
-    n = aif.size
+    n = aif.shape[-1]
     index = np.subtract.outer(np.arange(n), np.arange(n))
-    matrix = np.where(index >= 0, aif[np.clip(index, 0, None)], 0.0)
-    matrix[np.diag_indices(n)] *= 0.5
-    matrix[:, 0] *= 0.5
-    matrix[0, 0] = 0.0  # C[0] = 0: an integral over an empty interval
+    matrix = np.where(index >= 0, aif[..., np.clip(index, 0, None)], 0.0)
+    matrix[..., np.arange(n), np.arange(n)] *= 0.5
+    matrix[..., :, 0] *= 0.5
+    matrix[..., 0, 0] = 0.0  # C[0] = 0: an integral over an empty interval
     return dt * matrix
 
 
@@ -79,9 +80,12 @@ def circulant_matrix(aif, dt, n_padded=None):
     insensitive to delay. A tissue curve shifted by ``d`` frames therefore
     deconvolves to the same residue shifted by ``d`` samples.
 
+    ``aif`` of shape ``(..., N)`` (one AIF per curve) gives a stack of
+    matrices, ``(..., L, L)``.
+
     Returns
     -------
-    ndarray, shape (L, L)
+    ndarray, shape (L, L) or (..., L, L)
 
     Examples
     --------
@@ -92,15 +96,15 @@ def circulant_matrix(aif, dt, n_padded=None):
            [0., 0., 2., 0.]])
     """
     aif = _check_aif(aif)
-    n = aif.size
+    n = aif.shape[-1]
     length = 2 * n if n_padded is None else int(n_padded)
     if length < n:
         raise ValueError(f"n_padded ({length}) must be at least the AIF length ({n}).")
-    kernel = np.zeros(length)
-    kernel[:n] = aif
-    kernel[0] *= 0.5
+    kernel = np.zeros(aif.shape[:-1] + (length,))
+    kernel[..., :n] = aif
+    kernel[..., 0] *= 0.5
     index = np.subtract.outer(np.arange(length), np.arange(length)) % length
-    return dt * kernel[index]
+    return dt * kernel[..., index]
 
 
 def convolve(aif, residue, dt):

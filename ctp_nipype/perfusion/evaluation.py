@@ -7,14 +7,16 @@ shared frame times ``(T,)`` in seconds, and returning at least ``'cbf'``
 (``(n,)``, ml/100 g/min) and ``'delay'`` (``(n,)``, s: Tmax for the SVD
 family, BAD for the network), and optionally ``'local_aif'`` (``(n, T)``, HU).
 :data:`METHODS` holds the registered ones (:func:`register_method`):
-``ssvd``, ``csvd``, ``osvd`` and ``transformer`` (imported lazily from
-:func:`ctp_nipype.nn.inference.estimate_curves`).
+``ssvd``, ``csvd`` and ``osvd`` from here, and ``transformer``, which
+:mod:`ctp_nipype.nn.inference` registers when it is imported (the layer above
+fills the registry: this module never imports the network).
 
 Every simulated curve has its own AIF, so the SVD family runs batched
 (:func:`deconvolve_svd_batch`): a stack of AIF matrices is decomposed with one
-``np.linalg.svd`` call per block of curves and applied with ``einsum``, with
-the thresholds and the oSVD ladder of
-:class:`~ctp_nipype.perfusion.svd.SVDModel` (same results curve by curve).
+``np.linalg.svd`` call per block of curves
+(:class:`~ctp_nipype.perfusion.svd.AIFDecomposition`) and deconvolved by the
+code of :class:`~ctp_nipype.perfusion.svd.SVDModel` (:func:`~ctp_nipype.perfusion.svd.solve`,
+the one oSVD ladder; same results curve by curve).
 
 Metrics (Zeng et al. 2025, section 2.5): RMSE of CBF and of the delay against
 the true delay, the ratio of estimated to true CBF (mean and standard
@@ -31,44 +33,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .constants import CBF_UNIT_FACTOR, CBV_UNIT_FACTOR, KAPPA_H, RHO, SVD_METHODS
-from .convolution import trapezoid_integral
-from .svd import DEFAULT_OI_THRESHOLD, DEFAULT_OSVD_LADDER, DEFAULT_THRESHOLDS, oscillation_index
+from .constants import KAPPA_H, RHO, SVD_METHODS
+from .maps import curve_area, perfusion_maps
+from .svd import (
+    DEFAULT_OI_THRESHOLD,
+    DEFAULT_OSVD_LADDER,
+    DEFAULT_THRESHOLDS,
+    AIFDecomposition,
+    method_thresholds,
+    solve,
+)
 from ..sims.testsets import TEST_SETS, curve_levels
 from .timing import check_frame_times, is_uniform
 
 
 # ----------------------------------------------------------------------------- batched SVD
-
-
-def aif_matrix_stack(global_aif, dt, circulant):
-    """One trapezoidal convolution matrix per AIF, shape ``(n, L, L)``.
-
-    The stacked twin of :func:`~ctp_nipype.perfusion.convolution.toeplitz_matrix`
-    (``L = T``) and :func:`~ctp_nipype.perfusion.convolution.circulant_matrix`
-    (``L = 2T``, zero-padded); row ``i`` of the stack equals those functions
-    applied to ``global_aif[i]``.
-
-    >>> aif_matrix_stack(np.array([[0.0, 2.0, 4.0]]), 1.0, circulant=False)[0]
-    array([[0., 0., 0.],
-           [1., 0., 0.],
-           [2., 2., 0.]])
-    """
-    aif = np.asarray(global_aif, dtype=float)
-    n_curves, n = aif.shape
-    if circulant:
-        length = 2 * n
-        kernel = np.zeros((n_curves, length))
-        kernel[:, :n] = aif
-        kernel[:, 0] *= 0.5
-        lag = np.subtract.outer(np.arange(length), np.arange(length)) % length
-        return dt * kernel[:, lag]
-    lag = np.subtract.outer(np.arange(n), np.arange(n))
-    matrices = np.where(lag >= 0, aif[:, np.clip(lag, 0, None)], 0.0)
-    matrices[:, np.arange(n), np.arange(n)] *= 0.5
-    matrices[:, :, 0] *= 0.5
-    matrices[:, 0, 0] = 0.0
-    return dt * matrices
 
 
 def _limit_blas_threads():
@@ -80,63 +59,22 @@ def _limit_blas_threads():
     return threadpool_limits(1, user_api="blas")
 
 
-def _truncated_solution(coefficients, vt, n_kept):
-    """``sum_{k < n_kept} coefficients_k * vt_k`` per curve: residues of shape (n, L)."""
-    keep = np.arange(coefficients.shape[1])[None, :] < np.asarray(n_kept)[:, None]
-    return np.einsum("ck,ckl->cl", coefficients * keep, vt)
-
-
-def _osvd_ladder(coefficients, vt, singular_values, thresholds, oi_threshold):
-    """Wu's oSVD per curve: the smallest threshold of the ladder whose residue has OI <= target.
-
-    As :class:`~ctp_nipype.perfusion.svd.SVDModel`: the OI is measured over
-    the whole circulant solution; curves that never meet the target get the
-    largest threshold and are flagged. Only curves whose number of kept
-    components changes from one rung to the next are re-evaluated.
-    """
-    thresholds = np.sort(np.asarray(thresholds, dtype=float))
-    n_kept = np.count_nonzero(singular_values[:, None, :] >= thresholds[None, :, None] * singular_values[:, :1, None],
-                              axis=2)  # (n, rungs), non-increasing along rungs
-    n_curves = coefficients.shape[0]
-    chosen = n_kept[:, -1].copy()
-    chosen_threshold = np.full(n_curves, thresholds[-1])
-    met = np.zeros(n_curves, bool)
-    for rung, threshold in enumerate(thresholds):
-        changed = n_kept[:, rung] != (n_kept[:, rung - 1] if rung else -1)
-        todo = np.flatnonzero(~met & changed & (n_kept[:, rung] > 0))
-        if todo.size == 0:
-            continue
-        residue = _truncated_solution(coefficients[todo], vt[todo], n_kept[todo, rung])
-        ok = oscillation_index(residue) <= oi_threshold
-        chosen[todo[ok]] = n_kept[todo[ok], rung]
-        chosen_threshold[todo[ok]] = threshold
-        met[todo[ok]] = True
-        if met.all():
-            break
-    return _truncated_solution(coefficients, vt, chosen), chosen_threshold, ~met
-
-
 def _deconvolve_block(aif, tissue, dt, methods, options):
-    """All requested SVD methods for one block of curves (each with its own AIF)."""
+    """All requested SVD methods for one block of curves (each with its own AIF): :func:`.svd.solve` per method."""
     n = aif.shape[1]
     out = {}
     for circulant, names in ((False, [m for m in methods if m == "ssvd"]),
                              (True, [m for m in methods if m in ("csvd", "osvd")])):
         if not names:
             continue
-        u, s, vt = np.linalg.svd(aif_matrix_stack(aif, dt, circulant))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            coefficients = np.einsum("cn,cnk->ck", tissue, u[:, :n, :]) / s
-        coefficients[~np.isfinite(coefficients)] = 0.0
+        decomposition = AIFDecomposition(aif, dt, circulant)
+        coefficients = decomposition.project(tissue)  # shared by cSVD and oSVD
         for name in names:
-            if name == "osvd":
-                residue, threshold, flagged = _osvd_ladder(
-                    coefficients, vt, s, options["osvd_thresholds"], options["oi_threshold"])
-            else:
-                value = options["thresholds"][name]
-                residue = _truncated_solution(coefficients, vt, np.count_nonzero(s >= value * s[:, :1], axis=1))
-                threshold, flagged = np.full(aif.shape[0], value), np.zeros(aif.shape[0], bool)
-            out[name] = (residue[:, :n], threshold, flagged)
+            residue, threshold, _, exhausted = solve(
+                decomposition, tissue, name, options["thresholds"][name], options["oi_threshold"],
+                options["ladder_stride"], coefficients=coefficients,
+            )
+            out[name] = (residue[:, :n], threshold, exhausted)
     return out
 
 
@@ -152,6 +90,8 @@ def deconvolve_svd_batch(
     rho=RHO,
     chunk_size=256,
     workers=2,
+    ladder_stride=1,
+    dtype=np.float64,
 ):
     """sSVD, cSVD and/or oSVD of curves that each have their own AIF.
 
@@ -176,6 +116,15 @@ def deconvolve_svd_batch(
         Curves per ``np.linalg.svd`` call (memory: about ``chunk_size * 3 * (2T)^2 * 8`` bytes).
     workers : int
         Threads over blocks (LAPACK runs single-threaded within each).
+    ladder_stride : int
+        oSVD's ladder stride (:func:`~ctp_nipype.perfusion.svd.osvd_ladder`); 1, Wu's full sweep, by default.
+    dtype : numpy dtype
+        Precision of the products over curves (the decompositions are float64).
+
+    The deconvolution is :func:`ctp_nipype.perfusion.svd.solve` on a stack of
+    AIF decompositions and the maps :func:`ctp_nipype.perfusion.maps.perfusion_maps`:
+    the code of :class:`~ctp_nipype.perfusion.svd.SVDModel`, which gives the
+    same results curve by curve with the same ``ladder_stride`` and ``dtype``.
 
     Returns
     -------
@@ -204,14 +153,16 @@ def deconvolve_svd_batch(
     unknown = sorted(set(methods) - set(SVD_METHODS))
     if unknown:
         raise ValueError(f"Unknown SVD method(s) {unknown}; choose from {SVD_METHODS}.")
+    chosen = dict(DEFAULT_THRESHOLDS, **(thresholds or {}))
     options = {
-        "thresholds": dict(DEFAULT_THRESHOLDS, **(thresholds or {})),
+        "thresholds": {name: method_thresholds(name, chosen.get(name), osvd_thresholds) for name in methods},
         "oi_threshold": float(oi_threshold),
-        "osvd_thresholds": osvd_thresholds,
+        "ladder_stride": int(ladder_stride),
     }
     dt = float(np.mean(np.diff(times)))
     finite = np.all(np.isfinite(aif), axis=1) & np.all(np.isfinite(tissue), axis=1)
-    aif_clean, tissue_clean = np.where(finite[:, None], aif, 0.0), np.where(finite[:, None], tissue, 0.0)
+    aif_clean = np.where(finite[:, None], aif, 0.0)
+    tissue_clean = np.where(finite[:, None], tissue, 0.0).astype(dtype)
     starts = range(0, aif.shape[0], int(chunk_size))
     with _limit_blas_threads():
         def block(start):
@@ -224,26 +175,20 @@ def deconvolve_svd_batch(
         else:
             blocks = [block(start) for start in starts]
 
-    scale = kappa_h / rho
-    aif_area = trapezoid_integral(aif_clean, dt)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cbv = np.where(finite & (aif_area > 0), CBV_UNIT_FACTOR * scale * trapezoid_integral(tissue_clean, dt) / aif_area, 0.0)
+    aif_area = curve_area(aif_clean, dt)
+    tissue_area = curve_area(tissue_clean.astype(np.float64), dt)
     results = {}
     for name in methods:
-        residue, threshold, flagged = (np.concatenate([b[name][k] for b in blocks]) for k in range(3))
-        peak = residue.max(axis=1)
-        usable = finite & (peak > 0) & (aif_area > 0)
-        cbf = np.where(usable, CBF_UNIT_FACTOR * scale * peak, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mtt = np.where(cbf > 0, 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), 0.0)
+        residue, threshold, exhausted = (np.concatenate([b[name][k] for b in blocks]) for k in range(3))
+        maps = perfusion_maps(residue, tissue_area, aif_area, dt, kappa_h, rho, valid=finite)
         results[name] = {
-            "cbf": cbf,
-            "cbv": cbv,
-            "mtt": mtt,
-            "tmax": np.where(usable, np.argmax(residue, axis=1) * dt, 0.0),
+            "cbf": maps.cbf,
+            "cbv": maps.cbv,
+            "mtt": maps.mtt,
+            "tmax": maps.tmax,
             "residue": residue,
             "threshold": threshold,
-            "flagged": flagged | ~usable,
+            "flagged": exhausted | ~maps.usable,
         }
     return results
 
@@ -276,33 +221,6 @@ for _name in SVD_METHODS:
     register_method(_name, _svd_method(_name))
 
 
-def transformer_method(global_aif, tissue, frame_times, weights=None, device="cpu"):
-    """The perfusion Transformer through :func:`ctp_nipype.nn.inference.estimate_curves` (imported lazily).
-
-    Returns ``'cbf'``, ``'delay'`` (the network's BAD, s) and ``'local_aif'``.
-    """
-    try:
-        from ..nn.inference import estimate_curves
-    except ImportError as error:
-        raise RuntimeError(
-            "The 'transformer' method needs ctp_nipype.nn.inference.estimate_curves(global_aif, tissue, "
-            f"frame_times, weights=None, device='cpu'), which cannot be imported here: {error}"
-        ) from error
-    try:
-        out = estimate_curves(global_aif, tissue, frame_times, weights=weights, device=device)
-    except ValueError as error:
-        if np.ndim(global_aif) == 2:
-            raise RuntimeError(
-                "The 'transformer' method got one global AIF per curve (shape (n, T)), as every simulated "
-                f"curve has its own, and estimate_curves refused it: {error}"
-            ) from error
-        raise
-    return {"cbf": out["cbf"], "delay": out["bad"], "local_aif": out.get("local_aif")}
-
-
-register_method("transformer", transformer_method)
-
-
 def run_methods(names, global_aif, tissue, frame_times, options=None):
     """Run the named methods on one group of curves; the SVD family shares its decompositions.
 
@@ -312,7 +230,9 @@ def run_methods(names, global_aif, tissue, frame_times, options=None):
     options = options or {}
     unknown = [name for name in names if name not in METHODS]
     if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}; registered: {sorted(METHODS)}.")
+        hint = (" ('transformer' is registered by importing ctp_nipype.nn.inference)"
+                if "transformer" in unknown else "")
+        raise ValueError(f"Unknown method(s) {unknown}; registered: {sorted(METHODS)}{hint}.")
     results = {}
     svd_names = [n for n in names if n in SVD_METHODS and METHODS[n].__name__ == n and n not in options]
     if svd_names:
@@ -629,7 +549,6 @@ __all__ = [
     "METHODS",
     "SVD_METHODS",
     "Evaluation",
-    "aif_matrix_stack",
     "deconvolve_svd_batch",
     "evaluate",
     "full_width_half_maximum",
@@ -642,6 +561,5 @@ __all__ = [
     "level_rows",
     "markdown_table",
     "summary_rows",
-    "transformer_method",
     "tsv_text",
 ]

@@ -311,6 +311,33 @@ class MotionCorrection:
     framewise_displacement: np.ndarray
     reference: np.ndarray
     metric_values: np.ndarray
+    #: set by :func:`correct_motion`: mm from the reference per frame, the censored frames and the settings
+    displacement: np.ndarray | None = None
+    censored: np.ndarray | None = None
+    censoring_threshold_mm: float | None = None
+    n_baseline_frames: int | None = None
+    metric: str | None = None
+
+    def columns(self, frame_times):
+        """The motion TSV's columns: time, the parameters, framewise and reference displacement, censored (0/1)."""
+        columns = {"time": np.asarray(frame_times, dtype=float)}
+        columns.update({name: self.parameters[:, i] for i, name in enumerate(PARAMETER_NAMES)})
+        columns["framewise_displacement_mm"] = self.framewise_displacement
+        columns["displacement_mm"] = self.displacement
+        columns["censored"] = self.censored.astype(int)
+        return columns
+
+    def sidecar(self):
+        """The series sidecar's ``MotionCorrection`` entry."""
+        return {
+            "Method": "rigid 3D registration (SimpleITK), multi-resolution 4-2-1",
+            "Metric": self.metric,
+            "ReferenceFrames": int(self.n_baseline_frames),
+            "MaxFramewiseDisplacementMM": float(self.framewise_displacement.max()),
+            "MaxDisplacementFromReferenceMM": float(self.displacement.max()),
+            "CensoringThresholdMM": float(self.censoring_threshold_mm),
+            "CensoredFrames": np.flatnonzero(self.censored).tolist(),
+        }
 
 
 def registration_mask(series, reference, enhancement_hu=100.0, soft_tissue_hu=(-100.0, 150.0), air_hu=-500.0):
@@ -445,3 +472,67 @@ def register_series(
         reference=reference,
         metric_values=metric_values,
     )
+
+
+def sampling_pyramid(sampling_fraction, shrink_factors=(4, 2, 1)):
+    """Metric sampling fraction per pyramid level: the finest level's ``sampling_fraction``, more on coarser ones.
+
+    Coarse levels have few voxels, so they sample 2.5 and 1.5 times the finest
+    level's fraction (at most all of them).
+
+    >>> sampling_pyramid(0.2)
+    (0.5, 0.30000000000000004, 0.2)
+    """
+    if len(shrink_factors) != 3:
+        raise ValueError(f"The pyramid has three levels (4, 2, 1), got shrink factors {shrink_factors}.")
+    fraction = float(sampling_fraction)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"The sampling fraction must lie in (0, 1], got {fraction}.")
+    return (min(1.0, 2.5 * fraction), min(1.0, 1.5 * fraction), fraction)
+
+
+def reference_frames(series):
+    """Pre-bolus frames averaged into the registration reference: the earliest enhancement inside the brain.
+
+    :func:`ctp_nipype.perfusion.aif.estimate_baseline_frames` over the
+    :func:`ctp_nipype.perfusion.masks.brain_mask` of the time-averaged series
+    (over every voxel when no brain is found).
+    """
+    from .aif import estimate_baseline_frames  # aif uses this module's bridge_frames
+    from .masks import brain_mask, time_average
+
+    brain = brain_mask(time_average(series))
+    return estimate_baseline_frames(series, brain if brain.any() else None)
+
+
+def correct_motion(
+    series,
+    spacing,
+    n_baseline_frames=None,
+    metric="meansquares",
+    sampling_fraction=0.2,
+    max_displacement_mm=MAX_DISPLACEMENT_MM,
+):
+    """Motion correction of a series with the package's choices: reference, pyramid, censoring.
+
+    The reference is the mean of the pre-bolus frames (``n_baseline_frames``,
+    default :func:`reference_frames`), the metric samples
+    :func:`sampling_pyramid` of ``sampling_fraction``, and frames displaced
+    from the reference by more than ``max_displacement_mm`` are censored
+    (:func:`censor_frames`).
+
+    Returns
+    -------
+    MotionCorrection
+        With ``displacement``, ``censored`` and the settings set (:meth:`MotionCorrection.sidecar`,
+        :meth:`MotionCorrection.columns`).
+    """
+    series = np.asarray(series)
+    n_base = reference_frames(series) if n_baseline_frames is None else int(n_baseline_frames)
+    result = register_series(series, spacing, n_base, metric=metric, sampling_fraction=sampling_pyramid(sampling_fraction))
+    result.displacement = displacement_from_reference(result.parameters)
+    result.censored = censor_frames(result.parameters, max_displacement_mm)
+    result.censoring_threshold_mm = float(max_displacement_mm)
+    result.n_baseline_frames = n_base
+    result.metric = metric
+    return result

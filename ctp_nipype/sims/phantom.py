@@ -2,7 +2,7 @@
 
 The anatomy comes from the MNI ICBM152 2009a grey- and white-matter
 probability maps and brain mask that nilearn ships inside its wheel (they
-load offline), averaged over the voxels of a CT-like grid (thick axial slices
+load offline, read by :func:`ctp_nipype.templates.load_mni152`), averaged over the voxels of a CT-like grid (thick axial slices
 through the basal ganglia and lateral ventricles). Around the brain lie a rim
 of CSF, a skull ring (1000 HU), the scalp and, behind the head, a head holder,
 so that brain masking matters.
@@ -53,12 +53,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from ..perfusion.constants import CBV_UNIT_FACTOR, KAPPA_H, RHO
+from ..perfusion.constants import KAPPA_H, RHO
+from ..perfusion.maps import cbv_from_areas
 from ..perfusion.convolution import convolve
 from ..perfusion.motion import apply_rigid
 from .simulate import (
@@ -310,41 +310,8 @@ def phantom_frame_times(non_uniform=False, duration_s=60.0, fast_phase_s=30.0):
 # anatomy
 
 
-#: the MNI ICBM152 2009a files that nilearn ships in its wheel (its ``datasets/data`` folder)
-MNI_FILES = {
-    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "grey_matter": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "white_matter": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
 #: nilearn's threshold of the rescaled T1 template that makes its brain mask
 MNI_BRAIN_THRESHOLD = 0.2
-
-
-def _load_mni152():
-    """The 1 mm MNI maps as nibabel images: T1, grey matter, white matter (values rescaled to [0, 1] later).
-
-    Read straight from the files inside the nilearn wheel (importing
-    ``nilearn.datasets`` costs seconds, for scikit-learn); when they are not
-    where nilearn 0.10-0.14 keeps them, the public loaders are used.
-    """
-    import importlib.util
-
-    import nibabel as nb
-
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("The phantom needs nilearn (it ships the MNI152 templates): pip install nilearn.")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-    paths = {name: folder / file for name, file in MNI_FILES.items()}
-    if all(path.exists() for path in paths.values()):
-        return {name: nb.load(str(path)) for name, path in paths.items()}
-    from nilearn.datasets import load_mni152_gm_template, load_mni152_template, load_mni152_wm_template
-
-    return {
-        "t1": load_mni152_template(resolution=1),
-        "grey_matter": load_mni152_gm_template(resolution=1),
-        "white_matter": load_mni152_wm_template(resolution=1),
-    }
 
 
 @lru_cache(maxsize=4)
@@ -356,7 +323,9 @@ def _template_layers(step_mm, z_lo_mm, z_hi_mm):
     soft_tissue (layers of ``SKULL_MM`` and ``SCALP_MM`` around the brain mask
     grown by ``CSF_RIM_MM``). ``step_mm`` 2 block-averages the 1 mm maps.
     """
-    images = _load_mni152()
+    from ..templates import load_mni152  # files: the I/O layer, imported when a phantom is built
+
+    images = load_mni152()
     reference = images["t1"]
     affine = reference.affine.copy()
     z_index = np.arange(reference.shape[2]) * affine[2, 2] + affine[2, 3]
@@ -839,10 +808,5 @@ def in_window_cbv(concentration, aif_concentration, frame_times, kappa_h=KAPPA_H
     ``concentration`` has time last; ``frame_times`` may be non-uniform.
     """
     times = np.asarray(frame_times, dtype=float)
-    return (
-        CBV_UNIT_FACTOR
-        * kappa_h
-        / rho
-        * np.trapezoid(concentration, times, axis=-1)
-        / np.trapezoid(aif_concentration, times)
-    )
+    return cbv_from_areas(np.trapezoid(concentration, times, axis=-1), np.trapezoid(aif_concentration, times),
+                          kappa_h, rho)
