@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ctp_nipype.cli import train as train_cli
+from ctp_nipype.io import append_table_row
 from ctp_nipype.nn import training
 from ctp_nipype.nn.loss import reconstruct_tissue
 from ctp_nipype.nn.weights import load_model
@@ -387,7 +388,8 @@ def test_a_log_started_by_an_older_ctp_train_keeps_its_columns(tmp_path):
     log = tmp_path / "log.tsv"
     old_columns = training.LOG_COLUMNS[:15]
     log.write_text("\t".join(old_columns) + "\n", encoding="utf-8")
-    training._append_log(log, {"step": 25, "curves_seen": 200, "elapsed_s": 9.5, "loss": 1.5, "ema_val_cbf_rmse": 3.0})
+    append_table_row(log, {"step": 25, "curves_seen": 200, "elapsed_s": 9.5, "loss": 1.5, "ema_val_cbf_rmse": 3.0},
+                     training.LOG_COLUMNS)
     with open(log, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert list(rows[0]) == list(old_columns) and rows[0]["step"] == "25" and rows[0]["loss"] == "1.5"

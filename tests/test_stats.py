@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from ctp_nipype.interfaces.stats import GroupStats, MapStats, parse_map_filename, read_table_tsv
+from ctp_nipype.interfaces.stats import GroupStats, MapStats, parse_map_filename
+from ctp_nipype.io import read_table_tsv
 from ctp_nipype.io import InputError, write_nifti, write_perfusion_maps
 from ctp_nipype.perfusion import stats
 from ctp_nipype.sims.phantom import PhantomLabel, make_phantom

@@ -102,6 +102,31 @@ def test_derivatives_are_named_complete_and_have_units(participant_run, phantom_
     assert not list(phantom_dataset.rglob("*desc-osvd*"))
 
 
+def test_sidecar_sources_are_bids_uris_that_resolve(participant_run, phantom_dataset):
+    """Issue 32: every published JSON names its sources as BIDS URIs (the raw scan as ``bids:raw:``, derivatives
+    as ``bids::`` paths in the derivatives dataset), each an existing file; none points into the work directory."""
+    root, _ = participant_run
+    out = root / "out"
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetLinks"] == {"raw": Path(phantom_dataset).resolve().as_uri()}
+    checked = 0
+    for side in sorted(out.glob("sub-*/**/*.json")):
+        sources = json.loads(side.read_text()).get("Sources")
+        if sources is None:
+            continue
+        assert sources, side
+        for uri in sources:
+            if uri.startswith("bids:raw:"):
+                assert (Path(phantom_dataset) / uri[len("bids:raw:"):]).is_file(), (side.name, uri)
+            else:
+                assert uri.startswith("bids::") and (out / uri[len("bids::"):]).is_file(), (side.name, uri)
+        checked += 1
+    assert checked > 20
+    cbf = json.loads((out / "sub-01" / "ses-01" / "perf" / "sub-01_ses-01_desc-osvd_cbf.json").read_text())
+    assert cbf["Sources"] == ["bids:raw:sub-01/ses-01/sub-01_ses-01_ctp.nii.gz",
+                              "bids::sub-01/ses-01/perf/sub-01_ses-01_desc-global_aif.tsv"]
+
+
 def test_grey_matter_cbf_against_the_phantom_truth(participant_run, phantom_dataset):
     root, _ = participant_run
     ratios = grey_matter_ratios(phantom_dataset, root / "out" / "sub-01" / "ses-01" / "perf", _all_methods())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __url__, __version__
+from .. import __version__
 from ._errors import user_facing
 
 #: BIDS version the dataset descriptions declare
@@ -35,7 +35,9 @@ TRUTH_PIPELINE = "phantom-truth"
 
 
 def _generated_by():
-    return [{"Name": "ctp_nipype ctp-phantom", "Version": __version__, "CodeURL": __url__}]
+    from ..io import generated_by
+
+    return generated_by("ctp_nipype ctp-phantom")
 
 
 def _scan_header(phantom):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from nipype.interfaces.base import (
@@ -14,8 +13,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from .. import __version__
-from ..io import load_ctp, load_mask, output_prefix, read_curve_tsv, timing_provenance, write_perfusion_maps
+from ..io import load_ctp, load_mask, output_prefix, provenance, read_curve_tsv, timing_provenance, write_perfusion_maps
 from ..perfusion.constants import KAPPA_H, RHO
 from ..perfusion.prepare import prepare_curves
 from ..perfusion.svd import DEFAULT_OI_THRESHOLD, SVDModel
@@ -101,9 +99,8 @@ class SVDDeconvolution(SimpleInterface):
             **curves.describe(),
             **timing_provenance(scan, curves.resampled),
             "FlaggedVoxels": fit.n_flagged,
-            "Sources": [os.path.abspath(self.inputs.in_file), os.path.abspath(self.inputs.aif_file)],
             "AIFColumn": self.inputs.aif_column,
-            "SoftwareVersion": f"ctp_nipype {__version__}",
+            **provenance(self.inputs.in_file, self.inputs.aif_file),
         }
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)
         written = write_perfusion_maps(

@@ -14,8 +14,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from .. import __version__
-from ..io import load_ctp, load_mask, output_prefix, read_curve_tsv, write_perfusion_maps
+from ..io import load_ctp, load_mask, output_prefix, provenance, read_curve_tsv, write_perfusion_maps
 from ..perfusion.constants import KAPPA_H, RHO
 from ..perfusion.prepare import prepare_curves
 
@@ -124,8 +123,7 @@ class TransformerPerfusion(SimpleInterface):
             "FlaggedVoxels": int(np.count_nonzero(estimates["flagged"])),
             **curves.describe(),
             "TimingSource": scan.timing.source,
-            "Sources": [os.path.abspath(self.inputs.in_file), os.path.abspath(self.inputs.aif_file)],
-            "SoftwareVersion": f"ctp_nipype {__version__}",
+            **provenance(self.inputs.in_file, self.inputs.aif_file),
         }
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)
         written = write_perfusion_maps(runtime.cwd, prefix, "transformer", maps, scan.affine, scan.header, metadata)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import tempfile
 from pathlib import Path
 
-from ..io import copy_atomic
+from ..bids import derivative_name, parse_derivative_name
+from ..io import copy_atomic, write_table_tsv
 
 
 class GroupLevelError(ValueError):
@@ -30,9 +30,8 @@ def lesion_table(lesion_files):
     rows = []
     for path in lesion_files:
         payload = json.loads(Path(path).read_text())
-        scan = Path(path).name.split("_desc-")[0]
-        method = Path(path).name.split("_desc-")[1].split("_")[0]
-        row = {"scan": scan, "method": method}
+        entities = parse_derivative_name(path)
+        row = {"scan": entities["prefix"], "method": entities["desc"]}
         for key in ("CoreVolume", "HypoperfusedVolume", "MismatchVolume", "MismatchRatio", "AffectedHemisphere"):
             value = payload.get(key)
             value = value if not isinstance(value, dict) else value.get("value")
@@ -49,7 +48,8 @@ def run_group_level(output_dir, participant_labels=None, methods=None):
     from ..interfaces.stats import GroupStats
 
     output_dir = Path(output_dir)
-    stats = find_scan_outputs(output_dir, "*_desc-regions_stats.tsv", participant_labels)
+    stats = find_scan_outputs(output_dir, "*" + derivative_name("", "stats", desc="regions", extension=".tsv"),
+                              participant_labels)
     if not stats:
         raise GroupLevelError(
             f"No per-scan statistics (*_desc-regions_stats.tsv) under {output_dir}; run the participant level first."
@@ -69,11 +69,5 @@ def run_group_level(output_dir, participant_labels=None, methods=None):
     if methods:
         rows = [r for r in rows if r["method"] in methods]
     if rows:
-        path = group_dir / "group_desc-lesions_volumes.tsv"
-        with tempfile.NamedTemporaryFile("w", dir=group_dir, delete=False, suffix=".tmp", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        Path(handle.name).replace(path)
-        written.append(path)
+        written.append(write_table_tsv(group_dir / derivative_name("group", "volumes", desc="lesions", extension=".tsv"), rows))
     return written
