@@ -52,15 +52,9 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
                         guided_filter_radius_mm=RADIUS_MM, partial_volume_correction=True, name="ctp_preproc_wf"):
     """Preprocessing of one CTP scan.
 
-    Workflow graph::
-
-        inputnode ─► load ─► [motion] ─┬─► brain ─► csf ─► vessel
-                                        │     │       │
-                                        │     └───────┴─► select_vessels (AIF/VOF + PV correction)
-                                        └─► [guided_filter] ─► outputnode.preproc_file
-
-    With motion correction, its motion TSV also goes to brain, csf, vessel and select_vessels:
-    the frames it flags as displaced are left out of those four steps.
+    Workflow graph: ``docs/workflows.md`` (``ctp_preproc_wf``), drawn from this factory by
+    :mod:`ctp_nipype.workflows.graphs`. With motion correction, its motion TSV also goes to brain, csf,
+    vessel and select_vessels: the frames it flags as displaced are left out of those four steps.
 
     Parameters
     ----------
@@ -185,12 +179,8 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
                       method_options=None, name="perfusion_wf"):
     """Perfusion maps by each requested method.
 
-    Workflow graph::
-
-        inputnode ─┬─► ssvd ────────┐
-                   ├─► csvd ────────┤
-                   ├─► osvd ────────┼─► outputnode.<method>_maps, outputnode.maps
-                   └─► transformer ─┘
+    Workflow graph: ``docs/workflows.md`` (``perfusion_wf``), drawn from this factory by
+    :mod:`ctp_nipype.workflows.graphs`.
 
     Parameters
     ----------
@@ -293,10 +283,8 @@ def init_ctp_wf(
 ):
     """The whole scan: preprocessing, perfusion by every method, derivatives.
 
-    Workflow graph::
-
-        inputnode ─► ctp_preproc_wf ─► perfusion_wf ─► ds_maps ─► <output_dir>/<subdir>/
-                          └───────────────────────────► ds_preproc (masks, AIF/VOF curves, motion)
+    Workflow graph: ``docs/workflows.md`` (``ctp_wf``), drawn from this factory by
+    :mod:`ctp_nipype.workflows.graphs`: every node, the statistics, lesion, report and sink nodes included.
 
     Parameters
     ----------
