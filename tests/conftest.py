@@ -53,3 +53,11 @@ def fine_grid_case(
 @pytest.fixture
 def case():
     return fine_grid_case
+
+
+@pytest.fixture(scope="session")
+def clean_small_phantom():
+    """``make_phantom("small", seed=0, noise_sd_hu=0)``, built once per session: treat it as read-only."""
+    from ctp_nipype.sims.phantom import make_phantom
+
+    return make_phantom("small", seed=0, noise_sd_hu=0)

@@ -32,7 +32,7 @@ not shape 3 as the README (after OSIPI's docstring) says. Two consequences:
   at high flow (regularisation of a sharp peak).
 
 The object is vendored with its licence in ``ctp_nipype/data/osipi-dsc-dro/``
-and read by :mod:`ctp_nipype.sims.osipi`, which ``benchmarks/osipi_table.py``
+and read by :mod:`ctp_nipype.sims.osipi`, which ``benchmarks/studies/osipi_table.py``
 uses to print the per-case table.
 """
 
@@ -54,7 +54,7 @@ OSIPI_CBF = {"rtol": 0.1, "atol": 15.0}
 
 #: Measured CBF (ml/100 ml/min) per case and method, kappa_H = rho = 1, the
 #: default thresholds (sSVD 0.2, cSVD 0.1, oSVD OI <= 0.035 over the default
-#: ladder). Printed by ``benchmarks/osipi_table.py``; update it (and
+#: ladder). Printed by ``benchmarks/studies/osipi_table.py``; update it (and
 #: docs/validation.md) only when a method is changed on purpose.
 MEASURED_CBF = {
     "CBV4_CBF10": {"ssvd": 12.67, "csvd": 8.98, "osvd": 8.92},
@@ -108,7 +108,7 @@ def _fit_cached(name, method, kappa_h=1.0, rho=1.0):
 
 
 #: The network's (CBF, CBV) per case, kappa_H = rho = 1, the shipped weights, the object resampled to 2 s
-#: frames (``ctp_nipype.sims.osipi.NETWORK_FRAME_INTERVAL``); printed by ``benchmarks/osipi_table.py --network`` and shown in
+#: frames (``ctp_nipype.sims.osipi.NETWORK_FRAME_INTERVAL``); printed by ``benchmarks/studies/osipi_table.py --network`` and shown in
 #: docs/validation.md. Update it with the weights.
 MEASURED_NETWORK = {
     "CBV4_CBF10": (20.33, 3.343),

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/osipi_table.py [path/to/dsc_data.csv] [--network [--weights FILE]]
+    python benchmarks/studies/osipi_table.py [path/to/dsc_data.csv] [--network [--weights FILE]]
 
 Without an argument it reads the object vendored in ``ctp_nipype/data/osipi-dsc-dro/``.
 The loading, fitting and formatting live in :mod:`ctp_nipype.sims.osipi`, which

@@ -1,0 +1,121 @@
+"""Measures of the estimates against the digital phantom's truth, shared by the tests and the studies.
+
+A test asserts a measure and a study (``benchmarks/studies/``) prints the same measure over noise, seeds or
+weights; both call it from here, so that the two measure the same thing:
+
+* :func:`label_mask`, :func:`lesion_truth`, :func:`exclusions`: truth masks of a :class:`~ctp_nipype.sims.phantom.Phantom`;
+* :func:`grey_matter_svd`: sSVD and oSVD of the phantom's grey matter with its true AIF;
+* :func:`network_lesion_phantom`, :func:`network_lesion`: the network's lesion on a phantom with a delayed lesion;
+* :func:`truth_labels`, :func:`grey_matter_ratios`: grey-matter CBF of a BIDS App run against a phantom
+  dataset's truth (``ctp-phantom``'s ``derivatives/phantom-truth``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .bids import derivative_name
+from .perfusion import stats
+from .perfusion.prepare import prepare_curves
+from .perfusion.svd import SVDModel
+from .sims.phantom import DEFAULT_TISSUE, PhantomLabel, make_phantom
+
+#: the folder of a phantom dataset's truth, below its root
+TRUTH_DIR = Path("derivatives") / "phantom-truth"
+
+
+def label_mask(phantom, *labels):
+    """Voxels of the phantom with any of ``labels``."""
+    return np.isin(phantom.labels, [int(label) for label in labels])
+
+
+def lesion_truth(phantom):
+    """``(core, hypoperfused)``: the true core and the true hypoperfused tissue (core and penumbra)."""
+    core = label_mask(phantom, PhantomLabel.CORE)
+    return core, core | label_mask(phantom, PhantomLabel.PENUMBRA)
+
+
+def exclusions(phantom):
+    """``(csf, vessels)``: the masks left out of the lesion measures."""
+    return label_mask(phantom, PhantomLabel.CSF), label_mask(phantom, PhantomLabel.ARTERY, PhantomLabel.VEIN)
+
+
+def voxel_volume_ml(phantom):
+    """One voxel's volume in ml."""
+    return float(np.prod(phantom.voxel_size_mm)) / 1000.0
+
+
+def grey_matter_svd(size, seed, noise):
+    """sSVD and oSVD of the phantom's grey matter with its true AIF and no filter.
+
+    Returns ``(cell, model, tissue)``: ``cell`` holds the median CBF / median truth of ``'osvd'`` and
+    ``'ssvd'`` and oSVD's median ``'threshold'`` and ``'oi'``; ``model`` is the oSVD model, ``tissue`` the curves.
+    """
+    ph = make_phantom(size, seed=seed, noise_sd_hu=noise)
+    grey = ph.labels == PhantomLabel.GREY_MATTER
+    curves = prepare_curves(ph.hu[grey], ph.frame_times, ph.aif)
+    truth = np.median(ph.cbf[grey])
+    model = SVDModel(curves.aif, curves.frame_times, method="osvd")
+    osvd = model.fit(curves.tissue)
+    ssvd = SVDModel(curves.aif, curves.frame_times, method="ssvd").fit(curves.tissue)
+    cell = {"osvd": np.median(osvd.cbf) / truth, "ssvd": np.median(ssvd.cbf) / truth,
+            "threshold": np.median(osvd.threshold), "oi": np.median(osvd.oscillation_index)}
+    return {key: float(value) for key, value in cell.items()}, model, curves.tissue
+
+
+#: The network's lesion phantom: core and penumbra delayed 8 s. The network's BAD is the arrival delay alone (Tmax
+#: adds the dispersion), so the default lesion, delayed by exactly the 6 s threshold, sits on it: BAD scatters
+#: around 6.0 s and half the lesion falls on each side; delayed 8 s it is unambiguously hypoperfused by BAD > 6 s.
+NETWORK_LESION_DELAY_S = 8.0
+
+
+def network_lesion_phantom(seed=0):
+    """The small phantom, 1 HU of noise, its lesion delayed :data:`NETWORK_LESION_DELAY_S`."""
+    tissue = {label: replace(DEFAULT_TISSUE[label], delay_s=NETWORK_LESION_DELAY_S)
+              for label in (PhantomLabel.CORE, PhantomLabel.PENUMBRA)}
+    return make_phantom("small", seed=seed, noise_sd_hu=1.0, tissue=tissue)
+
+
+def network_lesion(phantom, model=None):
+    """``(cbf, result)``: the network's CBF map (true AIF, no filter) and its :class:`stats.LesionMeasures`.
+
+    ``model`` None runs the shipped weights.
+    """
+    from .nn.inference import estimate_curves
+
+    curves = prepare_curves(phantom.hu, phantom.frame_times, phantom.aif)
+    brain = phantom.brain_mask
+    out = estimate_curves(curves.aif, curves.tissue[brain], curves.frame_times, model=model, device="cpu")
+    cbf, bad = np.zeros(brain.shape, np.float32), np.zeros(brain.shape, np.float32)
+    cbf[brain], bad[brain] = out["cbf"], out["bad"]
+    csf, vessels = exclusions(phantom)
+    result = stats.lesion_measures(cbf, bad, brain, phantom.affine, voxel_volume_ml(phantom), csf=csf,
+                                   vessels=vessels, delay_name="bad")
+    return cbf, result
+
+
+def _truth_map(bids, name, subject, session):
+    import nibabel as nb
+
+    prefix = f"sub-{subject}_ses-{session}"
+    folder = Path(bids) / TRUTH_DIR / f"sub-{subject}" / f"ses-{session}" / "perf"
+    return np.asarray(nb.load(folder / derivative_name(prefix, name, desc="truth")).dataobj)
+
+
+def truth_labels(bids, subject="01", session="01"):
+    """The phantom's label map of one scan of a phantom dataset (grey matter 1, artery 4, vein 5, ...)."""
+    return _truth_map(bids, "dseg", subject, session)
+
+
+def grey_matter_ratios(bids, perf, methods, subject="01", session="01"):
+    """Median grey-matter CBF over the median truth, per method, of one scan's maps in the folder ``perf``."""
+    import nibabel as nb
+
+    grey = truth_labels(bids, subject, session) == PhantomLabel.GREY_MATTER
+    true_cbf = np.median(_truth_map(bids, "cbf", subject, session)[grey])
+    prefix = f"sub-{subject}_ses-{session}"
+    return {method: float(np.median(np.asarray(nb.load(Path(perf) / derivative_name(prefix, "cbf", desc=method))
+                                               .dataobj)[grey]) / true_cbf) for method in methods}
