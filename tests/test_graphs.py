@@ -10,7 +10,8 @@ from ctp_nipype.workflows import graphs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
-#: every kind of node init_ctp_wf builds with all options on (issue 32: the hand-drawn graph showed 4 of them)
+#: kinds of node init_ctp_wf builds with all options on (issue 32: the hand-drawn graph showed 4 of them); a new
+#: kind needs no edit here: the chart is checked against the workflow itself
 CTP_WF_KINDS = {
     "IdentityInterface", "LoadCTP", "MotionCorrection", "BrainMask", "CSFMask", "VesselMask", "SelectAIFVOF",
     "GuidedFilter", "SVDDeconvolution", "TransformerPerfusion", "Merge", "DerivativesDataSink", "MapStats",
@@ -37,7 +38,7 @@ def test_the_checked_in_graphs_are_what_the_factories_draw(regenerated, relative
 def test_the_drawn_ctp_wf_shows_every_kind_of_node_it_has():
     workflow = graphs.build("ctp_wf")
     kinds = graphs.interface_kinds(workflow)
-    assert kinds == CTP_WF_KINDS
+    assert kinds >= CTP_WF_KINDS
     chart = graphs.mermaid(workflow)
     dot = (DOCS / graphs.DOT_FOLDER / "ctp_wf.dot").read_text(encoding="utf-8")
     for kind in kinds:
