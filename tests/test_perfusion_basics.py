@@ -18,7 +18,7 @@ from ctp_nipype.perfusion import (
 from ctp_nipype.perfusion.concentration import ConcentrationError
 from ctp_nipype.perfusion.timing import TIMING_SOURCES, TimingError
 
-from conftest import fine_grid_case
+from helpers import fine_grid_case
 
 
 # --- timing -----------------------------------------------------------------------------------
