@@ -74,6 +74,8 @@ RUN python -m pip install --no-cache-dir /tmp/wheels/ctp_nipype-*.whl \
         "safetensors==0.8.0" \
         "tqdm==4.70.1" \
         "nilearn==0.14.1" \
+        "pingouin==0.7.0" \
+        "statsmodels==0.15.0" \
     && python -m pip check \
     && rm -rf /tmp/wheels
 

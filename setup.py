@@ -32,6 +32,8 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "nilearn>=0.10",  # ships the MNI152 templates used by the phantom (offline)
+        "pingouin>=0.5",  # ICC of ctp-compare (intraclass_corr)
+        "statsmodels>=0.13",  # Cohen's kappa of ctp-compare (stats.inter_rater.cohens_kappa)
     ],
     extras_require={
         "test": [
@@ -50,6 +52,7 @@ setup(
             "ctp-evaluate=ctp_nipype.cli.evaluate:main",
             "ctp-train=ctp_nipype.cli.train:main",
             "ctp-finetune=ctp_nipype.cli.finetune:main",
+            "ctp-compare=ctp_nipype.cli.compare:main",
         ]
     },
     classifiers=[

@@ -20,7 +20,13 @@ import nibabel as nb
 import numpy as np
 
 from . import __url__, __version__
-from .perfusion.timing import FrameTiming, TimingError, check_frame_times, frame_times_from_sources
+from .perfusion.timing import (
+    FrameTiming,
+    TimingError,
+    check_frame_times,
+    check_timing_units,
+    frame_times_from_sources,
+)
 
 
 class InputError(ValueError):
@@ -113,8 +119,13 @@ class CTPImage:
         return self.data.shape[:3]
 
 
-def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10):
+def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10, allow_long_frames=False):
     """Load a 4D CTP NIfTI (HU) and its frame timing per the conventions.
+
+    The timing rules of :func:`ctp_nipype.perfusion.timing.frame_times_from_sources` apply
+    (seconds; milliseconds, a corrupt frame time or an over-long series refused unless
+    ``allow_long_frames``, or the sidecar's ``AllowLongFrames`` that LoadCTP writes for the
+    later steps when the user allowed them).
 
     Parameters
     ----------
@@ -126,6 +137,8 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10):
         JSON sidecar; default the file next to ``path``.
     min_frames : int
         Fewer frames than this is an error.
+    allow_long_frames : bool
+        Accept frame intervals above 10 s and series above 10 minutes.
 
     Returns
     -------
@@ -133,6 +146,7 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10):
     """
     path = Path(path)
     img, data = load_nifti(path, "CTP scan")
+    check_image_type(img, path)
     if data.ndim != 4:
         raise InputError(
             f"The CTP scan {path} has {data.ndim} dimensions {data.shape}; a 4D (x, y, z, time) "
@@ -150,6 +164,34 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10):
             f"The CTP scan {path} contains {n_bad} NaN or infinite values; replace them "
             "(e.g. by the image's background value) before running."
         )
+    timing, meta = read_timing(path, img, data.shape[3], frame_interval, sidecar, allow_long_frames)
+    return CTPImage(path, data, img.affine, img.header, timing, meta)
+
+
+def read_timing(path, img=None, n_frames=None, frame_interval=None, sidecar=None, allow_long_frames=False):
+    """The frame timing of a CTP scan and its sidecar's contents, from the header and sidecar alone.
+
+    Cheap (the image data is not read), so that a command can check the timing of every scan
+    before any work starts. Returns ``(FrameTiming, sidecar dict)``; raises :class:`InputError`.
+    """
+    path = Path(path)
+    if img is None:
+        try:
+            img = nb.load(str(path))
+        except Exception as err:  # noqa: BLE001 - nibabel raises many kinds for corrupt headers
+            raise InputError(
+                f"The CTP scan {path} cannot be read as NIfTI ({type(err).__name__}: {err}). "
+                "Check that the file is complete (not truncated) and a valid .nii or .nii.gz."
+            ) from None
+        check_image_type(img, path)
+    if n_frames is None:
+        shape = img.shape
+        if len(shape) != 4:
+            raise InputError(
+                f"The CTP scan {path} has {len(shape)} dimensions {tuple(shape)}; a 4D (x, y, z, time) "
+                "series is needed (a 2D slab must be stored as x, y, 1, time)."
+            )
+        n_frames = shape[3]
     sidecar_file = Path(sidecar) if sidecar is not None else sidecar_path(path)
     meta = read_json(sidecar_file) if sidecar_file.exists() else {}
     if not isinstance(meta, dict):
@@ -161,11 +203,36 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10):
     time_unit = img.header.get_xyzt_units()[1]
     try:
         timing = frame_times_from_sources(
-            data.shape[3], sidecar=meta, pixdim4=pixdim4, time_unit=time_unit, frame_interval=frame_interval
+            n_frames, sidecar=meta, pixdim4=pixdim4, time_unit=time_unit, frame_interval=frame_interval,
+            allow_long_frames=bool(allow_long_frames or meta.get("AllowLongFrames")),
         )
     except TimingError as err:
         raise InputError(f"{path}: {err}") from None
-    return CTPImage(path, data, img.affine, img.header, timing, meta)
+    return timing, meta
+
+
+def check_image_type(img, path, what="CTP scan"):
+    """Refuse a NIfTI that cannot hold Hounsfield units or has no usable geometry.
+
+    An RGB or complex image (dcm2niix writes RGB24 for secondary captures and
+    screenshots) holds colours, not attenuation; an affine with no extent along an axis
+    (all zero, or a zero column) places every voxel at one point.
+    """
+    dtype = img.get_data_dtype()
+    if dtype.names is not None or dtype.kind in "cV":
+        raise InputError(
+            f"The {what} {path} stores {'RGB colour' if dtype.names else str(dtype)} values, not Hounsfield units; "
+            "it is a screenshot or a colour rendering, not the CT series. Convert the original DICOM series "
+            "(dcm2niix) instead."
+        )
+    affine = np.asarray(img.affine, dtype=float)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(
+            f"The {what} {path} has no usable geometry: its affine (voxel to mm) is "
+            f"{'not finite' if not np.all(np.isfinite(affine)) else 'singular (all zero or a zero axis)'}, so "
+            "voxel sizes and positions are unknown. Set the NIfTI's sform/qform (e.g. with nibabel "
+            "img.set_sform(affine)) or reconvert the DICOM series."
+        )
 
 
 #: plausible attenuation of a CT scan in HU: padding down to -3024, metal up to tens of thousands
@@ -236,7 +303,7 @@ def load_mask(path, spatial_shape, affine=None, what="mask"):
     return np.asarray(data) > 0
 
 
-def read_curve_tsv(path, column="aif", n_frames=None):
+def read_curve_tsv(path, column="aif", n_frames=None, allow_long_frames=False):
     """Read one curve column (and the optional ``time`` column) from a TSV with a header row.
 
     ``column`` is a column name, or a sequence of names of which the first the file has is read
@@ -253,7 +320,8 @@ def read_curve_tsv(path, column="aif", n_frames=None):
     if not path.exists():
         raise InputError(f"The curve file {path} does not exist.")
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: spreadsheets save UTF-8 with a byte-order mark, which would stick to the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle, delimiter="\t"))
     except (UnicodeDecodeError, csv.Error) as err:
         raise InputError(
@@ -300,6 +368,7 @@ def read_curve_tsv(path, column="aif", n_frames=None):
     if "time" in header:
         try:
             times = check_frame_times(column_values("time"), values.size, f"The 'time' column of {path}")
+            times = check_timing_units(times, f"The 'time' column of {path}", "curve time column", allow_long_frames)
         except TimingError as err:
             raise InputError(str(err)) from None
     return values, times

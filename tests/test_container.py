@@ -36,7 +36,8 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 import ctp_nipype
-from ctp_nipype.cli._run import parse_plugin_args, positive_float
+from ctp_nipype.cli._run import parse_plugin_args
+from ctp_nipype.cli.parser import positive_float
 from ctp_nipype.cli.bids_app import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -386,7 +387,8 @@ def test_boutiques_renders_a_command_line_the_parser_reads_back(descriptor, tmp_
         "work_dir": "/scratch/work", "nprocs": 3, "plugin": "SLURM",
         "plugin_args": "sbatch_args=-p short --mem 8G,max_jobs=50", "device": "cuda", "weights": str(weights),
         "motion_correction": True, "no_guided_filter": True, "no_partial_volume_correction": True,
-        "guided_filter_radius_mm": 2.5, "frame_interval": 1.5, "threshold": 0.15, "oi_threshold": 0.05,
+        "guided_filter_radius_mm": 2.5, "frame_interval": 1.5, "allow_long_frames": True, "threshold": 0.15,
+        "oi_threshold": 0.05,
         "kappa_h": 0.7, "rho": 1.05, "baseline_frames": 4,
         "skip_bids_validation": True, "debug": True,
     }

@@ -229,10 +229,10 @@ def test_the_static_check_catches_what_it_looks_for(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def scan_and_weights(tmp_path_factory):
     """A small phantom scan (in a BIDS dataset) and a weights file of a randomly initialised network."""
-    from ctp_nipype.cli.phantom import main as phantom_main
+    from ctp_nipype.sims.dataset import write_phantom_dataset
 
     root = tmp_path_factory.mktemp("reliability")
-    assert phantom_main([str(root / "bids"), "--subjects", "1", "--size", "small", "--seed", "7"]) == 0
+    write_phantom_dataset(root / "bids", subjects=1, size="small", seed=7)
     scan = root / "bids" / "sub-01" / "ses-01" / "sub-01_ses-01_ctp.nii.gz"
     torch.manual_seed(1)
     weights = save_weights(PerfusionTransformer(), root / "random.safetensors", {"recipe": "test"})

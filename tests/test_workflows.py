@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ctp_nipype.cli import bids_app
-from ctp_nipype.cli.phantom import main as phantom_main
+from ctp_nipype.sims.dataset import write_phantom_dataset
 from ctp_nipype.validation import grey_matter_ratios, truth_labels
 from ctp_nipype.workflows.base import METHOD_MAPS, check_methods, init_ctp_wf, init_perfusion_wf
 
@@ -44,7 +44,7 @@ def _all_methods():
 @pytest.fixture(scope="module")
 def phantom_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantom")
-    assert phantom_main([str(root / "bids"), "--subjects", "2", "--size", "small", "--seed", "4"]) == 0
+    write_phantom_dataset(root / "bids", subjects=2, size="small", seed=4)
     return root / "bids"
 
 
@@ -137,7 +137,7 @@ def test_noise_free_grey_matter_cbf_is_within_a_quarter_of_the_truth_for_osvd_an
     the test above holds it to that envelope.
     """
     bids, out = tmp_path / "bids", tmp_path / "out"
-    assert phantom_main([str(bids), "--size", "small", "--seed", "4", "--noise-sd", "0"]) == 0
+    write_phantom_dataset(bids, size="small", seed=4, noise_sd_hu=0)
     methods = ["osvd"] + [m for m in _all_methods() if m == "transformer"]
     assert bids_app.main([str(bids), str(out), "participant", "--methods", *methods, "-w", str(tmp_path / "work"),
                           "--nprocs", "1", "--device", "cpu"]) == 0
@@ -265,7 +265,7 @@ def test_motion_correction_end_to_end_on_a_moving_head(tmp_path):
     from ctp_nipype.cli.perfusion import main as perfusion_main
 
     bids, out = tmp_path / "bids", tmp_path / "out"
-    assert phantom_main([str(bids), "--size", "small", "--seed", "4", "--motion"]) == 0
+    write_phantom_dataset(bids, size="small", seed=4, motion=True)
     scan = bids / "sub-01" / "ses-01" / "sub-01_ses-01_ctp.nii.gz"
     methods = ["osvd"] + [m for m in _all_methods() if m == "transformer"]
     assert perfusion_main([str(scan), str(out), "--method", *methods, "--motion-correction",

@@ -32,7 +32,7 @@ import nibabel as nb
 import numpy as np
 
 from ctp_nipype.cli import bids_app
-from ctp_nipype.cli.phantom import main as phantom_main
+from ctp_nipype.sims.dataset import write_phantom_dataset
 from ctp_nipype.perfusion.evaluation import evaluate
 from ctp_nipype.perfusion.stats import dice
 from ctp_nipype.sims.phantom import PhantomLabel
@@ -51,9 +51,7 @@ def phantom_ratios(root, seed, noise_hu, limits, size):
     bids = root / "bids"
     out = {}
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        if phantom_main([str(bids), "--subjects", "1", "--size", size, "--seed", str(seed),
-                         "--noise-sd", str(noise_hu)]) != 0:
-            raise RuntimeError(f"ctp-phantom failed (seed {seed}, {noise_hu} HU)")
+        write_phantom_dataset(bids, subjects=1, size=size, seed=seed, noise_sd_hu=noise_hu)
         for limit in limits:
             run = root / f"oi-{limit:g}"
             argv = [str(bids), str(run / "out"), "participant", "--methods", "osvd", "--oi-threshold", str(limit),

@@ -46,7 +46,11 @@ def user_facing(prog):
             try:
                 return main(args)
             except KeyboardInterrupt:
-                print(f"{prog}: interrupted", file=sys.stderr)
+                if debug:
+                    raise
+                print(f"{prog}: interrupted (Ctrl-C): every worker stopped; a scan not finished keeps its "
+                      "_UNFINISHED.txt note, and the same command with the same work folder resumes.",
+                      file=sys.stderr, flush=True)
                 return 130
             except (ValueError, OSError) as err:
                 if debug:

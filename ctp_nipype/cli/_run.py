@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,65 +12,7 @@ import time
 from pathlib import Path
 
 from ..bids import derivative_name, parse_derivative_name
-
-PLUGINS = ("Linear", "MultiProc", "SLURM")
-
-
-def positive_float(text):
-    """argparse type: a number above 0 (``--guided-filter-radius-mm 2.5``)."""
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def add_method_options(parser):
-    """The SVD thresholds, the constants and the baseline: options shared by ctp-perfusion and ctp-bids-app."""
-    from ..perfusion.constants import KAPPA_H, RHO
-    from ..perfusion.svd import DEFAULT_OI_THRESHOLD
-
-    parser.add_argument("--threshold", type=float, help="relative SVD threshold (default per method: sSVD 0.2, "
-                        "cSVD 0.1; for oSVD the largest rung of its ladder)")
-    parser.add_argument("--oi-threshold", type=float, default=DEFAULT_OI_THRESHOLD,
-                        help="oSVD's oscillation index target (default %(default)s)")
-    parser.add_argument("--kappa-h", type=float, default=KAPPA_H, help="hematocrit factor (default %(default)s)")
-    parser.add_argument("--rho", type=float, default=RHO, help="tissue density in g/ml (default %(default)s)")
-    parser.add_argument("--baseline-frames", type=int, help="pre-bolus frames (default: detected from the AIF)")
-
-
-def method_options(args):
-    """The ``method_options`` of :func:`ctp_nipype.workflows.base.init_ctp_wf` from the options above."""
-    return {
-        "threshold": args.threshold,
-        "oi_threshold": args.oi_threshold,
-        "kappa_h": args.kappa_h,
-        "rho": args.rho,
-        "n_baseline_frames": args.baseline_frames,
-    }
-
-
-def check_options(args):
-    """Numeric options in their valid ranges (each error names the option); options a command lacks are skipped."""
-    from ..io import InputError
-
-    checks = (
-        ("--threshold", "threshold", lambda v: 0 < v < 1, "a relative threshold strictly between 0 and 1"),
-        ("--oi-threshold", "oi_threshold", lambda v: v > 0, "a positive oscillation index"),
-        ("--kappa-h", "kappa_h", lambda v: 0 < v <= 1, "a hematocrit factor in (0, 1]"),
-        ("--rho", "rho", lambda v: 0 < v < 10, "a tissue density in g/ml (about 1.04)"),
-        ("--frame-interval", "frame_interval", lambda v: 0 < v < 3600, "a positive number of seconds"),
-        ("--baseline-frames", "baseline_frames", lambda v: v >= 1, "at least 1"),
-        ("--nprocs", "nprocs", lambda v: v >= 1, "at least 1"),
-    )
-    for option, name, valid, expected in checks:
-        value = getattr(args, name, None)
-        if value is not None and not (value == value and valid(value)):  # value == value: not NaN
-            raise InputError(f"{option} {value} is out of range; give {expected}.")
+from .parser import PLUGINS
 
 
 def parse_plugin_args(text):
@@ -108,7 +51,12 @@ def parse_plugin_args(text):
 
 
 class ProgressPrinter:
-    """Nipype ``status_callback``: one line per finished step, with its time."""
+    """Nipype ``status_callback``: one line per finished step, with its time.
+
+    Nipype's Linear plugin also reports ``end`` for the steps it skips because an
+    upstream step failed; those were never started, have no result, and are counted
+    in ``skipped``, not printed.
+    """
 
     def __init__(self, stream=None):
         import sys
@@ -116,6 +64,7 @@ class ProgressPrinter:
         self.stream = stream or sys.stdout
         self.started = {}
         self.finished = 0
+        self.skipped = 0
         self.failed = []
 
     def __call__(self, node, status):
@@ -123,8 +72,14 @@ class ProgressPrinter:
         if status == "start":
             self.started[name] = time.monotonic()
             return
+        if name not in self.started and status == "end":
+            self.skipped += 1
+            return
         elapsed = time.monotonic() - self.started.pop(name, time.monotonic())
-        runtime = getattr(getattr(node, "result", None), "runtime", None)
+        try:
+            runtime = getattr(node.result, "runtime", None)
+        except Exception:  # noqa: BLE001 - no result file (failed or cleaned up): the plugin's time
+            runtime = None
         if getattr(runtime, "duration", None) is not None:
             elapsed = runtime.duration  # the node's own time, not the plugin's queueing
         if status == "end":
@@ -149,7 +104,8 @@ def _crash_summary(crashdump_dir, since):
             continue
         text = crash.read_text(errors="replace").splitlines()
         node = next((line.split(":", 1)[1].strip() for line in text if line.startswith("Node:")), crash.name)
-        errors = [line.strip() for line in text if line.strip() and not line.startswith(("Node", "Working", "File"))]
+        errors = [line.strip() for line in text
+                  if line.strip(" ^~\t") and not line.startswith(("Node", "Working", "File"))]
         message = next((line for line in reversed(errors) if "Error" in line or "Exception" in line), errors[-1] if errors else "")
         message = re.sub(r"^(?:\w+\.)+(\w+:)", r"\1", message)  # ctp_nipype.io.InputError: -> InputError:
         found.append((node, message, crash))
@@ -174,16 +130,91 @@ def _check_slurm():
             os.environ["LOGNAME"] = "ctp_nipype"
 
 
-def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crashdump_dir=None, debug=False):
-    """Run with a Nipype plugin, printing one line per finished step; returns the ProgressPrinter.
+def _ignore_interrupt(cwd):
+    """A MultiProc worker's start: Ctrl-C is the parent's to handle (it stops the workers)."""
+    import signal
 
-    A failed step raises :class:`WorkflowError` with the step's name, its error
-    message and the crash report's path (Nipype's own traceback only with ``debug``).
+    from nipype.pipeline.plugins.multiproc import process_initializer
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    process_initializer(cwd)
+
+
+def _multiproc_plugin(plugin_args):
+    """Nipype's MultiProc whose workers ignore Ctrl-C, so that an interrupt prints one line, not one
+    traceback per worker; :func:`run_workflow` ends the workers itself."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from nipype.pipeline.plugins import multiproc
+
+    class MultiProcPlugin(multiproc.MultiProcPlugin):  # Nipype names a plugin object by its class name
+        def __init__(self, plugin_args=None):
+            super().__init__(plugin_args=plugin_args)
+            self.pool.shutdown(wait=False)  # no worker started yet: replace the pool
+            self.pool = ProcessPoolExecutor(max_workers=self.processors, initializer=_ignore_interrupt,
+                                            initargs=(self._cwd,),
+                                            mp_context=mp.get_context(self.plugin_args.get("mp_context")))
+
+    return MultiProcPlugin(plugin_args=plugin_args)
+
+
+def _stop_workers(runner):
+    """End a MultiProc pool's worker processes now (after Ctrl-C)."""
+    pool = getattr(runner, "pool", None)
+    if pool is None:
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.terminate()
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def check_plugin_args(plugin, plugin_args):
+    """The plugin's arguments of the right types: ``n_procs``, ``memory_gb``, ``max_jobs`` are numbers.
+
+    >>> check_plugin_args("MultiProc", {"n_procs": "abc"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctp_nipype.io.InputError: --plugin-args n_procs=...abc... is not a number; give a whole number of processes, e.g. n_procs=4.
+    """
+    from ..io import InputError
+
+    if plugin not in PLUGINS:
+        raise InputError(f"Unknown plugin {plugin!r}; choose one of {', '.join(PLUGINS)}.")
+    numbers = {"n_procs": (int, 1, "a whole number of processes, e.g. n_procs=4"),
+               "max_jobs": (int, 1, "a whole number of jobs, e.g. max_jobs=50"),
+               "memory_gb": (float, 0, "a memory size in GB, e.g. memory_gb=16"),
+               "poll_sleep_duration": (float, 0, "seconds, e.g. poll_sleep_duration=5")}
+    for key, (kind, lowest, example) in numbers.items():
+        if key not in plugin_args:
+            continue
+        value = plugin_args[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise InputError(f"--plugin-args {key}={value!r} is not a number; give {example}.")
+        if not value > lowest - (kind is int):
+            raise InputError(f"--plugin-args {key}={value!r} is out of range; give {example}.")
+    return plugin_args
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, after every worker was stopped."""
+
+
+def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crashdump_dir=None, debug=False):
+    """Run with a Nipype plugin, printing one line per finished step.
+
+    A failed step does not stop the others (Nipype's ``stop_on_first_crash`` is off):
+    the steps that do not depend on it still run. Returns ``(progress, crashes)``:
+    the :class:`ProgressPrinter` and ``[(node, message, crash file)]`` of the steps that
+    failed (Nipype's own traceback only with ``debug``). A failure no crash report
+    explains raises :class:`WorkflowError`. Ctrl-C stops every worker process and raises
+    :class:`Interrupted`.
     """
     from nipype import config, logging as nipype_logging
 
-    if plugin not in PLUGINS:
-        raise ValueError(f"Unknown plugin {plugin!r}; choose one of {', '.join(PLUGINS)}.")
+    args = check_plugin_args(plugin, dict(plugin_args or {}))
     config.set("execution", "stop_on_first_crash", "false")
     config.set("execution", "crashfile_format", "txt")
     if crashdump_dir:
@@ -196,7 +227,6 @@ def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crash
     if plugin == "SLURM":
         _check_slurm()
     progress = ProgressPrinter()
-    args = dict(plugin_args or {})
     args.setdefault("status_callback", progress)
     if plugin == "MultiProc":
         args.setdefault("n_procs", max(1, int(nprocs)))
@@ -205,19 +235,28 @@ def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crash
         plugin = "Linear"
         args.pop("n_procs")
         args.pop("raise_insufficient")
+    runner = _multiproc_plugin(args) if plugin == "MultiProc" else plugin
     started = time.time() - 1
     try:
-        workflow.run(plugin=plugin, plugin_args=args)
+        workflow.run(plugin=runner, plugin_args=None if plugin == "MultiProc" else args)
+    except KeyboardInterrupt:
+        _stop_workers(runner)
+        raise Interrupted() from None
     except Exception as err:  # nipype raises RuntimeError or the node's own error
         if debug:
             raise
         crashes = _crash_summary(crashdump_dir, started) if crashdump_dir else []
         if not crashes:
             raise WorkflowError(f"the workflow failed: {err}") from None
-        node, message, path = crashes[0]
-        more = f" (and {len(crashes) - 1} more failed steps)" if len(crashes) > 1 else ""
-        raise WorkflowError(f"step '{node}' failed: {message.rstrip('.')}{more}. Crash report: {path}") from None
-    return progress
+        return progress, crashes
+    return progress, []
+
+
+def crash_line(crashes):
+    """One line for the crashes of one scan: its first failed step, its error and the crash report."""
+    node, message, path = crashes[0]
+    more = f" (and {len(crashes) - 1} more failed steps)" if len(crashes) > 1 else ""
+    return f"step '{node}' failed: {message.rstrip('.')}{more}. Crash report: {path}"
 
 
 def _read_sidecar_key(path, key):
@@ -230,7 +269,7 @@ def _read_sidecar_key(path, key):
 def summarise_outputs(output_dir, since):
     """Lines describing the derivatives written since a time stamp, and warnings from sidecars."""
     output_dir = Path(output_dir)
-    written = [p for p in output_dir.rglob("*") if p.is_file() and p.stat().st_mtime >= since]
+    written = [p for p in output_dir.rglob("*") if p.is_file() and not p.name.startswith(".") and p.stat().st_mtime >= since]
     maps = [p for p in written if p.name.endswith(".nii.gz") and (parse_derivative_name(p) or {}).get("desc")]
     lines = [f"{len(written)} files written under {output_dir} ({len(maps)} NIfTI maps and masks)."]
     for side in sorted(p for p in written if p.suffix == ".json" and p.name.endswith("_cbf.json")):
@@ -249,9 +288,10 @@ def summarise_outputs(output_dir, since):
         censoring = _read_sidecar_key(side, "AIFFirstPassCensoring")
         if isinstance(censoring, dict) and censoring.get("Warning"):
             lines.append(f"warning: {side.name}: {censoring['Warning']}")
-        motion_warning = _read_sidecar_key(side, "HeadMotionWarning")
-        if motion_warning:
-            lines.append(f"warning: {side.name}: {motion_warning}")
+        for key in ("HeadMotionWarning", "AIFTruncationWarning"):
+            warning = _read_sidecar_key(side, key)
+            if warning:
+                lines.append(f"warning: {side.name}: {warning}")
     reports = sorted(p for p in written if p.suffix == ".html")
     for report in reports:
         lines.append(f"report: {report}")

@@ -17,15 +17,18 @@ import nibabel as nb
 import numpy as np
 
 from ..bids import derivative_name
-from . import bids_app, phantom
+from ..sims.dataset import write_phantom_dataset
+from . import bids_app
 
 
 def _methods():
     from ..nn.weights import shipped_weights_available
 
-    methods = ["ssvd", "csvd", "osvd"]
+    from ..perfusion.constants import NETWORK_METHOD, SVD_METHODS
+
+    methods = list(SVD_METHODS)
     if shipped_weights_available():
-        methods.append("transformer")
+        methods.append(NETWORK_METHOD)
     else:
         print("note: no Transformer weights are shipped in this build; the demo runs the SVD methods only.")
     return methods
@@ -37,9 +40,7 @@ def main(argv=None):
     bids_dir, derivatives, work = out / "bids", out / "derivatives", out / "work"
     start = time.time()
     if not (bids_dir / "dataset_description.json").exists():
-        code = phantom.main([str(bids_dir), "--subjects", "2", "--size", "demo", "--seed", "1"])
-        if code:
-            return code
+        write_phantom_dataset(bids_dir, subjects=2, size="demo", seed=1, log=print)
     methods = _methods()
     common = ["--methods", *methods, "-w", str(work), "--device", "cpu"]
     code = bids_app.main([str(bids_dir), str(derivatives), "participant", "--nprocs", "2", *common])

@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ..io import generated_by, write_json, write_table_tsv
+from ..io import generated_by, prepare_output_dir, write_json, write_table_tsv
 from ..perfusion.evaluation import METHODS, SVD_METHODS, evaluate, level_rows, markdown_table, summary_rows
 from ..sims.testsets import N_CURVES, TEST_SETS, make_test_set
 from ._errors import user_facing
@@ -44,7 +44,8 @@ def build_parser():
     parser.add_argument("--n-curves", type=int, default=N_CURVES, help="curves per set (default %(default)s)")
     parser.add_argument("--seed", type=int, help="base seed: set k uses seed + k (default: each set's fixed seed)")
     parser.add_argument("--weights", type=Path, help="network weights (.safetensors) for the transformer")
-    parser.add_argument("--device", default="cpu", help="torch device for the transformer (default cpu)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu",
+                        help="torch device for the transformer (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -100,8 +101,12 @@ def main(argv=None):
         raise ValueError(f"Unknown test set(s) {bad_sets}; Table 1 has sets 1-6.")
     if args.n_curves < 11:
         raise ValueError(f"--n-curves must be at least 11 (one curve per level of every set), got {args.n_curves}.")
-    out_dir = args.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if "transformer" in args.methods:  # a bad weights file or device is refused here, not after the simulation
+        from .parser import check_device, check_weights
+
+        check_device(args.device)
+        check_weights(args.weights)
+    out_dir = prepare_output_dir(args.out_dir)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"ctp-evaluate: {line}", flush=True))
 
     start = time.perf_counter()

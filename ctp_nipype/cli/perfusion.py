@@ -10,66 +10,42 @@ extension.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from .. import __version__
-from ..perfusion.filtering import RADIUS_MM
+from ..perfusion.constants import DEFAULT_METHODS
 from ._errors import user_facing
-from ._run import (
-    PLUGINS,
-    add_method_options,
-    check_options,
-    method_options,
-    parse_plugin_args,
-    positive_float,
-    run_workflow,
-    summarise_outputs,
+from .parser import (
+    add_execution_options,
+    add_methods_option,
+    add_network_options,
+    add_processing_options,
+    validate_options,
 )
-
-METHOD_CHOICES = ("ssvd", "csvd", "osvd", "transformer")
 
 
 def build_parser():
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="ctp-perfusion",
         description="Perfusion maps (CBF, CBV, MTT, Tmax/BAD) of one 4D CT perfusion scan.",
     )
     parser.add_argument("in_file", type=Path, help="4D CTP NIfTI in HU (x, y, z, t)")
     parser.add_argument("out_dir", type=Path, help="output folder (created if missing)")
-    parser.add_argument("--aif", type=Path, help="arterial curve TSV (column 'aif', HU); default: automatic")
-    parser.add_argument("--vof", type=Path, help="venous curve TSV (column 'vof', HU); default: automatic")
-    parser.add_argument("--mask", type=Path, help="brain mask replacing the automatic one")
-    parser.add_argument(
-        "--method", "--methods", nargs="+", choices=METHOD_CHOICES, default=["osvd", "transformer"],
-        metavar="METHOD", help="one or more of ssvd, csvd, osvd, transformer (default: osvd transformer)",
+    inputs = parser.add_argument_group("Inputs replacing automatic steps")
+    inputs.add_argument("--aif", type=Path, help="arterial curve TSV (column 'aif', HU); default: automatic")
+    inputs.add_argument("--vof", type=Path, help="venous curve TSV (column 'vof', HU); default: automatic")
+    inputs.add_argument("--mask", type=Path, help="brain mask replacing the automatic one")
+    add_methods_option(inputs, flags=("--method", "--methods"), default=DEFAULT_METHODS)
+    add_processing_options(parser)
+    add_network_options(parser)
+    add_execution_options(
+        parser, 1,
+        "Nipype work directory, trusted like code (Nipype loads its cache as pickles): it must be yours and not "
+        "writable by others; a rerun with the same one resumes (default: a new private temporary folder)",
     )
-    parser.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame; frames still "
-                        "displaced by more than 0.5 mm are left out of the masks and the AIF/VOF selection")
-    parser.add_argument("--no-guided-filter", action="store_true", help="skip the guided filter")
-    parser.add_argument(
-        "--no-partial-volume-correction", action="store_true",
-        help="keep the AIF as it is instead of rescaling its first-pass area to the VOF's (de la Rosa et al. 2021); "
-             "for an AIF that is already corrected",
-    )
-    parser.add_argument(
-        "--guided-filter-radius-mm", type=positive_float, default=RADIUS_MM, metavar="MM",
-        help="the guided filter's in-plane radius in mm, rounded to voxels (default %(default)s: the paper's "
-        "2 voxels of 0.94 mm)",
-    )
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device of the network")
-    parser.add_argument("--weights", type=Path, help="network weights (.safetensors); default the shipped ones")
-    add_method_options(parser)
-    parser.add_argument("--frame-interval", type=float, help="seconds per frame when no other timing source exists")
-    parser.add_argument("--nprocs", type=int, default=1, help="processes (MultiProc when > 1)")
-    parser.add_argument("--plugin", choices=PLUGINS, default="MultiProc", help="Nipype execution plugin")
-    parser.add_argument("--plugin-args", default="", help="plugin arguments (JSON or key=value pairs)")
-    parser.add_argument("-w", "--work-dir", type=Path, help="Nipype work directory (default: a temporary folder)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--version", action="version", version=f"ctp_nipype {__version__}")
     return parser
 
 
@@ -85,34 +61,31 @@ def validate_inputs(args):
         prepare_output_dir,
         read_curve_tsv,
     )
-    from .bids_app import check_weights
 
     for label, path in (("input scan", args.in_file), ("AIF file", args.aif), ("VOF file", args.vof),
                         ("mask", args.mask)):
         if path is not None and not path.exists():
             raise FileNotFoundError(f"The {label} {path} does not exist.")
-    check_options(args)
+    validate_options(args)
     # nothing is ever written inside the dataset the scan comes from
     dataset = find_dataset_root(args.in_file)
     if dataset is not None:
         check_output_outside_input(args.out_dir, [dataset])
         if args.work_dir is not None:
             check_output_outside_input(args.work_dir, [dataset], "work folder (-w)")
-    scan = load_ctp(args.in_file, frame_interval=args.frame_interval)
+    scan = load_ctp(args.in_file, frame_interval=args.frame_interval, allow_long_frames=args.allow_long_frames)
     check_plausible_hu(scan.data, args.in_file)
     check_enhancement(scan.data, args.in_file)
     n_frames = scan.data.shape[3]
     if args.baseline_frames is not None and args.baseline_frames >= n_frames:
         raise InputError(f"--baseline-frames {args.baseline_frames} leaves no frame of the {n_frames} after it.")
     if args.aif is not None:
-        read_curve_tsv(args.aif, "aif", n_frames)
+        read_curve_tsv(args.aif, "aif", n_frames, allow_long_frames=args.allow_long_frames)
     if args.vof is not None:
-        read_curve_tsv(args.vof, "vof", n_frames)
+        read_curve_tsv(args.vof, "vof", n_frames, allow_long_frames=args.allow_long_frames)
     if args.mask is not None and not load_mask(args.mask, scan.spatial_shape, scan.affine, "brain mask").any():
         raise InputError(f"The brain mask {args.mask} is empty; give a mask with the brain's voxels set to 1.")
     del scan
-    if "transformer" in args.method:
-        check_weights(args.weights)
     prepare_output_dir(args.out_dir)
 
 
@@ -120,41 +93,18 @@ def validate_inputs(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from ..io import output_prefix
-    from ..workflows.base import init_ctp_wf
+    from ._workdir import private_dir
+    from .workflow import ScanJob, report, run_scans
 
     validate_inputs(args)
-
-    prefix = output_prefix(args.in_file)
-    options = method_options(args)
-    workflow = init_ctp_wf(
-        str(args.out_dir.resolve()),
-        subdir="",
-        methods=args.method,
-        motion_correction=args.motion_correction,
-        guided_filter=not args.no_guided_filter,
-        partial_volume_correction=not args.no_partial_volume_correction,
-        guided_filter_radius_mm=args.guided_filter_radius_mm,
-        device=args.device,
-        weights=str(args.weights.resolve()) if args.weights else None,
-        frame_interval=args.frame_interval,
-        method_options=options,
-        name=f"ctp_{prefix.replace('-', '_')}",
-    )
-    workflow.inputs.inputnode.in_file = str(args.in_file.resolve())
-    workflow.inputs.inputnode.prefix = prefix
-    for field, path in (("aif_file", args.aif), ("vof_file", args.vof), ("brain_mask", args.mask)):
-        if path is not None:
-            setattr(workflow.inputs.inputnode, field, str(path.resolve()))
-    with tempfile.TemporaryDirectory(prefix="ctp_perfusion_") as tmp:
-        work_dir = args.work_dir or Path(tmp)
-        workflow.base_dir = str(Path(work_dir).resolve())
-        start = time.time()
+    job = ScanJob(args.in_file, output_prefix(args.in_file),
+                  inputs={"aif_file": args.aif, "vof_file": args.vof, "brain_mask": args.mask})
+    with tempfile.TemporaryDirectory(prefix="ctp_perfusion_") as tmp:  # created 0700, yours
+        work_dir = Path(tmp) if args.work_dir is None else private_dir(args.work_dir)
         crashdump_dir = (args.out_dir if args.work_dir is None else Path(work_dir)).resolve() / "crashes"
-        run_workflow(workflow, args.plugin, args.nprocs, parse_plugin_args(args.plugin_args),
-                     crashdump_dir=crashdump_dir, debug=args.debug)
-    print(f"\nFinished in {time.time() - start:.0f} s.")
-    for line in summarise_outputs(args.out_dir, start):
-        print(line)
+        failures, progress, start = run_scans("ctp-perfusion", [job], args, args.out_dir, work_dir, args.methods,
+                                              crashdump_dir)
+    report(failures, progress, start, args.out_dir, 1)
     return 0
 
 

@@ -1,227 +1,17 @@
 """``ctp-phantom OUT_DIR``: a BIDS dataset of digital brain phantom CTP scans and their ground truth.
 
-Layout (subject ``k`` uses seed ``SEED + k - 1``, so ``--seed 3`` makes
-sub-01 equal to ``make_phantom(seed=3)``)::
-
-    OUT_DIR/dataset_description.json
-    OUT_DIR/sub-01/ses-01/sub-01_ses-01_ctp.nii.gz     4D HU scan
-    OUT_DIR/sub-01/ses-01/sub-01_ses-01_ctp.json       FrameTimesStart (s), FrameDuration (s), ...
-    OUT_DIR/derivatives/phantom-truth/dataset_description.json          (DatasetType derivative)
-    OUT_DIR/derivatives/phantom-truth/sub-01/ses-01/perf/
-        sub-01_ses-01_desc-truth_{cbf,cbv,mtt,bad,dispersion}.nii.gz (+ .json with Units)
-        sub-01_ses-01_desc-truth_dseg.nii.gz (+ .json with the label codes)
-        sub-01_ses-01_desc-truth_aif.tsv     columns time, aif, vof (HU, blood baseline included)
-        sub-01_ses-01_desc-truth_motion.tsv  with --motion: time, trans_{x,y,z}_mm, rot_{x,y,z}_deg
-        sub-01_ses-01_desc-truth_parameters.json  every value the phantom was built with
-
-``bad`` is the bolus arrival delay of the local AIF relative to the global
-AIF (the phantom's delay map), in the conventions' name for it.
+The command line of :func:`ctp_nipype.sims.dataset.write_phantom_dataset`; that module's docstring gives the
+dataset's layout (subject ``k`` uses seed ``SEED + k - 1``; the truth under ``derivatives/phantom-truth``).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-import numpy as np
-
 from .. import __version__
+from ..sims.dataset import TRUTH_PIPELINE, write_phantom_dataset, write_subject  # noqa: F401 - kept importable here
 from ._errors import user_facing
-
-#: BIDS version the dataset descriptions declare
-BIDS_VERSION = "1.10.0"
-TRUTH_PIPELINE = "phantom-truth"
-
-
-def _generated_by():
-    from ..io import generated_by
-
-    return generated_by("ctp_nipype ctp-phantom")
-
-
-def _scan_header(phantom):
-    import nibabel as nb
-
-    from ..perfusion.timing import is_uniform
-
-    header = nb.Nifti1Header()
-    header.set_data_shape(phantom.hu.shape)
-    steps = np.diff(phantom.frame_times)
-    # pixdim[4] only for uniform timing; 0 otherwise, so that nothing mistakes it for the frame interval
-    frame_interval = float(steps.mean()) if is_uniform(phantom.frame_times) else 0.0
-    header.set_zooms(tuple(phantom.voxel_size_mm) + (frame_interval,))
-    header.set_xyzt_units("mm", "sec")
-    return header
-
-
-def _map_header():
-    import nibabel as nb
-
-    header = nb.Nifti1Header()
-    header.set_xyzt_units("mm", "sec")
-    return header
-
-
-def write_subject(phantom, out_dir, subject, session="01"):
-    """Write one phantom's scan into a BIDS dataset and its truth into ``derivatives/phantom-truth``.
-
-    Parameters
-    ----------
-    phantom : ctp_nipype.sims.phantom.Phantom
-    out_dir : Path
-        Root of the BIDS dataset.
-    subject, session : str
-        Labels without the ``sub-`` / ``ses-`` prefixes.
-
-    Returns
-    -------
-    Path
-        The scan written.
-    """
-    from ..io import write_curves_tsv, write_json, write_nifti
-    from ..perfusion.constants import UNITS
-
-    out_dir = Path(out_dir)
-    prefix = f"sub-{subject}_ses-{session}"
-    times = phantom.frame_times
-    durations = np.append(np.diff(times), np.diff(times)[-1])
-    scan = write_nifti(
-        out_dir / f"sub-{subject}" / f"ses-{session}" / f"{prefix}_ctp.nii.gz",
-        phantom.hu,
-        phantom.affine,
-        header=_scan_header(phantom),
-        sidecar={
-            "Modality": "CT",
-            "Manufacturer": "ctp_nipype digital brain phantom",
-            "Units": "HU",
-            "FrameTimesStart": times.tolist(),
-            "FrameDuration": durations.tolist(),
-            "SliceThickness": phantom.voxel_size_mm[2],
-            "ContrastBolusIngredient": "IODINE",
-            "PhantomSeed": phantom.parameters["seed"],
-            "PhantomSize": phantom.parameters["size"],
-        },
-    )
-    truth = out_dir / "derivatives" / TRUTH_PIPELINE / f"sub-{subject}" / f"ses-{session}" / "perf"
-    common = {"Method": "truth", "PhantomSeed": phantom.parameters["seed"], "Sources": [f"bids:raw:{scan.relative_to(out_dir).as_posix()}"]}
-    maps = {
-        "cbf": (phantom.cbf, "Cerebral blood flow of the perfused tissue (0 elsewhere)."),
-        "cbv": (phantom.cbv, "Cerebral blood volume, full-window CBF * MTT / 60 (0 outside perfused tissue)."),
-        "mtt": (phantom.mtt, "Mean transit time = 60 CBV / CBF (0 outside perfused tissue)."),
-        "bad": (phantom.delay, "Bolus arrival delay: shift of the local AIF relative to the global AIF."),
-        "dispersion": (phantom.dispersion, "T_A of the exponential vascular transport function of the local AIF."),
-    }
-    for name, (values, description) in maps.items():
-        write_nifti(
-            truth / f"{prefix}_desc-truth_{name}.nii.gz",
-            values,
-            phantom.affine,
-            header=_map_header(),
-            sidecar=dict(common, Units=UNITS.get(name, "s"), Description=description),
-        )
-    write_nifti(
-        truth / f"{prefix}_desc-truth_dseg.nii.gz",
-        phantom.labels,
-        phantom.affine,
-        header=_map_header(),
-        dtype=np.uint8,
-        sidecar=dict(
-            common,
-            Description="Label map of the phantom.",
-            Labels={str(code): name for code, name in phantom.parameters["labels"].items()},
-        ),
-    )
-    write_curves_tsv(truth / f"{prefix}_desc-truth_aif.tsv", {"time": times, "aif": phantom.aif, "vof": phantom.vof})
-    write_json(
-        truth / f"{prefix}_desc-truth_aif.json",
-        dict(
-            common,
-            Description=(
-                "True global AIF (an artery voxel full of blood) and VOF, HU with the blood baseline. "
-                "The artery voxels of the scan hold ArteryPartialVolume of this AIF's concentration."
-            ),
-            Units={"time": "s", "aif": "HU", "vof": "HU"},
-            BloodBaselineHU=phantom.blood_baseline_hu,
-            ArteryPartialVolume=phantom.artery_partial_volume,
-        ),
-    )
-    if phantom.motion_parameters is not None:
-        from ..perfusion.motion import PARAMETER_NAMES
-
-        columns = {"time": times}
-        columns.update({name: phantom.motion_parameters[:, i] for i, name in enumerate(PARAMETER_NAMES)})
-        write_curves_tsv(truth / f"{prefix}_desc-truth_motion.tsv", columns)
-        write_json(
-            truth / f"{prefix}_desc-truth_motion.json",
-            dict(
-                common,
-                Description=(
-                    "Rigid head motion of each frame relative to frame 0, in the convention of "
-                    "ctp_nipype.perfusion.motion (what its registration should report): rotation "
-                    "Rz Ry Rx about the centre of the volume, then translation, along the array axes."
-                ),
-                Units={"time": "s", **{n: ("mm" if n.endswith("_mm") else "degrees") for n in PARAMETER_NAMES}},
-                CentreMM=phantom.parameters["motion_centre_mm"],
-            ),
-        )
-    write_json(truth / f"{prefix}_desc-truth_parameters.json", phantom.parameters)
-    return scan
-
-
-def write_phantom_dataset(
-    out_dir, subjects=1, seed=0, size="small", non_uniform_timing=False, motion=False, noise_sd_hu=8.0, log=None
-):
-    """Build ``subjects`` phantoms (seeds ``seed``, ``seed + 1``, ...) and write them as a BIDS dataset.
-
-    Returns
-    -------
-    list of Path
-        The scans written.
-    """
-    from ..io import write_json
-    from ..sims.phantom import make_phantom
-
-    if subjects < 1:
-        raise ValueError(f"--subjects must be at least 1, got {subjects}.")
-    if subjects > 99:
-        raise ValueError(f"--subjects must be at most 99 (two-digit labels), got {subjects}.")
-    out_dir = Path(out_dir)
-    write_json(
-        out_dir / "dataset_description.json",
-        {
-            "Name": "ctp_nipype digital brain phantom",
-            "BIDSVersion": BIDS_VERSION,
-            "DatasetType": "raw",
-            "License": "CC0",
-            "GeneratedBy": _generated_by(),
-        },
-    )
-    write_json(
-        out_dir / "derivatives" / TRUTH_PIPELINE / "dataset_description.json",
-        {
-            "Name": "ctp_nipype digital brain phantom: ground truth",
-            "BIDSVersion": BIDS_VERSION,
-            "DatasetType": "derivative",
-            "GeneratedBy": _generated_by(),
-            "DatasetLinks": {"raw": "../.."},
-            "SourceDatasets": [{"URL": "bids:raw"}],
-        },
-    )
-    scans = []
-    for index in range(1, subjects + 1):
-        start = time.monotonic()
-        phantom = make_phantom(
-            size=size,
-            seed=seed + index - 1,
-            non_uniform_timing=non_uniform_timing,
-            motion=motion,
-            noise_sd_hu=noise_sd_hu,
-        )
-        scans.append(write_subject(phantom, out_dir, f"{index:02d}"))
-        if log is not None:
-            log(f"sub-{index:02d}: seed {seed + index - 1}, {phantom.hu.shape} in {time.monotonic() - start:.1f} s")
-    return scans
 
 
 def build_parser():
@@ -251,6 +41,13 @@ def build_parser():
 @user_facing("ctp-phantom")
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from ..io import InputError, prepare_output_dir
+
+    if not 1 <= args.subjects <= 99:
+        raise InputError(f"--subjects {args.subjects} is out of range; give 1 to 99 (two-digit labels).")
+    if not 0 <= args.noise_sd < 1000:  # also refuses NaN
+        raise InputError(f"--noise-sd {args.noise_sd} is out of range; give a noise SD in HU from 0 to 1000.")
+    prepare_output_dir(args.out_dir, "dataset folder (OUT_DIR)")
     scans = write_phantom_dataset(
         args.out_dir,
         subjects=args.subjects,

@@ -41,7 +41,7 @@ from ..io import (
 )
 from ..perfusion import aif as aif_selection
 from ..perfusion import filtering, masks, motion
-from ..perfusion.timing import resample_to_uniform
+from ..perfusion.timing import aif_truncation_warning, resample_to_uniform
 
 def _optional(value, default=None):
     return value if isdefined(value) else default
@@ -118,6 +118,10 @@ class _LoadCTPInputSpec(BaseInterfaceInputSpec):
     sidecar_file = File(exists=True, desc="JSON sidecar with the timing (default: the file next to in_file)")
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     min_frames = traits.Int(10, usedefault=True, desc="fewer frames than this is an error")
+    allow_long_frames = traits.Bool(
+        False, usedefault=True, desc="accept frame intervals above 10 s and series above 10 minutes (the timing "
+        "rules of ctp_nipype.perfusion.timing.check_timing_units); recorded as AllowLongFrames for later steps",
+    )
     hu_range = traits.Tuple(PLAUSIBLE_HU, traits.Float, traits.Float, usedefault=True, desc="plausible HU range (min, max)"
     )
     head_motion_mm = traits.Float(
@@ -165,6 +169,7 @@ class LoadCTP(SimpleInterface):
             frame_interval=_optional(self.inputs.frame_interval),
             sidecar=_optional(self.inputs.sidecar_file),
             min_frames=self.inputs.min_frames,
+            allow_long_frames=self.inputs.allow_long_frames,
         )
         check_plausible_hu(scan.data, self.inputs.in_file, self.inputs.hu_range)
         check_enhancement(scan.data, self.inputs.in_file)
@@ -172,6 +177,8 @@ class LoadCTP(SimpleInterface):
         data, times = resample_to_uniform(scan.data, scan.frame_times) if resampled else (scan.data, scan.frame_times)
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         sidecar = {**scan.sidecar, **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times)}
+        if self.inputs.allow_long_frames:
+            sidecar["AllowLongFrames"] = True
         check = head_motion_check(data, scan.header.get_zooms()[:3], self.inputs.head_motion_mm)
         sidecar["HeadMotionCheck"] = check
         if check["HeadMoved"] and self.inputs.warn_head_motion:
@@ -653,6 +660,9 @@ class SelectAIFVOF(SimpleInterface):
 
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         motion_warning = head_motion_warning(scan.sidecar)
+        truncation_warning = aif_truncation_warning(curves["aif"], times, n_base)
+        if truncation_warning:
+            warnings.warn(f"{self.inputs.in_file}: {truncation_warning}", stacklevel=1)
         columns = {"time": times, "aif": curves["aif"], "vof": curves["vof"], "aif_corrected": corrected}
         out_file = write_curves_tsv(_out(runtime, derivative_name(prefix, "aif", desc="global", extension=".tsv")), columns)
         sidecar = {
@@ -675,6 +685,7 @@ class SelectAIFVOF(SimpleInterface):
             **_censoring_sidecar(censored),
             **({} if first_pass_censoring is None else {"AIFFirstPassCensoring": first_pass_censoring}),
             **({} if motion_warning is None else {"HeadMotionWarning": motion_warning}),
+            **({} if truncation_warning is None else {"AIFTruncationWarning": truncation_warning}),
             **({} if auto is None else {"Selection": auto.details}),
             **provenance(self.inputs.in_file, self.inputs.brain_mask),
         }

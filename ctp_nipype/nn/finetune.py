@@ -48,19 +48,19 @@ DEFAULT_AIF_COLUMNS = ("aif_corrected", "aif")
 
 
 def load_scan_curves(in_file, aif_file, mask_file=None, frame_interval=None, max_voxels=None, seed=0,
-                     aif_column=DEFAULT_AIF_COLUMNS):
+                     aif_column=DEFAULT_AIF_COLUMNS, allow_long_frames=False):
     """Read a CTP scan, its global AIF TSV and mask into :class:`ScanCurves` (resampled, baseline removed).
 
     ``max_voxels`` keeps a random subset of the masked voxels (memory). ``aif_column`` names the AIF's
     column, or several of which the first present is read (default: ``aif_corrected``, else ``aif``), so
     that fine-tuning sees the same AIF as inference (``TransformerPerfusion`` in the workflows reads the
-    corrected one).
+    corrected one). ``allow_long_frames`` lifts the timing limits of :func:`ctp_nipype.io.load_ctp`.
     """
     from ..io import load_ctp, load_mask, output_prefix, read_curve_tsv
     from ..perfusion.prepare import prepare_curves
 
-    scan = load_ctp(in_file, frame_interval=frame_interval)
-    aif_hu, _ = read_curve_tsv(aif_file, aif_column, n_frames=scan.data.shape[3])
+    scan = load_ctp(in_file, frame_interval=frame_interval, allow_long_frames=allow_long_frames)
+    aif_hu, _ = read_curve_tsv(aif_file, aif_column, n_frames=scan.data.shape[3], allow_long_frames=allow_long_frames)
     mask = load_mask(mask_file, scan.spatial_shape, scan.affine) if mask_file else np.ones(scan.spatial_shape, bool)
     curves = prepare_curves(scan.data, scan.frame_times, aif_hu)
     tissue = curves.tissue[mask]

@@ -10,8 +10,8 @@ seeded by ``(seed, step)`` so that a resumed run sees the same data as an
 uninterrupted one.
 
 The run directory holds ``recipe.json`` (the resolved recipe),
-``checkpoint.pt`` (model, optimiser, step, elapsed time; written atomically
-every few minutes and at the end; loaded with ``weights_only=True``),
+``checkpoint.safetensors`` (model, optimiser, step, elapsed time; written atomically
+every few minutes and at the end; no pickle: :mod:`ctp_nipype.nn.checkpoint`),
 ``log.tsv`` (one row per logged step: losses and validation metrics),
 ``best.safetensors`` (+ ``.json``: the weights with the lowest validation CBF
 RMSE so far) and ``last.safetensors``.
@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, fields, replace
@@ -61,6 +60,8 @@ from ..io import append_table_row
 from ..perfusion.constants import CBF_UNIT_FACTOR, KAPPA_H, RHO
 from ..sims.simulate import TRAINING_RANGES, simulate_curves
 from . import dataset
+from . import checkpoint as checkpoints
+from .checkpoint import CHECKPOINT_NAME, find_checkpoint, load_checkpoint
 from .loss import LossWeights, curve_weights, perfusion_loss
 from .model import RESIDUE_SCALE, ModelConfig, PerfusionTransformer, normalise_tissue
 from .weights import SHIPPED_WEIGHTS, load_model, read_metadata, save_weights
@@ -312,12 +313,6 @@ def _moving_average(model, decay):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
 
 
-def _atomic_torch_save(payload, path):
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def resolve_training_device(device="auto"):
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -421,7 +416,7 @@ def _train_stages(recipe, out_dir, resume, time_budget_minutes, max_steps, **opt
             break
         if index > 0:
             stage["init_weights"] = str((stage_dirs[index - 1] / "best.safetensors").resolve())
-        stage_resume = (stage_dir / "checkpoint.pt").exists()
+        stage_resume = find_checkpoint(stage_dir) is not None
         if not stage_resume and stage_dir.exists():  # killed before its first checkpoint: start it again
             shutil.rmtree(stage_dir)
         metrics = train(stage, stage_dir, resume=stage_resume,
@@ -461,7 +456,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     out_dir : str or Path
         Run directory (created). Refuses to overwrite an existing run unless ``resume``.
     resume : bool
-        Continue from ``out_dir/checkpoint.pt``.
+        Continue from ``out_dir/checkpoint.safetensors``.
     device : str
         ``auto`` (CUDA with mixed precision when present), ``cpu`` or ``cuda``.
     threads : int, optional
@@ -487,10 +482,10 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         return _train_stages(recipe, out_dir, resume, time_budget_minutes, max_steps, device=device,
                              threads=threads, progress=progress)
     out_dir = Path(out_dir)
-    checkpoint_path = out_dir / "checkpoint.pt"
+    checkpoint_path = out_dir / CHECKPOINT_NAME
     if out_dir.exists() and (out_dir / "log.tsv").exists() and not resume:
         raise FileExistsError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out.")
-    if resume and not checkpoint_path.exists():
+    if resume and find_checkpoint(out_dir) is None:
         raise FileNotFoundError(f"Cannot resume: {checkpoint_path} does not exist.")
     out_dir.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -509,7 +504,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     weights = LossWeights(**recipe["loss_weights"])
     state = {"step": 0, "elapsed_s": 0.0, "best_cbf_rmse": float("inf"), "best_ema_cbf_rmse": float("inf")}
     if resume:
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        checkpoint = load_checkpoint(checkpoint_path, device)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state.update(checkpoint["state"])
@@ -553,16 +548,9 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         return fraction
 
     def save_checkpoint():
-        _atomic_torch_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "state": state,
-                "recipe": json.dumps(recipe),
-                **({"ema": ema.state_dict()} if ema is not None else {}),
-            },
-            checkpoint_path,
-        )
+        checkpoints.save_checkpoint(checkpoint_path, model.state_dict(), optimizer.state_dict(), state,
+                                    json.dumps(recipe),
+                                    None if ema is None else ema.state_dict())
 
     bar = None
     if progress:

@@ -32,3 +32,10 @@ UNITS = {
     "residue": "1/s",
     "localaif": "HU",
 }
+
+#: The perfusion methods, named once: the truncated-SVD family and the network.
+SVD_METHODS = ("ssvd", "csvd", "osvd")
+NETWORK_METHOD = "transformer"
+METHODS = SVD_METHODS + (NETWORK_METHOD,)
+#: what the command lines run unless told otherwise
+DEFAULT_METHODS = ("osvd", NETWORK_METHOD)

@@ -31,14 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .constants import CBF_UNIT_FACTOR, CBV_UNIT_FACTOR, KAPPA_H, RHO
+from .constants import CBF_UNIT_FACTOR, CBV_UNIT_FACTOR, KAPPA_H, RHO, SVD_METHODS
 from .convolution import trapezoid_integral
 from .svd import DEFAULT_OI_THRESHOLD, DEFAULT_OSVD_LADDER, DEFAULT_THRESHOLDS, oscillation_index
 from ..sims.testsets import TEST_SETS, curve_levels
 from .timing import check_frame_times, is_uniform
-
-#: The SVD family, in the paper's order.
-SVD_METHODS = ("ssvd", "csvd", "osvd")
 
 
 # ----------------------------------------------------------------------------- batched SVD

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .constants import METHODS
+
 #: percentiles reported for every region (columns ``p05``, ``p25``, ``p75``, ``p95``)
 PERCENTILES = (5, 25, 75, 95)
 #: the statistic columns of a region-statistics row, in order
@@ -45,7 +47,7 @@ CORE_RELATIVE_CBF = 0.30
 #: hypoperfused tissue: Tmax (SVD) or BAD (network) above this many seconds
 DELAY_THRESHOLD_S = 6.0
 #: the methods' order in tables (the paper's), reference first
-METHOD_ORDER = ("ssvd", "csvd", "osvd", "transformer")
+METHOD_ORDER = METHODS
 #: the map's order in tables
 MAP_ORDER = ("cbf", "cbv", "mtt", "tmax", "bad")
 

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .constants import CBF_UNIT_FACTOR, CBV_UNIT_FACTOR, KAPPA_H, RHO
+from .constants import SVD_METHODS as METHODS
 from .convolution import circulant_matrix, toeplitz_matrix, trapezoid_integral
 from .timing import check_frame_times, is_uniform
 
-METHODS = ("ssvd", "csvd", "osvd")
 DEFAULT_THRESHOLDS = {"ssvd": 0.20, "csvd": 0.10}
 DEFAULT_OI_THRESHOLD = 0.035
 #: Relative singular-value thresholds tried by oSVD, ascending.

@@ -28,9 +28,8 @@ from ..interfaces.preprocessing import (
 from ..interfaces.svd import SVDDeconvolution
 from ..perfusion.filtering import RADIUS_MM
 
-SVD_METHODS = ("ssvd", "csvd", "osvd")
-ALL_METHODS = SVD_METHODS + ("transformer",)
-DEFAULT_METHODS = ("osvd", "transformer")
+from ..perfusion.constants import DEFAULT_METHODS, SVD_METHODS
+from ..perfusion.constants import METHODS as ALL_METHODS
 
 #: the maps each method writes (besides its 4D curves)
 METHOD_MAPS = {m: ("cbf", "cbv", "mtt", "tmax") for m in SVD_METHODS}
@@ -49,7 +48,8 @@ def check_methods(methods):
 
 
 def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_interval=None,
-                        guided_filter_radius_mm=RADIUS_MM, partial_volume_correction=True, name="ctp_preproc_wf"):
+                        guided_filter_radius_mm=RADIUS_MM, partial_volume_correction=True, allow_long_frames=False,
+                        name="ctp_preproc_wf"):
     """Preprocessing of one CTP scan.
 
     Workflow graph: ``docs/workflows.md`` (``ctp_preproc_wf``), drawn from this factory by
@@ -71,6 +71,9 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
         Rescale the AIF (automatic or the user's) so that its first-pass area equals the VOF's
         (de la Rosa et al. 2021, as the paper does); ``False`` keeps the AIF as it is, e.g. a user AIF
         that is already corrected. The curves TSV's ``aif_corrected`` column is then the AIF itself.
+    allow_long_frames : bool
+        Accept frame intervals above 10 s and series above 10 minutes (otherwise refused as a
+        likely unit mix-up: :func:`ctp_nipype.perfusion.timing.check_timing_units`).
 
     Inputs (``inputnode``)
     ----------------------
@@ -115,7 +118,8 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
         ),
         name="outputnode",
     )
-    load = pe.Node(LoadCTP(warn_head_motion=not motion_correction), name="load")
+    load = pe.Node(LoadCTP(warn_head_motion=not motion_correction, allow_long_frames=bool(allow_long_frames)),
+                   name="load")
     brain = pe.Node(BrainMask(), name="brain_mask")
     csf = pe.Node(CSFMask(), name="csf_mask")
     vessel = pe.Node(VesselMask(), name="vessel_mask")
@@ -279,6 +283,7 @@ def init_ctp_wf(
     method_options=None,
     guided_filter_radius_mm=RADIUS_MM,
     partial_volume_correction=True,
+    allow_long_frames=False,
     name="ctp_wf",
 ):
     """The whole scan: preprocessing, perfusion by every method, derivatives.
@@ -294,7 +299,8 @@ def init_ctp_wf(
         Folder below ``output_dir`` (``sub-01/ses-01/perf`` for BIDS, ``""`` flat).
     methods, device, weights, method_options
         See :func:`init_perfusion_wf`.
-    motion_correction, guided_filter, frame_interval, guided_filter_radius_mm, partial_volume_correction
+    motion_correction, guided_filter, frame_interval, guided_filter_radius_mm, partial_volume_correction,
+    allow_long_frames
         See :func:`init_ctp_preproc_wf`.
 
     Inputs (``inputnode``): ``in_file``, ``prefix`` and the optional user replacements
@@ -321,6 +327,7 @@ def init_ctp_wf(
     preproc = init_ctp_preproc_wf(
         motion_correction=motion_correction, guided_filter=guided_filter, frame_interval=frame_interval,
         guided_filter_radius_mm=guided_filter_radius_mm, partial_volume_correction=partial_volume_correction,
+        allow_long_frames=allow_long_frames,
     )
     options = dict(method_options or {})
     if frame_interval is not None:
