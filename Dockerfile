@@ -74,6 +74,11 @@ RUN python -m pip install --no-cache-dir /tmp/wheels/ctp_nipype-*.whl \
         "safetensors==0.8.0" \
         "tqdm==4.70.1" \
         "nilearn==0.14.1" \
+        "pydicom==3.0.2" \
+        "highdicom==0.28.2" \
+        "pylibjpeg==2.1.0" \
+        "pylibjpeg-libjpeg==2.5.0" \
+        "pylibjpeg-openjpeg==2.6.0" \
         "pingouin==0.7.0" \
         "statsmodels==0.15.0" \
     && python -m pip check \

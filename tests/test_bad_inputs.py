@@ -1,8 +1,8 @@
 """Bad input through every command line: one clear line, a non-zero exit, input untouched.
 
 The commands: ``ctp-perfusion``, ``ctp-bids-app``, ``ctp-finetune``, ``ctp-train``,
-``ctp-evaluate``, ``ctp-phantom`` (``ctp-convert``: add its rows to ``CASES`` with
-``prog="convert"`` and its ``main`` to ``PROGRAMS`` once ``ctp_nipype/cli/convert.py`` is merged).
+``ctp-evaluate``, ``ctp-phantom``, ``ctp-convert`` (its DICOM cases; every DICOM bad input is also
+in ``tests/test_dicom.py``).
 
 Every case of the table builds its inputs in an input folder (a loose scan
 or a BIDS dataset), runs the command's ``main(argv)`` in-process and checks:
@@ -34,7 +34,7 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from ctp_nipype.cli import bids_app, evaluate, finetune, train
+from ctp_nipype.cli import bids_app, convert, evaluate, finetune, train
 from ctp_nipype.cli import phantom as phantom_cli
 from ctp_nipype.cli import perfusion as perfusion_cli
 from ctp_nipype.io import InputError
@@ -482,6 +482,28 @@ _FINETUNE = _x("finetune")
 _TRAIN = _x("train")
 _EVALUATE = _x("evaluate")
 _PHANTOM = _x("phantom")
+_CONVERT = _x("convert")
+
+
+def _dicom_series(edit=None, **options):
+    """The phantom as a DICOM folder under ``inp`` (``edit(folder)`` then spoils it); argv of ctp-convert."""
+
+    def build(inp, tmp, ph):
+        from ctp_nipype.sims.dicom_phantom import write_dicom_series
+
+        folder = inp / "dicom"
+        write_dicom_series(ph.hu[..., :12], ph.affine, folder, frame_times=ph.frame_times[:12], **options)
+        if edit is not None:
+            edit(folder)
+        return [folder, tmp / "bids", "--participant-label", "01"]
+
+    return build
+
+
+def _copy_first_image(folder):
+    import shutil
+
+    shutil.copyfile(folder / "IM00001.dcm", folder / "copy.dcm")
 #: --device cuda where torch sees no GPU: refused before any work (skipped on a machine with a GPU)
 NO_GPU = ("no-gpu",)
 
@@ -659,6 +681,13 @@ CASES = [
              r"is a file, not a folder"),
     _b("BIDS: 3D scan (refused before the run)", _bids(dataset=_bids_scan(lambda ph: ph.hu[..., 0])),
        r"The CTP scan .* has 3 dimensions"),
+    # -- ctp-convert (DICOM)
+    _CONVERT("convert: no DICOM", lambda inp, tmp, ph: (curve_tsv(inp / "a.txt", "text"), [
+        inp, tmp / "bids", "--participant-label", "01"])[1], r"No DICOM file found in"),
+    _CONVERT("convert: missing timing tags", _dicom_series(time_tag=None), r"has no acquisition time.*Re-export"),
+    _CONVERT("convert: duplicated instance", _dicom_series(_copy_first_image), r"Duplicated instance.*remove one"),
+    _CONVERT("convert: bad participant label", lambda inp, tmp, ph: (curve_tsv(inp / "a.txt", "text"), [
+        inp, tmp / "bids", "--participant-label", "0 1"])[1], r"not a BIDS label"),
 ]
 
 
@@ -680,7 +709,7 @@ PROGRAMS = {
     "train": (train.main, "ctp-train"),
     "evaluate": (evaluate.main, "ctp-evaluate"),
     "phantom": (phantom_cli.main, "ctp-phantom"),
-    # "convert": (convert.main, "ctp-convert"),  # once cli/convert.py is merged, with its rows in CASES
+    "convert": (convert.main, "ctp-convert"),
 }
 
 

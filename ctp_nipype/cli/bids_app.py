@@ -54,6 +54,9 @@ def build_parser():
                    "whose lesion volumes are tabled (default: every method found)",
     )
     bids.add_argument("--skip-bids-validation", action="store_true", help="skip the dataset checks")
+    bids.add_argument("--dicom-out", type=Path, metavar="DIR",
+                      help="also write each scan's results as DICOM for PACS into DIR/<prefix>/, referencing the "
+                      "source series kept under BIDS_DIR/sourcedata/ by `ctp-convert --keep-source`")
     add_processing_options(parser)
     add_network_options(parser)
     add_execution_options(
@@ -100,6 +103,11 @@ def participant_level(args):
     if args.work_dir is not None:
         check_output_outside_input(args.work_dir, [args.bids_dir], "work folder (-w)")
     scans = collect_scans(args.bids_dir, args.participant_label, args.session_label)
+    if args.dicom_out is not None:
+        from ..dicom.convert import source_for_scan
+
+        check_output_outside_input(args.dicom_out, [args.bids_dir], "DICOM output folder (--dicom-out)")
+        sources = {scan.prefix: source_for_scan(args.bids_dir, scan.path) for scan in scans}
     prepare_output_dir(args.output_dir)
     if args.work_dir is None:
         work_dir, kept = default_work_dir(args.bids_dir, args.output_dir)
@@ -117,6 +125,14 @@ def participant_level(args):
     )
     failures, progress, start = run_scans("ctp-bids-app", good, args, args.output_dir, work_dir, args.methods,
                                           Path(work_dir) / "crashes", refused)
+    if args.dicom_out is not None:
+        from ..dicom.write import export_dicom
+
+        for scan in scans:
+            if scan.prefix not in failures:
+                written = export_dicom(args.output_dir / scan.derivatives_subdir, scan.prefix, sources[scan.prefix],
+                                       args.dicom_out / scan.prefix, methods=args.methods)
+                print(f"DICOM for PACS: {len(written)} objects in {args.dicom_out / scan.prefix}")
     report(failures, progress, start, args.output_dir, len(jobs))
     return 0
 

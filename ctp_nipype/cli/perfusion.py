@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ..perfusion.constants import DEFAULT_METHODS
+from ._dicom import add_dicom_options, dicom_input, export_dicom_outputs
 from ._errors import user_facing
 from .parser import (
     add_execution_options,
@@ -32,7 +33,7 @@ def build_parser():
         prog="ctp-perfusion",
         description="Perfusion maps (CBF, CBV, MTT, Tmax/BAD) of one 4D CT perfusion scan.",
     )
-    parser.add_argument("in_file", type=Path, help="4D CTP NIfTI in HU (x, y, z, t)")
+    parser.add_argument("in_file", type=Path, help="4D CTP NIfTI in HU (x, y, z, t), or a folder of DICOM files")
     parser.add_argument("out_dir", type=Path, help="output folder (created if missing)")
     inputs = parser.add_argument_group("Inputs replacing automatic steps")
     inputs.add_argument("--aif", type=Path, help="arterial curve TSV (column 'aif', HU); default: automatic")
@@ -46,6 +47,7 @@ def build_parser():
         "Nipype work directory, trusted like code (Nipype loads its cache as pickles): it must be yours and not "
         "writable by others; a rerun with the same one resumes (default: a new private temporary folder)",
     )
+    add_dicom_options(parser)
     return parser
 
 
@@ -96,6 +98,7 @@ def main(argv=None):
     from ._workdir import private_dir
     from .workflow import ScanJob, report, run_scans
 
+    args.in_file, _, _keep = dicom_input(args)  # a DICOM folder becomes a NIfTI in the work folder
     validate_inputs(args)
     job = ScanJob(args.in_file, output_prefix(args.in_file),
                   inputs={"aif_file": args.aif, "vof_file": args.vof, "brain_mask": args.mask})
@@ -105,6 +108,7 @@ def main(argv=None):
         failures, progress, start = run_scans("ctp-perfusion", [job], args, args.out_dir, work_dir, args.methods,
                                               crashdump_dir)
     report(failures, progress, start, args.out_dir, 1)
+    export_dicom_outputs(args, args.out_dir, output_prefix(args.in_file))
     return 0
 
 

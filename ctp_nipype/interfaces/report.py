@@ -129,6 +129,8 @@ class ScanReport(SimpleInterface):
                 warnings.append(f"{method}: {meta['FlaggedVoxels']} voxels flagged by the fit ({name} map sidecar).")
             if meta.get("ResampledToUniformGrid"):
                 warnings.append(f"{method}: the series was resampled to a uniform grid before fitting.")
+            if meta.get("TimeResampling") and not any("time grid" in w for w in warnings):
+                warnings.append(f"Slices put on one time grid when converted from DICOM: {meta['TimeResampling']}")
         residues, local_aifs = {}, {}
         for path in _defined(self.inputs.residue_files, []):
             method, name = self._method_map(path)
