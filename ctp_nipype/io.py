@@ -470,7 +470,7 @@ def write_nifti(path, data, affine, header=None, sidecar=None, dtype=np.float32)
         img.header.set_zooms(zooms + (1.0,) * (data.ndim - len(zooms)))
     img.header.set_data_dtype(dtype)
     if sidecar is not None:
-        write_json(sidecar_path(path), sidecar)
+        write_sidecar(path, sidecar)
     path, tmp = _atomic_target(path)
     try:
         with open(tmp, "wb") as raw:

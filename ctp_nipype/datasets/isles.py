@@ -378,7 +378,7 @@ def check_ctp(case):
 
 def _write_ctp(case, bids_dir, generated_by):
     """Write the case's CTP as ``<subdir>/<prefix>_ctp.nii.gz`` with a timing sidecar; returns its path."""
-    from ..io import copy_atomic, sidecar_path, write_json, write_nifti
+    from ..io import copy_atomic, write_nifti, write_sidecar
     from ..perfusion.timing import is_uniform
 
     img, source_sidecar, times, source = check_ctp(case)
@@ -399,8 +399,8 @@ def _write_ctp(case, bids_dir, generated_by):
     })
     if case.layout == "isles2024":
         sidecar["Space"] = "native CTP" if case.space == "native" else "NCCT (co-registered by the dataset)"
-    out = Path(bids_dir) / case.subdir / f"{case.prefix}_ctp.nii.gz"
-    write_json(sidecar_path(out), sidecar)
+    out = Path(bids_dir) / case.subdir / derivative_name(case.prefix, "ctp")
+    write_sidecar(out, sidecar)
     if case.ctp.name.endswith(".nii.gz") and img.ndim == 4:
         copy_atomic(case.ctp, out)  # unchanged: no decoding, no re-encoding
     else:

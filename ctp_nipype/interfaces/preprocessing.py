@@ -36,8 +36,8 @@ from ..io import (
     provenance,
     read_curve_tsv,
     write_curves_tsv,
-    write_json,
     write_nifti,
+    write_sidecar,
 )
 from ..perfusion import aif as aif_selection
 from ..perfusion import filtering, masks, motion
@@ -689,7 +689,7 @@ class SelectAIFVOF(SimpleInterface):
             **({} if auto is None else {"Selection": auto.details}),
             **provenance(self.inputs.in_file, self.inputs.brain_mask),
         }
-        out_json = write_json(_out(runtime, derivative_name(prefix, "aif", desc="global", extension=".json")), sidecar)
+        out_json = write_sidecar(out_file, sidecar)
         from ..viz import plot_vascular_functions
 
         out_png = plot_vascular_functions(

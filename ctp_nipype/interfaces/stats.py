@@ -40,6 +40,7 @@ from ..io import (
     voxel_volume_ml,
     write_json,
     write_nifti,
+    write_sidecar,
     write_table_tsv,
     write_text,
 )
@@ -224,7 +225,7 @@ class MapStats(SimpleInterface):
             "VoxelVolume": voxel_volume_ml(brain_img.header),
             **provenance(*self.inputs.map_files, self.inputs.brain_mask),
         }
-        out_json = write_json(os.path.join(runtime.cwd, derivative_name(prefix, "stats", desc="regions", extension=".json")), sidecar)
+        out_json = write_sidecar(out_tsv, sidecar)
         self._results.update(out_tsv=str(out_tsv), out_json=str(out_json))
         return runtime
 
