@@ -6,7 +6,7 @@ Usage::
 
 Without an argument it reads the object vendored in ``ctp_nipype/data/osipi-dsc-dro/``.
 The loading, fitting and formatting live in :mod:`ctp_nipype.sims.osipi`, which
-``tests/test_osipi_dro.py`` grades, so that the table and the tests measure the same thing.
+``tests/test_osipi.py`` grades, so that the table and the tests measure the same thing.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The object (``ctp_nipype/data/osipi-dsc-dro/dsc_data.csv``, Apache-2.0, provenance in the README beside it)
 holds 14 noisy tissue concentration curves with one arterial input, 161 frames at 1.243 s, in units that carry
-no hematocrit or density factor (kappa_H = 1, rho = 1). ``tests/test_osipi_dro.py`` grades the estimates and
+no hematocrit or density factor (kappa_H = 1, rho = 1). ``tests/test_osipi.py`` grades the estimates and
 ``benchmarks/studies/osipi_table.py`` prints them, both through this module, so that the table and the tests measure
 the same thing.
 """
