@@ -19,7 +19,8 @@ def test_timing_sources_in_order():
     assert frame_times_from_sources(3, sidecar={"RepetitionTime": 2.0}, pixdim4=1.0, time_unit="sec").source == (
         TIMING_SOURCES[1]
     )
-    timing = frame_times_from_sources(3, pixdim4=1500.0, time_unit="msec", frame_interval=9.0)
+    # pixdim[4] wins over --frame-interval (which, when it contradicts the file, is an error: see timing.py)
+    timing = frame_times_from_sources(3, pixdim4=1500.0, time_unit="msec", frame_interval=1.5)
     assert timing.source == TIMING_SOURCES[2]
     np.testing.assert_allclose(timing.frame_times, [0, 1.5, 3.0])
     # pixdim without a time unit does not count
