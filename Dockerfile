@@ -81,6 +81,7 @@ RUN python -m pip install --no-cache-dir /tmp/wheels/ctp_nipype-*.whl \
         "pylibjpeg-openjpeg==2.6.0" \
         "pingouin==0.7.0" \
         "statsmodels==0.15.0" \
+        "platformdirs==4.14.9" \
     && python -m pip check \
     && rm -rf /tmp/wheels
 

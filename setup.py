@@ -39,6 +39,7 @@ setup(
         "pylibjpeg-openjpeg>=2.3",
         "pingouin>=0.5",  # ICC of ctp-compare (intraclass_corr)
         "statsmodels>=0.13",  # Cohen's kappa of ctp-compare (stats.inter_rater.cohens_kappa)
+        "platformdirs>=3",  # the default work folder under the user's cache folder
     ],
     extras_require={
         "test": [

@@ -303,11 +303,14 @@ def load_mask(path, spatial_shape, affine=None, what="mask"):
     return np.asarray(data) > 0
 
 
-def read_curve_tsv(path, column="aif", n_frames=None, allow_long_frames=False):
+def read_curve_tsv(path, column="aif", n_frames=None, check_units=False, allow_long_frames=False):
     """Read one curve column (and the optional ``time`` column) from a TSV with a header row.
 
     ``column`` is a column name, or a sequence of names of which the first the file has is read
     (e.g. ``("aif_corrected", "aif")``: the partial-volume corrected AIF when the file has one).
+    ``check_units`` applies the timing rules of :func:`ctp_nipype.perfusion.timing.check_timing_units`
+    to the ``time`` column (a user's file: milliseconds refused; frames above 10 s unless
+    ``allow_long_frames``); the pipeline's own TSVs, checked when the scan was loaded, skip them.
 
     Returns
     -------
@@ -368,7 +371,9 @@ def read_curve_tsv(path, column="aif", n_frames=None, allow_long_frames=False):
     if "time" in header:
         try:
             times = check_frame_times(column_values("time"), values.size, f"The 'time' column of {path}")
-            times = check_timing_units(times, f"The 'time' column of {path}", "curve time column", allow_long_frames)
+            if check_units:
+                times = check_timing_units(times, f"The 'time' column of {path}", "curve time column",
+                                           allow_long_frames)
         except TimingError as err:
             raise InputError(str(err)) from None
     return values, times

@@ -5,6 +5,7 @@ weights; both call it from here, so that the two measure the same thing:
 
 * :func:`label_mask`, :func:`lesion_truth`, :func:`exclusions`: truth masks of a :class:`~ctp_nipype.sims.phantom.Phantom`;
 * :func:`grey_matter_svd`: sSVD and oSVD of the phantom's grey matter with its true AIF;
+* :func:`true_tmax`: the true Tmax of simulated curves;
 * :func:`network_lesion_phantom`, :func:`network_lesion`: the network's lesion on a phantom with a delayed lesion;
 * :func:`truth_labels`, :func:`grey_matter_ratios`: grey-matter CBF of a BIDS App run against a phantom
   dataset's truth (``ctp-phantom``'s ``derivatives/phantom-truth``).
@@ -22,6 +23,7 @@ from .perfusion import stats
 from .perfusion.prepare import prepare_curves
 from .perfusion.svd import SVDModel
 from .sims.phantom import DEFAULT_TISSUE, PhantomLabel, make_phantom
+from .sims.simulate import disperse, residue_function
 
 #: the folder of a phantom dataset's truth, below its root
 TRUTH_DIR = Path("derivatives") / "phantom-truth"
@@ -64,6 +66,28 @@ def grey_matter_svd(size, seed, noise):
     cell = {"osvd": np.median(osvd.cbf) / truth, "ssvd": np.median(ssvd.cbf) / truth,
             "threshold": np.median(osvd.threshold), "oi": np.median(osvd.oscillation_index)}
     return {key: float(value) for key, value in cell.items()}, model, curves.tissue
+
+
+#: the fine grid (s) on which the true Tmax of a simulated curve is found
+TMAX_FINE_DT = 0.01
+
+
+def true_tmax(delay, t_a, mtt, alpha, horizon_s=60.0, chunk=256):
+    """The true Tmax (s) of simulated curves: delay + time of the maximum of (dispersion kernel (x) residue), on a
+    fine grid, per curve (``ctp_nipype.sims.simulate``'s residue and dispersion).
+
+    Shared by ``benchmarks/studies/tmax_peak.py`` and ``benchmarks/studies/triage_delay.py``.
+    """
+    delay, t_a, mtt, alpha = (np.broadcast_to(np.asarray(v, float), np.shape(delay)).ravel()
+                              for v in (delay, t_a, mtt, alpha))
+    t = np.arange(0.0, horizon_s, TMAX_FINE_DT)
+    out = np.empty(delay.size)
+    for start in range(0, delay.size, chunk):
+        rows = slice(start, start + chunk)
+        residue = np.atleast_2d(residue_function(t, mtt[rows], alpha[rows]))
+        effective = disperse(residue, TMAX_FINE_DT, t_a[rows])
+        out[rows] = delay[rows] + np.argmax(effective, axis=1) * TMAX_FINE_DT
+    return out
 
 
 #: The network's lesion phantom: core and penumbra delayed 8 s. The network's BAD is the arrival delay alone (Tmax

@@ -304,12 +304,16 @@ def test_compare_command_brings_the_ncct_lesion_onto_the_native_grid(tmp_path, p
         assert float(row["pearson_r"]) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_compare_command_with_nothing_to_compare_says_so(tmp_path):
+def test_compare_command_with_nothing_to_compare_says_so(tmp_path, capsys):
     from ctp_nipype.cli.compare import main as compare
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert compare([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")]) == 2
+    assert "No maps of ours" in capsys.readouterr().err
+    assert compare([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "b" / "c")]) == 2
+    assert "lies inside the input dataset" in capsys.readouterr().err  # nothing written into the reference
+    assert not (tmp_path / "b" / "c").exists()
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """Bad input through every command line: one clear line, a non-zero exit, input untouched.
 
 The commands: ``ctp-perfusion``, ``ctp-bids-app``, ``ctp-finetune``, ``ctp-train``,
-``ctp-evaluate``, ``ctp-phantom``, ``ctp-convert`` (its DICOM cases; every DICOM bad input is also
-in ``tests/test_dicom.py``).
+``ctp-evaluate``, ``ctp-phantom``, ``ctp-compare``, ``ctp-convert`` (its DICOM cases and an ISLES layout's;
+every DICOM bad input is also in ``tests/test_dicom.py``).
 
 Every case of the table builds its inputs in an input folder (a loose scan
 or a BIDS dataset), runs the command's ``main(argv)`` in-process and checks:
@@ -24,8 +24,8 @@ import hashlib
 import json
 import re
 import subprocess
-import tempfile
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,9 +34,9 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from ctp_nipype.cli import bids_app, convert, evaluate, finetune, train
-from ctp_nipype.cli import phantom as phantom_cli
+from ctp_nipype.cli import bids_app, compare, convert, evaluate, finetune, train
 from ctp_nipype.cli import perfusion as perfusion_cli
+from ctp_nipype.cli import phantom as phantom_cli
 from ctp_nipype.io import InputError
 from ctp_nipype.sims.phantom import make_phantom
 
@@ -669,6 +669,9 @@ CASES = [
               r"cannot be read as safetensors weights"),
     _EVALUATE("evaluate: --weights is a folder", lambda inp, tmp, ph: [
         tmp / "ev", "--methods", "transformer", "--weights", inp, "--n-curves", "11"], r"--weights .* is a folder"),
+    _EVALUATE("evaluate: --device cuda without a GPU", lambda inp, tmp, ph: [
+        tmp / "ev", "--methods", "transformer", "--device", "cuda", "--n-curves", "11"],
+              r"--device cuda asks for a CUDA GPU", NO_GPU),
     _EVALUATE("evaluate: unknown test set", lambda inp, tmp, ph: [tmp / "ev", "--sets", "9"], r"Unknown test set"),
     _EVALUATE("evaluate: read-only output", _unwritable(lambda out, inp, tmp, ph: [out, "--n-curves", "11"]),
               r"is not writable"),
@@ -679,6 +682,11 @@ CASES = [
              r"--noise-sd -1.0 is out of range"),
     _PHANTOM("phantom: output is a file", lambda inp, tmp, ph: ((tmp / "ph").write_text("x"), [tmp / "ph"])[1],
              r"is a file, not a folder"),
+    # -- ctp-compare and ctp-convert (an ISLES layout)
+    _x("compare")("compare: our derivatives missing", lambda inp, tmp, ph: [
+        inp / "nowhere", inp, tmp / "cmp"], r"nowhere"),
+    _CONVERT("convert: ISLES source folder missing", lambda inp, tmp, ph: [
+        "isles2018", inp / "nowhere", tmp / "bids"], r"nowhere"),
     _b("BIDS: 3D scan (refused before the run)", _bids(dataset=_bids_scan(lambda ph: ph.hu[..., 0])),
        r"The CTP scan .* has 3 dimensions"),
     # -- ctp-convert (DICOM)
@@ -709,6 +717,7 @@ PROGRAMS = {
     "train": (train.main, "ctp-train"),
     "evaluate": (evaluate.main, "ctp-evaluate"),
     "phantom": (phantom_cli.main, "ctp-phantom"),
+    "compare": (compare.main, "ctp-compare"),
     "convert": (convert.main, "ctp-convert"),
 }
 

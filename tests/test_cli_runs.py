@@ -140,7 +140,7 @@ def test_a_second_run_on_the_same_output_folder_stops_with_one_line(tmp_path, ca
 
 
 @pytest.mark.parametrize("nprocs", ["1", "2"])
-def test_one_bad_scan_never_stops_the_others(tmp_path, capsys, nprocs):
+def test_one_bad_scan_never_stops_the_others(tmp_path, capsys, monkeypatch, nprocs):
     root = _dataset(tmp_path / "ds")
     _truncate(root / "sub-02" / "ses-01" / "sub-02_ses-01_ctp.nii.gz")
     out = tmp_path / "out"
@@ -154,8 +154,9 @@ def test_one_bad_scan_never_stops_the_others(tmp_path, capsys, nprocs):
     assert "1 of 2 scan(s) failed" in captured.out and "failed: sub-02_ses-01:" in captured.out
     assert captured.err.count("\n") == 1 and "sub-02_ses-01" in captured.err
     # the group level with a relative output folder
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     assert bids_app.main([str(root), "out", "group", "--methods", "ssvd"]) == 0
+    assert "warning: sub-02_ses-01: its participant-level run failed" in capsys.readouterr().out
 
 
 def test_a_full_disk_leaves_the_scan_marked_failed(tmp_path, capsys, monkeypatch):
@@ -252,3 +253,34 @@ def test_a_scan_cut_in_the_first_pass_warns_in_the_sidecar_and_the_summary(tmp_p
     sidecar = json.loads((out / "cut_desc-global_aif.json").read_text())
     assert "before the AIF's first pass is over" in sidecar["AIFTruncationWarning"]
     assert "warning: cut_desc-global_aif.json: The scan ends before the AIF's first pass" in capsys.readouterr().out
+
+
+def test_allow_long_frames_runs_a_slow_series_through_every_step(tmp_path, small, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    img = nb.Nifti1Image(small.hu[..., :40], small.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    nb.save(img, str(inp / "slow_ctp.nii.gz"))
+    (inp / "slow_ctp.json").write_text(json.dumps({"RepetitionTime": 12.0}))  # 468 s, 12 s per frame
+    argv = [str(inp / "slow_ctp.nii.gz"), str(tmp_path / "out"), "--method", "ssvd", "--no-guided-filter"]
+    assert perfusion_cli.main(argv) == 2
+    assert "--allow-long-frames" in capsys.readouterr().err
+    assert perfusion_cli.main(argv + ["--allow-long-frames"]) == 0, capsys.readouterr().err
+    times, _ = read_curve_tsv(tmp_path / "out" / "slow_desc-global_aif.tsv", "time")
+    assert times[1] - times[0] == pytest.approx(12.0) and times[-1] == pytest.approx(468.0)
+
+
+def test_two_runs_at_once_on_the_same_folders(tmp_path, capsys):
+    root = _dataset(tmp_path / "ds", subjects=1)
+    argv = [str(root), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w"), *FAST, "--nprocs", "1"]
+    first = subprocess.Popen([sys.executable, "-m", "ctp_nipype.cli.bids_app", *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    for line in first.stdout:  # the first run is under way
+        if line.startswith("[done"):
+            break
+    assert bids_app.main(argv) == 2  # the second one, meanwhile
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"Another run is using the work folder (-w) {tmp_path / 'w'}" in err[0], err
+    _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, first_err
+    assert (_perf(tmp_path / "out", "01") / "sub-01_ses-01_desc-ssvd_cbf.nii.gz").is_file()

@@ -589,3 +589,18 @@ def test_dicom_source_of_another_scan_refused_before_running(runs, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and "does not lie on the grid" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_shuttle_mode_said_in_the_maps_and_the_report(tmp_path):
+    """ctp-perfusion on a shuttle-mode DICOM series: the maps' sidecars and the report's warnings say how the
+    slices were put on one time grid."""
+    from ctp_nipype.cli.perfusion import main
+
+    hu, slice_times, reference = make_shuttle_phantom(UNIFORM_TIMES, size="small", seed=3, noise_sd_hu=0)
+    write_dicom_series(hu, reference.affine, tmp_path / "shuttle", slice_times=slice_times)
+    assert main([str(tmp_path / "shuttle"), str(tmp_path / "out"), "--method", "ssvd", "--no-guided-filter",
+                 "--nprocs", "1"]) == 0
+    sidecar = json.loads((tmp_path / "out" / "shuttle_desc-ssvd_cbf.json").read_text())
+    assert sidecar["ShuttleMode"] is True and "2 table positions" in sidecar["TimeResampling"]
+    report = (tmp_path / "out" / "shuttle_desc-perfusion_report.html").read_text()
+    assert "Slices put on one time grid when converted from DICOM: shuttle (jog) mode" in report

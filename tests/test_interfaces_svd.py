@@ -53,10 +53,19 @@ def test_interface_writes_maps_with_sidecars(scan_files, tmp_path):
 def test_cli_writes_the_conventions_names(scan_files, tmp_path, capsys):
     _, scan_file, aif_file, _ = scan_files
     out_dir = tmp_path / "out"
-    code = perfusion_cli.main([str(scan_file), str(out_dir), "--aif", str(aif_file), "--method", "csvd", "osvd"])
+    code = perfusion_cli.main([str(scan_file), str(out_dir), "--aif", str(aif_file), "--method", "csvd", "osvd",
+                               "--peak-interpolation", "parabola"])
     printed = capsys.readouterr().out
     assert code == 0
     names = sorted(p.name for p in out_dir.iterdir())
+    # triage: one TTP map, per method rCBF/rCBV and the summary figure; the peak option reaches Tmax and TTP
+    assert "sub-01_ses-01_ttp.nii.gz" in names
+    for method in ("csvd", "osvd"):
+        for name in ("rcbf.nii.gz", "rcbv.nii.gz", "summary.png", "lesion.json"):
+            assert f"sub-01_ses-01_desc-{method}_{name}" in names
+        tmax_sidecar = json.loads((out_dir / f"sub-01_ses-01_desc-{method}_tmax.json").read_text())
+        assert tmax_sidecar["TmaxPeakInterpolation"] == "parabola"
+    assert json.loads((out_dir / "sub-01_ses-01_ttp.json").read_text())["PeakInterpolation"] == "parabola"
     for method in ("csvd", "osvd"):
         for name in MAPS:
             assert f"sub-01_ses-01_desc-{method}_{name}.nii.gz" in names

@@ -88,11 +88,16 @@ def test_report_is_self_contained_with_every_section(report):
     _, path = report
     assert path.endswith("sub-01_desc-perfusion_report.html")
     html = open(path, encoding="utf-8").read()
-    for anchor in ("summary", "motion", "vascular", "maps", "lesion", "curves", "stats"):
+    for anchor in ("triage", "summary", "motion", "vascular", "maps", "lesion", "curves", "stats"):
         assert f'id="{anchor}"' in html
+    # the first panel: the triage numbers per method and the trials' criteria spelt out
+    assert html.index('id="triage"') < html.index('id="summary"')
+    triage_panel = html[html.index('id="triage"'):html.index('id="summary"')]
+    assert "DEFUSE 3" in triage_panel and "core &lt; 70 ml, mismatch ratio &gt;= 1.8, mismatch volume &gt;= 15 ml" in triage_panel
+    assert "mismatch ratio &gt; 1.2, mismatch volume &gt; 10 ml" in triage_panel and "Tmax &gt; 6 s" in triage_panel
     sources = re.findall(r'<img [^>]*src="([^"]*)"', html)
-    # motion, AIF, cbf, cbv, mtt, tmax, lesion overlay, ROI locations, ROI curves
-    assert len(sources) == 9
+    # two triage summaries, motion, AIF, cbf, cbv, mtt, tmax, lesion overlay, ROI locations, ROI curves
+    assert len(sources) == 11
     for source in sources:
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"

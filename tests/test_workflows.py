@@ -81,6 +81,23 @@ def test_derivatives_are_named_complete_and_have_units(participant_run, phantom_
                     assert np.all(np.isfinite(data))
         assert (perf / f"sub-{subject}_ses-01_desc-global_aif.tsv").exists()
         assert (perf / f"sub-{subject}_ses-01_desc-brain_mask.nii.gz").exists()
+        # triage: one TTP map per scan; per method rCBF/rCBV, the lesion JSON's volumes and flags, the summary
+        ttp = np.asarray(nb.load(perf / f"sub-{subject}_ses-01_ttp.nii.gz").dataobj)
+        assert json.loads((perf / f"sub-{subject}_ses-01_ttp.json").read_text())["Units"] == "s"
+        assert np.all(np.isfinite(ttp)) and ttp.max() > 0
+        for method in _all_methods():
+            stem = perf / f"sub-{subject}_ses-01_desc-{method}"
+            lesion = json.loads(Path(f"{stem}_lesion.json").read_text())
+            for key in ("CoreVolume", "DelayAbove4sVolume", "DelayAbove10sVolume", "HypoperfusionIntensityRatio",
+                        "DEFUSE3", "EXTEND", "TargetMismatchCriteria", "ReferenceCBV"):
+                assert key in lesion, (method, key)
+            assert lesion["DelayMap"] == ("bad" if method == "transformer" else "tmax")
+            for name in ("rcbf", "rcbv"):
+                sidecar = json.loads(Path(f"{stem}_{name}.json").read_text())
+                assert sidecar["Units"] == "1" and sidecar["ReferenceValue"] > 0
+            assert Path(f"{stem}_summary.png").stat().st_size > 20_000
+            for label in ("core", "hypoperfused"):  # the names the DICOM-SEG export reads
+                assert (perf / f"sub-{subject}_ses-01_label-{label}_desc-{method}_mask.nii.gz").exists()
     # nothing was written into the input dataset
     assert not list(phantom_dataset.rglob("*desc-osvd*"))
 
@@ -168,6 +185,12 @@ def test_the_group_level_tables_every_method_the_participant_level_ran(participa
         lesions = list(csv.DictReader(handle, delimiter="\t"))
     assert {row["method"] for row in lesions} == set(_all_methods())
     assert {row["scan"] for row in lesions} == {"sub-01_ses-01", "sub-02_ses-01"}
+    assert all(row["DEFUSE3"] in ("true", "false") and row["EXTEND"] in ("true", "false") for row in lesions)
+    assert all(float(row["DelayAbove4sVolume"]) >= float(row["DelayAbove6sVolume"]) for row in lesions)
+    columns = json.loads((out / "group" / "group_desc-lesions_volumes.json").read_text())
+    assert "mismatch ratio >= 1.8" in columns["DEFUSE3"]["Description"]
+    page = (out / "group" / "group_desc-methods_report.html").read_text()
+    assert page.index('id="triage"') < page.index('id="table2"') and "DEFUSE 3 met in" in page
     with open(out / "group" / "group_desc-methods_stats.tsv", newline="", encoding="utf-8") as handle:
         stats = [row for row in csv.DictReader(handle, delimiter="\t") if row["map"] == "cbf"]
     assert {row["reference"] for row in stats} == {"ssvd"}

@@ -212,7 +212,8 @@ def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crash
     explains raises :class:`WorkflowError`. Ctrl-C stops every worker process and raises
     :class:`Interrupted`.
     """
-    from nipype import config, logging as nipype_logging
+    from nipype import config
+    from nipype import logging as nipype_logging
 
     args = check_plugin_args(plugin, dict(plugin_args or {}))
     config.set("execution", "stop_on_first_crash", "false")

@@ -114,37 +114,40 @@ def exclusive_lock(folder, what, prog):
 
     A second run on the same folder stops at once with :class:`BusyError` (it does not
     wait). The lock is the kernel's (``fcntl.flock``): it is released when the process
-    ends, also when it is killed, so a stale lock file never blocks a later run.
+    ends, also when it is killed, so a stale lock file never blocks a later run. The file
+    is removed when the run ends (a lock taken on a file that was removed meanwhile is
+    taken again on the new one, so two runs never both hold it).
     """
     path = Path(folder) / LOCK_NAME
     try:
         import fcntl
-    except ImportError:  # not POSIX: filelock's portable lock
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(path), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise BusyError(_busy_message(folder, what, prog, None)) from None
-        try:
-            yield path
-        finally:
-            lock.release()
+    except ImportError:  # not POSIX (Windows): no kernel lock to take; the run goes on unlocked
+        yield None
         return
-    handle = open(path, "a+", encoding="utf-8")
-    try:
+    while True:
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            raise BusyError(_busy_message(folder, what, prog, handle.read().strip() or None)) from None
+            holder = handle.read().strip() or None
+            handle.close()
+            raise BusyError(_busy_message(folder, what, prog, holder)) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break  # locked the file that is there now
+        except FileNotFoundError:
+            pass  # the previous holder removed it just before we locked it: lock the new one
+        handle.close()
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(f"{prog} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         handle.flush()
         yield path
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # removed while still locked: a run that opens it meanwhile retries on a new file
         handle.close()  # closing the file releases the lock
 
 

@@ -144,6 +144,10 @@ def group_level(args):
 
     check_output_outside_input(args.output_dir, [args.bids_dir])
     output_dir = args.output_dir.resolve()  # a relative path means the same folder wherever Nipype changes to
+    for note in sorted([*output_dir.glob("sub-*/**/*_FAILED.txt"), *output_dir.glob("sub-*/**/*_UNFINISHED.txt")]):
+        state = "failed" if note.name.endswith("_FAILED.txt") else "did not finish"
+        print(f"warning: {note.name.rsplit('_', 1)[0]}: its participant-level run {state} ({note}); "
+              "its files are not complete and may be left out of or wrong in the group tables", flush=True)
     with locked_folders("ctp-bids-app", [(output_dir, "output folder")]):
         written = run_group_level(output_dir, args.participant_label, args.methods)
     for path in written:

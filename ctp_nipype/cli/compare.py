@@ -249,7 +249,7 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
     ``(volume summary rows, cases left out {scan: reason})``; raises
     :class:`ctp_nipype.io.InputError` when either folder has nothing to compare.
     """
-    from ..bids import derivative_name
+    from ..bids import check_output_outside_input, derivative_name
     from ..io import InputError, prepare_output_dir, write_json, write_table_tsv, write_text
     from ..perfusion import agreement
     from ..perfusion.constants import UNITS
@@ -259,6 +259,7 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
     for folder, what in ((our_derivatives, "our derivatives"), (reference_derivatives, "reference derivatives")):
         if not Path(folder).is_dir():
             raise InputError(f"The {what} folder {folder} does not exist.")
+    check_output_outside_input(out_dir, [reference_derivatives], what="output folder")
     ours = find_our_maps(our_derivatives, methods, participant_labels)
     refs = find_reference_maps(reference_derivatives, participant_labels)
     if not ours:

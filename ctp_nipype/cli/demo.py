@@ -23,7 +23,6 @@ from . import bids_app
 
 def _methods():
     from ..nn.weights import shipped_weights_available
-
     from ..perfusion.constants import NETWORK_METHOD, SVD_METHODS
 
     methods = list(SVD_METHODS)

@@ -10,6 +10,7 @@ any work starts live here too (:func:`validate_options`, :func:`check_weights`,
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def add_processing_options(parser):
     """Preprocessing, timing, the SVD thresholds and the constants: identical in both commands."""
     from ..perfusion.filtering import RADIUS_MM
     from ..perfusion.svd import DEFAULT_OI_THRESHOLD
+    from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS
 
     group = parser.add_argument_group("Processing")
     group.add_argument("--motion-correction", action="store_true", help="rigid motion correction of every frame; "
@@ -83,6 +85,9 @@ def add_processing_options(parser):
     svd.add_argument("--kappa-h", type=float, default=KAPPA_H, help="hematocrit factor (default %(default)s)")
     svd.add_argument("--rho", type=float, default=RHO, help="tissue density in g/ml (default %(default)s)")
     svd.add_argument("--baseline-frames", type=int, help="pre-bolus frames (default: detected from the AIF)")
+    svd.add_argument("--peak-interpolation", choices=PEAK_INTERPOLATIONS, default=DEFAULT_PEAK_INTERPOLATION,
+                     help="how Tmax (SVD) and TTP read a curve's peak: the sampled maximum, or a parabola through it "
+                          "and its two neighbours for sub-frame times (default %(default)s; docs/validation.md)")
     return parser
 
 
@@ -117,6 +122,7 @@ def method_options(args):
         "kappa_h": args.kappa_h,
         "rho": args.rho,
         "n_baseline_frames": args.baseline_frames,
+        "peak_interpolation": args.peak_interpolation,
     }
 
 
@@ -142,7 +148,7 @@ def check_options(args):
     )
     for option, name, valid, expected in checks:
         value = getattr(args, name, None)
-        if value is not None and not (value == value and valid(value)):  # value == value: not NaN
+        if value is not None and (math.isnan(value) or not valid(value)):
             raise InputError(f"{option} {value} is out of range; give {expected}.")
     if getattr(args, "frame_interval", None) is not None and not getattr(args, "allow_long_frames", False) \
             and args.frame_interval > MAX_FRAME_INTERVAL_S:

@@ -82,9 +82,9 @@ def validate_inputs(args):
     if args.baseline_frames is not None and args.baseline_frames >= n_frames:
         raise InputError(f"--baseline-frames {args.baseline_frames} leaves no frame of the {n_frames} after it.")
     if args.aif is not None:
-        read_curve_tsv(args.aif, "aif", n_frames, allow_long_frames=args.allow_long_frames)
+        read_curve_tsv(args.aif, "aif", n_frames, check_units=True, allow_long_frames=args.allow_long_frames)
     if args.vof is not None:
-        read_curve_tsv(args.vof, "vof", n_frames, allow_long_frames=args.allow_long_frames)
+        read_curve_tsv(args.vof, "vof", n_frames, check_units=True, allow_long_frames=args.allow_long_frames)
     if args.mask is not None and not load_mask(args.mask, scan.spatial_shape, scan.affine, "brain mask").any():
         raise InputError(f"The brain mask {args.mask} is empty; give a mask with the brain's voxels set to 1.")
     del scan

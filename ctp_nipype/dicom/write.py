@@ -44,8 +44,9 @@ MAP_UNITS = {
     "tmax": ("s", "second", None),
     "bad": ("s", "second", None),
     "ttp": ("s", "second", None),
-    "rcbf": ("%", "percent", None),
-    "rcbv": ("%", "percent", None),
+    # rCBF/rCBV are ratios to the contralateral reference (1 = the reference; Units "1" in their sidecars)
+    "rcbf": ("{ratio}", "ratio", None),
+    "rcbv": ("{ratio}", "ratio", None),
 }
 #: the segments of the SEG: mask label -> (segment label, SNOMED CT property type)
 SEGMENTS = {

@@ -5,3 +5,4 @@ from .transformer import TransformerPerfusion  # noqa: F401
 from .preprocessing import BrainMask, CSFMask, GuidedFilter, LoadCTP, MotionCorrection, SelectAIFVOF, VesselMask  # noqa: F401
 from .stats import GroupStats, LesionVolumes, MapStats  # noqa: F401
 from .report import ScanReport  # noqa: F401
+from .triage import TimeToPeak, TriageSummary  # noqa: F401

@@ -533,13 +533,15 @@ class _SelectAIFVOFOutputSpec(TraitedSpec):
     scale = traits.Float(desc="partial-volume factor applied to the AIF's concentration")
 
 
-def _user_curve(path, column, times, original_times=None):
+def _user_curve(path, column, times, original_times=None, allow_long_frames=False):
     """A user's curve on the scan's uniform grid.
 
     Interpolated when it has its own 'time' column, or when it has one row per
     frame of the original (non-uniform) series that LoadCTP resampled.
+    ``allow_long_frames`` (the scan's ``AllowLongFrames``) lifts the time column's limits.
     """
-    values, curve_times = read_curve_tsv(path, column, n_frames=None)
+    values, curve_times = read_curve_tsv(path, column, n_frames=None, check_units=True,
+                                         allow_long_frames=allow_long_frames)
     if curve_times is None and original_times is not None and values.size == len(original_times) != times.size:
         curve_times = np.asarray(original_times, dtype=float)
     if curve_times is None:
@@ -596,7 +598,8 @@ class SelectAIFVOF(SimpleInterface):
         ):
             if isdefined(tsv):
                 original = scan.sidecar.get("OriginalFrameTimes")
-                user[column] = (_user_curve(tsv, column, times, original), None, "user TSV")
+                user[column] = (_user_curve(tsv, column, times, original, bool(scan.sidecar.get("AllowLongFrames"))),
+                                None, "user TSV")
             elif isdefined(mask_file):
                 curve, voxels = self._mask_curve(mask_file, f"{column.upper()} mask", scan, data)
                 user[column] = (curve, voxels, "user mask")

@@ -65,6 +65,7 @@ class _ScanReportInputSpec(BaseInterfaceInputSpec):
         desc="core/hypoperfused masks <prefix>_label-<core|hypoperfused>_desc-<method>_mask.nii.gz "
              "(default: the MaskFiles next to each lesion JSON)",
     )
+    ttp_file = File(exists=True, desc="time-to-peak map <prefix>_ttp.nii.gz (s)")
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     out_prefix = traits.Str(desc="output file-name prefix (default: the scan's prefix)")
 
@@ -187,12 +188,21 @@ class ScanReport(SimpleInterface):
             stats_rows=read_table_tsv(self.inputs.stats_file) if isdefined(self.inputs.stats_file) else [],
             lesions=lesions,
             warnings=warnings,
+            ttp=self._ttp(shape, affine),
         )
         html = scan_report_html(data)
         out_report = os.path.join(runtime.cwd, derivative_name(data.title, "report", desc="perfusion", extension=".html"))
         write_text(out_report, html)
         self._results["out_report"] = out_report
         return runtime
+
+    def _ttp(self, shape, affine):
+        if not isdefined(self.inputs.ttp_file):
+            return None
+        img, values = load_nifti(self.inputs.ttp_file, "time-to-peak map")
+        if img.shape[:3] != tuple(shape) or not np.allclose(img.affine, affine, atol=1e-3):
+            raise InputError(f"The time-to-peak map {self.inputs.ttp_file} is not on the scan's grid.")
+        return np.asarray(values, np.float32)
 
     @staticmethod
     def _method_map(path):

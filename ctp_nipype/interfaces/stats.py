@@ -35,6 +35,7 @@ from ..io import (
     load_mask,
     load_nifti,
     provenance,
+    read_json,
     read_table_tsv,
     strip_extension,
     voxel_volume_ml,
@@ -44,7 +45,7 @@ from ..io import (
     write_table_tsv,
     write_text,
 )
-from ..perfusion import stats
+from ..perfusion import stats, triage
 from ..perfusion.constants import UNITS
 
 def parse_map_filename(path):
@@ -245,7 +246,12 @@ class _LesionVolumesInputSpec(BaseInterfaceInputSpec):
     core_relative_cbf = traits.Float(
         stats.CORE_RELATIVE_CBF, usedefault=True, desc="core: CBF below this fraction of the unaffected hemisphere's mean"
     )
+    cbv_file = File(exists=True, desc="CBV map (ml/100 g) of the same method: gives the rCBV map")
     delay_threshold = traits.Float(stats.DELAY_THRESHOLD_S, usedefault=True, desc="hypoperfused: Tmax/BAD above this, s")
+    delay_thresholds = traits.List(
+        traits.Float, list(triage.DELAY_THRESHOLDS_S), usedefault=True,
+        desc="delays (s) whose volumes are reported (Tmax, or BAD for the network)",
+    )
     hemisphere = traits.Enum("auto", "left", "right", usedefault=True,
                              desc="affected hemisphere; auto: the one with the larger hypoperfused volume")
     core_within_hypoperfused = traits.Bool(True, usedefault=True, desc="core voxels must also be hypoperfused")
@@ -263,6 +269,8 @@ class _LesionVolumesOutputSpec(TraitedSpec):
     mismatch_volume_ml = traits.Float(desc="hypoperfused minus core volume, ml")
     mismatch_ratio = traits.Float(desc="hypoperfused over core volume (inf without core)")
     affected_hemisphere = traits.Str(desc="'left' or 'right'")
+    rcbf = File(exists=True, desc="<prefix>_desc-<method>_rcbf.nii.gz: CBF over the contralateral reference")
+    rcbv = File(desc="<prefix>_desc-<method>_rcbv.nii.gz: CBV over the same reference (with cbv_file)")
 
 
 class LesionVolumes(SimpleInterface):
@@ -274,12 +282,21 @@ class LesionVolumes(SimpleInterface):
     :func:`ctp_nipype.perfusion.stats.lesion_measures`. Give the CSF and vessel
     masks: CSF has CBF near 0 and vessels raise the reference.
 
+    The triage measures come with them (:func:`ctp_nipype.perfusion.triage.triage_volumes`,
+    one thresholding path for masks and volumes): the volumes with delay above
+    4, 6, 8 and 10 s, the hypoperfusion intensity ratio and the DEFUSE 3 and
+    EXTEND target-mismatch flags with their criteria; and the relative maps
+    rCBF (and, with ``cbv_file``, rCBV) over the same contralateral reference
+    as the core threshold.
+
     Inputs: ``cbf_file``, ``delay_file`` (the method's tmax or bad map),
-    ``brain_mask``, optional ``csf_mask``, ``vessel_mask``, and the plain values
-    ``core_relative_cbf``, ``delay_threshold``, ``hemisphere``,
-    ``core_within_hypoperfused``, ``midline_mm``, ``method``, ``out_prefix``.
+    ``brain_mask``, optional ``cbv_file``, ``csf_mask``, ``vessel_mask``, and
+    the plain values ``core_relative_cbf``, ``delay_threshold``,
+    ``delay_thresholds``, ``hemisphere``, ``core_within_hypoperfused``,
+    ``midline_mm``, ``method``, ``out_prefix``.
     Writes ``<prefix>_label-core_desc-<method>_mask.nii.gz``,
-    ``<prefix>_label-hypoperfused_desc-<method>_mask.nii.gz`` and
+    ``<prefix>_label-hypoperfused_desc-<method>_mask.nii.gz``,
+    ``<prefix>_desc-<method>_rcbf.nii.gz`` (and ``_rcbv``) and
     ``<prefix>_desc-<method>_lesion.json``.
 
     Examples
@@ -311,6 +328,7 @@ class LesionVolumes(SimpleInterface):
             "bad" if method == "transformer" else "tmax")
         cbf = _load_map(self.inputs.cbf_file, shape, affine, "CBF map")
         delay = _load_map(self.inputs.delay_file, shape, affine, f"{delay_kind} map")
+        cbv = _load_map(self.inputs.cbv_file, shape, affine, "CBV map") if isdefined(self.inputs.cbv_file) else None
         result = stats.lesion_measures(
             cbf, delay, brain, affine, voxel_volume_ml(brain_img.header),
             csf=_optional_mask(self.inputs.csf_mask, shape, affine, "CSF mask"),
@@ -321,10 +339,14 @@ class LesionVolumes(SimpleInterface):
             core_within_hypoperfused=self.inputs.core_within_hypoperfused,
             midline_mm=self.inputs.midline_mm if isdefined(self.inputs.midline_mm) else None,
             delay_name=delay_kind,
+            cbv=cbv,
+            delay_thresholds_s=self.inputs.delay_thresholds,
         )
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else (
             cbf_name[0] if cbf_name else strip_extension(self.inputs.cbf_file))
-        sources = provenance(self.inputs.cbf_file, self.inputs.delay_file, self.inputs.brain_mask, Method=method)
+        sources = [self.inputs.cbf_file, self.inputs.delay_file, self.inputs.brain_mask]
+        sources += [self.inputs.cbv_file] if cbv is not None else []
+        origin = provenance(*sources, Method=method)
         written = {}
         for label, mask, description in (
             ("core", result.core, f"ischemic core: CBF < {self.inputs.core_relative_cbf:g} x mean CBF of the unaffected hemisphere"),
@@ -332,12 +354,28 @@ class LesionVolumes(SimpleInterface):
         ):
             path = os.path.join(runtime.cwd, derivative_name(prefix, "mask", desc=method, label=label))
             write_nifti(path, mask.astype(np.uint8), affine, brain_img.header,
-                        {"Description": description, **sources}, dtype=np.uint8)
+                        {"Description": description, **origin}, dtype=np.uint8)
             written[label] = path
+        reference = {"ReferenceRegion": stats.REFERENCE_REGION, "AffectedHemisphere": result.affected_hemisphere,
+                     "MidlineWorldX": result.parameters["MidlineWorldX"]}
+        relative = {"rcbf": (result.relative_cbf, "CBF", result.reference_cbf, "ml/100g/min")}
+        if result.relative_cbv is not None:
+            relative["rcbv"] = (result.relative_cbv, "CBV", result.reference_cbv, "ml/100g")
+        for name, (values, what, value, units) in relative.items():
+            path = os.path.join(runtime.cwd, derivative_name(prefix, name, desc=method))
+            write_nifti(path, values, affine, brain_img.header, {
+                "Units": UNITS[name],
+                "Description": f"relative {what}: {what} over the mean {what} of the contralateral reference "
+                               "region (1 = that mean); 0 outside the tissue",
+                **reference, "ReferenceValue": value, "ReferenceUnits": units, **origin,
+            })
+            written[name] = path
         summary = result.summary()
-        summary.update(sources)
-        summary["MaskFiles"] = {label: os.path.basename(path) for label, path in written.items()}
-        out_json = write_json(os.path.join(runtime.cwd, derivative_name(prefix, "lesion", desc=method, extension=".json")), summary)
+        summary.update(origin)
+        summary["MaskFiles"] = {label: os.path.basename(written[label]) for label in ("core", "hypoperfused")}
+        summary["RelativeMapFiles"] = {name: os.path.basename(written[name]) for name in relative}
+        out_json = write_json(os.path.join(runtime.cwd, derivative_name(prefix, "lesion", desc=method, extension=".json")),
+                              summary)
         self._results.update(
             core_mask=written["core"],
             hypoperfused_mask=written["hypoperfused"],
@@ -347,12 +385,37 @@ class LesionVolumes(SimpleInterface):
             mismatch_volume_ml=result.mismatch_volume_ml,
             mismatch_ratio=result.mismatch_ratio,
             affected_hemisphere=result.affected_hemisphere,
+            rcbf=written["rcbf"],
         )
+        if "rcbv" in written:
+            self._results["rcbv"] = written["rcbv"]
         return runtime
 
 
 # ----------------------------------------------------------------------------------------------
 # GroupStats
+
+
+#: columns of the group lesion table taken from each lesion JSON, in order (DelayMap says tmax or bad)
+LESION_COLUMNS = ("CoreVolume", "HypoperfusedVolume", "MismatchVolume", "MismatchRatio",
+                  *(triage.volume_key(t) for t in triage.DELAY_THRESHOLDS_S), "HypoperfusionIntensityRatio", "DEFUSE3", "EXTEND",
+                  "DelayMap", "AffectedHemisphere", "ReferenceCBF")
+
+
+def lesion_table(lesion_files):
+    """Rows (scan, method, volumes, ratios, DEFUSE 3 / EXTEND flags) from the per-method lesion JSONs."""
+    rows = []
+    for path in lesion_files:
+        payload = read_json(path)
+        entities = parse_derivative_name(path)
+        row = {"scan": entities["prefix"], "method": entities["desc"]}
+        for key in LESION_COLUMNS:
+            value = payload.get(key)
+            value = value if not isinstance(value, dict) else value.get("value")
+            row[key] = round(value, 3) if isinstance(value, float) else (
+                "n/a" if value is None else str(value).lower() if isinstance(value, bool) else value)
+        rows.append(row)
+    return rows
 
 
 class _GroupStatsInputSpec(BaseInterfaceInputSpec):
@@ -365,6 +428,8 @@ class _GroupStatsInputSpec(BaseInterfaceInputSpec):
         desc="method that deviations and tests refer to; 'auto': sSVD when present, else the first method found "
              "in the paper's order (ssvd, csvd, osvd, transformer)",
     )
+    lesion_files = InputMultiObject(
+        File(exists=True), desc="lesion JSONs of LesionVolumes: their triage measures make the page's triage table")
     out_prefix = traits.Str("group", usedefault=True, desc="output file-name prefix")
 
 
@@ -436,7 +501,9 @@ class GroupStats(SimpleInterface):
         )
         from ..reports.group import group_report_html
 
-        html = group_report_html(summary, pairs, scans=ids, statistic=self.inputs.statistic, reference=reference)
+        lesions = lesion_table(self.inputs.lesion_files) if isdefined(self.inputs.lesion_files) else []
+        html = group_report_html(summary, pairs, scans=ids, statistic=self.inputs.statistic, reference=reference,
+                                 lesion_rows=lesions)
         out_html = os.path.join(runtime.cwd, derivative_name(prefix, "report", desc="methods", extension=".html"))
         write_text(out_html, html)
         self._results.update(out_tsv=str(out_tsv), out_pairs_tsv=str(out_pairs), out_html=out_html)

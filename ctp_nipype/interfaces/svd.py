@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -13,10 +11,11 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..io import load_ctp, load_mask, output_prefix, provenance, read_curve_tsv, timing_provenance, write_perfusion_maps
+from ._curves import load_prepared_curves
+from ..io import output_prefix, provenance, timing_provenance, write_perfusion_maps
 from ..perfusion.constants import KAPPA_H, RHO
-from ..perfusion.prepare import prepare_curves
 from ..perfusion.svd import DEFAULT_OI_THRESHOLD, SVDModel
+from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS
 
 
 class _SVDDeconvolutionInputSpec(BaseInterfaceInputSpec):
@@ -39,6 +38,10 @@ class _SVDDeconvolutionInputSpec(BaseInterfaceInputSpec):
     rho = traits.Float(RHO, usedefault=True, desc="brain tissue density in g/ml")
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     n_baseline_frames = traits.Int(desc="pre-bolus frames for the baseline (default: detected from the AIF)")
+    peak_interpolation = traits.Enum(
+        DEFAULT_PEAK_INTERPOLATION, *PEAK_INTERPOLATIONS, usedefault=True,
+        desc="Tmax: the residue's sampled maximum, or a parabola through it and its neighbours",
+    )
     out_prefix = traits.Str(desc="output file-name prefix (default: input name without _ctp and extension)")
 
 
@@ -70,20 +73,7 @@ class SVDDeconvolution(SimpleInterface):
     output_spec = _SVDDeconvolutionOutputSpec
 
     def _run_interface(self, runtime):
-        frame_interval = self.inputs.frame_interval if isdefined(self.inputs.frame_interval) else None
-        scan = load_ctp(self.inputs.in_file, frame_interval=frame_interval)
-        aif_hu, _ = read_curve_tsv(self.inputs.aif_file, self.inputs.aif_column, n_frames=scan.data.shape[3])
-        mask = (
-            load_mask(self.inputs.mask_file, scan.spatial_shape, scan.affine)
-            if isdefined(self.inputs.mask_file)
-            else np.ones(scan.spatial_shape, bool)
-        )
-        curves = prepare_curves(
-            scan.data,
-            scan.frame_times,
-            aif_hu,
-            n_baseline_frames=self.inputs.n_baseline_frames if isdefined(self.inputs.n_baseline_frames) else None,
-        )
+        scan, mask, curves = load_prepared_curves(self.inputs)
         model = SVDModel(
             curves.aif,
             curves.frame_times,
@@ -92,6 +82,7 @@ class SVDDeconvolution(SimpleInterface):
             oi_threshold=self.inputs.oi_threshold,
             kappa_h=self.inputs.kappa_h,
             rho=self.inputs.rho,
+            peak_interpolation=self.inputs.peak_interpolation,
         )
         fit = model.fit(curves.tissue, mask)
         metadata = {

@@ -14,9 +14,9 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..io import load_ctp, load_mask, output_prefix, provenance, read_curve_tsv, write_perfusion_maps
+from ._curves import load_prepared_curves
+from ..io import output_prefix, provenance, write_perfusion_maps
 from ..perfusion.constants import KAPPA_H, RHO
-from ..perfusion.prepare import prepare_curves
 
 
 class _TransformerPerfusionInputSpec(BaseInterfaceInputSpec):
@@ -74,20 +74,7 @@ class TransformerPerfusion(SimpleInterface):
         from ..nn.inference import estimate_curves, resolve_device
         from ..nn.weights import SHIPPED_WEIGHTS, load_model
 
-        frame_interval = self.inputs.frame_interval if isdefined(self.inputs.frame_interval) else None
-        scan = load_ctp(self.inputs.in_file, frame_interval=frame_interval)
-        aif_hu, _ = read_curve_tsv(self.inputs.aif_file, self.inputs.aif_column, n_frames=scan.data.shape[3])
-        mask = (
-            load_mask(self.inputs.mask_file, scan.spatial_shape, scan.affine)
-            if isdefined(self.inputs.mask_file)
-            else np.ones(scan.spatial_shape, bool)
-        )
-        curves = prepare_curves(
-            scan.data,
-            scan.frame_times,
-            aif_hu,
-            n_baseline_frames=self.inputs.n_baseline_frames if isdefined(self.inputs.n_baseline_frames) else None,
-        )
+        scan, mask, curves = load_prepared_curves(self.inputs)
         device = resolve_device(self.inputs.device)
         weights = self.inputs.weights if isdefined(self.inputs.weights) else None
         model = load_model(weights, device)

@@ -92,7 +92,7 @@ def load_checkpoint(path, device="cpu"):
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safetensors' handle
     except (SafetensorError, OSError) as err:
         raise CheckpointError(
             f"{path} cannot be read as a safetensors checkpoint ({err}); it is corrupt or not a checkpoint. "

@@ -60,7 +60,8 @@ def load_scan_curves(in_file, aif_file, mask_file=None, frame_interval=None, max
     from ..perfusion.prepare import prepare_curves
 
     scan = load_ctp(in_file, frame_interval=frame_interval, allow_long_frames=allow_long_frames)
-    aif_hu, _ = read_curve_tsv(aif_file, aif_column, n_frames=scan.data.shape[3], allow_long_frames=allow_long_frames)
+    aif_hu, _ = read_curve_tsv(aif_file, aif_column, n_frames=scan.data.shape[3], check_units=True,
+                               allow_long_frames=allow_long_frames)
     mask = load_mask(mask_file, scan.spatial_shape, scan.affine) if mask_file else np.ones(scan.spatial_shape, bool)
     curves = prepare_curves(scan.data, scan.frame_times, aif_hu)
     tissue = curves.tissue[mask]

@@ -31,6 +31,9 @@ UNITS = {
     "bad": "s",
     "residue": "1/s",
     "localaif": "HU",
+    "ttp": "s",
+    "rcbf": "1",
+    "rcbv": "1",
 }
 
 #: The perfusion methods, named once: the truncated-SVD family and the network.

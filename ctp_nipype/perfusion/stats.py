@@ -17,10 +17,12 @@ wraps it.
 * :func:`describe` and :func:`region_statistics`: mean, median, sample
   standard deviation, percentiles, voxel count and volume of every map in
   every region, as table rows.
-* :func:`lesion_measures`: ischemic core (relative CBF below a fraction of the
-  mean CBF of the unaffected hemisphere) and hypoperfused tissue (Tmax or BAD
-  above a threshold in seconds), their volumes in ml, the mismatch volume and
-  ratio.
+* :func:`contralateral_reference` and :func:`lesion_measures`: ischemic core
+  (relative CBF below a fraction of the mean CBF of the unaffected hemisphere)
+  and hypoperfused tissue (Tmax or BAD above a threshold in seconds), their
+  volumes in ml, the mismatch volume and ratio, and the triage measures of
+  :mod:`ctp_nipype.perfusion.triage` (delay volumes, hypoperfusion intensity
+  ratio, DEFUSE 3 / EXTEND flags, rCBF/rCBV).
 * :func:`group_comparison`: per region, map and method across scans, the
   mean, the deviation from a reference method (sSVD) in the map's units and in
   percent, and paired Wilcoxon signed-rank tests between methods; laid out
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import triage
 from .constants import METHODS
 
 #: percentiles reported for every region (columns ``p05``, ``p25``, ``p75``, ``p95``)
@@ -43,9 +46,9 @@ PERCENTILES = (5, 25, 75, 95)
 STAT_COLUMNS = ("n_voxels", "volume_ml", "mean", "sd", "median") + tuple(f"p{q:02d}" for q in PERCENTILES)
 
 #: ischemic core: CBF below this fraction of the mean CBF of the unaffected hemisphere
-CORE_RELATIVE_CBF = 0.30
+CORE_RELATIVE_CBF = triage.CORE_RELATIVE_CBF
 #: hypoperfused tissue: Tmax (SVD) or BAD (network) above this many seconds
-DELAY_THRESHOLD_S = 6.0
+DELAY_THRESHOLD_S = triage.HYPOPERFUSION_THRESHOLD_S
 #: the methods' order in tables (the paper's), reference first
 METHOD_ORDER = METHODS
 #: the map's order in tables
@@ -295,7 +298,7 @@ def _method_map_order(key):
 
 @dataclass
 class LesionMeasures:
-    """Ischemic core and hypoperfused tissue of one method's maps.
+    """Ischemic core, hypoperfused tissue and the triage measures of one method's maps.
 
     Attributes
     ----------
@@ -309,6 +312,13 @@ class LesionMeasures:
         Hypoperfused minus core volume.
     mismatch_ratio : float
         Hypoperfused over core volume (``inf`` without core).
+    triage : TriageVolumes
+        Every triage measure (delay volumes, hypoperfusion intensity ratio,
+        DEFUSE 3 / EXTEND flags, rCBF) of :func:`ctp_nipype.perfusion.triage.triage_volumes`.
+    relative_cbv : ndarray or None
+        CBV over the mean CBV of the same reference tissue (when a CBV map was given).
+    reference_cbv : float or None
+        That mean, ml/100 g.
     parameters : dict
         Thresholds and choices, for the JSON sidecar.
     """
@@ -321,26 +331,36 @@ class LesionMeasures:
     hypoperfused_volume_ml: float
     mismatch_volume_ml: float
     mismatch_ratio: float
+    triage: triage.TriageVolumes | None = None
+    relative_cbv: np.ndarray | None = None
+    reference_cbv: float | None = None
     parameters: dict = field(default_factory=dict)
 
+    @property
+    def relative_cbf(self):
+        """CBF over the reference CBF (1 = the unaffected hemisphere's mean), 0 outside the tissue."""
+        return self.triage.relative_cbf
+
     def summary(self):
-        """JSON-ready dict of the volumes (ml), the affected side and the parameters."""
-        return {
-            "CoreVolume": self.core_volume_ml,
-            "HypoperfusedVolume": self.hypoperfused_volume_ml,
-            "MismatchVolume": self.mismatch_volume_ml,
-            "MismatchRatio": self.mismatch_ratio if math.isfinite(self.mismatch_ratio) else None,
+        """JSON-ready dict of the volumes (ml), ratios, flags, the affected side, references and parameters."""
+        out = self.triage.summary()
+        out.update({
             "AffectedHemisphere": self.affected_hemisphere,
             "ReferenceCBF": self.reference_cbf,
-            "Units": {
-                "CoreVolume": "ml",
-                "HypoperfusedVolume": "ml",
-                "MismatchVolume": "ml",
-                "MismatchRatio": "1",
-                "ReferenceCBF": "ml/100g/min",
-            },
-            **self.parameters,
-        }
+            "ReferenceRegion": REFERENCE_REGION,
+        })
+        out["Units"]["ReferenceCBF"] = "ml/100g/min"
+        if self.reference_cbv is not None:
+            out["ReferenceCBV"] = self.reference_cbv
+            out["Units"]["ReferenceCBV"] = "ml/100g"
+        out.update(self.parameters)
+        return out
+
+
+#: how the reference of the relative maps and of the core threshold is made (for sidecars)
+REFERENCE_REGION = ("mean over the tissue (brain minus CSF and vessel masks, finite values) of the unaffected "
+                    "hemisphere: the one with fewer voxels of delay above the hypoperfusion threshold, split at "
+                    "the mid-sagittal plane x = MidlineWorldX (world RAS+ coordinates)")
 
 
 def affected_hemisphere(delay, left, right, delay_threshold_s=DELAY_THRESHOLD_S):
@@ -354,6 +374,72 @@ def affected_hemisphere(delay, left, right, delay_threshold_s=DELAY_THRESHOLD_S)
     n_left = int(np.count_nonzero((delay > delay_threshold_s) & np.asarray(left, bool)))
     n_right = int(np.count_nonzero((delay > delay_threshold_s) & np.asarray(right, bool)))
     return "right" if n_right > n_left else "left"
+
+
+@dataclass
+class ContralateralReference:
+    """The unaffected hemisphere's tissue, the reference of the core threshold and of the relative maps.
+
+    Attributes
+    ----------
+    tissue : ndarray of bool
+        Brain minus CSF and vessels, finite CBF and delay.
+    unaffected : ndarray of bool
+        Its part in the unaffected hemisphere.
+    affected_hemisphere : str
+    reference_cbf : float
+        Mean CBF over ``unaffected``.
+    midline_mm : float
+    """
+
+    tissue: np.ndarray
+    unaffected: np.ndarray
+    affected_hemisphere: str
+    reference_cbf: float
+    midline_mm: float
+
+    def reference_of(self, values):
+        """The mean of another map (CBV) over the same reference tissue."""
+        values = np.asarray(values, dtype=np.float64)[self.unaffected]
+        values = values[np.isfinite(values)]
+        return float(values.mean()) if values.size else math.nan
+
+
+def contralateral_reference(cbf, delay, brain, affine, csf=None, vessels=None, hemisphere="auto",
+                            delay_threshold_s=DELAY_THRESHOLD_S, midline_mm=None, delay_name="tmax"):
+    """Find the affected hemisphere and the reference CBF: the mean CBF of the other hemisphere's tissue.
+
+    Tissue is the brain minus the CSF and vessel masks (when given) with finite
+    CBF and delay; hemispheres are split in world coordinates
+    (:func:`hemisphere_masks`); ``hemisphere='auto'`` takes the one with more
+    voxels of delay above ``delay_threshold_s`` as affected.
+
+    Returns
+    -------
+    ContralateralReference
+
+    Examples
+    --------
+    >>> cbf = np.array([50, 50, 50, 50, 50, 20, 10, 5.0]).reshape(8, 1, 1)
+    >>> tmax = np.array([1, 1, 1, 1, 1, 8, 9, 10.0]).reshape(8, 1, 1)
+    >>> ref = contralateral_reference(cbf, tmax, np.ones((8, 1, 1), bool), np.eye(4))
+    >>> ref.affected_hemisphere, ref.reference_cbf, int(ref.unaffected.sum())
+    ('right', 50.0, 4)
+    """
+    cbf, delay, brain = triage.as_maps(cbf, delay, brain, delay_name)
+    if hemisphere not in ("auto", "left", "right"):
+        raise ValueError(f"hemisphere must be 'auto', 'left' or 'right', got {hemisphere!r}.")
+    tissue = tissue_mask(brain, csf, vessels) & np.isfinite(cbf) & np.isfinite(delay)
+    left, right, midline_mm = hemisphere_masks(brain, affine, midline_mm)
+    left, right = left & tissue, right & tissue
+    side = affected_hemisphere(delay, left, right, delay_threshold_s) if hemisphere == "auto" else hemisphere
+    unaffected = right if side == "left" else left
+    if not unaffected.any():
+        raise ValueError(
+            f"The unaffected ({'right' if side == 'left' else 'left'}) hemisphere has no tissue voxels; "
+            "check the brain mask, the CSF/vessel masks and the affine."
+        )
+    return ContralateralReference(tissue, unaffected, side, float(cbf[unaffected].mean()), midline_mm)
 
 
 def lesion_measures(
@@ -370,17 +456,25 @@ def lesion_measures(
     core_within_hypoperfused=True,
     midline_mm=None,
     delay_name="tmax",
+    cbv=None,
+    delay_thresholds_s=triage.DELAY_THRESHOLDS_S,
 ):
-    """Ischemic core, hypoperfused tissue, their volumes and the mismatch.
+    """Ischemic core, hypoperfused tissue, their volumes, the mismatch and the triage measures.
+
+    The reference is found by :func:`contralateral_reference` (the mean CBF of
+    the unaffected hemisphere's tissue); the thresholds are applied by
+    :func:`ctp_nipype.perfusion.triage.triage_volumes`, the one thresholding
+    path of the masks and the volumes:
 
     * hypoperfused = tissue with ``delay > delay_threshold_s`` (Tmax for the
       SVD methods, BAD for the network);
-    * core = tissue with ``cbf < core_relative_cbf * reference_cbf``, the
-      reference being the mean CBF of the unaffected hemisphere's tissue, and,
-      with ``core_within_hypoperfused``, also hypoperfused (so that tissue with
+    * core = tissue with ``cbf < core_relative_cbf * reference_cbf`` and, with
+      ``core_within_hypoperfused``, also hypoperfused (so that tissue with
       low CBF but normal arrival, such as leftover CSF or noise in white
       matter, is not called core);
-    * mismatch volume = hypoperfused - core volume; ratio = hypoperfused / core.
+    * mismatch volume = hypoperfused - core volume; ratio = hypoperfused / core;
+      delay volumes above ``delay_thresholds_s``, hypoperfusion intensity
+      ratio, DEFUSE 3 / EXTEND flags; rCBF and (with ``cbv``) rCBV.
 
     Tissue is the brain minus the CSF and vessel masks when given: give them,
     or CSF (CBF near 0) counts as core and vessels raise the reference.
@@ -411,6 +505,10 @@ def lesion_measures(
         World x of the mid-sagittal plane (default: brain centroid).
     delay_name : str
         ``'tmax'`` or ``'bad'``, recorded in the parameters.
+    cbv : ndarray, optional
+        CBV, ml/100 g: gives rCBV over the same reference tissue.
+    delay_thresholds_s : sequence of float
+        Delays whose volumes are reported (4, 6, 8, 10 s).
 
     Returns
     -------
@@ -428,50 +526,36 @@ def lesion_measures(
     >>> round(out.core_volume_ml, 3), round(out.mismatch_volume_ml, 3), out.mismatch_ratio
     (0.2, 0.1, 1.5)
     """
-    cbf = np.asarray(cbf, dtype=np.float64)
-    delay = np.asarray(delay, dtype=np.float64)
-    brain = np.asarray(brain, dtype=bool)
-    if cbf.shape != brain.shape or delay.shape != brain.shape:
-        raise ValueError(
-            f"CBF {cbf.shape}, {delay_name} {delay.shape} and brain mask {brain.shape} must have the same shape."
-        )
-    if not 0 < core_relative_cbf < 1:
-        raise ValueError(f"core_relative_cbf is a fraction in (0, 1), got {core_relative_cbf}.")
-    if hemisphere not in ("auto", "left", "right"):
-        raise ValueError(f"hemisphere must be 'auto', 'left' or 'right', got {hemisphere!r}.")
-    tissue = tissue_mask(brain, csf, vessels) & np.isfinite(cbf) & np.isfinite(delay)
-    left, right, midline_mm = hemisphere_masks(brain, affine, midline_mm)
-    left, right = left & tissue, right & tissue
-    side = affected_hemisphere(delay, left, right, delay_threshold_s) if hemisphere == "auto" else hemisphere
-    unaffected = right if side == "left" else left
-    if not unaffected.any():
-        raise ValueError(
-            f"The unaffected ({'right' if side == 'left' else 'left'}) hemisphere has no tissue voxels; "
-            "check the brain mask, the CSF/vessel masks and the affine."
-        )
-    reference = float(cbf[unaffected].mean())
-    hypoperfused = tissue & (delay > delay_threshold_s)
-    core = tissue & (cbf < core_relative_cbf * reference)
-    if core_within_hypoperfused:
-        core &= hypoperfused
-    core_ml = float(np.count_nonzero(core) * voxel_volume_ml)
-    hypo_ml = float(np.count_nonzero(hypoperfused) * voxel_volume_ml)
+    reference = contralateral_reference(cbf, delay, brain, affine, csf, vessels, hemisphere, delay_threshold_s,
+                                        midline_mm, delay_name)
+    volumes = triage.triage_volumes(
+        cbf, delay, reference.tissue, reference.reference_cbf, voxel_volume_ml,
+        core_relative_cbf=core_relative_cbf, delay_thresholds_s=delay_thresholds_s,
+        hypoperfusion_threshold_s=delay_threshold_s, core_within_hypoperfused=core_within_hypoperfused,
+        delay_name=delay_name,
+    )
+    relative_cbv = reference_cbv = None
+    if cbv is not None:
+        cbv = np.asarray(cbv, dtype=np.float64)
+        if cbv.shape != reference.tissue.shape:
+            raise ValueError(f"The CBV map has shape {cbv.shape} but the CBF map {reference.tissue.shape}.")
+        reference_cbv = reference.reference_of(cbv)
+        relative_cbv = triage.relative_map(cbv, reference_cbv, reference.tissue & np.isfinite(cbv))
     return LesionMeasures(
-        core=core,
-        hypoperfused=hypoperfused,
-        affected_hemisphere=side,
-        reference_cbf=reference,
-        core_volume_ml=core_ml,
-        hypoperfused_volume_ml=hypo_ml,
-        mismatch_volume_ml=hypo_ml - core_ml,
-        mismatch_ratio=hypo_ml / core_ml if core_ml > 0 else math.inf,
+        core=volumes.core,
+        hypoperfused=volumes.hypoperfused,
+        affected_hemisphere=reference.affected_hemisphere,
+        reference_cbf=reference.reference_cbf,
+        core_volume_ml=volumes.core_volume_ml,
+        hypoperfused_volume_ml=volumes.hypoperfused_volume_ml,
+        mismatch_volume_ml=volumes.mismatch_volume_ml,
+        mismatch_ratio=volumes.mismatch_ratio,
+        triage=volumes,
+        relative_cbv=relative_cbv,
+        reference_cbv=reference_cbv,
         parameters={
-            "CoreRelativeCBFThreshold": float(core_relative_cbf),
-            "DelayThreshold": float(delay_threshold_s),
-            "DelayMap": delay_name,
-            "CoreWithinHypoperfused": bool(core_within_hypoperfused),
             "HemisphereChoice": hemisphere,
-            "MidlineWorldX": midline_mm,
+            "MidlineWorldX": reference.midline_mm,
             "HemisphereSplit": "world (RAS+) x coordinate; left is x < MidlineWorldX",
             "CSFExcluded": csf is not None,
             "VesselsExcluded": vessels is not None,

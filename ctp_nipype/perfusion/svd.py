@@ -39,6 +39,7 @@ from .constants import CBF_UNIT_FACTOR, CBV_UNIT_FACTOR, KAPPA_H, RHO
 from .constants import SVD_METHODS as METHODS
 from .convolution import circulant_matrix, toeplitz_matrix, trapezoid_integral
 from .timing import check_frame_times, is_uniform
+from .triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS, peak_time
 
 DEFAULT_THRESHOLDS = {"ssvd": 0.20, "csvd": 0.10}
 DEFAULT_OI_THRESHOLD = 0.035
@@ -86,7 +87,7 @@ class SVDFit:
     mtt : ndarray
         s.
     tmax : ndarray
-        s, time of the residue's maximum.
+        s, time of the residue's maximum (sampled, or refined by a parabola: ``peak_interpolation``).
     threshold : ndarray
         The relative singular-value threshold used per voxel.
     oscillation_index : ndarray
@@ -136,6 +137,9 @@ class SVDModel:
         Brain tissue density in g/ml.
     chunk_size : int
         Voxels processed per matrix product (bounds the memory).
+    peak_interpolation : {'sampled', 'parabola'}
+        How Tmax is read from the residue (:func:`ctp_nipype.perfusion.triage.peak_time`):
+        the sampled maximum, or a parabola through it and its neighbours.
     ladder_stride : int
         oSVD tries every ``ladder_stride``-th rung of the ladder first and refines
         between the last failing and the first passing one (1: Wu's full sweep).
@@ -162,8 +166,14 @@ class SVDModel:
         rho=RHO,
         chunk_size=8192,
         ladder_stride=4,
+        peak_interpolation=DEFAULT_PEAK_INTERPOLATION,
     ):
         method = str(method).lower()
+        if peak_interpolation not in PEAK_INTERPOLATIONS:
+            raise ValueError(
+                f"Unknown Tmax peak interpolation {peak_interpolation!r}; choose one of {', '.join(PEAK_INTERPOLATIONS)}."
+            )
+        self.peak_interpolation = peak_interpolation
         if method not in METHODS:
             raise ValueError(f"Unknown SVD method {method!r}; choose one of {', '.join(METHODS)}.")
         aif = np.asarray(aif, dtype=float)
@@ -234,6 +244,7 @@ class SVDModel:
             "KappaH": self.kappa_h,
             "TissueDensity": self.rho,
             "FrameInterval": self.dt,
+            "TmaxPeakInterpolation": self.peak_interpolation,
         }
         if self.method == "osvd":
             out["OscillationIndexThreshold"] = self.oi_threshold
@@ -336,7 +347,7 @@ class SVDModel:
         with np.errstate(divide="ignore", invalid="ignore"):
             # a negative area (noise in a voxel without enhancement) has no transit time: MTT 0, not < 0
             mtt = np.where((cbf > 0) & (cbv > 0), 60.0 * cbv / np.where(cbf > 0, cbf, 1.0), 0.0)
-        tmax = np.where(usable, np.argmax(residue, axis=1) * self.dt, 0.0)
+        tmax = np.where(usable, peak_time(residue, self.dt, self.peak_interpolation), 0.0)
 
         def shape(values):
             return values.reshape(spatial).astype(np.float32)

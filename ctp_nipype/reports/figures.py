@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 #: colour maps of the perfusion maps
-CMAPS = {"cbf": "jet", "cbv": "jet", "mtt": "jet", "tmax": "jet", "bad": "jet"}
+CMAPS = {"cbf": "jet", "cbv": "jet", "mtt": "jet", "tmax": "jet", "bad": "jet", "ttp": "jet"}
 #: display window (HU) of the time-averaged scan behind overlays
 BRAIN_WINDOW_HU = (0.0, 100.0)
 #: curve colours of the methods (the same in every figure)
@@ -269,3 +269,138 @@ def roi_locations(background, brain, rois):
         ax.set_yticks([])
     fig.tight_layout()
     return to_png(fig)
+
+
+#: colours of the triage summary: core, hypoperfused (delay > 6 s), severe (delay > 10 s), RGBA
+TRIAGE_COLOURS = {"core": (1.0, 0.0, 0.0, 0.85), "hypoperfused": (0.0, 0.85, 0.2, 0.6),
+                  "severe": (0.0, 0.45, 0.1, 0.8)}
+
+
+def triage_lines(summary):
+    """The summary's numbers as ``(label, value text)`` rows, delay rows named after the map (Tmax or BAD).
+
+    >>> rows = triage_lines({"DelayMap": "bad", "CoreVolume": 12.0, "DelayThresholds": [6.0],
+    ...                      "DelayAbove6sVolume": 30.5, "MismatchVolume": 18.5, "MismatchRatio": 2.54,
+    ...                      "HypoperfusionIntensityRatio": None, "CoreRelativeCBFThreshold": 0.3})
+    >>> rows[0], rows[1], rows[-1]
+    (('Core (rCBF < 30%)', '12.0 ml'), ('BAD > 6 s', '30.5 ml'), ('HIR (BAD > 10 s / > 6 s)', 'n/a'))
+    """
+    from ..perfusion.triage import delay_label, volume_key
+
+    delay = delay_label(summary.get("DelayMap", "tmax"))
+
+    def ml(value):
+        return "n/a" if value is None else f"{value:.1f} ml"
+
+    def ratio(value):
+        return "n/a (no core)" if value is None and summary.get("CoreVolume") == 0 else (
+            "n/a" if value is None else f"{value:.2f}")
+
+    core_percent = 100 * float(summary.get("CoreRelativeCBFThreshold", 0.3))
+    rows = [(f"Core (rCBF < {core_percent:g}%)", ml(summary.get("CoreVolume")))]
+    for threshold in summary.get("DelayThresholds", []):
+        rows.append((f"{delay} > {threshold:g} s", ml(summary.get(volume_key(threshold)))))
+    rows.append(("Mismatch volume", ml(summary.get("MismatchVolume"))))
+    rows.append(("Mismatch ratio", ratio(summary.get("MismatchRatio"))))
+    hir = summary.get("HypoperfusionIntensityRatio")
+    rows.append((f"HIR ({delay} > 10 s / > 6 s)", "n/a" if hir is None else f"{hir:.2f}"))
+    return rows
+
+
+def triage_summary(background, brain, core, hypoperfused, delay, summary, title, slices, affine=None):
+    """The one-page triage summary of one method: overlays on the slices, volumes, target-mismatch flags.
+
+    Parameters
+    ----------
+    background : ndarray (x, y, z)
+        Time-averaged scan, HU.
+    brain : ndarray of bool
+        Crops the slices.
+    core, hypoperfused : ndarray of bool
+        The lesion masks (:class:`~ctp_nipype.interfaces.stats.LesionVolumes`).
+    delay : ndarray (x, y, z)
+        Tmax or BAD, s: hypoperfused voxels above the severe threshold (10 s) are shown darker.
+    summary : dict
+        The method's lesion JSON.
+    title : str
+    slices : list of int
+    affine : ndarray (4, 4), optional
+        Voxel-to-world (RAS+) affine: marks the subject's left (L) and right (R) on the first slice.
+
+    Returns
+    -------
+    bytes
+        PNG.
+    """
+    plt = _pyplot()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    sides = None
+    if affine is not None and abs(float(np.asarray(affine)[0, 0])) > 0:
+        sides = ("L", "R") if float(np.asarray(affine)[0, 0]) > 0 else ("R", "L")  # RAS+: x grows to the right
+
+    from ..perfusion.triage import TARGET_MISMATCH, delay_label
+
+    delay_name = delay_label(summary.get("DelayMap", "tmax"))
+    severe_s = float(summary.get("SevereDelayThreshold", 10.0))
+    hypo_s = float(summary.get("DelayThreshold", 6.0))
+    bx, by = _crop_box(brain)
+    n = max(len(slices), 1)
+    fig = plt.figure(figsize=(2.0 * n + 5.2, 5.6))
+    grid = fig.add_gridspec(2, n + 2, width_ratios=[1.0] * n + [0.05, 2.4], left=0.02, right=0.99, top=0.86,
+                            bottom=0.1, wspace=0.04, hspace=0.12)
+    core_map = ListedColormap([TRIAGE_COLOURS["core"]])
+    delay_map = ListedColormap([TRIAGE_COLOURS["hypoperfused"], TRIAGE_COLOURS["severe"]])
+    graded = np.where(hypoperfused, np.where(delay > severe_s, 2.0, 1.0), np.nan)
+    core_layer = np.where(core, 1.0, np.nan)
+    rows = [("core", core_layer, core_map, (1, 1)), ("delay", graded, delay_map, (1, 2))]
+    for row, (name, layer, cmap, (vmin, vmax)) in enumerate(rows):
+        for col, k in enumerate(slices):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(background[bx, by, k].T, origin="lower", cmap="gray", vmin=BRAIN_WINDOW_HU[0],
+                      vmax=BRAIN_WINDOW_HU[1])
+            ax.imshow(layer[bx, by, k].T, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"slice {k}", fontsize=8)
+            if sides and row == 0 and col == 0:
+                for x, letter in ((0.03, sides[0]), (0.97, sides[1])):
+                    ax.text(x, 0.03, letter, color="yellow", fontsize=9, fontweight="bold", transform=ax.transAxes,
+                            ha="left" if x < 0.5 else "right", va="bottom")
+            if col == 0:
+                ax.set_ylabel(f"core (rCBF < {100 * float(summary.get('CoreRelativeCBFThreshold', 0.3)):g}%)"
+                              if name == "core" else f"{delay_name} > {hypo_s:g} s", fontsize=9)
+    fig.legend(handles=[Patch(color=TRIAGE_COLOURS["core"], label="core"),
+                        Patch(color=TRIAGE_COLOURS["hypoperfused"], label=f"{delay_name} > {hypo_s:g} s"),
+                        Patch(color=TRIAGE_COLOURS["severe"], label=f"{delay_name} > {severe_s:g} s")],
+               loc="lower left", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.02, 0.0))
+    text_ax = fig.add_subplot(grid[:, n + 1])
+    text_ax.axis("off")
+    y = 0.98
+    side = summary.get("AffectedHemisphere")
+    text_ax.text(0, y, f"affected side: {side or 'n/a'}", fontsize=9, va="top", transform=text_ax.transAxes)
+    y -= 0.07
+    for label, value in triage_lines(summary):
+        bold = label.startswith(("Core", f"{delay_name} > {hypo_s:g} s", "Mismatch"))
+        text_ax.text(0, y, label, fontsize=10, va="top", transform=text_ax.transAxes,
+                     fontweight="bold" if bold else "normal")
+        text_ax.text(1, y, value, fontsize=10, va="top", ha="right", transform=text_ax.transAxes,
+                     fontweight="bold" if bold else "normal")
+        y -= 0.065
+    y -= 0.02
+    criteria_texts = summary.get("TargetMismatchCriteria", {})
+    for name, criteria in TARGET_MISMATCH.items():
+        met = summary.get(name)
+        verdict = "n/a" if met is None else ("MET" if met else "not met")
+        colour = "#c8f0c8" if met else "#eeeeee"
+        text_ax.text(0, y, f"{name.replace('DEFUSE3', 'DEFUSE 3')} target mismatch: {verdict}", fontsize=10,
+                     va="top", fontweight="bold", transform=text_ax.transAxes,
+                     bbox={"boxstyle": "round", "facecolor": colour, "edgecolor": "#888888"})
+        y -= 0.075
+        text_ax.text(0, y, criteria_texts.get(name, criteria.text(delay_name)), fontsize=7.5, va="top",
+                     transform=text_ax.transAxes, wrap=True, color="#333333")
+        y -= 0.085
+    fig.suptitle(f"CT perfusion triage: {title}", fontsize=12, fontweight="bold", x=0.02, ha="left")
+    return to_png(fig, dpi=100)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..perfusion.stats import MAP_ORDER, table2_layout
+from ..perfusion.stats import MAP_ORDER, METHOD_ORDER, table2_layout
 from .html import escape, format_cell, page, table
 
 
@@ -54,7 +54,7 @@ def table2_html(summary, map_name, reference="ssvd"):
     )
 
 
-def group_report_html(summary, pairs, scans=(), statistic="mean", reference="ssvd"):
+def group_report_html(summary, pairs, scans=(), statistic="mean", reference="ssvd", lesion_rows=None):
     """The group page (self-contained HTML) from :func:`ctp_nipype.perfusion.stats.group_comparison`'s output.
 
     Parameters
@@ -66,6 +66,8 @@ def group_report_html(summary, pairs, scans=(), statistic="mean", reference="ssv
         The per-scan regional value compared.
     reference : str
         The reference method of the deviations.
+    lesion_rows : list of dict, optional
+        Rows of the lesion table (:func:`ctp_nipype.interfaces.stats.lesion_table`): a triage section first.
 
     Returns
     -------
@@ -77,7 +79,10 @@ def group_report_html(summary, pairs, scans=(), statistic="mean", reference="ssv
         f"below, its deviation from {escape(reference)} (same units, and percent of {escape(reference)}'s mean on "
         "the paired scans) and the two-sided paired Wilcoxon signed-rank p-value against it.</p>"
     )
-    sections = [("table2", "Methods by region (Table 2 layout)",
+    sections = []
+    if lesion_rows:
+        sections.append(("triage", "Triage: core, mismatch and target-mismatch flags", triage_html(lesion_rows)))
+    sections += [("table2", "Methods by region (Table 2 layout)",
                  intro + "".join(table2_html(summary, name, reference) for name in maps))]
     pair_rows = [{**row, "p": format_p(row.get("p_value"))} for row in pairs]
     sections.append((
@@ -88,3 +93,39 @@ def group_report_html(summary, pairs, scans=(), statistic="mean", reference="ssv
     ))
     sections.append(("scans", "Scans", "<p>" + escape(", ".join(scans) or "none") + "</p>"))
     return page("Perfusion methods compared", sections)
+
+
+def triage_html(rows):
+    """The group's triage table: per scan and method the volumes, ratios and flags, and per method how many
+    scans meet each target-mismatch profile; the criteria spelt out.
+
+    >>> rows = [{"scan": "sub-01", "method": "osvd", "CoreVolume": 10.0, "DelayAbove6sVolume": 40.0,
+    ...          "MismatchVolume": 30.0, "MismatchRatio": 4.0, "HypoperfusionIntensityRatio": 0.3,
+    ...          "DEFUSE3": "true", "EXTEND": "true", "DelayMap": "tmax"}]
+    >>> html = triage_html(rows)
+    >>> "DEFUSE 3 met in 1 of 1 scans" in html, "core &lt; 70 ml" in html
+    (True, True)
+    """
+    from ..perfusion.triage import TARGET_MISMATCH, delay_label
+
+    if not rows:
+        return '<p class="note">No lesion measures were found.</p>'
+    shown = [{**row, "delay": f"{delay_label(row.get('DelayMap', 'tmax'))} > 6 s"} for row in rows]
+    body = table(
+        shown, ["scan", "method", "CoreVolume", "delay", "DelayAbove6sVolume", "MismatchVolume", "MismatchRatio",
+                "HypoperfusionIntensityRatio", "DEFUSE3", "EXTEND"],
+        ["scan", "method", "core [ml]", "hypoperfusion rule", "hypoperfused [ml]", "mismatch [ml]",
+         "mismatch ratio", "HIR", "DEFUSE 3", "EXTEND"],
+        text_columns=["scan", "method", "delay", "DEFUSE3", "EXTEND"],
+    )
+    methods = sorted({row["method"] for row in rows}, key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+    counts = []
+    for method in methods:
+        mine = [row for row in rows if row["method"] == method]
+        met = "; ".join(f"{name.replace('DEFUSE3', 'DEFUSE 3')} met in "
+                        f"{sum(str(row.get(name)).lower() == 'true' for row in mine)} of {len(mine)} scans"
+                        for name in TARGET_MISMATCH)
+        counts.append(f"<li>{escape(method)}: {escape(met)}</li>")
+    criteria = "".join(f"<li>{escape(c.name.replace('DEFUSE3', 'DEFUSE 3'))}: {escape(c.text())}</li>"
+                       for c in TARGET_MISMATCH.values())
+    return body + f"<ul>{''.join(counts)}</ul><ul class=\"note\">{criteria}</ul>"

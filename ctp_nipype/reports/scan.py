@@ -71,6 +71,8 @@ class ScanReportData:
     lesions : dict
         ``{method: {"summary": dict of the lesion JSON, "core": mask or None, "hypoperfused": mask or None}}``.
     warnings : list of str
+    ttp : ndarray, optional
+        Time to peak of the tissue curves, s (one map, whatever the methods).
     """
 
     title: str
@@ -97,6 +99,7 @@ class ScanReportData:
     stats_rows: list = field(default_factory=list)
     lesions: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    ttp: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,6 +213,69 @@ def roi_curve_data(data, rois):
 # sections
 
 
+def triage_rows(lesions):
+    """The triage panel's rows, one per method (paper's order), from the lesion JSONs' summaries.
+
+    >>> rows = triage_rows({"transformer": {"summary": {"DelayMap": "bad", "CoreVolume": 5.0, "DelayThreshold": 6.0,
+    ...                     "DelayAbove6sVolume": 20.0, "MismatchVolume": 15.0, "MismatchRatio": 4.0,
+    ...                     "HypoperfusionIntensityRatio": 0.25, "DEFUSE3": True, "EXTEND": True}}})
+    >>> rows[0]["method"], rows[0]["hypo_rule"], rows[0]["hypo"], rows[0]["defuse3"]
+    ('transformer', 'BAD > 6 s', 20.0, 'yes')
+    """
+    from ..perfusion.triage import delay_label, volume_key
+
+    rows = []
+    for method in sorted(lesions, key=lambda m: _order(m, METHOD_ORDER)):
+        summary = lesions[method].get("summary", {})
+        threshold = summary.get("DelayThreshold", 6.0)
+        flag = {True: "yes", False: "no"}
+        rows.append({
+            "method": method,
+            "core": summary.get("CoreVolume"),
+            "hypo_rule": f"{delay_label(summary.get('DelayMap', 'tmax'))} > {format_cell(threshold)} s",
+            "hypo": summary.get(volume_key(threshold), summary.get("HypoperfusedVolume")),
+            "mismatch": summary.get("MismatchVolume"),
+            "ratio": summary.get("MismatchRatio"),
+            "hir": summary.get("HypoperfusionIntensityRatio"),
+            "defuse3": flag.get(summary.get("DEFUSE3"), "n/a"),
+            "extend": flag.get(summary.get("EXTEND"), "n/a"),
+            "side": summary.get("AffectedHemisphere"),
+        })
+    return rows
+
+
+def _triage_section(data, background, slices):
+    """The first panel: what a stroke team reads in ten seconds, per method, with the criteria spelt out, and
+    each method's one-page summary (the figure of ``<prefix>_desc-<method>_summary.png``)."""
+    from ..perfusion.triage import TARGET_MISMATCH
+
+    if not data.lesions:
+        return '<p class="note">No lesion measures were given.</p>'
+    rows = triage_rows(data.lesions)
+    body = table(
+        rows, ["method", "core", "hypo_rule", "hypo", "mismatch", "ratio", "hir", "defuse3", "extend", "side"],
+        ["method", "core [ml] (rCBF < 30%)", "hypoperfusion rule", "hypoperfused [ml]", "mismatch [ml]",
+         "mismatch ratio", "HIR", "DEFUSE 3", "EXTEND", "affected side"],
+        text_columns=["method", "hypo_rule", "defuse3", "extend", "side"],
+    )
+    criteria = "".join(f"<li><b>{escape(c.name.replace('DEFUSE3', 'DEFUSE 3'))}</b>: {escape(c.text())}</li>"
+                       for c in TARGET_MISMATCH.values())
+    body += (f"<ul class=\"note\">{criteria}<li>HIR, hypoperfusion intensity ratio: volume with delay &gt; 10 s "
+             "over volume with delay &gt; 6 s. Core: CBF below 30% of the mean CBF of the unaffected "
+             "hemisphere's tissue, within the hypoperfused tissue. The network thresholds its BAD, the bolus "
+             "arrival delay, which does not include the dispersion that Tmax adds: BAD &gt; 6 s is a stricter "
+             "rule than Tmax &gt; 6 s.</li></ul>")
+    for method in sorted(data.lesions, key=lambda m: _order(m, METHOD_ORDER)):
+        entry = data.lesions[method]
+        delay = next((data.maps[(method, name)] for name in ("tmax", "bad") if (method, name) in data.maps), None)
+        if entry.get("core") is None or entry.get("hypoperfused") is None or delay is None:
+            continue
+        png = figures.triage_summary(background, data.brain, entry["core"], entry["hypoperfused"], delay,
+                                     entry.get("summary", {}), f"{data.title}: {method}", slices, data.affine)
+        body += png_img(png, f"{method} triage summary")
+    return body
+
+
 def _summary_section(data, background):
     times = np.asarray(data.frame_times, float)
     steps = np.diff(times)
@@ -260,6 +326,10 @@ def _maps_section(data, slices):
         png = figures.map_mosaic(maps, label, UNITS.get(members[0], ""), data.brain, slices,
                                  range_mask=tissue_mask(data.brain, data.csf, data.vessels))
         parts.append(png_img(png, f"{label} maps"))
+    if data.ttp is not None:
+        png = figures.map_mosaic({"scan": data.ttp}, "ttp", UNITS["ttp"], data.brain, slices,
+                                 range_mask=tissue_mask(data.brain, data.csf, data.vessels))
+        parts.append(png_img(png, "time to peak"))
     return "<p class=\"note\">One colour scale per map across methods: 0 to the 99th percentile in the brain's tissue (without CSF and vessels when their masks are given).</p>" + "".join(parts)
 
 
@@ -352,7 +422,8 @@ def scan_report_html(data):
                             "the AIF/VOF selection; the deconvolution used them as corrected.")
     data.warnings = warnings
     slices = figures.slices_to_show(data.brain)
-    sections = [("summary", "Scan summary", _summary_section(data, background))]
+    sections = [("triage", "Triage", _triage_section(data, background, slices)),
+                ("summary", "Scan summary", _summary_section(data, background))]
     if data.motion:
         times = np.asarray(data.motion.get("time", np.arange(len(next(iter(data.motion.values()))))), float)
         sections.append(("motion", "Head motion",

@@ -198,19 +198,20 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
         Column of the curves TSV used as the AIF (``aif_corrected`` after partial-volume correction).
     method_options : dict, optional
         Inputs set on every method's interface when it has them (``kappa_h``, ``rho``,
-        ``threshold``, ``oi_threshold``, ``n_baseline_frames``, ``frame_interval``).
+        ``threshold``, ``oi_threshold``, ``n_baseline_frames``, ``frame_interval``,
+        ``peak_interpolation``: Tmax's, and TTP's in :func:`init_ctp_wf`).
 
     Inputs (``inputnode``): ``in_file`` (preprocessed 4D series), ``curves_file`` (AIF TSV),
     ``mask_file`` (brain mask), ``prefix``.
 
     Outputs (``outputnode``): ``<method>_maps`` (the maps and 4D curves of one method),
-    ``<method>_cbf`` and ``<method>_delay`` (Tmax or BAD), ``maps`` (all files, flattened),
+    ``<method>_cbf``, ``<method>_cbv`` and ``<method>_delay`` (Tmax or BAD), ``maps`` (all files, flattened),
     ``parameter_maps`` (the 3D maps only) and ``curve_maps`` (the 4D residues and local AIFs).
     """
     methods = check_methods(methods)
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=["in_file", "curves_file", "mask_file", "prefix"]), name="inputnode")
-    per_method = [f"{m}_{kind}" for m in methods for kind in ("maps", "cbf", "delay")]
+    per_method = [f"{m}_{kind}" for m in methods for kind in ("maps", "cbf", "cbv", "delay")]
     outputnode = pe.Node(
         IdentityInterface(fields=["maps", "parameter_maps", "curve_maps"] + per_method), name="outputnode"
     )
@@ -249,7 +250,8 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
             (merge, merge_all, [("out", f"in{index}")]),
             (parameters, merge_parameters, [("out", f"in{index}")]),
             (curves, merge_curves, [("out", f"in{index}")]),
-            (node, outputnode, [("cbf", f"{method}_cbf"), (METHOD_MAPS[method][3], f"{method}_delay")]),
+            (node, outputnode, [("cbf", f"{method}_cbf"), ("cbv", f"{method}_cbv"),
+                                (METHOD_MAPS[method][3], f"{method}_delay")]),
         ])  # fmt: skip
         for slot, map_name in enumerate(maps, start=1):
             workflow.connect(node, map_name, merge, f"in{slot}")
@@ -291,6 +293,11 @@ def init_ctp_wf(
     Workflow graph: ``docs/workflows.md`` (``ctp_wf``), drawn from this factory by
     :mod:`ctp_nipype.workflows.graphs`: every node, the statistics, lesion, report and sink nodes included.
 
+    Triage: ``ttp`` writes ``<prefix>_ttp.nii.gz`` (time to peak of the tissue curves, one map
+    whatever the methods); each ``lesion_<method>`` the core and hypoperfused masks, the rCBF and
+    rCBV maps and the lesion JSON (volumes, mismatch, HIR, DEFUSE 3 / EXTEND flags);
+    ``triage_summary`` one ``<prefix>_desc-<method>_summary.png`` per method.
+
     Parameters
     ----------
     output_dir : str
@@ -307,11 +314,13 @@ def init_ctp_wf(
     ``brain_mask``, ``aif_file``, ``vof_file``.
 
     Outputs (``outputnode``): ``maps`` (derivative paths), ``preproc_derivatives``,
-    ``stats_derivatives`` (region statistics and lesion volumes), ``report`` (the HTML report).
+    ``stats_derivatives`` (region statistics, lesion volumes and masks, rCBF/rCBV, TTP, the triage
+    summary figures), ``report`` (the HTML report).
     """
     from ..interfaces.bids import DerivativesDataSink
     from ..interfaces.report import ScanReport
     from ..interfaces.stats import LesionVolumes, MapStats
+    from ..interfaces.triage import TimeToPeak, TriageSummary
 
     methods = check_methods(methods)
     workflow = pe.Workflow(name=name)
@@ -367,7 +376,8 @@ def init_ctp_wf(
 
     # statistics of every map in every region, and the clinical lesion measures per method
     map_stats = pe.Node(MapStats(), name="map_stats")
-    stats_files = pe.Node(Merge(2 + 3 * len(methods)), name="collect_stats")
+    per_lesion = 5  # core and hypoperfused masks, lesion JSON, rCBF, rCBV
+    stats_files = pe.Node(Merge(4 + per_lesion * len(methods), ravel_inputs=True), name="collect_stats")
     ds_stats = pe.Node(DerivativesDataSink(base_directory=str(output_dir), subdir=subdir), name="ds_stats",
                        run_without_submitting=True, overwrite=True)
     workflow.connect([
@@ -404,20 +414,53 @@ def init_ctp_wf(
     ])  # fmt: skip
     if motion_correction:
         workflow.connect(preproc, "outputnode.motion_file", report, "motion_file")
+
+    # triage: time to peak (one map per scan), the lesion measures and relative maps per method, the summaries
+    ttp = pe.Node(TimeToPeak(aif_column="aif_corrected"), name="ttp")
+    for key, value in options.items():
+        if value is not None and key in ("peak_interpolation", "n_baseline_frames", "frame_interval"):
+            setattr(ttp.inputs, key, value)
+    summary = pe.Node(TriageSummary(), name="triage_summary")
+    delay_maps = pe.Node(Merge(len(methods)), name="collect_delays")
+    workflow.connect([
+        (inputnode, ttp, [("prefix", "out_prefix")]),
+        (preproc, ttp, [
+            ("outputnode.preproc_file", "in_file"),
+            ("outputnode.curves_file", "aif_file"),
+            ("outputnode.brain_mask", "mask_file"),
+        ]),
+        (ttp, stats_files, [("ttp", "in3")]),
+        (ttp, report, [("ttp", "ttp_file")]),
+        (inputnode, summary, [("prefix", "out_prefix")]),
+        (preproc, summary, [("outputnode.series_file", "in_file"), ("outputnode.brain_mask", "brain_mask")]),
+        (lesion_jsons, summary, [("out", "lesion_files")]),
+        (delay_maps, summary, [("out", "delay_files")]),
+        (summary, stats_files, [("out_files", "in4")]),
+    ])  # fmt: skip
+    if frame_interval is not None:
+        summary.inputs.frame_interval = frame_interval
     for index, method in enumerate(methods):
         lesion = pe.Node(LesionVolumes(), name=f"lesion_{method}")
+        first = 5 + per_lesion * index
         workflow.connect(lesion, "out_json", lesion_jsons, f"in{index + 1}")
+        workflow.connect(perfusion, f"outputnode.{method}_delay", delay_maps, f"in{index + 1}")
         workflow.connect([
-            (perfusion, lesion, [(f"outputnode.{method}_cbf", "cbf_file"), (f"outputnode.{method}_delay", "delay_file")]),
+            (perfusion, lesion, [
+                (f"outputnode.{method}_cbf", "cbf_file"),
+                (f"outputnode.{method}_cbv", "cbv_file"),
+                (f"outputnode.{method}_delay", "delay_file"),
+            ]),
             (preproc, lesion, [
                 ("outputnode.brain_mask", "brain_mask"),
                 ("outputnode.csf_mask", "csf_mask"),
                 ("outputnode.vessel_mask", "vessel_mask"),
             ]),
             (lesion, stats_files, [
-                ("core_mask", f"in{3 + 3 * index}"),
-                ("hypoperfused_mask", f"in{4 + 3 * index}"),
-                ("out_json", f"in{5 + 3 * index}"),
+                ("core_mask", f"in{first}"),
+                ("hypoperfused_mask", f"in{first + 1}"),
+                ("out_json", f"in{first + 2}"),
+                ("rcbf", f"in{first + 3}"),
+                ("rcbv", f"in{first + 4}"),
             ]),
         ])  # fmt: skip
     return workflow
