@@ -8,7 +8,8 @@ weights; both call it from here, so that the two measure the same thing:
 * :func:`true_tmax`: the true Tmax of simulated curves;
 * :func:`network_lesion_phantom`, :func:`network_lesion`: the network's lesion on a phantom with a delayed lesion;
 * :func:`truth_labels`, :func:`grey_matter_ratios`: grey-matter CBF of a BIDS App run against a phantom
-  dataset's truth (``ctp-phantom``'s ``derivatives/phantom-truth``).
+  dataset's truth (``ctp-phantom``'s ``derivatives/phantom-truth``); :func:`pipeline_grey_matter_ratios` makes
+  the phantom, runs the BIDS App and measures.
 """
 
 from __future__ import annotations
@@ -143,3 +144,27 @@ def grey_matter_ratios(bids, perf, methods, subject="01", session="01"):
     prefix = f"sub-{subject}_ses-{session}"
     return {method: float(np.median(np.asarray(nb.load(Path(perf) / derivative_name(prefix, "cbf", desc=method))
                                                .dataobj)[grey]) / true_cbf) for method in methods}
+
+
+def pipeline_grey_matter_ratios(root, noise_hu, seed, methods, size="small", weights=None):
+    """Median grey-matter CBF / truth per method, one BIDS App run on a fresh phantom under ``root``.
+
+    The measure of ``benchmarks/studies/pipeline_noise.py`` (and ``network_targets.py``): the phantom dataset
+    is written with :func:`ctp_nipype.sims.dataset.write_phantom_dataset`, the BIDS App runs quietly with
+    ``--nprocs 1 --device cpu``, and :func:`grey_matter_ratios` reads its maps.
+    """
+    import contextlib
+    import io
+
+    from .cli import bids_app
+    from .sims.dataset import write_phantom_dataset
+
+    root = Path(root)
+    bids, out = root / "bids", root / "out"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        write_phantom_dataset(bids, subjects=1, size=size, seed=seed, noise_sd_hu=noise_hu)
+        argv = [str(bids), str(out), "participant", "--methods", *methods, "-w", str(root / "work"),
+                "--nprocs", "1", "--device", "cpu"] + ([] if weights is None else ["--weights", str(weights)])
+        if bids_app.main(argv) != 0:
+            raise RuntimeError(f"ctp-bids-app failed at {noise_hu} HU: {' '.join(argv)}")
+    return grey_matter_ratios(bids, out / "sub-01" / "ses-01" / "perf", methods)

@@ -25,7 +25,6 @@ from ctp_nipype.perfusion.agreement import (
     compare_scan,
     icc_absolute_agreement,
     resample_to_grid,
-    target_mismatch,
 )
 from ctp_nipype.sims.isles import distort_reference, make_isles_phantom, truth_reference_maps
 from ctp_nipype.sims.phantom import PhantomLabel
@@ -200,12 +199,17 @@ def test_cohen_kappa_matches_its_definition():
     assert math.isnan(cohen_kappa(np.ones(4, bool), np.ones(4, bool))["kappa"])  # both always call it
 
 
-def test_target_mismatch_boundaries():
-    defuse3, extend = agreement.TARGET_MISMATCH["defuse3"], agreement.TARGET_MISMATCH["extend"]
-    assert target_mismatch(18.75, 33.75, defuse3)  # ratio exactly 1.8, mismatch exactly 15: in
-    assert not target_mismatch(70.0, 200.0, defuse3)  # core must be below 70 ml
-    assert not target_mismatch(50.0, 60.0, extend)  # ratio 1.2 and mismatch 10: EXTEND needs more
-    assert target_mismatch(0.0, 11.0, extend)  # no core: any ratio
+def test_target_mismatch_calls_are_triages_on_the_summary_volumes(phantom):
+    from ctp_nipype.perfusion import triage
+
+    truth = truth_reference_maps(phantom)
+    s = _compare(phantom, dict(truth), distort_reference(truth, tmax_shift_s=-3.0)).summary  # lesion at 5 s
+    for label in ("ours", "reference"):
+        for profile, criteria in (("defuse3", triage.DEFUSE3), ("extend", triage.EXTEND)):
+            expected = criteria.met(s[f"core_ml_{label}"], s[f"mismatch_ratio_{label}"], s[f"mismatch_ml_{label}"])
+            assert s[f"{profile}_{label}"] == expected
+    assert s["defuse3_ours"] and not s["defuse3_reference"]  # the reference sees no Tmax > 6 s at all
+    assert s["hypoperfused_ml_reference"] == 0.0
 
 
 # ----------------------------------------------------------------------------------------------

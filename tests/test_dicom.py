@@ -446,8 +446,10 @@ def test_dicom_out_round_trip(runs):
     pacs = runs / "pacs"
     source = pydicom.dcmread(next((runs / "CTP").glob("*.dcm")))
     files = sorted(p.name for p in pacs.glob("*.dcm"))
-    assert files == ["PM_ssvd_cbf.dcm", "PM_ssvd_cbv.dcm", "PM_ssvd_mtt.dcm", "PM_ssvd_tmax.dcm",
-                     "SC_cbf_montage.dcm", "SC_cbv_montage.dcm", "SC_mtt_montage.dcm", "SC_tmax_montage.dcm",
+    # the maps (with the triage's rCBF and rCBV), their montages, the triage summary and the masks' SEG
+    assert files == ["PM_ssvd_cbf.dcm", "PM_ssvd_cbv.dcm", "PM_ssvd_mtt.dcm", "PM_ssvd_rcbf.dcm", "PM_ssvd_rcbv.dcm",
+                     "PM_ssvd_tmax.dcm", "SC_cbf_montage.dcm", "SC_cbv_montage.dcm", "SC_mtt_montage.dcm",
+                     "SC_rcbf_montage.dcm", "SC_rcbv_montage.dcm", "SC_ssvd_summary.dcm", "SC_tmax_montage.dcm",
                      "SEG_ssvd.dcm"]
     for name in files:
         ds = pydicom.dcmread(pacs / name)
@@ -456,7 +458,7 @@ def test_dicom_out_round_trip(runs):
         if not name.startswith("SC"):
             assert ds.FrameOfReferenceUID == source.FrameOfReferenceUID, name
     # parametric maps: float values equal the NIfTI map at the voxel each pixel lies on, units in the RWVM
-    for name, unit in (("cbf", "mL/(100.g)/min"), ("tmax", "s")):
+    for name, unit in (("cbf", "mL/(100.g)/min"), ("tmax", "s"), ("rcbf", "{ratio}")):
         pm = pydicom.dcmread(pacs / f"PM_ssvd_{name}.dcm")
         img = nb.load(runs / "out_dicom" / f"CTP_desc-ssvd_{name}.nii.gz")
         values = np.asarray(img.dataobj)

@@ -128,3 +128,41 @@ def test_weights_keep_their_normalisation_and_old_weights_read_as_aif_peak(untra
     assert ModelConfig.from_dict(config).tissue_normalisation == "aif_peak"
     with pytest.raises(ValueError, match="Unknown tissue_normalisation 'peak'"):
         ModelConfig(tissue_normalisation="peak")
+
+
+@settings(max_examples=25, deadline=None)
+@given(scale=st.floats(1e-3, 1e3), factor=st.floats(0.01, 100.0), seed=st.integers(0, 2**16))
+def test_least_squares_flow_scale_recovers_the_scale_and_is_linear(scale, factor, seed):
+    """A noise-free curve that the residue shape and local AIF explain gives back its scale exactly, and
+    a times the curve gives a times the scale (noise included)."""
+    from ctp_nipype.nn.inference import least_squares_flow_scale
+    from ctp_nipype.perfusion.convolution import convolve
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(40.0)
+    local_aif = 300 * np.exp(-0.5 * ((t[None] - rng.uniform(8, 20, (5, 1))) / rng.uniform(2, 5, (5, 1))) ** 2)
+    residue = np.sort(rng.random((5, 40)) * 0.01, axis=1)[:, ::-1]
+    clean = scale * convolve(local_aif, residue, 1.0)
+    np.testing.assert_allclose(least_squares_flow_scale(clean, local_aif, residue, 1.0)[:, 0], scale, rtol=1e-9)
+    noisy = clean + rng.normal(0, 1, clean.shape)
+    once = least_squares_flow_scale(noisy, local_aif, residue, 1.0)
+    np.testing.assert_allclose(least_squares_flow_scale(factor * noisy, local_aif, residue, 1.0), factor * once,
+                               rtol=1e-9, atol=1e-15)
+
+
+def test_least_squares_flow_makes_cbf_linear_and_data_consistent(untrained_amplitude):
+    """With the least-squares scale the network's K reproduces the measured curve in the least-squares
+    sense (the residual is orthogonal to the fitted curve) and CBF scales with the curve."""
+    from ctp_nipype.perfusion.convolution import convolve
+
+    aif, tissue, t = _curves()
+    tissue = tissue + 25.0
+    once = estimate_curves(aif, tissue, t, model=untrained_amplitude, flow_scale="least_squares")
+    fitted = convolve(once["local_aif"].astype(float), once["residue"].astype(float), 1.0)
+    residual = tissue - fitted
+    np.testing.assert_allclose(np.einsum("ij,ij->i", residual, fitted) / np.einsum("ij,ij->i", fitted, fitted), 0,
+                               atol=1e-4)
+    scaled = estimate_curves(aif, 4.0 * tissue, t, model=untrained_amplitude, flow_scale="least_squares")
+    np.testing.assert_allclose(scaled["cbf"], 4.0 * once["cbf"], rtol=1e-4)
+    with pytest.raises(ValueError, match="flow_scale"):
+        estimate_curves(aif, tissue, t, model=untrained_amplitude, flow_scale="fitted")

@@ -429,3 +429,37 @@ def test_the_curve_weights_give_the_aif_peak_loss_in_either_normalisation():
     assert losses["tissue_amplitude"][0] == pytest.approx(losses["aif_peak"][0], rel=1e-4)
     for name, value in losses["aif_peak"][1].items():
         assert losses["tissue_amplitude"][1][name] == pytest.approx(value, rel=1e-4)
+
+
+def test_the_gpu_recipe_runs_at_a_tiny_size_on_the_cpu(tmp_path):
+    recipe = training.load_recipe("gpu")
+    # the recipe as shipped: mixed precision is the trainer's on CUDA; large batches, threads for the simulator
+    assert recipe["batch_size"] >= 1024 and recipe["time_budget_minutes"] < 8 and recipe["simulation_workers"] > 1
+    assert recipe["model"]["tissue_normalisation"] == "tissue_amplitude"
+    ranges = training.simulation_ranges(recipe)
+    # nothing narrowed below the paper's ranges (section 2.3)
+    for name in ("snr_db", "cbf", "mtt", "alpha", "t_a", "delay", "frame_interval"):
+        low, high = getattr(ranges, name)
+        assert low <= getattr(TRAINING_RANGES, name)[0] and high >= getattr(TRAINING_RANGES, name)[1], name
+    assert ranges.n_frames[0] <= 45 and ranges.n_frames[1] >= 120 and ranges.alpha_one_fraction == 0
+    tiny = {**recipe, "batch_size": 8, "n_validation_curves": 16, "simulation_workers": 2,
+            "model": {**recipe["model"], "d_model": 16, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1,
+                      "dim_feedforward": 16}}
+    metrics = training.train(tiny, tmp_path / "gpu", device="cpu", progress=False, max_steps=3)
+    assert metrics["step"] == 3 and all(torch.isfinite(torch.tensor(metrics[k])) for k in ("val_cbf_rmse", "val_loss"))
+    assert load_model(tmp_path / "gpu" / "last_ema.safetensors").config.tissue_normalisation == "tissue_amplitude"
+
+
+def test_simulation_workers_do_not_change_the_batches():
+    one = training.simulate_batch(64, 3, 7, TRAINING_RANGES, "tissue_amplitude", workers=1)
+    two = training.simulate_batch(64, 3, 7, TRAINING_RANGES, "tissue_amplitude", workers=2)
+    assert torch.equal(one.tissue, two.tissue) and torch.equal(one.residue, two.residue)
+
+
+def test_init_weights_may_change_the_tissue_normalisation(tmp_path):
+    first = tmp_path / "first"
+    training.train(_tiny_recipe(), first, progress=False, max_steps=2)
+    recipe = _tiny_recipe(init_weights=str(first / "last.safetensors"),
+                          model={**_tiny_recipe()["model"], "tissue_normalisation": "tissue_amplitude"})
+    training.train(recipe, tmp_path / "second", progress=False, max_steps=1)
+    assert load_model(tmp_path / "second" / "last.safetensors").config.tissue_normalisation == "tissue_amplitude"

@@ -16,28 +16,12 @@ About 10 s per seed and noise level on 2 cores with the network (small phantom),
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import tempfile
 import time
 from pathlib import Path
 
-from ctp_nipype.cli import bids_app
-from ctp_nipype.sims.dataset import write_phantom_dataset
 from ctp_nipype.nn.weights import shipped_weights_available
-from ctp_nipype.validation import grey_matter_ratios as ratios_of_run  # the test's own measure
-
-
-def grey_matter_ratios(root, noise_hu, seed, methods, size="small", weights=None):
-    """Median grey-matter CBF / truth per method, one BIDS App run on a fresh phantom under ``root``."""
-    bids, out = root / "bids", root / "out"
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        write_phantom_dataset(bids, subjects=1, size=size, seed=seed, noise_sd_hu=noise_hu)
-        argv = [str(bids), str(out), "participant", "--methods", *methods, "-w", str(root / "work"),
-                "--nprocs", "1", "--device", "cpu"] + ([] if weights is None else ["--weights", str(weights)])
-        if bids_app.main(argv) != 0:
-            raise RuntimeError(f"ctp-bids-app failed at {noise_hu} HU: {' '.join(argv)}")
-    return ratios_of_run(bids, out / "sub-01" / "ses-01" / "perf", methods)
+from ctp_nipype.validation import pipeline_grey_matter_ratios as grey_matter_ratios
 
 
 def main(argv=None):

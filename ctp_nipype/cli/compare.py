@@ -102,8 +102,9 @@ STATISTICS = (
     "Voxelwise r: scipy.stats.pearsonr and spearmanr. Volumes: ICC(A,1) (two-way random effects, absolute "
     "agreement, single measurement; Shrout and Fleiss ICC(2,1)) from pingouin.intraclass_corr, Bland-Altman bias "
     "and limits (bias +- 1.96 SD, ddof 1) with numpy. Calls: Cohen's kappa from "
-    "statsmodels.stats.inter_rater.cohens_kappa. Core and hypoperfusion from both map sets by "
-    "ctp_nipype.perfusion.stats.lesion_measures on the same tissue and the reference's affected hemisphere."
+    "statsmodels.stats.inter_rater.cohens_kappa. Core, hypoperfusion and the DEFUSE 3 / EXTEND calls from both "
+    "map sets by the package's one thresholding path (stats.contralateral_reference, triage.triage_volumes) on "
+    "the same tissue and the reference's affected hemisphere."
 )
 
 _OUR_MAPS = ("cbf", "cbv", "mtt", "tmax", "bad")
@@ -251,7 +252,7 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
     """
     from ..bids import check_output_outside_input, derivative_name
     from ..io import InputError, prepare_output_dir, write_json, write_table_tsv, write_text
-    from ..perfusion import agreement
+    from ..perfusion import agreement, triage
     from ..perfusion.constants import UNITS
     from ..reports.agreement import agreement_report_html
     from ._errors import one_line
@@ -316,7 +317,7 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
         "CoreRelativeCBFThreshold": agreement.CORE_RELATIVE_CBF,
         "DelayThreshold": agreement.DELAY_THRESHOLD_S,
         "ThresholdSweep": {"core": list(agreement.CORE_FRACTIONS), "hypoperfused": list(agreement.DELAY_THRESHOLDS_S)},
-        "TargetMismatch": agreement.TARGET_MISMATCH,
+        "TargetMismatch": {name: criteria.text() for name, criteria in triage.TARGET_MISMATCH.items()},
         "GeneratedBy": [{"Name": "ctp_nipype ctp-compare", "Version": __version__, "CodeURL": __url__}],
     }
     case_columns = ["scan", "method", "resampled", "affected_hemisphere", "n_tissue_voxels",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..perfusion.constants import CBF_UNIT_FACTOR, CBV_UNIT_FACTOR, KAPPA_H, RHO
-from ..perfusion.convolution import trapezoid_integral
+from ..perfusion.convolution import convolve, trapezoid_integral
 from ..perfusion.timing import check_frame_times, is_uniform
 from .model import normalise_tissue
 from .weights import load_model
@@ -262,6 +262,46 @@ class _null_context:
         return False
 
 
+#: how :func:`estimate_curves` sets the residue's height: the network's own, or fitted to the curve
+FLOW_SCALES = ("network", "least_squares")
+
+
+def least_squares_flow_scale(tissue, local_aif, residue, dt):
+    """The factor ``c >= 0`` that makes ``c * residue`` fit the tissue curve best: ``C ~ c * (Ca_local (x) K)``.
+
+    Keeps the network's residue *shape* and local AIF and sets the flow from the measured curve by
+    linear least squares over every frame (``c = <C, m> / <m, m>`` with ``m = Ca_local (x) K``, the
+    trapezoidal convolution of :func:`ctp_nipype.perfusion.convolution.convolve`), clipped at 0. For a
+    fixed shape and local AIF it is exactly linear in the curve (``C -> a C`` gives ``c -> a c``), and
+    on a noise-free curve that the shape and local AIF explain it returns the true scale.
+
+    Parameters
+    ----------
+    tissue, local_aif, residue : ndarray, shape (n, T)
+        Tissue curve and local AIF (same units), flow-scaled residue K in 1/s.
+    dt : float
+        Frame interval in seconds.
+
+    Returns
+    -------
+    ndarray, shape (n, 1)
+
+    Examples
+    --------
+    >>> aif = np.array([[0.0, 4.0, 2.0, 1.0, 0.0]])
+    >>> residue = np.array([[0.02, 0.01, 0.005, 0.0, 0.0]])
+    >>> tissue = 3.0 * convolve(aif, residue, 1.0)
+    >>> float(least_squares_flow_scale(tissue, aif, residue, 1.0)[0, 0])
+    3.0
+    """
+    model = convolve(np.asarray(local_aif, np.float64), np.asarray(residue, np.float64), dt)
+    numerator = np.einsum("ij,ij->i", np.asarray(tissue, np.float64), model)
+    denominator = np.einsum("ij,ij->i", model, model)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), 0.0)
+    return np.clip(scale, 0.0, None)[:, None]
+
+
 def estimate_curves(
     global_aif,
     tissue,
@@ -273,6 +313,7 @@ def estimate_curves(
     rho=RHO,
     progress=False,
     model=None,
+    flow_scale="network",
 ):
     """Local AIF, flow-scaled residue, BAD and the perfusion maps of tissue curves.
 
@@ -297,6 +338,10 @@ def estimate_curves(
         Show a progress bar.
     model : PerfusionTransformer, optional
         An already loaded network (then ``weights`` is ignored).
+    flow_scale : {'network', 'least_squares'}
+        ``'network'``: K as the network returns it. ``'least_squares'``: the network's residue shape
+        and local AIF, scaled to fit the tissue curve (:func:`least_squares_flow_scale`), which makes
+        CBF and CBV data-consistent and linear in the curve.
 
     Returns
     -------
@@ -306,6 +351,8 @@ def estimate_curves(
         (n, T) flow-scaled residue K in 1/s; ``flagged`` (n,) bool, voxels whose
         outputs were not all finite (set to 0 in every output).
     """
+    if flow_scale not in FLOW_SCALES:
+        raise ValueError(f"Unknown flow_scale {flow_scale!r}; choose from {FLOW_SCALES}.")
     aif, tissue, times, dt, peak = check_inputs(global_aif, tissue, frame_times)
     device = resolve_device(device)
     if model is None:
@@ -321,6 +368,8 @@ def estimate_curves(
         progress,
     )
     residue = raw["residue"] * residue_unit
+    if flow_scale == "least_squares":
+        residue = residue * least_squares_flow_scale(tissue, raw["local_aif"] * peak, residue, dt)
     scale = kappa_h / rho
     cbf = CBF_UNIT_FACTOR * scale * residue.max(axis=1)
     cbv = CBV_UNIT_FACTOR * scale * trapezoid_integral(residue, dt)

@@ -96,7 +96,7 @@ RECIPE_FIELDS = frozenset({
     "name", "description", "seed", "batch_size", "total_steps", "time_budget_minutes", "learning_rate",
     "warmup_fraction", "weight_decay", "grad_clip", "validation_every_steps", "checkpoint_every_minutes",
     "n_validation_curves", "validation_seed", "loss_weights", "model", "ranges", "ema_decay", "init_weights",
-    "stages",
+    "stages", "simulation_workers",
 })
 
 
@@ -203,10 +203,11 @@ def simulation_ranges(recipe):
     return replace(TRAINING_RANGES, **overrides)
 
 
-def simulate_batch(n_curves, seed, step, ranges=TRAINING_RANGES, normalisation="aif_peak"):
-    """A training batch for ``step``, reproducible from ``(seed, step)``."""
+def simulate_batch(n_curves, seed, step, ranges=TRAINING_RANGES, normalisation="aif_peak", workers=1):
+    """A training batch for ``step``, reproducible from ``(seed, step)`` (the same curves for any ``workers``,
+    the simulator's threads: a recipe's ``simulation_workers``, for the large batches of a GPU)."""
     rng = np.random.default_rng([int(seed), int(step)])
-    return batch_from_simulation(simulate_curves(n_curves, rng, ranges), normalisation)
+    return batch_from_simulation(simulate_curves(n_curves, rng, ranges, workers=int(workers)), normalisation)
 
 
 def validation_set(n_curves, seed, max_batch=512, ranges=TRAINING_RANGES, normalisation="aif_peak"):
@@ -277,11 +278,15 @@ def _load_initial_weights(model, init_weights):
     """Start a run from trained weights (continued training); the architectures must agree.
 
     ``init_weights`` is ``"shipped"`` (the package's weights) or a ``.safetensors``
-    file (a relative path in a recipe file is relative to that file's folder).
+    file (a relative path in a recipe file is relative to that file's folder). Only the tissue
+    normalisation may differ: the run keeps its recipe's.
     """
     path = SHIPPED_WEIGHTS if init_weights == "shipped" else Path(init_weights)
     source = load_model(path)
-    if source.config.to_dict() != model.config.to_dict():
+    # the tissue normalisation scales the inputs, not the parameters: weights trained with one may start a
+    # run with the other (both present a grey-matter curve to the encoder at about the same height)
+    architecture = {**source.config.to_dict(), "tissue_normalisation": model.config.tissue_normalisation}
+    if architecture != model.config.to_dict():
         raise ValueError(
             f"init_weights {path} has the architecture {source.config.to_dict()}, the recipe asks for "
             f"{model.config.to_dict()}; make the recipe's \"model\" match the weights or drop init_weights."
@@ -566,7 +571,8 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         lr = learning_rate(progress_fraction(), recipe["learning_rate"], recipe["warmup_fraction"])
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = simulate_batch(int(recipe["batch_size"]), seed, state["step"], ranges, normalisation).to(device)
+        batch = simulate_batch(int(recipe["batch_size"]), seed, state["step"], ranges, normalisation,
+                               recipe.get("simulation_workers", 1)).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             out = model(batch.tissue, batch.aif, batch.frame_times)
         out = {k: v.float() for k, v in out.items()}

@@ -13,15 +13,18 @@ Per scan and per method (:func:`compare_scan`):
   :func:`reference_outside`);
 * ischemic core (relative CBF below a fraction of the unaffected hemisphere's
   mean, within Tmax > 6 s) and hypoperfused tissue (Tmax above a threshold)
-  computed from both sets of maps by the SAME code,
-  :func:`ctp_nipype.perfusion.stats.lesion_measures`, on the same tissue and
-  the same affected hemisphere (the reference's), so that the comparison
-  isolates the map computation: Dice (:func:`ctp_nipype.perfusion.stats.dice`)
+  computed from both sets of maps by the SAME code, the package's one
+  thresholding path (:func:`ctp_nipype.perfusion.stats.contralateral_reference`
+  for the reference CBF, :func:`ctp_nipype.perfusion.triage.triage_volumes`
+  for the masks and volumes), on the same tissue and the same affected
+  hemisphere (the reference's), so that the comparison isolates the map
+  computation: Dice (:func:`ctp_nipype.perfusion.stats.dice`)
   and volume difference at the clinical thresholds (rCBF < 30%, Tmax > 6 s)
   and at :data:`CORE_FRACTIONS` and :data:`DELAY_THRESHOLDS_S`;
 * against a DWI or follow-up lesion mask, when given: Dice and volume of our
   core and of the reference's core;
-* the DEFUSE 3 and EXTEND target-mismatch calls of both (:data:`TARGET_MISMATCH`).
+* the DEFUSE 3 and EXTEND target-mismatch calls of both, as ``triage_volumes``
+  makes them (:data:`ctp_nipype.perfusion.triage.TARGET_MISMATCH`).
 
 Across scans (:func:`volume_agreement`, :func:`call_agreement`):
 
@@ -46,7 +49,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .stats import CORE_RELATIVE_CBF, DELAY_THRESHOLD_S, dice, lesion_measures
+from . import triage
+from .stats import contralateral_reference, dice
+from .triage import CORE_RELATIVE_CBF
+from .triage import HYPOPERFUSION_THRESHOLD_S as DELAY_THRESHOLD_S
 
 #: the maps compared voxel by voxel, in table order
 MAP_NAMES = ("cbf", "cbv", "mtt", "tmax")
@@ -55,13 +61,8 @@ DELAY_THRESHOLDS_S = (4.0, 5.0, 6.0, 8.0, 10.0)
 #: core thresholds (fraction of the unaffected hemisphere's mean CBF) of the sweep; the clinical one is 0.30
 CORE_FRACTIONS = (0.20, 0.25, 0.30, 0.35, 0.40)
 
-#: target-mismatch criteria: core below ``core_below_ml``, mismatch ratio and volume above the limits
-#: (``inclusive``: ``>=`` instead of ``>``). DEFUSE 3 (Albers et al. 2018): core < 70 ml, ratio >= 1.8,
-#: mismatch >= 15 ml. EXTEND (Ma et al. 2019): core < 70 ml, ratio > 1.2, mismatch > 10 ml.
-TARGET_MISMATCH = {
-    "defuse3": {"core_below_ml": 70.0, "ratio": 1.8, "mismatch_ml": 15.0, "inclusive": True},
-    "extend": {"core_below_ml": 70.0, "ratio": 1.2, "mismatch_ml": 10.0, "inclusive": False},
-}
+#: the target-mismatch profiles compared, as column stems (``defuse3``, ``extend``) of triage's criteria
+PROFILES = {name.lower(): name for name in triage.TARGET_MISMATCH}
 
 #: plausible medians over perfused tissue of each reference map in the conventions' units, and what a
 #: median outside says (checked by :func:`check_reference_units`)
@@ -323,25 +324,6 @@ def voxelwise_agreement(ours, reference, mask):
     return row
 
 
-def target_mismatch(core_ml, hypoperfused_ml, criteria):
-    """Whether a scan meets a target-mismatch profile (:data:`TARGET_MISMATCH`).
-
-    The ratio is hypoperfused / core (infinite without core, which meets any ratio).
-
-    >>> target_mismatch(20.0, 60.0, TARGET_MISMATCH["defuse3"]), target_mismatch(80.0, 200.0, TARGET_MISMATCH["defuse3"])
-    (True, False)
-    >>> target_mismatch(10.0, 12.0, TARGET_MISMATCH["extend"])
-    False
-    """
-    mismatch = hypoperfused_ml - core_ml
-    ratio = hypoperfused_ml / core_ml if core_ml > 0 else math.inf
-    if criteria["inclusive"]:
-        ok = ratio >= criteria["ratio"] and mismatch >= criteria["mismatch_ml"]
-    else:
-        ok = ratio > criteria["ratio"] and mismatch > criteria["mismatch_ml"]
-    return bool(core_ml < criteria["core_below_ml"] and ok)
-
-
 @dataclass
 class ScanAgreement:
     """Agreement of one method's maps with the reference on one scan.
@@ -474,14 +456,20 @@ def compare_scan(
                              **voxelwise_agreement(ours[our_name], reference[name], tissue)})
             histograms[name] = joint_histogram(ours[our_name], reference[name], tissue, name)
 
-    def measures(maps, hemisphere, fraction, delay, delay_name):
-        return lesion_measures(maps["cbf"], maps[delay_name], brain, affine, voxel_volume_ml, csf=excluded,
-                               hemisphere=hemisphere, core_relative_cbf=fraction, delay_threshold_s=delay,
-                               delay_name=delay_name)
+    # the reference CBF of each set on the same tissue and the same side (the reference's)
+    side_ref = contralateral_reference(reference["cbf"], reference["tmax"], brain, affine, csf=excluded,
+                                       delay_threshold_s=delay_threshold_s)
+    side = side_ref.affected_hemisphere
+    side_ours = contralateral_reference(ours["cbf"], ours[our_delay], brain, affine, csf=excluded, hemisphere=side,
+                                        delay_threshold_s=delay_threshold_s, delay_name=our_delay)
 
-    clinical_ref = measures(reference, "auto", core_relative_cbf, delay_threshold_s, "tmax")
-    side = clinical_ref.affected_hemisphere  # the same hemisphere for both sets of maps
-    clinical_ours = measures(ours, side, core_relative_cbf, delay_threshold_s, our_delay)
+    def measures(maps, contralateral, fraction, delay, delay_name):
+        return triage.triage_volumes(maps["cbf"], maps[delay_name], contralateral.tissue, contralateral.reference_cbf,
+                                     voxel_volume_ml, core_relative_cbf=fraction, hypoperfusion_threshold_s=delay,
+                                     delay_name=delay_name)
+
+    clinical_ref = measures(reference, side_ref, core_relative_cbf, delay_threshold_s, "tmax")
+    clinical_ours = measures(ours, side_ours, core_relative_cbf, delay_threshold_s, our_delay)
 
     rows = []
 
@@ -497,8 +485,8 @@ def compare_scan(
         if math.isclose(fraction, core_relative_cbf) and math.isclose(delay, delay_threshold_s):
             a, b = clinical_ours, clinical_ref
         else:
-            a = measures(ours, side, fraction, delay, our_delay)
-            b = measures(reference, side, fraction, delay, "tmax")
+            a = measures(ours, side_ours, fraction, delay, our_delay)
+            b = measures(reference, side_ref, fraction, delay, "tmax")
         add(region, threshold, getattr(a, region), getattr(b, region))
 
     summary = {"affected_hemisphere": side, "n_tissue_voxels": int(tissue.sum())}
@@ -507,8 +495,8 @@ def compare_scan(
         summary[f"hypoperfused_ml_{label}"] = m.hypoperfused_volume_ml
         summary[f"mismatch_ml_{label}"] = m.mismatch_volume_ml
         summary[f"mismatch_ratio_{label}"] = m.mismatch_ratio
-        for profile, criteria in TARGET_MISMATCH.items():
-            summary[f"{profile}_{label}"] = target_mismatch(m.core_volume_ml, m.hypoperfused_volume_ml, criteria)
+        for profile, name in PROFILES.items():
+            summary[f"{profile}_{label}"] = bool(m.target_mismatch[name])
     summary["dice_core"] = dice(clinical_ours.core, clinical_ref.core)
     summary["dice_hypoperfused"] = dice(clinical_ours.hypoperfused, clinical_ref.hypoperfused)
     if lesion is not None:
@@ -639,13 +627,13 @@ def volume_agreement(summaries):
 
 
 def call_agreement(summaries):
-    """Across scans: Cohen's kappa of each target-mismatch profile's calls (:data:`TARGET_MISMATCH`).
+    """Across scans: Cohen's kappa of each target-mismatch profile's calls (:data:`PROFILES`).
 
     Returns one row per profile: ``profile`` and the keys of :func:`cohen_kappa`.
     """
     return [{"profile": profile, **cohen_kappa([s[f"{profile}_ours"] for s in summaries],
                                                [s[f"{profile}_reference"] for s in summaries])}
-            for profile in TARGET_MISMATCH]
+            for profile in PROFILES]
 
 
 def map_agreement(map_rows):

@@ -162,6 +162,94 @@ def residue_function(t, mtt, alpha=1.0):
     return _squeeze(1.0 - gammainc(alpha, np.clip(t, 0, None) / beta), mtt, alpha)
 
 
+def gamma_recirculation_aif(t, t0=8.0, peak=400.0, time_scale=1.0, recirculation_delay=14.0,
+                            recirculation_fraction=0.3, recirculation_width=2.5):
+    """A gamma-variate first pass followed by a delayed, wider recirculation bump, in HU.
+
+    The first pass is :func:`gamma_variate_aif` with the simulator's shape (:data:`GAMMA_AIF_SHAPE`,
+    its time constant stretched by ``time_scale``); the recirculation is the same gamma variate with
+    ``recirculation_width`` times its time constant, starting ``recirculation_delay * time_scale``
+    seconds after ``t0`` and peaking at ``recirculation_fraction`` of the first pass. The sum is
+    scaled so that its maximum is ``peak``. Neither the training draws nor the paper's test sets
+    use this family (it is held out for :mod:`ctp_nipype.sims.generalisation`).
+
+    Parameters are scalars or arrays of shape ``(n,)``.
+
+    >>> t = np.arange(0, 60.0, 0.5)
+    >>> c = gamma_recirculation_aif(t, t0=5.0, peak=300.0)
+    >>> round(float(c.max()), 6), float(t[c.argmax()]), bool(c[t > 30].max() > 0.1 * c.max())
+    (300.0, 9.5, True)
+    """
+    t = np.asarray(t, dtype=float)
+    t0c, scale = _col(t0), _col(time_scale)
+    alpha, beta = GAMMA_AIF_SHAPE["alpha"], GAMMA_AIF_SHAPE["beta"]
+    first = _unit_gamma(t - t0c, alpha, beta * scale)
+    second = _unit_gamma(t - t0c - _col(recirculation_delay) * scale, alpha,
+                         beta * scale * _col(recirculation_width))
+    curve = first + _col(recirculation_fraction) * second
+    return _squeeze(_col(peak) * curve / curve.max(axis=-1, keepdims=True), t0, peak, time_scale)
+
+
+def two_injection_aif(t, t0=8.0, peak=400.0, time_scale=1.0, second_delay=10.0, second_fraction=0.6):
+    """Two gamma-variate boluses (a split or repeated injection), the second ``second_delay * time_scale``
+    seconds after the first and ``second_fraction`` of its height, scaled to a maximum of ``peak`` HU.
+
+    Held out of the training draws and the paper's test sets, like :func:`gamma_recirculation_aif`.
+
+    >>> t = np.arange(0, 60.0, 0.5)
+    >>> c = two_injection_aif(t, t0=5.0, peak=300.0)
+    >>> round(float(c.max()), 6), float(t[c.argmax()])
+    (300.0, 9.5)
+    """
+    t = np.asarray(t, dtype=float)
+    t0c, scale = _col(t0), _col(time_scale)
+    alpha, beta = GAMMA_AIF_SHAPE["alpha"], GAMMA_AIF_SHAPE["beta"]
+    curve = _unit_gamma(t - t0c, alpha, beta * scale) + _col(second_fraction) * _unit_gamma(
+        t - t0c - _col(second_delay) * scale, alpha, beta * scale)
+    return _squeeze(_col(peak) * curve / curve.max(axis=-1, keepdims=True), t0, peak, time_scale)
+
+
+def _unit_gamma(x, alpha, beta):
+    """``(x / (alpha beta))^alpha exp(alpha - x / beta)`` for ``x > 0`` (peak 1 at ``alpha beta``), else 0."""
+    x = np.asarray(x, dtype=float)
+    positive = x > 0
+    safe = np.where(positive, x, 1.0)
+    with np.errstate(over="ignore", under="ignore"):
+        return np.where(positive, np.exp(alpha * np.log(safe / (alpha * beta)) + alpha - safe / beta), 0.0)
+
+
+def boxcar_exponential_residue(t, mtt, plateau_fraction=0.5):
+    """A box-car residue with an exponential tail: ``r = 1`` up to ``p = plateau_fraction * mtt``, then
+    ``exp(-(t - p) / (mtt - p))``; its area (the MTT) is ``mtt``. Not a member of the gamma family of
+    :func:`residue_function` (a plug-flow passage followed by wash-out), for the generalisation suite.
+
+    >>> r = boxcar_exponential_residue(np.arange(0, 200.0, 0.01), mtt=6.0)
+    >>> float(r[0]), round(float(r.sum() * 0.01), 2)
+    (1.0, 6.0)
+    """
+    t = np.clip(np.asarray(t, dtype=float), 0.0, None)
+    mtt, fraction = _col(mtt), _col(plateau_fraction)
+    plateau = fraction * mtt
+    tail = np.maximum(mtt - plateau, 1e-9)
+    return _squeeze(np.where(t <= plateau, 1.0, np.exp(-(t - plateau) / tail)), mtt, plateau_fraction)
+
+
+def two_compartment_residue(t, mtt, fast_fraction=0.7, fast_share_of_mtt=1.0 / 3.0):
+    """A bi-exponential residue ``w exp(-t / tau1) + (1 - w) exp(-t / tau2)`` (two exchanging compartments:
+    a fast vascular and a slow extravascular one), ``w = fast_fraction``, ``tau1 = fast_share_of_mtt * mtt``
+    and ``tau2`` set so that the area (the MTT) is ``mtt``. Not a gamma-family residue.
+
+    >>> r = two_compartment_residue(np.arange(0, 400.0, 0.01), mtt=6.0)
+    >>> float(r[0]), round(float(r.sum() * 0.01), 2)
+    (1.0, 6.0)
+    """
+    t = np.clip(np.asarray(t, dtype=float), 0.0, None)
+    mtt, w, share = _col(mtt), _col(fast_fraction), _col(fast_share_of_mtt)
+    tau1 = share * mtt
+    tau2 = (mtt - w * tau1) / (1.0 - w)
+    return _squeeze(w * np.exp(-t / tau1) + (1.0 - w) * np.exp(-t / tau2), mtt, fast_fraction, fast_share_of_mtt)
+
+
 def residue_on_grid(mtt, alpha, fine_dt, n_samples, dtype=np.float32, out=None):
     """Fast residue functions ``r(k * fine_dt)``, ``k = 0 .. n_samples - 1``, one row per curve.
 
