@@ -31,6 +31,7 @@ setup(
         "matplotlib>=3.6",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "isal>=1.0",  # ISA-L gzip: 10x faster .nii.gz writing between the steps (ctp_nipype/fastgzip.py); optional at run time
         "nilearn>=0.10",  # ships the MNI152 templates used by the phantom (offline)
         "pydicom>=3.0",  # DICOM in (ctp_nipype.dicom)
         "highdicom>=0.23",  # DICOM out: SEG, Parametric Map, Secondary Capture

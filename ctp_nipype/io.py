@@ -9,7 +9,6 @@ never leaves a map that looks complete).
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import os
 import tempfile
@@ -20,6 +19,7 @@ import nibabel as nb
 import numpy as np
 
 from . import __url__, __version__
+from .fastgzip import GzipFile, register_with_nibabel
 from .perfusion.timing import (
     FrameTiming,
     TimingError,
@@ -27,6 +27,8 @@ from .perfusion.timing import (
     check_timing_units,
     frame_times_from_sources,
 )
+
+register_with_nibabel()  # ISA-L's gzip for every .nii.gz when installed (ctp_nipype.fastgzip)
 
 
 class InputError(ValueError):
@@ -481,7 +483,7 @@ def write_nifti(path, data, affine, header=None, sidecar=None, dtype=np.float32)
         with open(tmp, "wb") as raw:
             if path.name.endswith(".gz"):
                 # the destination's name and mtime 0 in the gzip header: the same map gives the same bytes
-                with gzip.GzipFile(path.name[: -len(".gz")], "wb", 1, raw, mtime=0) as stream:
+                with GzipFile(path.name[: -len(".gz")], "wb", 1, raw, mtime=0) as stream:
                     img.to_stream(stream)
             else:
                 img.to_stream(raw)

@@ -390,6 +390,7 @@ def test_boutiques_renders_a_command_line_the_parser_reads_back(descriptor, tmp_
         "guided_filter_radius_mm": 2.5, "frame_interval": 1.5, "allow_long_frames": True, "threshold": 0.15,
         "oi_threshold": 0.05,
         "kappa_h": 0.7, "rho": 1.05, "baseline_frames": 4, "peak_interpolation": "parabola",
+        "working_voxel_mm": 0.94, "slabs": 4,
         "dicom_out": "/pacs/out",
         "skip_bids_validation": True, "debug": True,
     }
@@ -415,6 +416,7 @@ def test_boutiques_renders_a_command_line_the_parser_reads_back(descriptor, tmp_
     options = (args.threshold, args.oi_threshold, args.kappa_h, args.rho, args.baseline_frames)
     assert options == (0.15, 0.05, 0.7, 1.05, 4)
     assert args.peak_interpolation == "parabola"
+    assert (args.working_voxel_mm, args.slabs) == (0.94, 4)
     assert args.frame_interval == 1.5 and args.guided_filter_radius_mm == 2.5
     assert args.dicom_out == Path("/pacs/out")
 

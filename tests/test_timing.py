@@ -19,10 +19,12 @@ def test_timing_sources_in_order():
     assert frame_times_from_sources(3, sidecar={"RepetitionTime": 2.0}, pixdim4=1.0, time_unit="sec").source == (
         TIMING_SOURCES[1]
     )
-    # pixdim[4] wins over --frame-interval (which, when it contradicts the file, is an error: see timing.py)
     timing = frame_times_from_sources(3, pixdim4=1500.0, time_unit="msec", frame_interval=1.5)
     assert timing.source == TIMING_SOURCES[2]
     np.testing.assert_allclose(timing.frame_times, [0, 1.5, 3.0])
+    # an explicit interval that contradicts the source that wins is an error, not silently ignored
+    with pytest.raises(TimingError, match="contradicts"):
+        frame_times_from_sources(3, pixdim4=1500.0, time_unit="msec", frame_interval=9.0)
     # pixdim without a time unit does not count
     timing = frame_times_from_sources(3, pixdim4=1.0, time_unit="unknown", frame_interval=2.0)
     assert timing.source == TIMING_SOURCES[3]

@@ -67,6 +67,21 @@ class ProgressPrinter:
         self.skipped = 0
         self.failed = []
 
+    def __deepcopy__(self, memo):
+        # Nipype deep-copies a MapNode, plugin arguments and all, before running it with MultiProc: the
+        # callback stays this one (a stream cannot be copied)
+        return self
+
+    def __getstate__(self):
+        # ... and pickles the MapNode's jobs for its worker processes: a copy there writes to its own stdout
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state):
+        import sys
+
+        self.__dict__.update(state)
+        self.stream = self.stream or sys.stdout
+
     def __call__(self, node, status):
         name = node.fullname
         if status == "start":

@@ -70,6 +70,9 @@ def build_workflow(args, output_dir, job, methods):
         frame_interval=args.frame_interval,
         allow_long_frames=args.allow_long_frames,
         method_options=method_options(args),
+        n_slabs=getattr(args, "slabs", 0),
+        n_procs=args.nprocs,
+        working_voxel_mm=getattr(args, "working_voxel_mm", None),
         name=job.node_name,
     )
     workflow.inputs.inputnode.in_file = str(Path(job.in_file).resolve())

@@ -25,6 +25,7 @@ from ..interfaces.preprocessing import (
     SelectAIFVOF,
     VesselMask,
 )
+from ..interfaces.slabs import JoinSlabs, SplitSlabs
 from ..interfaces.svd import SVDDeconvolution
 from ..perfusion.filtering import RADIUS_MM
 
@@ -180,11 +181,17 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
 
 
 def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_column="aif_corrected",
-                      method_options=None, name="perfusion_wf"):
-    """Perfusion maps by each requested method.
+                      method_options=None, n_slabs=0, n_procs=1, working_voxel_mm=None, name="perfusion_wf"):
+    """Perfusion maps by each requested method, slab by slab.
 
     Workflow graph: ``docs/workflows.md`` (``perfusion_wf``), drawn from this factory by
     :mod:`ctp_nipype.workflows.graphs`.
+
+    The series is cut into slabs of slices holding about as many brain voxels each
+    (:class:`~ctp_nipype.interfaces.slabs.SplitSlabs`); every method runs on each slab as a separate job,
+    which MultiProc runs in parallel and SLURM spreads over nodes, and the slabs are joined into whole-scan
+    maps (:class:`~ctp_nipype.interfaces.slabs.JoinSlabs`) before any statistics. The maps do not depend on
+    the split (tested).
 
     Parameters
     ----------
@@ -200,6 +207,13 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
         Inputs set on every method's interface when it has them (``kappa_h``, ``rho``,
         ``threshold``, ``oi_threshold``, ``n_baseline_frames``, ``frame_interval``,
         ``peak_interpolation``: Tmax's, and TTP's in :func:`init_ctp_wf`).
+    n_slabs : int
+        Slabs to cut the scan into; 0 (default): as the memory available asks, at least ``n_procs``.
+    n_procs : int
+        Processes that will run the slabs (at least this many slabs).
+    working_voxel_mm : float, optional
+        Bin the series in-plane to about this voxel size (mm) before deconvolution; the maps are written on
+        the scan's grid (each brain voxel holds its block's value) and their sidecars say so (``WorkingGrid``).
 
     Inputs (``inputnode``): ``in_file`` (preprocessed 4D series), ``curves_file`` (AIF TSV),
     ``mask_file`` (brain mask), ``prefix``.
@@ -215,6 +229,14 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
     outputnode = pe.Node(
         IdentityInterface(fields=["maps", "parameter_maps", "curve_maps"] + per_method), name="outputnode"
     )
+    split = pe.Node(SplitSlabs(n_slabs=int(n_slabs or 0), n_procs=max(1, int(n_procs))), name="split_slabs")
+    if working_voxel_mm is not None:
+        split.inputs.working_voxel_mm = float(working_voxel_mm)
+    sources = pe.Node(Merge(2), name="sources")
+    workflow.connect([
+        (inputnode, split, [("in_file", "in_file"), ("mask_file", "mask_file")]),
+        (inputnode, sources, [("in_file", "in1"), ("curves_file", "in2")]),
+    ])  # fmt: skip
     merge_all = pe.Node(Merge(len(methods)), name="merge_all")
     merge_parameters = pe.Node(Merge(len(methods)), name="merge_parameters")
     merge_curves = pe.Node(Merge(len(methods)), name="merge_curves")
@@ -223,12 +245,14 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
         if method == "transformer":
             from ..interfaces.transformer import TransformerPerfusion  # torch only when asked for
 
-            node = pe.Node(TransformerPerfusion(device=device), name="transformer")
+            # a progress bar with the time left for each slab (the network's step takes minutes)
+            node = pe.MapNode(TransformerPerfusion(device=device, progress=True), iterfield=["in_file", "mask_file"],
+                              name="transformer")
             if weights:
                 node.inputs.weights = weights
             maps.append("localaif")
         else:
-            node = pe.Node(SVDDeconvolution(method=method), name=method)
+            node = pe.MapNode(SVDDeconvolution(method=method), iterfield=["in_file", "mask_file"], name=method)
         # every method reads the same AIF column (a method without the input would silently use another)
         node.inputs.aif_column = aif_column
         accepted = set(node.inputs.copyable_trait_names())
@@ -239,13 +263,20 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
         parameters = pe.Node(Merge(len(METHOD_MAPS[method])), name=f"merge_{method}_parameters")
         curve_names = maps[len(METHOD_MAPS[method]):]
         curves = pe.Node(Merge(len(curve_names)), name=f"merge_{method}_curves")
+        slab_maps = pe.Node(Merge(len(maps), no_flatten=True), name=f"slabs_{method}")  # one list per map
+        join = pe.Node(JoinSlabs(method=method), name=f"join_{method}")
+        for slot, map_name in enumerate(maps, start=1):
+            workflow.connect(node, map_name, slab_maps, f"in{slot}")
         workflow.connect([
-            (inputnode, node, [
-                ("in_file", "in_file"),
-                ("curves_file", "aif_file"),
-                ("mask_file", "mask_file"),
-                ("prefix", "out_prefix"),
-            ]),
+            (inputnode, node, [("curves_file", "aif_file"), ("prefix", "out_prefix")]),
+            (split, node, [("slab_files", "in_file"), ("mask_files", "mask_file")]),
+            (slab_maps, join, [("out", "map_files")]),
+            (split, join, [("plan_file", "plan_file")]),
+            (inputnode, join, [("in_file", "template_file"), ("mask_file", "mask_file"), ("prefix", "out_prefix")]),
+            (sources, join, [("out", "sources")]),
+        ])  # fmt: skip
+        node = join  # the whole-scan maps, under the names the method's interface gives them
+        workflow.connect([
             (merge, outputnode, [("out", f"{method}_maps")]),
             (merge, merge_all, [("out", f"in{index}")]),
             (parameters, merge_parameters, [("out", f"in{index}")]),
@@ -286,6 +317,9 @@ def init_ctp_wf(
     guided_filter_radius_mm=RADIUS_MM,
     partial_volume_correction=True,
     allow_long_frames=False,
+    n_slabs=0,
+    n_procs=1,
+    working_voxel_mm=None,
     name="ctp_wf",
 ):
     """The whole scan: preprocessing, perfusion by every method, derivatives.
@@ -304,7 +338,7 @@ def init_ctp_wf(
         Derivatives root (BIDS App) or the flat output folder (``ctp-perfusion``).
     subdir : str
         Folder below ``output_dir`` (``sub-01/ses-01/perf`` for BIDS, ``""`` flat).
-    methods, device, weights, method_options
+    methods, device, weights, method_options, n_slabs, n_procs, working_voxel_mm
         See :func:`init_perfusion_wf`.
     motion_correction, guided_filter, frame_interval, guided_filter_radius_mm, partial_volume_correction,
     allow_long_frames
@@ -341,7 +375,8 @@ def init_ctp_wf(
     options = dict(method_options or {})
     if frame_interval is not None:
         options.setdefault("frame_interval", frame_interval)
-    perfusion = init_perfusion_wf(methods=methods, device=device, weights=weights, method_options=options)
+    perfusion = init_perfusion_wf(methods=methods, device=device, weights=weights, method_options=options,
+                                  n_slabs=n_slabs, n_procs=n_procs, working_voxel_mm=working_voxel_mm)
     # the sinks always run (cheap copies), so a rerun restores deleted derivatives from the cache
     ds_maps = pe.Node(DerivativesDataSink(base_directory=str(output_dir), subdir=subdir), name="ds_maps",
                       run_without_submitting=True, overwrite=True)

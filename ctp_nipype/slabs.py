@@ -1,0 +1,178 @@
+"""Slabs of a scan: how many (from the memory available), where they start, and NIfTI I/O one frame at a time.
+
+A whole-brain scan (512 x 512 x 160 x 40 is 6.7 GB of float32) does not fit in memory several times over,
+so the workflow deconvolves it in slabs of slices: :func:`plan_slabs` cuts the slices into slabs holding
+about as many brain voxels each, as many as the memory available asks for and at least one per process;
+:func:`iter_frames` reads a 4D NIfTI (``.nii`` or ``.nii.gz``) one frame at a time in a single pass; and
+:class:`FrameWriter` writes one frame at a time, so that joining slabs never holds a whole 4D series.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nibabel as nb
+import numpy as np
+
+#: bytes a slab costs per float32 value of its 4D series in a deconvolution step: the series, its
+#: concentration, the residue (and the network's local AIF), the copies made when writing (measured
+#: peak / series size of the sSVD and network steps on 512 x 512 x 8 x 40: see benchmarks/bench_clinical.py)
+BYTES_PER_SERIES_VALUE = 4 * 6
+#: share of the available memory the parallel slab steps may take together
+MEMORY_SHARE = 0.5
+
+
+def available_memory_bytes():
+    """Memory available to new processes (``MemAvailable`` of /proc/meminfo, else free pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return 4 << 30
+
+
+def plan_slabs(brain_voxels_per_slice, n_frames, n_procs=1, n_slabs=None, slice_voxels=None, memory_bytes=None):
+    """Slice ranges ``[(z0, z1), ...]`` that cover the scan, each with about the same number of brain voxels.
+
+    Parameters
+    ----------
+    brain_voxels_per_slice : sequence of int
+        Brain-mask voxels in each slice (the work a slab carries).
+    n_frames : int
+        Frames of the series.
+    n_procs : int
+        Processes that run slabs at once: at least this many slabs (where there are slices for them).
+    n_slabs : int, optional
+        Slabs asked for; default from the memory: enough that ``n_procs`` slabs in flight take at most
+        :data:`MEMORY_SHARE` of ``memory_bytes``.
+    slice_voxels : int, optional
+        Voxels in one slice (x * y) of the series the steps read; default the brain voxels' maximum.
+    memory_bytes : int, optional
+        Memory to plan for; default :func:`available_memory_bytes`.
+
+    Examples
+    --------
+    >>> plan_slabs([0, 10, 10, 10, 10, 0], 40, n_slabs=2)
+    [(0, 3), (3, 6)]
+    >>> plan_slabs([5] * 4, 40, n_slabs=9)
+    [(0, 1), (1, 2), (2, 3), (3, 4)]
+    """
+    counts = np.asarray(brain_voxels_per_slice, dtype=np.int64)
+    n_slices = counts.size
+    if n_slices == 0:
+        raise ValueError("A scan with no slices has no slabs.")
+    if n_slabs is None:
+        memory = available_memory_bytes() if memory_bytes is None else int(memory_bytes)
+        per_slice = int(slice_voxels or max(int(counts.max()), 1)) * n_frames * BYTES_PER_SERIES_VALUE
+        slices_in_flight = max(1, int(MEMORY_SHARE * memory // max(per_slice, 1)))
+        n_slabs = max(int(n_procs), -(-n_slices * int(n_procs) // slices_in_flight))
+    n_slabs = int(min(max(1, n_slabs), n_slices))
+    # cut where the cumulative brain voxels cross equal shares; every slab keeps at least one slice
+    cumulative = np.cumsum(counts)
+    total = cumulative[-1]
+    cuts = [0]
+    for k in range(1, n_slabs):
+        cut = int(np.searchsorted(cumulative, total * k / n_slabs, side="left")) + 1 if total else k * n_slices // n_slabs
+        cut = min(max(cut, cuts[-1] + 1), n_slices - (n_slabs - k))
+        cuts.append(cut)
+    cuts.append(n_slices)
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def iter_frames(path):
+    """Yield the frames (x, y, z) of a 4D NIfTI as float32, in one pass over the (possibly gzipped) file."""
+    from nibabel.openers import Opener
+    from nibabel.volumeutils import array_from_file
+
+    img = nb.load(str(path))
+    proxy = img.dataobj
+    shape = img.shape
+    if len(shape) == 3:
+        shape = shape + (1,)
+    dtype = img.header.get_data_dtype()
+    frame_bytes = int(np.prod(shape[:3])) * dtype.itemsize
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    with Opener(str(path)) as handle:
+        for t in range(shape[3]):
+            frame = array_from_file(shape[:3], dtype, handle, proxy.offset + t * frame_bytes, order="F")
+            frame = np.asarray(frame, dtype=np.float32)
+            if slope != 1.0 or inter != 0.0:
+                frame = frame * np.float32(slope) + np.float32(inter)
+            yield frame
+
+
+class FrameWriter:
+    """Write a float32 NIfTI frame by frame (``.nii`` or ``.nii.gz``), atomically, with its JSON sidecar.
+
+    The header is the one :func:`ctp_nipype.io.write_nifti` writes for the same array (units and zooms of
+    ``header``), so a map written here reads back the same.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.nii.gz"
+    >>> with FrameWriter(path, (2, 2, 1, 3), np.eye(4)) as out:
+    ...     for t in range(3):
+    ...         out.write(np.full((2, 2, 1), t, np.float32))
+    >>> nb.load(path).get_fdata()[0, 0, 0].tolist()
+    [0.0, 1.0, 2.0]
+    """
+
+    def __init__(self, path, shape, affine, header=None, sidecar=None):
+        from .io import sidecar_path, write_json
+
+        self.path = path
+        self.shape = tuple(int(s) for s in shape)
+        # the header of write_nifti's image, built on a zero-stride stand-in (no memory for the data)
+        stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), self.shape, (0,) * len(self.shape))
+        img = nb.Nifti1Image(stand_in, affine)
+        if header is not None:
+            img.header.set_xyzt_units(*header.get_xyzt_units())
+            zooms = tuple(header.get_zooms()[: len(self.shape)])
+            img.header.set_zooms(zooms + (1.0,) * (len(self.shape) - len(zooms)))
+        img.header.set_data_dtype(np.float32)
+        img.update_header()
+        img.header.set_data_offset(352)
+        img.header.set_slope_inter(1.0, 0.0)  # as nibabel's array writer leaves them
+        self._header_bytes = img.header.binaryblock + b"\x00" * 4  # no extensions
+        self._frames = int(np.prod(self.shape[3:])) if len(self.shape) > 3 else 1
+        self._written = 0
+        if sidecar is not None:
+            write_json(sidecar_path(path), sidecar)
+
+    def __enter__(self):
+        from .fastgzip import GzipFile
+        from .io import _atomic_target
+
+        self.path, self._tmp = _atomic_target(self.path)
+        self._raw = open(self._tmp, "wb")
+        name = self.path.name
+        self._stream = GzipFile(name[: -len(".gz")], "wb", 1, self._raw, mtime=0) if name.endswith(".gz") else self._raw
+        self._stream.write(self._header_bytes)
+        return self
+
+    def write(self, frame):
+        frame = np.asarray(frame, dtype=np.float32)
+        if frame.shape != self.shape[:3]:
+            raise ValueError(f"A frame of {self.path.name} must have shape {self.shape[:3]}, got {frame.shape}.")
+        self._stream.write(frame.tobytes(order="F"))
+        self._written += 1
+
+    def __exit__(self, exc_type, exc, tb):
+        from .io import _publish
+
+        try:
+            if self._stream is not self._raw:
+                self._stream.close()
+            self._raw.close()
+            if exc_type is None:
+                if self._written != self._frames:
+                    raise ValueError(f"{self.path.name}: {self._written} frames written of {self._frames}.")
+                _publish(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+        return False
