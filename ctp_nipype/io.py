@@ -18,6 +18,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from . import __url__, __version__
 from .fastgzip import GzipFile, register_with_nibabel
 from .perfusion.timing import (
     FrameTiming,
@@ -476,7 +477,7 @@ def write_nifti(path, data, affine, header=None, sidecar=None, dtype=np.float32)
         img.header.set_zooms(zooms + (1.0,) * (data.ndim - len(zooms)))
     img.header.set_data_dtype(dtype)
     if sidecar is not None:
-        write_json(sidecar_path(path), sidecar)
+        write_sidecar(path, sidecar)
     path, tmp = _atomic_target(path)
     try:
         with open(tmp, "wb") as raw:
@@ -492,26 +493,162 @@ def write_nifti(path, data, affine, header=None, sidecar=None, dtype=np.float32)
     return path
 
 
+# ---------------------------------------------------------------------------------------------- tables (TSV)
+
+
+def format_value(value, missing="n/a"):
+    """A TSV cell: ``missing`` for None and non-finite numbers (BIDS: ``n/a``), 6 significant digits.
+
+    >>> format_value(1 / 3), format_value(float("nan")), format_value(12), format_value("osvd")
+    ('0.333333', 'n/a', '12', 'osvd')
+    >>> format_value(True), format_value(None, missing="")
+    ('true', '')
+    """
+    if value is None:
+        return missing
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.6g}" if np.isfinite(value) else missing
+    return str(value)
+
+
+def table_columns(rows):
+    """The columns of dict rows: every key, in the order first seen.
+
+    >>> table_columns([{"set": 1, "cbf": 2.5}, {"set": 2, "cbv": 1.0}])
+    ['set', 'cbf', 'cbv']
+    """
+    columns = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def write_table_tsv(path, rows, columns=None, missing="n/a"):
+    """Write dict rows as a TSV with a header row, atomically.
+
+    ``columns`` default: every key of the rows (:func:`table_columns`); cells by :func:`format_value`
+    (``missing`` for None and non-finite numbers: ``n/a``, the BIDS convention).
+    """
+    columns = table_columns(rows) if columns is None else list(columns)
+    path, tmp = _atomic_target(path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([format_value(row.get(name), missing) for name in columns])
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def append_table_row(path, row, columns, missing=""):
+    """Append one dict row to a TSV log, writing the header row first when the file is new.
+
+    A file that exists keeps its own header's columns (a log started by an older version).
+    Not atomic: a log grows row by row.
+    """
+    path = Path(path)
+    new = not path.exists()
+    if not new:
+        with open(path, encoding="utf-8") as handle:
+            columns = handle.readline().rstrip("\n").split("\t")
+    with open(path, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        if new:
+            writer.writerow(columns)
+        writer.writerow([format_value(row.get(name), missing) for name in columns])
+    return path
+
+
+def read_table_tsv(path, required=(), hint="give a table written by ctp_nipype"):
+    """Rows of a TSV with a header row as dicts of strings (``n/a`` and empty -> None).
+
+    A missing ``required`` column is an :class:`InputError` that ends with ``hint`` (what to give instead).
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        rows = [{k: (None if v in ("n/a", "") else v) for k, v in row.items()} for row in reader]
+        header = reader.fieldnames or []
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise InputError(
+            f"The table {path} lacks the column(s) {', '.join(missing)} (it has: {', '.join(header) or 'none'}); "
+            f"{hint}."
+        )
+    return rows
+
+
+def read_columns_tsv(path):
+    """All columns of a numeric TSV with a header row, as float arrays (``n/a`` -> NaN)."""
+    rows = read_table_tsv(path)
+    if not rows:
+        raise InputError(f"The table {path} has no rows.")
+    return {name: np.array([np.nan if r[name] is None else float(r[name]) for r in rows]) for name in rows[0]}
+
+
 def write_curves_tsv(path, columns):
     """Write named 1D arrays of equal length as a TSV with a header row, atomically.
 
     Non-finite values are written as ``n/a`` (the BIDS convention for a missing value).
     """
-    names = list(columns)
-    arrays = [np.asarray(columns[n], dtype=float) for n in names]
-    if len({a.size for a in arrays}) > 1:
+    arrays = {name: np.asarray(values, dtype=float) for name, values in columns.items()}
+    if len({a.size for a in arrays.values()}) > 1:
         raise ValueError("All curve columns must have the same length.")
+    rows = [dict(zip(arrays, values)) for values in zip(*arrays.values())]
+    return write_table_tsv(path, rows, list(arrays))
+
+
+def write_text(path, text):
+    """Write a text file (an HTML page, a markdown table) atomically, UTF-8."""
     path, tmp = _atomic_target(path)
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(names)
-            for row in zip(*arrays):
-                writer.writerow([f"{v:.6g}" if np.isfinite(v) else "n/a" for v in row])
+        tmp.write_text(text, encoding="utf-8")
         _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+# ---------------------------------------------------------------------------------- sidecars and provenance
+
+
+def software_version():
+    """``ctp_nipype <version>``, the sidecars' ``SoftwareVersion``."""
+    return f"ctp_nipype {__version__}"
+
+
+def generated_by(name="ctp_nipype"):
+    """BIDS ``GeneratedBy`` of a dataset_description.json or a results file (name, version, code URL)."""
+    return [{"Name": name, "Version": __version__, "CodeURL": __url__}]
+
+
+def provenance(*sources, **fields):
+    """The provenance fields every sidecar carries: ``Sources`` (the input files, absolute) and
+    ``SoftwareVersion``, plus ``fields``.
+
+    Unset sources (None, nipype's Undefined) are left out. The derivatives sink turns the
+    paths into BIDS URIs when it publishes the sidecar (:func:`ctp_nipype.bids.source_uris`).
+
+    >>> provenance("/d/a.nii.gz", None, Method="osvd")["Sources"]
+    ['/d/a.nii.gz']
+    """
+    return {
+        "Sources": [os.path.abspath(s) for s in sources if s],
+        "SoftwareVersion": software_version(),
+        **fields,
+    }
+
+
+def write_sidecar(path, payload):
+    """Write the JSON sidecar of a data file (``x.nii.gz`` or ``x.tsv`` -> ``x.json``), atomically."""
+    return write_json(sidecar_path(path), payload)
 
 
 def voxel_volume_ml(header):
@@ -526,7 +663,9 @@ def map_filename(prefix, method, name, ext=".nii.gz"):
     >>> map_filename("sub-01_ses-01", "osvd", "cbf")
     'sub-01_ses-01_desc-osvd_cbf.nii.gz'
     """
-    return f"{prefix}_desc-{method}_{name}{ext}"
+    from .bids import derivative_name
+
+    return derivative_name(prefix, name, desc=method, extension=ext)
 
 
 def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, metadata=None):

@@ -14,8 +14,10 @@ from ctp_nipype.perfusion import stats
 from ctp_nipype.perfusion.filtering import guided_filter
 from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 
-from test_lesion import VOXEL_ML, exclusions, truth
-from test_stats import svd_maps
+from ctp_nipype.validation import exclusions, voxel_volume_ml
+from ctp_nipype.validation import lesion_truth as truth
+
+from helpers import svd_maps
 
 
 @settings(max_examples=20, deadline=None)
@@ -73,22 +75,23 @@ def test_the_filter_makes_the_lesion_measurable_at_the_phantoms_noise(seed):
     Without the filter, noise leaves Tmax > 6 s in half the healthy brain and the core (relative CBF < 30%)
     is not found; with it, the hypoperfused tissue matches the truth closely and the core roughly. The
     hyperacute core does not show in the time-averaged guidance, so there the filter blurs like a box mean of
-    its radius and the core's Dice stays near 0.5 (``benchmarks/phantom_steps.py --tables 4``;
+    its radius and the core's Dice stays near 0.5 (``benchmarks/studies/phantom_steps.py --tables 4``;
     docs/validation.md).
     """
     ph = make_phantom("small", seed=seed)
     core, hypoperfused = truth(ph)
     csf, vessels = exclusions(ph)
+    voxel_ml = voxel_volume_ml(ph)
 
     def lesion(phantom):
         maps = svd_maps(phantom, ("ssvd",))
-        return stats.lesion_measures(maps["ssvd", "cbf"], maps["ssvd", "tmax"], ph.brain_mask, ph.affine, VOXEL_ML,
+        return stats.lesion_measures(maps["ssvd", "cbf"], maps["ssvd", "tmax"], ph.brain_mask, ph.affine, voxel_ml,
                                      csf=csf, vessels=vessels)
 
     raw, filtered = lesion(ph), lesion(replace(ph, hu=guided_filter(ph.hu, radius=1)))
     assert stats.dice(raw.hypoperfused, hypoperfused) < 0.75 and stats.dice(raw.core, core) < 0.2
     assert stats.dice(filtered.hypoperfused, hypoperfused) >= 0.9
-    assert filtered.hypoperfused_volume_ml == pytest.approx(hypoperfused.sum() * VOXEL_ML, rel=0.2)
+    assert filtered.hypoperfused_volume_ml == pytest.approx(hypoperfused.sum() * voxel_ml, rel=0.2)
     assert stats.dice(filtered.core, core) >= 0.4
 
 

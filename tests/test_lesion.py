@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 
 import nibabel as nb
 import numpy as np
@@ -15,20 +14,12 @@ from ctp_nipype.io import InputError, write_nifti
 from ctp_nipype.nn.weights import shipped_weights_available
 from ctp_nipype.perfusion import stats
 from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
-from ctp_nipype.perfusion.prepare import prepare_curves
+from ctp_nipype.validation import exclusions, label_mask, network_lesion, network_lesion_phantom
+from ctp_nipype.validation import lesion_truth as truth
 
-from test_stats import label_mask, svd_maps, write_phantom_inputs
+from helpers import svd_maps, write_phantom_inputs
 
 VOXEL_ML = 4 * 4 * 5 / 1000.0  # small phantom
-
-
-def truth(phantom):
-    core = label_mask(phantom, PhantomLabel.CORE)
-    return core, core | label_mask(phantom, PhantomLabel.PENUMBRA)
-
-
-def exclusions(phantom):
-    return label_mask(phantom, PhantomLabel.CSF), label_mask(phantom, PhantomLabel.ARTERY, PhantomLabel.VEIN)
 
 
 def assert_matches_truth(result, phantom, volume_tolerance=0.2, min_dice=0.7):
@@ -58,8 +49,8 @@ def test_true_maps_give_the_true_lesion_exactly(seed):
     assert result.reference_cbf == pytest.approx(ph.cbf[side].mean(), rel=1e-6)
 
 
-def test_thresholds_and_hemisphere_are_parameters():
-    ph = make_phantom("small", seed=0, noise_sd_hu=0)
+def test_thresholds_and_hemisphere_are_parameters(clean_small_phantom):
+    ph = clean_small_phantom
     csf, vessels = exclusions(ph)
     tmax_like = ph.delay + ph.dispersion
     common = dict(csf=csf, vessels=vessels)
@@ -79,9 +70,9 @@ def test_thresholds_and_hemisphere_are_parameters():
         stats.lesion_measures(ph.cbf, tmax_like, ph.brain_mask, ph.affine, VOXEL_ML, core_relative_cbf=30)
 
 
-def test_csf_counts_as_core_unless_excluded():
+def test_csf_counts_as_core_unless_excluded(clean_small_phantom):
     """CSF has CBF 0: without the CSF mask and without the hypoperfusion requirement it becomes 'core'."""
-    ph = make_phantom("small", seed=0, noise_sd_hu=0)
+    ph = clean_small_phantom
     tmax_like = ph.delay + ph.dispersion
     loose = stats.lesion_measures(ph.cbf, tmax_like, ph.brain_mask, ph.affine, VOXEL_ML, core_within_hypoperfused=False)
     assert (loose.core & label_mask(ph, PhantomLabel.CSF)).sum() == label_mask(ph, PhantomLabel.CSF).sum()
@@ -120,8 +111,8 @@ def test_osvd_lesion_volumes_and_dice_on_the_phantom(seed, tmp_path):
     assert summary["MaskFiles"]["core"] == "sub-01_label-core_desc-osvd_mask.nii.gz"
 
 
-def test_lesionvolumes_rejects_maps_of_two_methods(tmp_path):
-    ph = make_phantom("small", seed=0, noise_sd_hu=0)
+def test_lesionvolumes_rejects_maps_of_two_methods(clean_small_phantom, tmp_path):
+    ph = clean_small_phantom
     _, masks = write_phantom_inputs(tmp_path, ph, {})
     cbf_file, tmax_file = tmp_path / "sub-01_desc-osvd_cbf.nii.gz", tmp_path / "sub-01_desc-ssvd_tmax.nii.gz"
     write_nifti(cbf_file, ph.cbf, ph.affine)
@@ -130,40 +121,6 @@ def test_lesionvolumes_rejects_maps_of_two_methods(tmp_path):
         LesionVolumes(cbf_file=str(cbf_file), delay_file=str(tmax_file), brain_mask=masks["brain"]).run(
             cwd=str(tmp_path)
         )
-
-
-#: The network's lesion phantom: core and penumbra delayed 8 s. The network's BAD is the arrival delay alone (Tmax
-#: adds the dispersion), so the default lesion, delayed by exactly the 6 s threshold, sits on it: BAD scatters
-#: around 6.0 s and half the lesion falls on each side; delayed 8 s it is unambiguously hypoperfused by BAD > 6 s.
-NETWORK_LESION_DELAY_S = 8.0
-
-
-def network_lesion_phantom(seed=0):
-    """The small phantom, 1 HU of noise, its lesion delayed :data:`NETWORK_LESION_DELAY_S`."""
-    from ctp_nipype.sims.phantom import DEFAULT_TISSUE
-
-    tissue = {label: replace(DEFAULT_TISSUE[label], delay_s=NETWORK_LESION_DELAY_S)
-              for label in (PhantomLabel.CORE, PhantomLabel.PENUMBRA)}
-    return make_phantom("small", seed=seed, noise_sd_hu=1.0, tissue=tissue)
-
-
-def network_lesion(phantom, model=None):
-    """``(cbf, result)``: the network's CBF map (true AIF, no filter) and its :class:`stats.LesionMeasures`.
-
-    ``model`` None runs the shipped weights. Shared with ``benchmarks/phantom_tissues.py``, which prints what
-    the test below asserts, for any weights.
-    """
-    from ctp_nipype.nn.inference import estimate_curves
-
-    curves = prepare_curves(phantom.hu, phantom.frame_times, phantom.aif)
-    brain = phantom.brain_mask
-    out = estimate_curves(curves.aif, curves.tissue[brain], curves.frame_times, model=model, device="cpu")
-    cbf, bad = np.zeros(brain.shape, np.float32), np.zeros(brain.shape, np.float32)
-    cbf[brain], bad[brain] = out["cbf"], out["bad"]
-    csf, vessels = exclusions(phantom)
-    result = stats.lesion_measures(cbf, bad, brain, phantom.affine, VOXEL_ML, csf=csf, vessels=vessels,
-                                   delay_name="bad")
-    return cbf, result
 
 
 @pytest.mark.skipif(not shipped_weights_available(), reason="no trained weights in ctp_nipype/data/ yet")

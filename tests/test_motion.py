@@ -173,7 +173,7 @@ def test_a_bolus_peak_lost_to_motion_is_repaired_in_the_corrected_aif():
     registration the artery's peak is lower in those frames (1-voxel artery, resampled twice), which made
     grey-matter CBF 1.7x the truth with the measured AIF. Censored and repaired with a gamma variate fitted
     to the other frames, the corrected AIF gives sSVD grey-matter CBF within 10% of the truth (0.98-1.02
-    on seeds 0, 1, 3; benchmarks/motion_selection.py --motion-start 9)."""
+    on seeds 0, 1, 3; benchmarks/studies/motion_selection.py --motion-start 9)."""
     from ctp_nipype.perfusion.prepare import prepare_curves
     from ctp_nipype.perfusion.svd import SVDModel
 

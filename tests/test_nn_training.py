@@ -1,7 +1,6 @@
 """``ctp-train``: recipes, resumable and reproducible runs, the simulator's ranges per recipe."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,6 +8,8 @@ import pytest
 import torch
 
 from ctp_nipype.cli import train as train_cli
+from ctp_nipype.io import append_table_row
+from ctp_nipype.nn import logs
 from ctp_nipype.nn import training
 from ctp_nipype.nn.loss import reconstruct_tissue
 from ctp_nipype.nn.weights import load_model
@@ -40,13 +41,6 @@ def _tiny_recipe(**changes):
     return recipe
 
 
-def _learning_curve_module():
-    spec = importlib.util.spec_from_file_location("learning_curve", REPO / "benchmarks" / "learning_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _state(path):
     model = load_model(path, device="cpu")
     return {name: value.clone() for name, value in model.state_dict().items()}
@@ -76,12 +70,11 @@ def test_the_log_has_a_validation_row_at_every_validation_step(tmp_path):
     for row in rows:
         assert float(row["val_cbf_rmse"]) > 0 and 0 < float(row["val_bad_rmse"])
     assert (tmp_path / "run" / "best.safetensors").exists()
-    # benchmarks/learning_curve.py reads the same log: the weighted terms relative to the BAD term
-    learning_curve = _learning_curve_module()
-    ratios = learning_curve.term_ratios(learning_curve.read_loss_rows(tmp_path / "run"), 1, 6)
+    # nn.logs (benchmarks/studies/learning_curve.py) reads the same log: the weighted terms relative to the BAD term
+    ratios = logs.term_ratios(logs.read_loss_rows(tmp_path / "run"), 1, 6)
     assert ratios["loss_bad"] == 1.0 and ratios["n_rows"] == 2
-    assert all(ratios[k] > 0 for k in learning_curve.TERMS)
-    assert "| 1-6 |" in learning_curve.ratio_lines(learning_curve.read_loss_rows(tmp_path / "run"))
+    assert all(ratios[k] > 0 for k in logs.TERMS)
+    assert "| 1-6 |" in logs.ratio_lines(logs.read_loss_rows(tmp_path / "run"))
 
 
 def test_training_steps_lower_the_loss_on_a_fixed_batch():
@@ -267,15 +260,14 @@ def test_a_staged_run_equals_its_stages_run_by_hand(tmp_path):
     assert card["init_weights"] == str((tmp_path / "staged" / "stage1" / "best.safetensors").resolve())
     with pytest.raises(FileExistsError, match="--resume"):
         training.train(_staged_recipe(), tmp_path / "staged", progress=False)
-    # benchmarks/learning_curve.py reads the stages one after the other, counting on from stage to stage
-    learning_curve = _learning_curve_module()
-    rows = learning_curve.read_validation_rows(tmp_path / "staged")
+    # nn.logs (benchmarks/studies/learning_curve.py) reads the stages one after the other, counting on from stage to stage
+    rows = logs.read_validation_rows(tmp_path / "staged")
     assert [(r["stage"], r["step"]) for r in rows] == [(1, 3), (1, 5), (2, 8), (2, 9)]
     with open(tmp_path / "staged" / "stage2" / "log.tsv", newline="", encoding="utf-8") as handle:
         own = next(r for r in csv.DictReader(handle, delimiter="\t") if r["step"] == "3")
     assert rows[2]["curves_seen"] == 8 * 8  # 5 steps of stage 1 and 3 of stage 2, batches of 8
     assert rows[2]["elapsed_s"] == pytest.approx(rows[1]["elapsed_s"] + float(own["elapsed_s"]))
-    assert "| stage |" in learning_curve.markdown(rows)
+    assert "| stage |" in logs.markdown(rows)
 
 
 @pytest.mark.parametrize("stop_after", [3, 7])  # inside stage 1, inside stage 2
@@ -358,11 +350,10 @@ def test_the_moving_average_is_validated_logged_and_resumed(tmp_path):
     assert [int(r["step"]) for r in rows] == [3, 6]
     for row in rows:
         assert float(row["ema_val_cbf_rmse"]) > 0 and float(row["ema_val_cbf_rmse"]) != float(row["val_cbf_rmse"])
-    learning_curve = _learning_curve_module()
-    table = learning_curve.markdown(learning_curve.read_validation_rows(tmp_path / "whole")).splitlines()
+    table = logs.markdown(logs.read_validation_rows(tmp_path / "whole")).splitlines()
     assert table[0].endswith("EMA val CBF RMSE | EMA val BAD RMSE (s) |")
     assert table[2].count("|") == table[0].count("|") and f"{float(rows[0]['ema_val_cbf_rmse']):.2f}" in table[2]
-    learning_curve.plot(learning_curve.read_validation_rows(tmp_path / "whole"), tmp_path / "curve.png")
+    logs.plot(logs.read_validation_rows(tmp_path / "whole"), tmp_path / "curve.png")
     card = json.loads((tmp_path / "whole" / "best_ema.json").read_text(encoding="utf-8"))["card"]
     assert card["ema_decay"] == 0.8 and card["val_cbf_rmse"] == pytest.approx(
         min(float(r["ema_val_cbf_rmse"]) for r in rows), rel=1e-5)
@@ -387,11 +378,12 @@ def test_a_log_started_by_an_older_ctp_train_keeps_its_columns(tmp_path):
     log = tmp_path / "log.tsv"
     old_columns = training.LOG_COLUMNS[:15]
     log.write_text("\t".join(old_columns) + "\n", encoding="utf-8")
-    training._append_log(log, {"step": 25, "curves_seen": 200, "elapsed_s": 9.5, "loss": 1.5, "ema_val_cbf_rmse": 3.0})
+    append_table_row(log, {"step": 25, "curves_seen": 200, "elapsed_s": 9.5, "loss": 1.5, "ema_val_cbf_rmse": 3.0},
+                     training.LOG_COLUMNS)
     with open(log, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert list(rows[0]) == list(old_columns) and rows[0]["step"] == "25" and rows[0]["loss"] == "1.5"
-    assert _learning_curve_module().read_loss_rows(tmp_path)[0]["step"] == 25.0
+    assert logs.read_loss_rows(tmp_path)[0]["step"] == 25.0
 
 
 @pytest.mark.parametrize("normalisation", ["aif_peak", "tissue_amplitude"])

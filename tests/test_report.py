@@ -17,8 +17,10 @@ from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.perfusion.svd import SVDModel
 from ctp_nipype.reports.scan import ScanReportData, curve_regions, place_square_roi, roi_curve_data
 
+from ctp_nipype.validation import label_mask
+
 import render_report
-from test_stats import label_mask, write_phantom_inputs
+from helpers import write_phantom_inputs
 
 METHODS = ("ssvd", "osvd")
 

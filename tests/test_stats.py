@@ -10,53 +10,13 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from ctp_nipype.interfaces.stats import GroupStats, MapStats, parse_map_filename, read_table_tsv
-from ctp_nipype.io import InputError, write_nifti, write_perfusion_maps
+from ctp_nipype.interfaces.stats import GroupStats, MapStats, parse_map_filename
+from ctp_nipype.io import InputError, read_table_tsv, write_nifti
 from ctp_nipype.perfusion import stats
 from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
-from ctp_nipype.perfusion.prepare import prepare_curves
-from ctp_nipype.perfusion.svd import SVDModel
+from ctp_nipype.validation import label_mask
 
-SVD_METHODS = ("ssvd", "csvd", "osvd")
-
-
-def svd_maps(phantom, methods=SVD_METHODS):
-    """``{(method, map): array}`` of the SVD methods on the phantom's curves with its true AIF."""
-    curves = prepare_curves(phantom.hu, phantom.frame_times, phantom.aif)
-    maps = {}
-    for method in methods:
-        fit = SVDModel(curves.aif, curves.frame_times, method=method).fit(curves.tissue, phantom.brain_mask)
-        maps.update({(method, name): getattr(fit, name) for name in ("cbf", "cbv", "mtt", "tmax")})
-    return maps
-
-
-def label_mask(phantom, *labels):
-    return np.isin(phantom.labels, [int(label) for label in labels])
-
-
-def write_phantom_inputs(folder, phantom, maps, prefix="sub-01"):
-    """Maps with the conventions' names and the phantom's masks as NIfTI; returns (map files, mask files)."""
-    files = []
-    for method in sorted({m for m, _ in maps}):
-        written = write_perfusion_maps(
-            folder, prefix, method, {name: v for (m, name), v in maps.items() if m == method}, phantom.affine
-        )
-        files += [str(p) for p in written.values()]
-    masks = {
-        "brain": phantom.brain_mask,
-        "gm": label_mask(phantom, PhantomLabel.GREY_MATTER),
-        "wm": label_mask(phantom, PhantomLabel.WHITE_MATTER),
-        "csf": label_mask(phantom, PhantomLabel.CSF),
-        "vessel": label_mask(phantom, PhantomLabel.ARTERY, PhantomLabel.VEIN),
-        "lesion": label_mask(phantom, PhantomLabel.CORE, PhantomLabel.PENUMBRA),
-    }
-    mask_files = {}
-    for name, mask in masks.items():
-        path = folder / f"{prefix}_desc-{name}_mask.nii.gz"
-        write_nifti(path, mask.astype(np.uint8), phantom.affine, dtype=np.uint8)
-        mask_files[name] = str(path)
-    return files, mask_files
-
+from helpers import SVD_METHODS, svd_maps, write_phantom_inputs
 
 def rows_by_key(rows):
     return {(r["region"], r["method"], r["map"]): r for r in rows}
@@ -98,8 +58,8 @@ def test_hemispheres_follow_world_coordinates_not_voxel_order():
         stats.hemisphere_masks(np.zeros_like(brain), ras)
 
 
-def test_phantom_hemispheres_and_regions_exclude_csf_and_vessels():
-    ph = make_phantom("small", seed=0, noise_sd_hu=0)
+def test_phantom_hemispheres_and_regions_exclude_csf_and_vessels(clean_small_phantom):
+    ph = clean_small_phantom
     csf, vessels = label_mask(ph, PhantomLabel.CSF), label_mask(ph, PhantomLabel.ARTERY, PhantomLabel.VEIN)
     regions, midline = stats.build_regions(
         ph.brain_mask, ph.affine, grey_matter=label_mask(ph, PhantomLabel.GREY_MATTER), csf=csf, vessels=vessels,
@@ -138,9 +98,9 @@ def test_region_statistics_of_true_maps_are_the_truth():
     assert by_key[("gm", "truth", "mtt")]["sd"] == pytest.approx(0.0, abs=1e-5)
 
 
-def test_svd_region_means_match_the_phantom_within_each_methods_accuracy():
+def test_svd_region_means_match_the_phantom_within_each_methods_accuracy(clean_small_phantom):
     """Noise-free phantom, true AIF: CBV is exact (areas), CBF within the SVD family's bias."""
-    ph = make_phantom("small", seed=0, noise_sd_hu=0)
+    ph = clean_small_phantom
     maps = svd_maps(ph)
     regions = {
         "gm": label_mask(ph, PhantomLabel.GREY_MATTER),
@@ -226,8 +186,8 @@ def test_paired_wilcoxon_edge_cases():
 # interfaces
 
 
-def test_mapstats_interface_writes_bids_tsv_and_json(tmp_path):
-    ph = make_phantom("small", seed=0, noise_sd_hu=0)
+def test_mapstats_interface_writes_bids_tsv_and_json(clean_small_phantom, tmp_path):
+    ph = clean_small_phantom
     maps = svd_maps(ph, ("ssvd", "osvd"))
     map_files, masks = write_phantom_inputs(tmp_path, ph, maps)
     roi = label_mask(ph, PhantomLabel.CORE)
@@ -261,8 +221,8 @@ def test_mapstats_interface_writes_bids_tsv_and_json(tmp_path):
     assert set(sidecar["region"]["Levels"]) == set(regions)
 
 
-def test_mapstats_rejects_unnamed_maps_and_other_grids(tmp_path):
-    ph = make_phantom("small", seed=0, noise_sd_hu=0)
+def test_mapstats_rejects_unnamed_maps_and_other_grids(clean_small_phantom, tmp_path):
+    ph = clean_small_phantom
     _, masks = write_phantom_inputs(tmp_path, ph, {})
     bad_name = tmp_path / "cbf.nii.gz"
     write_nifti(bad_name, ph.cbf, ph.affine)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from ctp_nipype.perfusion import SVDModel, oscillation_index, toeplitz_matrix
 from ctp_nipype.perfusion.constants import KAPPA_H, RHO
 
-from conftest import fine_grid_case
+from helpers import fine_grid_case
 
 MTTS = [4.0, 6.0, 8.0, 12.0]
 

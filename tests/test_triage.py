@@ -19,8 +19,9 @@ from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.perfusion.svd import SVDModel
 from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 from ctp_nipype.sims.simulate import gamma_variate_aif
+from ctp_nipype.validation import label_mask
 
-from test_stats import label_mask, svd_maps, write_phantom_inputs
+from helpers import svd_maps, write_phantom_inputs
 
 VOXEL_ML = 4 * 4 * 5 / 1000.0  # small phantom
 
@@ -74,9 +75,9 @@ def test_time_to_peak_leaves_voxels_outside_the_mask_at_zero_and_refuses_a_non_u
         triage.time_to_peak(curves, np.r_[times[:10], 10 + 2 * np.arange(10.0)])
 
 
-def test_svd_tmax_reads_the_residue_with_the_chosen_interpolation():
+def test_svd_tmax_reads_the_residue_with_the_chosen_interpolation(clean_small_phantom):
     """SVDModel's Tmax is peak_time of its own residue, sampled by default, parabola on request."""
-    ph = make_phantom("small", seed=0, noise_sd_hu=0)
+    ph = clean_small_phantom
     curves = prepare_curves(ph.hu, ph.frame_times, ph.aif)
     lesion = label_mask(ph, PhantomLabel.CORE, PhantomLabel.PENUMBRA)
     fits = {p: SVDModel(curves.aif, curves.frame_times, method="osvd", peak_interpolation=p).fit(curves.tissue[lesion])
@@ -153,9 +154,9 @@ def test_rcbf_is_one_on_average_in_the_contralateral_tissue_of_the_phantom():
     assert np.all(result.relative_cbf[csf | vessels] == 0)
 
 
-def test_phantom_volumes_and_flags_against_its_truth():
+def test_phantom_volumes_and_flags_against_its_truth(clean_small_phantom):
     """True maps: core is label 6, every delay volume up to 8 s is the lesion (Tmax-like 9 s), none above 10 s."""
-    ph = make_phantom("small", seed=0, noise_sd_hu=0)
+    ph = clean_small_phantom
     csf, vessels = label_mask(ph, PhantomLabel.CSF), label_mask(ph, PhantomLabel.ARTERY, PhantomLabel.VEIN)
     result = stats.lesion_measures(ph.cbf, ph.delay + ph.dispersion, ph.brain_mask, ph.affine, VOXEL_ML, csf=csf,
                                    vessels=vessels)
@@ -277,8 +278,8 @@ def coloured_pixels(png_path):
     return rgb.shape, int(red.sum()), int(green.sum())
 
 
-def test_summary_figure_is_written_with_the_overlays_and_volumes(tmp_path):
-    ph = make_phantom("small", seed=0, noise_sd_hu=0)
+def test_summary_figure_is_written_with_the_overlays_and_volumes(clean_small_phantom, tmp_path):
+    ph = clean_small_phantom
     maps = {("osvd", "cbf"): ph.cbf, ("osvd", "tmax"): ph.delay + ph.dispersion + 2.0 * label_mask(ph, PhantomLabel.CORE)}
     map_files, masks = write_phantom_inputs(tmp_path, ph, maps)
     scan = write_nifti(tmp_path / "sub-01_ctp.nii.gz", ph.hu, ph.affine, sidecar={"FrameTimesStart": ph.frame_times.tolist()})

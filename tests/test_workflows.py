@@ -13,6 +13,7 @@ import pytest
 
 from ctp_nipype.cli import bids_app
 from ctp_nipype.sims.dataset import write_phantom_dataset
+from ctp_nipype.validation import grey_matter_ratios, truth_labels
 from ctp_nipype.workflows.base import METHOD_MAPS, check_methods, init_ctp_wf, init_perfusion_wf
 
 #: grey-matter CBF / truth through the BIDS App on the small phantom (seed 4), measured 2026-12-02 with the
@@ -20,7 +21,7 @@ from ctp_nipype.workflows.base import METHOD_MAPS, check_methods, init_ctp_wf, i
 #: two-phase weights; 0.83 with the phase-1 weights); the weights shipped since 2026-12-03 (the cpu recipe) 0.77.
 #: The network is held to the issue's 25%; the SVD methods to the measured value +-0.1 (see the test). Seed 4
 #: is one of the 5 of 8 seeds on which the network is in the band at 8 HU (0.71-0.93 over seeds 0-7,
-#: benchmarks/pipeline_noise.py; docs/validation.md says why the others are not).
+#: benchmarks/studies/pipeline_noise.py; docs/validation.md says why the others are not).
 GREY_MATTER_CBF_RATIO = {
     "ssvd": (0.72, 0.92),
     "csvd": (0.59, 0.79),
@@ -55,24 +56,6 @@ def participant_run(phantom_dataset, tmp_path_factory):
             "-w", str(root / "work"), "--nprocs", "1", "--device", "cpu"]
     assert bids_app.main(argv) == 0
     return root, argv
-
-
-def truth_labels(bids):
-    """The phantom's label map of sub-01 (grey matter 1, artery 4, vein 5, ...)."""
-    truth = Path(bids) / "derivatives" / "phantom-truth" / "sub-01" / "ses-01" / "perf"
-    return np.asarray(nb.load(truth / "sub-01_ses-01_desc-truth_dseg.nii.gz").dataobj)
-
-
-def grey_matter_ratios(bids, perf, methods):
-    """Median grey-matter CBF over the median truth, per method, of sub-01's maps in ``perf``.
-
-    Shared with ``benchmarks/pipeline_noise.py``, which prints these ratios against noise and seeds.
-    """
-    truth = Path(bids) / "derivatives" / "phantom-truth" / "sub-01" / "ses-01" / "perf"
-    grey = truth_labels(bids) == 1
-    true_cbf = np.median(np.asarray(nb.load(truth / "sub-01_ses-01_desc-truth_cbf.nii.gz").dataobj)[grey])
-    return {method: float(np.median(np.asarray(nb.load(Path(perf) / f"sub-01_ses-01_desc-{method}_cbf.nii.gz")
-                                               .dataobj)[grey]) / true_cbf) for method in methods}
 
 
 def _cache_state(work):
@@ -119,6 +102,31 @@ def test_derivatives_are_named_complete_and_have_units(participant_run, phantom_
     assert not list(phantom_dataset.rglob("*desc-osvd*"))
 
 
+def test_sidecar_sources_are_bids_uris_that_resolve(participant_run, phantom_dataset):
+    """Issue 32: every published JSON names its sources as BIDS URIs (the raw scan as ``bids:raw:``, derivatives
+    as ``bids::`` paths in the derivatives dataset), each an existing file; none points into the work directory."""
+    root, _ = participant_run
+    out = root / "out"
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetLinks"] == {"raw": Path(phantom_dataset).resolve().as_uri()}
+    checked = 0
+    for side in sorted(out.glob("sub-*/**/*.json")):
+        sources = json.loads(side.read_text()).get("Sources")
+        if sources is None:
+            continue
+        assert sources, side
+        for uri in sources:
+            if uri.startswith("bids:raw:"):
+                assert (Path(phantom_dataset) / uri[len("bids:raw:"):]).is_file(), (side.name, uri)
+            else:
+                assert uri.startswith("bids::") and (out / uri[len("bids::"):]).is_file(), (side.name, uri)
+        checked += 1
+    assert checked > 20
+    cbf = json.loads((out / "sub-01" / "ses-01" / "perf" / "sub-01_ses-01_desc-osvd_cbf.json").read_text())
+    assert cbf["Sources"] == ["bids:raw:sub-01/ses-01/sub-01_ses-01_ctp.nii.gz",
+                              "bids::sub-01/ses-01/perf/sub-01_ses-01_desc-global_aif.tsv"]
+
+
 def test_grey_matter_cbf_against_the_phantom_truth(participant_run, phantom_dataset):
     root, _ = participant_run
     ratios = grey_matter_ratios(phantom_dataset, root / "out" / "sub-01" / "ses-01" / "perf", _all_methods())
@@ -126,8 +134,8 @@ def test_grey_matter_cbf_against_the_phantom_truth(participant_run, phantom_data
     # The issue asks for 25% of the truth for oSVD and the network. The network meets it (0.77 with the shipped
     # weights, 0.84 with the two-phase ones). oSVD returns 0.57 of it: at this phantom's 8 HU noise its
     # oscillation criterion regularises grey matter's short transit hard (0.60 without any filter, 1.02 noise
-    # free), measured step by step in docs/validation.md (table 5 of benchmarks/phantom_steps.py); grey matter's
-    # 4 s MTT makes it, as longer transits keep 0.94-1.06 at the same noise (benchmarks/osvd_gap.py).
+    # free), measured step by step in docs/validation.md (table 5 of benchmarks/studies/phantom_steps.py); grey matter's
+    # 4 s MTT makes it, as longer transits keep 0.94-1.06 at the same noise (benchmarks/studies/osvd_gap.py).
     # For the SVD methods the measured envelope (+-0.1) is asserted, so that a regression or a lost constant
     # (x0.73) moves a method out; the noise-free test below holds oSVD to the issue's 25%.
     for method, ratio in ratios.items():
@@ -141,7 +149,7 @@ def test_noise_free_grey_matter_cbf_is_within_a_quarter_of_the_truth_for_osvd_an
     Through the same BIDS App run as a user's (automatic AIF and VOF, partial-volume correction, guided
     filter), so a lost constant, a wrong AIF column or a broken correction moves a method out of the band
     (x1.82 when the uncorrected AIF was read, x0.73 for a lost hematocrit factor). Measured 2026-12-03 with
-    ``benchmarks/pipeline_noise.py``: oSVD 0.85, network 0.78, sSVD 0.81; what is left is the guided filter's
+    ``benchmarks/studies/pipeline_noise.py``: oSVD 0.85, network 0.78, sSVD 0.81; what is left is the guided filter's
     grey-into-white blur (docs/validation.md, point 1). With noise oSVD drops (0.70 at 1 HU, 0.57 at 8 HU):
     the test above holds it to that envelope.
     """

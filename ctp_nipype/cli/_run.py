@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..bids import derivative_name, parse_derivative_name
 from .parser import PLUGINS
 
 
@@ -285,7 +286,7 @@ def summarise_outputs(output_dir, since):
     """Lines describing the derivatives written since a time stamp, and warnings from sidecars."""
     output_dir = Path(output_dir)
     written = [p for p in output_dir.rglob("*") if p.is_file() and not p.name.startswith(".") and p.stat().st_mtime >= since]
-    maps = [p for p in written if p.name.endswith(".nii.gz") and "_desc-" in p.name]
+    maps = [p for p in written if p.name.endswith(".nii.gz") and (parse_derivative_name(p) or {}).get("desc")]
     lines = [f"{len(written)} files written under {output_dir} ({len(maps)} NIfTI maps and masks)."]
     for side in sorted(p for p in written if p.suffix == ".json" and p.name.endswith("_cbf.json")):
         flagged = _read_sidecar_key(side, "FlaggedVoxels")
@@ -294,7 +295,8 @@ def summarise_outputs(output_dir, since):
                 f"warning: {side.name}: {flagged} voxels flagged by the fit (FlaggedVoxels: unfittable ones are 0; "
                 "for oSVD also residues still oscillating at the largest threshold)"
             )
-    for side in sorted(p for p in written if p.name.endswith("_desc-global_aif.json")):
+    curves_sidecar = derivative_name("", "aif", desc="global", extension=".json")
+    for side in sorted(p for p in written if p.name.endswith(curves_sidecar)):
         correction = _read_sidecar_key(side, "PartialVolumeCorrection")
         reason = correction.get("NotAppliedBecause") if isinstance(correction, dict) else None
         if reason:

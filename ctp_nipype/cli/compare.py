@@ -250,9 +250,8 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
     ``(volume summary rows, cases left out {scan: reason})``; raises
     :class:`ctp_nipype.io.InputError` when either folder has nothing to compare.
     """
-    from ..bids import check_output_outside_input
-    from ..interfaces.stats import write_table_tsv
-    from ..io import InputError, prepare_output_dir, write_json
+    from ..bids import check_output_outside_input, derivative_name
+    from ..io import InputError, prepare_output_dir, write_json, write_table_tsv, write_text
     from ..perfusion import agreement, triage
     from ..perfusion.constants import UNITS
     from ..reports.agreement import agreement_report_html
@@ -342,12 +341,12 @@ def compare_derivatives(our_derivatives, reference_derivatives, out_dir, methods
                                                  "volume_difference_mean_ml", "icc"]),
     }
     for desc, (rows, columns) in tables.items():
-        path = write_table_tsv(out_dir / f"agreement_desc-{desc}_stats.tsv", rows, columns)
+        path = write_table_tsv(out_dir / derivative_name("agreement", "stats", desc=desc, extension=".tsv"), rows,
+                               columns)
         write_json(path.with_suffix(".json"), _sidecar(columns, common))
     html = agreement_report_html(volume_rows, kappa_rows, map_summary, case_rows, threshold_summary, left_out,
                                  str(reference_derivatives), STATISTICS, histograms)
-    report = out_dir / "agreement_report.html"
-    report.write_text(html, encoding="utf-8")
+    report = write_text(out_dir / "agreement_report.html", html)
     log(f"ctp-compare: {len({r['scan'] for r in case_rows})} case(s) compared, {len(left_out)} left out; "
         f"tables and {report.name} in {out_dir}")
     for row in volume_rows:

@@ -16,6 +16,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from ..bids import derivative_name
 from ..sims.dataset import write_phantom_dataset
 from . import bids_app
 
@@ -52,12 +53,12 @@ def main(argv=None):
     for perf in sorted(derivatives.glob("sub-*/ses-*/perf")):
         prefix = "_".join(perf.parts[-3:-1])
         truth = bids_dir / "derivatives" / "phantom-truth" / perf.relative_to(derivatives)
-        labels = np.asarray(nb.load(truth / f"{prefix}_desc-truth_dseg.nii.gz").dataobj)
+        labels = np.asarray(nb.load(truth / derivative_name(prefix, "dseg", desc="truth")).dataobj)
         grey = labels == 1
-        true_cbf = np.median(np.asarray(nb.load(truth / f"{prefix}_desc-truth_cbf.nii.gz").dataobj)[grey])
+        true_cbf = np.median(np.asarray(nb.load(truth / derivative_name(prefix, "cbf", desc="truth")).dataobj)[grey])
         values = []
         for method in methods:
-            cbf = np.asarray(nb.load(perf / f"{prefix}_desc-{method}_cbf.nii.gz").dataobj)
+            cbf = np.asarray(nb.load(perf / derivative_name(prefix, "cbf", desc=method)).dataobj)
             values.append(f"{method} {np.median(cbf[grey]):5.1f}")
         print(f"  {prefix}: truth {true_cbf:5.1f} | " + " | ".join(values))
     print(f"\nDemo finished in {time.time() - start:.0f} s.")

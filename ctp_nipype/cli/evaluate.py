@@ -23,17 +23,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .. import __version__
-from ..io import prepare_output_dir, write_json
-from ..perfusion.evaluation import (
-    METHODS,
-    SVD_METHODS,
-    evaluate,
-    level_rows,
-    markdown_table,
-    summary_rows,
-    tsv_text,
-)
+from ..io import generated_by, prepare_output_dir, write_json, write_table_tsv
+from ..perfusion.evaluation import METHODS, SVD_METHODS, evaluate, level_rows, markdown_table, summary_rows
 from ..sims.testsets import N_CURVES, TEST_SETS, make_test_set
 from ._errors import user_facing
 
@@ -193,12 +184,12 @@ def main(argv=None):
         "# Simulated test sets (Zeng et al. 2025, Table 1)\n\n"
         f"{args.n_curves} curves per set; delay RMSE is Tmax for the SVD family and BAD for the network, "
         "against the true delay.\n\n" + markdown_table(rows) + "\n", encoding="utf-8")
-    (out_dir / "evaluation.tsv").write_text(tsv_text(rows), encoding="utf-8")
-    (out_dir / "evaluation_levels.tsv").write_text(tsv_text(levels), encoding="utf-8")
+    write_table_tsv(out_dir / "evaluation.tsv", rows, missing="")
+    write_table_tsv(out_dir / "evaluation_levels.tsv", levels, missing="")
     figures = plot_figures(levels, out_dir, args.methods)
     elapsed = time.perf_counter() - start
     write_json(out_dir / "evaluation.json", {
-        "GeneratedBy": {"Name": "ctp-evaluate", "Version": __version__},
+        "GeneratedBy": generated_by("ctp-evaluate"),
         "Methods": args.methods, "Sets": args.sets, "CurvesPerSet": args.n_curves, "Seed": args.seed,
         "ElapsedSeconds": round(elapsed, 1),
     })

@@ -89,6 +89,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bids import derivative_name
+
 #: the layouts ``ctp-convert`` knows
 LAYOUTS = ("isles2018", "isles2024")
 #: the reference derivative dataset's folder name under ``BIDS_DIR/derivatives``
@@ -376,7 +378,7 @@ def check_ctp(case):
 
 def _write_ctp(case, bids_dir, generated_by):
     """Write the case's CTP as ``<subdir>/<prefix>_ctp.nii.gz`` with a timing sidecar; returns its path."""
-    from ..io import copy_atomic, sidecar_path, write_json, write_nifti
+    from ..io import copy_atomic, write_nifti, write_sidecar
     from ..perfusion.timing import is_uniform
 
     img, source_sidecar, times, source = check_ctp(case)
@@ -397,8 +399,8 @@ def _write_ctp(case, bids_dir, generated_by):
     })
     if case.layout == "isles2024":
         sidecar["Space"] = "native CTP" if case.space == "native" else "NCCT (co-registered by the dataset)"
-    out = Path(bids_dir) / case.subdir / f"{case.prefix}_ctp.nii.gz"
-    write_json(sidecar_path(out), sidecar)
+    out = Path(bids_dir) / case.subdir / derivative_name(case.prefix, "ctp")
+    write_sidecar(out, sidecar)
     if case.ctp.name.endswith(".nii.gz") and img.ndim == 4:
         copy_atomic(case.ctp, out)  # unchanged: no decoding, no re-encoding
     else:
@@ -433,7 +435,7 @@ def _write_reference(case, deriv_dir, generated_by):
                                f"{np.shape(data)}, not 3D.")
         values = np.asarray(img.dataobj, dtype=np.float32).reshape(data.shape)  # scaling applied
         written.append(write_nifti(
-            folder / f"{case.prefix}_desc-reference_{name}.nii.gz", values, img.affine, header=img.header,
+            folder / derivative_name(case.prefix, name, desc="reference"), values, img.affine, header=img.header,
             sidecar={"Units": _UNITS[name], "Software": _SOFTWARE[case.layout], "SourceDataset": _DATASET[case.layout],
                      "SourceFile": str(case.maps[name]), "SourceCase": case.source, "StoredDataType": str(img.get_data_dtype()),
                      "Space": case.space, "Description": f"{name.upper()} map shipped with the dataset, "
@@ -443,7 +445,7 @@ def _write_reference(case, deriv_dir, generated_by):
         img, data = _load(case.lesion, "lesion mask", case)
         data = np.squeeze(data)
         written.append(write_nifti(
-            folder / f"{case.prefix}_label-infarct_desc-reference_mask.nii.gz", data > 0, img.affine,
+            folder / derivative_name(case.prefix, "mask", desc="reference", label="infarct"), data > 0, img.affine,
             header=img.header, dtype=np.uint8,
             sidecar={"Description": _LESION[case.layout], "SourceDataset": _DATASET[case.layout],
                      "SourceFile": str(case.lesion), "SourceCase": case.source,

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bids import derivative_name, parse_derivative_name
 from .read import LPS_TO_RAS, DicomInputError, choose_series, scan_folder
 
 #: maps written as Parametric Maps: name -> (UCUM unit, its meaning, DICOM quantity code or None)
@@ -310,14 +311,16 @@ def _maps_of(results_dir, prefix, method):
 
 
 def _mask_path(results_dir, prefix, label, method):
-    return Path(results_dir) / f"{prefix}_label-{label}_desc-{method}_mask.nii.gz"
+    return Path(results_dir) / derivative_name(prefix, "mask", desc=method, label=label)
 
 
 def find_methods(results_dir, prefix):
     """The methods with maps in a results folder (``<prefix>_desc-<method>_cbf.nii.gz``)."""
     methods = []
     for path in sorted(Path(results_dir).glob(f"{prefix}_desc-*_cbf.nii.gz")):
-        methods.append(path.name[len(prefix) + len("_desc-"): -len("_cbf.nii.gz")])
+        entities = parse_derivative_name(path)
+        if entities and entities["prefix"] == prefix and entities["label"] is None:
+            methods.append(entities["desc"])
     return methods
 
 
@@ -355,7 +358,7 @@ def export_dicom(results_dir, prefix, dicom_dir, out_dir, methods=None, series_u
         )
     source = source_slices(dicom_dir, series_uid)
     out_dir.mkdir(parents=True, exist_ok=True)
-    brain_path = results_dir / f"{prefix}_desc-brain_mask.nii.gz"
+    brain_path = results_dir / derivative_name(prefix, "mask", desc="brain")
     written = []
     number = SERIES_NUMBER_BASE
     montage_maps = {}
@@ -379,7 +382,7 @@ def export_dicom(results_dir, prefix, dicom_dir, out_dir, methods=None, series_u
         if masks:
             number += 1
             written.append(write_segmentation(masks, source, out_dir / f"SEG_{method}.dcm", method, number))
-        summary = results_dir / f"{prefix}_desc-{method}_summary.png"
+        summary = results_dir / derivative_name(prefix, "summary", desc=method, extension=".png")
         if summary.exists():
             number += 1
             written.append(write_secondary_capture(summary, source, out_dir / f"SC_{method}_summary.dcm",

@@ -15,7 +15,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..io import copy_atomic, sidecar_path
+from ..bids import source_uris
+from ..io import copy_atomic, read_json, sidecar_path, write_json
 
 
 class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
@@ -38,10 +39,22 @@ class DerivativesDataSink(SimpleInterface):
     places them under ``<base_directory>/<subdir>``. Each file is copied to a
     temporary name and renamed, the sidecar before its image, so a killed run
     never leaves a derivative that looks complete.
+
+    The ``Sources`` of every JSON it publishes (sidecars, lesion and statistics JSONs) become BIDS
+    URIs on the way (:func:`ctp_nipype.bids.source_uris`): ``bids:raw:...`` for the scan of the linked
+    raw dataset, ``bids::<subdir>/<name>`` for derivatives, never a path into the work directory.
     """
 
     input_spec = _DerivativesDataSinkInputSpec
     output_spec = _DerivativesDataSinkOutputSpec
+
+    def _publish(self, source, destination):
+        if source.suffix == ".json":
+            payload = read_json(source)
+            if isinstance(payload, dict) and "Sources" in payload:
+                payload["Sources"] = source_uris(payload["Sources"], self.inputs.base_directory, self.inputs.subdir)
+                return write_json(destination, payload)
+        return copy_atomic(source, destination)
 
     def _run_interface(self, runtime):
         target = Path(self.inputs.base_directory) / self.inputs.subdir
@@ -50,7 +63,7 @@ class DerivativesDataSink(SimpleInterface):
             source = Path(name)
             side = sidecar_path(source)
             if side.exists() and side != source:
-                copy_atomic(side, target / side.name)
-            written.append(str(copy_atomic(source, target / source.name)))
+                self._publish(side, target / side.name)
+            written.append(str(self._publish(source, target / source.name)))
         self._results["out_files"] = written
         return runtime

@@ -23,7 +23,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from .. import __version__
+from ..bids import derivative_name
 from ..io import (
     PLAUSIBLE_HU,
     InputError,
@@ -33,10 +33,11 @@ from ..io import (
     load_mask,
     load_nifti,
     output_prefix,
+    provenance,
     read_curve_tsv,
     write_curves_tsv,
-    write_json,
     write_nifti,
+    write_sidecar,
 )
 from ..perfusion import aif as aif_selection
 from ..perfusion import filtering, masks, motion
@@ -48,13 +49,6 @@ def _optional(value, default=None):
 
 def _out(runtime, name):
     return os.path.join(runtime.cwd, name)
-
-
-def _provenance(*sources):
-    return {
-        "Sources": [os.path.abspath(s) for s in sources if s is not None and isdefined(s)],
-        "SoftwareVersion": f"ctp_nipype {__version__}",
-    }
 
 
 def _load_uniform(in_file, frame_interval=None):
@@ -189,13 +183,13 @@ class LoadCTP(SimpleInterface):
         sidecar["HeadMotionCheck"] = check
         if check["HeadMoved"] and self.inputs.warn_head_motion:
             warnings.warn(f"{self.inputs.in_file}: {HEAD_MOTION_WARNING.format(**check)}", stacklevel=1)
-        sidecar.update(_provenance(self.inputs.in_file))
-        out_file = _out(runtime, f"{prefix}_ctp.nii.gz")
+        sidecar.update(provenance(self.inputs.in_file))
+        out_file = _out(runtime, derivative_name(prefix, "ctp"))
         write_nifti(out_file, data, scan.affine, scan.header, sidecar)
-        times_file = write_curves_tsv(_out(runtime, f"{prefix}_frametimes.tsv"), {"time": times})
+        times_file = write_curves_tsv(_out(runtime, derivative_name(prefix, "frametimes", extension=".tsv")), {"time": times})
         self._results.update(
             out_file=out_file,
-            out_json=_out(runtime, f"{prefix}_ctp.json"),
+            out_json=_out(runtime, derivative_name(prefix, "ctp", extension=".json")),
             frame_times_file=str(times_file),
             resampled=bool(resampled),
             frame_interval=float(times[1] - times[0]),
@@ -292,13 +286,13 @@ class MotionCorrection(SimpleInterface):
             **scan.sidecar,
             **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times),
             "MotionCorrection": result.sidecar(),
-            **_provenance(self.inputs.in_file),
+            **provenance(self.inputs.in_file),
         }
-        out_file = _out(runtime, f"{prefix}_ctp.nii.gz")
+        out_file = _out(runtime, derivative_name(prefix, "ctp"))
         write_nifti(out_file, result.corrected, scan.affine, scan.header, sidecar)
-        reference_file = _out(runtime, f"{prefix}_desc-motionref_ct.nii.gz")
+        reference_file = _out(runtime, derivative_name(prefix, "ct", desc="motionref"))
         write_nifti(reference_file, result.reference, scan.affine, scan.header, {"Description": "mean of pre-bolus frames"})
-        motion_file = write_curves_tsv(_out(runtime, f"{prefix}_desc-motion_params.tsv"), result.columns(times))
+        motion_file = write_curves_tsv(_out(runtime, derivative_name(prefix, "params", desc="motion", extension=".tsv")), result.columns(times))
         self._results.update(
             out_file=out_file,
             motion_file=str(motion_file),
@@ -346,7 +340,7 @@ class BrainMask(SimpleInterface):
         scan = load_ctp(self.inputs.in_file, frame_interval=_optional(self.inputs.frame_interval))
         if isdefined(self.inputs.in_mask):
             mask = load_mask(self.inputs.in_mask, scan.spatial_shape, scan.affine, "brain mask")
-            sidecar = {"Type": "Brain", "Source": "user", **_provenance(self.inputs.in_mask)}
+            sidecar = {"Type": "Brain", "Source": "user", **provenance(self.inputs.in_mask)}
         else:
             censored = _censored_frames(self.inputs.motion_file, scan.data.shape[3], self.inputs.in_file)
             mean_hu = masks.time_average(scan.data, censored)
@@ -363,10 +357,10 @@ class BrainMask(SimpleInterface):
                 "HUWindow": list(self.inputs.hu_window),
                 "OpeningRadiusVoxels": self.inputs.opening_radius,
                 **_censoring_sidecar(censored),
-                **_provenance(self.inputs.in_file),
+                **provenance(self.inputs.in_file),
             }
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
-        self._results["out_file"] = _write_mask(runtime, f"{prefix}_desc-brain_mask.nii.gz", mask, scan, sidecar)
+        self._results["out_file"] = _write_mask(runtime, derivative_name(prefix, "mask", desc="brain"), mask, scan, sidecar)
         self._results["n_voxels"] = int(mask.sum())
         return runtime
 
@@ -408,7 +402,7 @@ class _TissueMask(SimpleInterface):
         brain = load_mask(self.inputs.brain_mask, scan.spatial_shape, scan.affine, "brain mask")
         if isdefined(self.inputs.in_mask):
             mask = load_mask(self.inputs.in_mask, scan.spatial_shape, scan.affine, f"{self._kind} mask")
-            sidecar = {"Type": self._kind, "Source": "user", **_provenance(self.inputs.in_mask)}
+            sidecar = {"Type": self._kind, "Source": "user", **provenance(self.inputs.in_mask)}
         else:
             censored = _censored_frames(self.inputs.motion_file, times.size, self.inputs.in_file)
             n_base = _optional(self.inputs.n_baseline_frames) or aif_selection.estimate_baseline_frames(
@@ -421,10 +415,10 @@ class _TissueMask(SimpleInterface):
                 "BaselineFrames": int(n_base),
                 **parameters,
                 **_censoring_sidecar(censored),
-                **_provenance(self.inputs.in_file, self.inputs.brain_mask),
+                **provenance(self.inputs.in_file, self.inputs.brain_mask),
             }
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
-        name = f"{prefix}_desc-{self._kind.lower()}_mask.nii.gz"
+        name = derivative_name(prefix, "mask", desc=self._kind.lower())
         self._results["out_file"] = _write_mask(runtime, name, mask, scan, sidecar)
         self._results["n_voxels"] = int(mask.sum())
         return runtime
@@ -595,18 +589,18 @@ class SelectAIFVOF(SimpleInterface):
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         motion_warning = head_motion_warning(scan.sidecar)
         columns = choice.columns()
-        out_file = write_curves_tsv(_out(runtime, f"{prefix}_desc-global_aif.tsv"), columns)
+        out_file = write_curves_tsv(_out(runtime, derivative_name(prefix, "aif", desc="global", extension=".tsv")), columns)
         sidecar = {
             **choice.sidecar(),
             "ResampledToUniformGrid": bool(resampled),
             **({} if motion_warning is None else {"HeadMotionWarning": motion_warning}),
-            **_provenance(self.inputs.in_file, self.inputs.brain_mask),
+            **provenance(self.inputs.in_file, self.inputs.brain_mask),
         }
-        out_json = write_json(_out(runtime, f"{prefix}_desc-global_aif.json"), sidecar)
+        out_json = write_sidecar(out_file, sidecar)
         from ..viz import plot_vascular_functions
 
         out_png = plot_vascular_functions(
-            _out(runtime, f"{prefix}_desc-global_aif.png"),
+            _out(runtime, derivative_name(prefix, "aif", desc="global", extension=".png")),
             times,
             {k: v for k, v in columns.items() if k != "time"},
             masks.time_average(data),
@@ -616,7 +610,7 @@ class SelectAIFVOF(SimpleInterface):
         )
         labels = choice.label_image(scan.spatial_shape)
         if labels is not None:
-            voxels_file = _out(runtime, f"{prefix}_desc-vascular_dseg.nii.gz")
+            voxels_file = _out(runtime, derivative_name(prefix, "dseg", desc="vascular"))
             write_nifti(voxels_file, labels, scan.affine, scan.header, {"Labels": {"1": "AIF", "2": "VOF"}}, np.uint8)
             self._results["voxels_file"] = voxels_file
         self._results.update(out_file=str(out_file), out_json=str(out_json), out_png=str(out_png),
@@ -704,9 +698,9 @@ class GuidedFilter(SimpleInterface):
                 "Mode": self.inputs.mode,
                 "Guidance": "user image" if guidance is not None else "time-averaged series",
             },
-            **_provenance(self.inputs.in_file),
+            **provenance(self.inputs.in_file),
         }
-        out_file = _out(runtime, f"{prefix}_ctp.nii.gz")
+        out_file = _out(runtime, derivative_name(prefix, "ctp"))
         write_nifti(out_file, filtered, scan.affine, scan.header, sidecar)
         self._results["out_file"] = out_file
         return runtime

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -17,23 +16,27 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..io import InputError, load_ctp, load_mask, load_nifti, output_prefix, read_json, sidecar_path, strip_extension
+from ..bids import derivative_name, parse_derivative_name
+from ..io import (
+    InputError,
+    load_ctp,
+    load_mask,
+    load_nifti,
+    output_prefix,
+    read_columns_tsv,
+    read_json,
+    read_table_tsv,
+    sidecar_path,
+    strip_extension,
+    write_text,
+)
 from .preprocessing import head_motion_warning
-from .stats import _write_text, parse_map_filename, read_table_tsv
+from .stats import parse_map_filename
 
-_LESION_MASK = re.compile(r"_label-(?P<label>core|hypoperfused)_desc-(?P<method>[A-Za-z0-9]+)_mask$")
 
 
 def _defined(value, default=None):
     return value if isdefined(value) else default
-
-
-def read_columns_tsv(path):
-    """All columns of a numeric TSV with a header row, as float arrays (``n/a`` -> NaN)."""
-    rows = read_table_tsv(path)
-    if not rows:
-        raise InputError(f"The table {path} has no rows.")
-    return {name: np.array([np.nan if r[name] is None else float(r[name]) for r in rows]) for name in rows[0]}
 
 
 class _ScanReportInputSpec(BaseInterfaceInputSpec):
@@ -147,13 +150,14 @@ class ScanReport(SimpleInterface):
                     if candidate.exists():
                         lesions[method][label] = load_mask(candidate, shape, affine, f"{method} {label} mask")
         for path in _defined(self.inputs.lesion_mask_files, []):
-            match = _LESION_MASK.search(strip_extension(path))
-            if match is None:
+            match = parse_derivative_name(path)
+            if match is None or match["label"] not in ("core", "hypoperfused") or not match["desc"] or match["suffix"] != "mask":
                 raise InputError(
                     f"The lesion mask {path} is not named <prefix>_label-<core|hypoperfused>_desc-<method>_mask.nii.gz."
                 )
-            entry = lesions.setdefault(match["method"], {"summary": {}, "core": None, "hypoperfused": None})
-            entry[match["label"]] = load_mask(path, shape, affine, f"{match['method']} {match['label']} mask")
+            method, label = match["desc"], match["label"]
+            entry = lesions.setdefault(method, {"summary": {}, "core": None, "hypoperfused": None})
+            entry[label] = load_mask(path, shape, affine, f"{method} {label} mask")
         sides = {m: e["summary"].get("AffectedHemisphere") for m, e in lesions.items() if e["summary"]}
         if len(set(sides.values())) > 1:
             warnings.append(f"The methods disagree on the affected hemisphere: {sides}.")
@@ -187,8 +191,8 @@ class ScanReport(SimpleInterface):
             ttp=self._ttp(shape, affine),
         )
         html = scan_report_html(data)
-        out_report = os.path.join(runtime.cwd, f"{data.title}_desc-perfusion_report.html")
-        _write_text(out_report, html)
+        out_report = os.path.join(runtime.cwd, derivative_name(data.title, "report", desc="perfusion", extension=".html"))
+        write_text(out_report, html)
         self._results["out_report"] = out_report
         return runtime
 

@@ -15,11 +15,8 @@ Maps are recognised by the conventions' names, ``<prefix>_desc-<method>_<map>.ni
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 from nipype.interfaces.base import (
@@ -32,16 +29,24 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from .. import __version__
+from ..bids import derivative_name, parse_derivative_name
 from ..io import (
-    InputError, _atomic_target, load_mask, load_nifti, read_json, strip_extension, voxel_volume_ml, write_json,
+    InputError,
+    load_mask,
+    load_nifti,
+    provenance,
+    read_json,
+    read_table_tsv,
+    strip_extension,
+    voxel_volume_ml,
+    write_json,
     write_nifti,
+    write_sidecar,
+    write_table_tsv,
+    write_text,
 )
 from ..perfusion import stats, triage
 from ..perfusion.constants import UNITS
-
-_MAP_NAME = re.compile(r"^(?P<prefix>.+?)_desc-(?P<method>[A-Za-z0-9]+)_(?P<map>[A-Za-z0-9]+)$")
-
 
 def parse_map_filename(path):
     """``(prefix, method, map)`` of a file named ``<prefix>_desc-<method>_<map>.nii[.gz]`` (or .tsv, .json).
@@ -51,8 +56,11 @@ def parse_map_filename(path):
     >>> parse_map_filename("cbf.nii.gz") is None
     True
     """
-    match = _MAP_NAME.match(strip_extension(path))
-    return None if match is None else (match["prefix"], match["method"].lower(), match["map"].lower())
+    entities = parse_derivative_name(path)
+    if entities is None or entities["desc"] is None:
+        return None
+    prefix = entities["prefix"] + (f"_label-{entities['label']}" if entities["label"] else "")
+    return prefix, entities["desc"].lower(), entities["suffix"].lower()
 
 
 def region_name(path):
@@ -69,54 +77,6 @@ def region_name(path):
         if match:
             return match.group(1)
     return re.sub(r"[^A-Za-z0-9]", "", stem) or "roi"
-
-
-def format_value(value):
-    """A TSV cell: ``n/a`` for missing or non-finite numbers (BIDS), 6 significant digits otherwise.
-
-    >>> format_value(1 / 3), format_value(float("nan")), format_value(12), format_value("osvd")
-    ('0.333333', 'n/a', '12', 'osvd')
-    """
-    if value is None:
-        return "n/a"
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value)).lower()
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.6g}" if math.isfinite(value) else "n/a"
-    return str(value)
-
-
-def write_table_tsv(path, rows, columns):
-    """Write dict rows as a TSV with a header row (BIDS style: ``n/a`` for missing), atomically."""
-    path, tmp = _atomic_target(path)
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([format_value(row.get(name)) for name in columns])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def read_table_tsv(path, required=()):
-    """Rows of a TSV with a header row as dicts of strings (``n/a`` -> None); checks required columns."""
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        rows = [{k: (None if v in ("n/a", "") else v) for k, v in row.items()} for row in reader]
-        header = reader.fieldnames or []
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise InputError(
-            f"The table {path} lacks the column(s) {', '.join(missing)} (it has: {', '.join(header) or 'none'}); "
-            "give a region-statistics TSV written by MapStats."
-        )
-    return rows
 
 
 def _load_map(path, shape, affine, what):
@@ -235,7 +195,7 @@ class MapStats(SimpleInterface):
         rows = stats.region_statistics(maps, regions, voxel_volume_ml(brain_img.header))
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else prefixes[0]
         columns = ("region", "method", "map", "units") + stats.STAT_COLUMNS
-        out_tsv = write_table_tsv(os.path.join(runtime.cwd, f"{prefix}_desc-regions_stats.tsv"), rows, columns)
+        out_tsv = write_table_tsv(os.path.join(runtime.cwd, derivative_name(prefix, "stats", desc="regions", extension=".tsv")), rows, columns)
         definitions = {
             "brain": "brain mask" + (" minus CSF" if masks["csf"] is not None else "")
             + (" minus vessels" if masks["vessel"] is not None else ""),
@@ -264,10 +224,9 @@ class MapStats(SimpleInterface):
             "HemisphereSplit": "mid-sagittal plane x = MidlineWorldX in world (RAS+) coordinates of the affine",
             "MidlineWorldX": midline,
             "VoxelVolume": voxel_volume_ml(brain_img.header),
-            "Sources": [os.path.abspath(p) for p in self.inputs.map_files] + [os.path.abspath(self.inputs.brain_mask)],
-            "SoftwareVersion": f"ctp_nipype {__version__}",
+            **provenance(*self.inputs.map_files, self.inputs.brain_mask),
         }
-        out_json = write_json(os.path.join(runtime.cwd, f"{prefix}_desc-regions_stats.json"), sidecar)
+        out_json = write_sidecar(out_tsv, sidecar)
         self._results.update(out_tsv=str(out_tsv), out_json=str(out_json))
         return runtime
 
@@ -387,19 +346,15 @@ class LesionVolumes(SimpleInterface):
             cbf_name[0] if cbf_name else strip_extension(self.inputs.cbf_file))
         sources = [self.inputs.cbf_file, self.inputs.delay_file, self.inputs.brain_mask]
         sources += [self.inputs.cbv_file] if cbv is not None else []
-        provenance = {
-            "Method": method,
-            "Sources": [os.path.abspath(p) for p in sources],
-            "SoftwareVersion": f"ctp_nipype {__version__}",
-        }
+        origin = provenance(*sources, Method=method)
         written = {}
         for label, mask, description in (
             ("core", result.core, f"ischemic core: CBF < {self.inputs.core_relative_cbf:g} x mean CBF of the unaffected hemisphere"),
             ("hypoperfused", result.hypoperfused, f"hypoperfused: {delay_kind} > {self.inputs.delay_threshold:g} s"),
         ):
-            path = os.path.join(runtime.cwd, f"{prefix}_label-{label}_desc-{method}_mask.nii.gz")
+            path = os.path.join(runtime.cwd, derivative_name(prefix, "mask", desc=method, label=label))
             write_nifti(path, mask.astype(np.uint8), affine, brain_img.header,
-                        {"Description": description, **provenance}, dtype=np.uint8)
+                        {"Description": description, **origin}, dtype=np.uint8)
             written[label] = path
         reference = {"ReferenceRegion": stats.REFERENCE_REGION, "AffectedHemisphere": result.affected_hemisphere,
                      "MidlineWorldX": result.parameters["MidlineWorldX"]}
@@ -407,19 +362,20 @@ class LesionVolumes(SimpleInterface):
         if result.relative_cbv is not None:
             relative["rcbv"] = (result.relative_cbv, "CBV", result.reference_cbv, "ml/100g")
         for name, (values, what, value, units) in relative.items():
-            path = os.path.join(runtime.cwd, f"{prefix}_desc-{method}_{name}.nii.gz")
+            path = os.path.join(runtime.cwd, derivative_name(prefix, name, desc=method))
             write_nifti(path, values, affine, brain_img.header, {
                 "Units": UNITS[name],
                 "Description": f"relative {what}: {what} over the mean {what} of the contralateral reference "
                                "region (1 = that mean); 0 outside the tissue",
-                **reference, "ReferenceValue": value, "ReferenceUnits": units, **provenance,
+                **reference, "ReferenceValue": value, "ReferenceUnits": units, **origin,
             })
             written[name] = path
         summary = result.summary()
-        summary.update(provenance)
+        summary.update(origin)
         summary["MaskFiles"] = {label: os.path.basename(written[label]) for label in ("core", "hypoperfused")}
         summary["RelativeMapFiles"] = {name: os.path.basename(written[name]) for name in relative}
-        out_json = write_json(os.path.join(runtime.cwd, f"{prefix}_desc-{method}_lesion.json"), summary)
+        out_json = write_json(os.path.join(runtime.cwd, derivative_name(prefix, "lesion", desc=method, extension=".json")),
+                              summary)
         self._results.update(
             core_mask=written["core"],
             hypoperfused_mask=written["hypoperfused"],
@@ -451,9 +407,8 @@ def lesion_table(lesion_files):
     rows = []
     for path in lesion_files:
         payload = read_json(path)
-        scan = Path(path).name.split("_desc-")[0]
-        method = Path(path).name.split("_desc-")[1].split("_")[0]
-        row = {"scan": scan, "method": method}
+        entities = parse_derivative_name(path)
+        row = {"scan": entities["prefix"], "method": entities["desc"]}
         for key in LESION_COLUMNS:
             value = payload.get(key)
             value = value if not isinstance(value, dict) else value.get("value")
@@ -490,8 +445,8 @@ def scan_id(path):
     >>> scan_id("/d/sub-01_ses-02_desc-regions_stats.tsv")
     'sub-01_ses-02'
     """
-    stem = strip_extension(path)
-    return stem.split("_desc-")[0]
+    entities = parse_derivative_name(path)
+    return entities["prefix"] if entities else strip_extension(path)
 
 
 class GroupStats(SimpleInterface):
@@ -528,19 +483,20 @@ class GroupStats(SimpleInterface):
             raise InputError(f"The scan ids are not unique ({', '.join(ids)}); set scan_ids.")
         records = []
         for scan, path in zip(ids, files):
-            for row in read_table_tsv(path, required=("region", "method", "map", self.inputs.statistic)):
+            for row in read_table_tsv(path, required=("region", "method", "map", self.inputs.statistic),
+                                      hint="give a region-statistics TSV written by MapStats"):
                 records.append({**row, "scan": scan})
         summary, pairs = stats.group_comparison(records, statistic=self.inputs.statistic,
                                                 reference=self.inputs.reference)
         reference = summary[0]["reference"] if summary else self.inputs.reference
         prefix = self.inputs.out_prefix
         out_tsv = write_table_tsv(
-            os.path.join(runtime.cwd, f"{prefix}_desc-methods_stats.tsv"), summary,
+            os.path.join(runtime.cwd, derivative_name(prefix, "stats", desc="methods", extension=".tsv")), summary,
             ("region", "map", "units", "method", "n_scans", "mean", "sd", "reference", "n_pairs", "deviation",
              "deviation_percent", "wilcoxon_w", "p_value"),
         )
         out_pairs = write_table_tsv(
-            os.path.join(runtime.cwd, f"{prefix}_desc-pairs_stats.tsv"), pairs,
+            os.path.join(runtime.cwd, derivative_name(prefix, "stats", desc="pairs", extension=".tsv")), pairs,
             ("region", "map", "method_a", "method_b", "n_pairs", "mean_difference", "wilcoxon_w", "p_value"),
         )
         from ..reports.group import group_report_html
@@ -548,17 +504,8 @@ class GroupStats(SimpleInterface):
         lesions = lesion_table(self.inputs.lesion_files) if isdefined(self.inputs.lesion_files) else []
         html = group_report_html(summary, pairs, scans=ids, statistic=self.inputs.statistic, reference=reference,
                                  lesion_rows=lesions)
-        out_html = os.path.join(runtime.cwd, f"{prefix}_desc-methods_report.html")
-        _write_text(out_html, html)
+        out_html = os.path.join(runtime.cwd, derivative_name(prefix, "report", desc="methods", extension=".html"))
+        write_text(out_html, html)
         self._results.update(out_tsv=str(out_tsv), out_pairs_tsv=str(out_pairs), out_html=out_html)
         return runtime
 
-
-def _write_text(path, text):
-    path, tmp = _atomic_target(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -13,9 +11,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from .. import __version__
 from ._curves import load_prepared_curves
-from ..io import output_prefix, timing_provenance, write_perfusion_maps
+from ..io import output_prefix, provenance, timing_provenance, write_perfusion_maps
 from ..perfusion.constants import KAPPA_H, RHO
 from ..perfusion.svd import DEFAULT_OI_THRESHOLD, SVDModel
 from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS
@@ -93,9 +90,8 @@ class SVDDeconvolution(SimpleInterface):
             **curves.describe(),
             **timing_provenance(scan, curves.resampled),
             "FlaggedVoxels": fit.n_flagged,
-            "Sources": [os.path.abspath(self.inputs.in_file), os.path.abspath(self.inputs.aif_file)],
             "AIFColumn": self.inputs.aif_column,
-            "SoftwareVersion": f"ctp_nipype {__version__}",
+            **provenance(self.inputs.in_file, self.inputs.aif_file),
         }
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)
         written = write_perfusion_maps(

@@ -14,9 +14,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from .. import __version__
 from ._curves import load_prepared_curves
-from ..io import output_prefix, write_perfusion_maps
+from ..io import output_prefix, provenance, write_perfusion_maps
 from ..perfusion.constants import KAPPA_H, RHO
 
 
@@ -111,8 +110,7 @@ class TransformerPerfusion(SimpleInterface):
             "FlaggedVoxels": int(np.count_nonzero(estimates["flagged"])),
             **curves.describe(),
             "TimingSource": scan.timing.source,
-            "Sources": [os.path.abspath(self.inputs.in_file), os.path.abspath(self.inputs.aif_file)],
-            "SoftwareVersion": f"ctp_nipype {__version__}",
+            **provenance(self.inputs.in_file, self.inputs.aif_file),
         }
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)
         written = write_perfusion_maps(runtime.cwd, prefix, "transformer", maps, scan.affine, scan.header, metadata)

@@ -24,8 +24,18 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from .. import __version__
-from ..io import InputError, load_ctp, load_mask, load_nifti, output_prefix, read_json, timing_provenance, write_nifti
+from ..bids import derivative_name
+from ..io import (
+    InputError,
+    load_ctp,
+    load_mask,
+    load_nifti,
+    output_prefix,
+    provenance,
+    read_json,
+    timing_provenance,
+    write_nifti,
+)
 from ..perfusion.constants import UNITS
 from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS, time_to_peak
 from ._curves import load_prepared_curves
@@ -73,7 +83,7 @@ class TimeToPeak(SimpleInterface):
         scan, mask, curves = load_prepared_curves(self.inputs)
         ttp = time_to_peak(curves.tissue, curves.frame_times, mask, self.inputs.peak_interpolation)
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)
-        path = os.path.join(runtime.cwd, f"{prefix}_ttp.nii.gz")
+        path = os.path.join(runtime.cwd, derivative_name(prefix, "ttp"))
         write_nifti(path, ttp, scan.affine, scan.header, {
             "Units": UNITS["ttp"],
             "Description": "Time to peak of the tissue concentration curve, seconds on the frames' clock "
@@ -81,8 +91,7 @@ class TimeToPeak(SimpleInterface):
             "PeakInterpolation": self.inputs.peak_interpolation,
             **curves.describe(),
             **timing_provenance(scan, curves.resampled),
-            "Sources": [os.path.abspath(self.inputs.in_file), os.path.abspath(self.inputs.aif_file)],
-            "SoftwareVersion": f"ctp_nipype {__version__}",
+            **provenance(self.inputs.in_file, self.inputs.aif_file),
         })
         self._results["ttp"] = path
         return runtime
@@ -159,7 +168,7 @@ class TriageSummary(SimpleInterface):
             _, delay = load_nifti(delays[method], f"{method} delay map")
             png = triage_summary(background, brain, masks["core"], masks["hypoperfused"],
                                  np.asarray(delay, np.float32), summary, f"{prefix}: {method}", slices, affine)
-            out = os.path.join(runtime.cwd, f"{prefix}_desc-{method}_summary.png")
+            out = os.path.join(runtime.cwd, derivative_name(prefix, "summary", desc=method, extension=".png"))
             Path(out).write_bytes(png)
             written.append(out)
         self._results["out_files"] = written

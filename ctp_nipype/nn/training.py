@@ -46,7 +46,6 @@ skipped by ``--resume``.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -57,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import append_table_row
 from ..perfusion.constants import KAPPA_H, RHO
 from ..perfusion.maps import cbf_from_residue as _cbf
 from ..sims.simulate import TRAINING_RANGES, simulate_curves
@@ -317,20 +317,6 @@ def _moving_average(model, decay):
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
-
-
-def _append_log(path, row):
-    """Append one row; a log written by an older ctp-train (fewer columns) keeps its own header's columns."""
-    columns = LOG_COLUMNS
-    if path.exists():
-        with open(path, encoding="utf-8") as handle:
-            columns = handle.readline().rstrip("\n").split("\t")
-    with open(path, "a", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        if columns is LOG_COLUMNS:
-            writer.writerow(LOG_COLUMNS)
-        writer.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
-                         for c in columns])
 
 
 def resolve_training_device(device="auto"):
@@ -647,7 +633,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
                     f"local-AIF r {metrics['val_local_aif_r']:.3f}"
                 )
         if row is not None:
-            _append_log(out_dir / "log.tsv", row)
+            append_table_row(out_dir / "log.tsv", row, LOG_COLUMNS)
         if done or time.monotonic() - last_checkpoint > 60 * recipe["checkpoint_every_minutes"]:
             save_checkpoint()
             save_weights(model, out_dir / "last.safetensors", {**card, "step": state["step"],

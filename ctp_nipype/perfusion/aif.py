@@ -882,7 +882,7 @@ def select_vascular_functions(
 # ----------------------------------------------------------------------------- the global AIF of a scan
 
 #: what the user reads when the AIF's peak fell in frames censored for head motion (measured on the small
-#: phantom with the motion moved into the first pass, benchmarks/motion_selection.py --motion-start 9)
+#: phantom with the motion moved into the first pass, benchmarks/studies/motion_selection.py --motion-start 9)
 AIF_PEAK_CENSORED_WARNING = (
     "The AIF's peak lies in frames left out for head motion ({frames}): {share:.0%} of its first pass was "
     "repaired by a gamma-variate fit, not measured, and every method's CBF scales with it. Check the AIF figure; "

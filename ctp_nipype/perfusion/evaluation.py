@@ -524,27 +524,6 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
-def tsv_text(rows):
-    """Rows (dicts) as tab-separated text with a header; missing values are empty.
-
-    >>> print(tsv_text([{"set": 1, "cbf_rmse": 2.5}, {"set": 2}]), end="")
-    set\tcbf_rmse
-    1\t2.5
-    2\t
-    """
-    keys = []
-    for row in rows:
-        keys += [key for key in row if key not in keys]
-
-    def text(value):
-        if isinstance(value, (float, np.floating)):
-            return f"{value:.6g}"
-        return "" if value is None else str(value)
-
-    lines = ["\t".join(keys)] + ["\t".join(text(row.get(key)) for key in keys) for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 __all__ = [
     "METHODS",
     "SVD_METHODS",
@@ -561,5 +540,4 @@ __all__ = [
     "level_rows",
     "markdown_table",
     "summary_rows",
-    "tsv_text",
 ]

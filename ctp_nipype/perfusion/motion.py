@@ -106,7 +106,7 @@ def displacement_from_reference(parameters, radius_mm=FD_RADIUS_MM):
 
 #: frames displaced more than this from the reference (mm) are left out of AIF/VOF selection and mask fits;
 #: the registration's own scatter on still frames of the phantoms is 0.10-0.34 mm, the injected excursions'
-#: frames 2.2-6.7 mm (small phantom, seeds 0-7; benchmarks/motion_selection.py)
+#: frames 2.2-6.7 mm (small phantom, seeds 0-7; benchmarks/studies/motion_selection.py)
 MAX_DISPLACEMENT_MM = 0.5
 
 
@@ -166,7 +166,7 @@ def bridge_frames(series, censored):
 BONE_HU = 700.0
 #: a skull surface displaced by more than this (mm, mean over the surface) in some frame: the head moved.
 #: Still small phantoms give 0.044-0.057 mm (8 HU noise), moving ones 0.65-1.32 mm (seeds 0-7,
-#: benchmarks/motion_selection.py)
+#: benchmarks/studies/motion_selection.py)
 HEAD_MOTION_MM = 0.25
 
 

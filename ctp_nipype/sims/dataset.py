@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __url__, __version__
+from ..bids import derivative_name
 
 #: BIDS version the dataset descriptions declare
 BIDS_VERSION = "1.10.0"
@@ -35,7 +35,9 @@ TRUTH_PIPELINE = "phantom-truth"
 
 
 def _generated_by():
-    return [{"Name": "ctp_nipype ctp-phantom", "Version": __version__, "CodeURL": __url__}]
+    from ..io import generated_by
+
+    return generated_by("ctp_nipype ctp-phantom")
 
 
 def _scan_header(phantom):
@@ -85,7 +87,7 @@ def write_subject(phantom, out_dir, subject, session="01"):
     times = phantom.frame_times
     durations = np.append(np.diff(times), np.diff(times)[-1])
     scan = write_nifti(
-        out_dir / f"sub-{subject}" / f"ses-{session}" / f"{prefix}_ctp.nii.gz",
+        out_dir / f"sub-{subject}" / f"ses-{session}" / derivative_name(prefix, "ctp"),
         phantom.hu,
         phantom.affine,
         header=_scan_header(phantom),
@@ -102,7 +104,8 @@ def write_subject(phantom, out_dir, subject, session="01"):
         },
     )
     truth = out_dir / "derivatives" / TRUTH_PIPELINE / f"sub-{subject}" / f"ses-{session}" / "perf"
-    common = {"Method": "truth", "PhantomSeed": phantom.parameters["seed"], "Sources": [f"bids:raw:{scan.relative_to(out_dir).as_posix()}"]}
+    common = {"Method": "truth", "PhantomSeed": phantom.parameters["seed"],
+              "Sources": [f"bids:raw:{scan.relative_to(out_dir).as_posix()}"]}
     maps = {
         "cbf": (phantom.cbf, "Cerebral blood flow of the perfused tissue (0 elsewhere)."),
         "cbv": (phantom.cbv, "Cerebral blood volume, full-window CBF * MTT / 60 (0 outside perfused tissue)."),
@@ -112,14 +115,14 @@ def write_subject(phantom, out_dir, subject, session="01"):
     }
     for name, (values, description) in maps.items():
         write_nifti(
-            truth / f"{prefix}_desc-truth_{name}.nii.gz",
+            truth / derivative_name(prefix, name, desc="truth"),
             values,
             phantom.affine,
             header=_map_header(),
             sidecar=dict(common, Units=UNITS.get(name, "s"), Description=description),
         )
     write_nifti(
-        truth / f"{prefix}_desc-truth_dseg.nii.gz",
+        truth / derivative_name(prefix, "dseg", desc="truth"),
         phantom.labels,
         phantom.affine,
         header=_map_header(),
@@ -130,9 +133,9 @@ def write_subject(phantom, out_dir, subject, session="01"):
             Labels={str(code): name for code, name in phantom.parameters["labels"].items()},
         ),
     )
-    write_curves_tsv(truth / f"{prefix}_desc-truth_aif.tsv", {"time": times, "aif": phantom.aif, "vof": phantom.vof})
+    write_curves_tsv(truth / derivative_name(prefix, "aif", desc="truth", extension=".tsv"), {"time": times, "aif": phantom.aif, "vof": phantom.vof})
     write_json(
-        truth / f"{prefix}_desc-truth_aif.json",
+        truth / derivative_name(prefix, "aif", desc="truth", extension=".json"),
         dict(
             common,
             Description=(
@@ -149,9 +152,9 @@ def write_subject(phantom, out_dir, subject, session="01"):
 
         columns = {"time": times}
         columns.update({name: phantom.motion_parameters[:, i] for i, name in enumerate(PARAMETER_NAMES)})
-        write_curves_tsv(truth / f"{prefix}_desc-truth_motion.tsv", columns)
+        write_curves_tsv(truth / derivative_name(prefix, "motion", desc="truth", extension=".tsv"), columns)
         write_json(
-            truth / f"{prefix}_desc-truth_motion.json",
+            truth / derivative_name(prefix, "motion", desc="truth", extension=".json"),
             dict(
                 common,
                 Description=(
@@ -163,7 +166,7 @@ def write_subject(phantom, out_dir, subject, session="01"):
                 CentreMM=phantom.parameters["motion_centre_mm"],
             ),
         )
-    write_json(truth / f"{prefix}_desc-truth_parameters.json", phantom.parameters)
+    write_json(truth / derivative_name(prefix, "parameters", desc="truth", extension=".json"), phantom.parameters)
     return scan
 
 

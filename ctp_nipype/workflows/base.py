@@ -53,15 +53,9 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
                         name="ctp_preproc_wf"):
     """Preprocessing of one CTP scan.
 
-    Workflow graph::
-
-        inputnode ─► load ─► [motion] ─┬─► brain ─► csf ─► vessel
-                                        │     │       │
-                                        │     └───────┴─► select_vessels (AIF/VOF + PV correction)
-                                        └─► [guided_filter] ─► outputnode.preproc_file
-
-    With motion correction, its motion TSV also goes to brain, csf, vessel and select_vessels:
-    the frames it flags as displaced are left out of those four steps.
+    Workflow graph: ``docs/workflows.md`` (``ctp_preproc_wf``), drawn from this factory by
+    :mod:`ctp_nipype.workflows.graphs`. With motion correction, its motion TSV also goes to brain, csf,
+    vessel and select_vessels: the frames it flags as displaced are left out of those four steps.
 
     Parameters
     ----------
@@ -190,12 +184,8 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
                       method_options=None, n_slabs=0, n_procs=1, working_voxel_mm=None, name="perfusion_wf"):
     """Perfusion maps by each requested method, slab by slab.
 
-    Workflow graph::
-
-                                  ┌─► ssvd (MapNode, one job per slab) ─► join_ssvd ─┐
-        inputnode ─► split_slabs ─┼─► csvd ─────────────────────────────► join_csvd ─┤
-                                  ├─► osvd ─────────────────────────────► join_osvd ─┼─► outputnode
-                                  └─► transformer ──────────────────────► join_transformer ─┘
+    Workflow graph: ``docs/workflows.md`` (``perfusion_wf``), drawn from this factory by
+    :mod:`ctp_nipype.workflows.graphs`.
 
     The series is cut into slabs of slices holding about as many brain voxels each
     (:class:`~ctp_nipype.interfaces.slabs.SplitSlabs`); every method runs on each slab as a separate job,
@@ -334,12 +324,8 @@ def init_ctp_wf(
 ):
     """The whole scan: preprocessing, perfusion by every method, derivatives.
 
-    Workflow graph::
-
-        inputnode ─► ctp_preproc_wf ─► perfusion_wf ─► ds_maps ─► <output_dir>/<subdir>/
-                          │                  └─► lesion_<method> ─► triage_summary ─► ds_stats
-                          ├─► ttp ─────────────────────────────────────────────────► ds_stats
-                          └───────────────────────────► ds_preproc (masks, AIF/VOF curves, motion)
+    Workflow graph: ``docs/workflows.md`` (``ctp_wf``), drawn from this factory by
+    :mod:`ctp_nipype.workflows.graphs`: every node, the statistics, lesion, report and sink nodes included.
 
     Triage: ``ttp`` writes ``<prefix>_ttp.nii.gz`` (time to peak of the tissue curves, one map
     whatever the methods); each ``lesion_<method>`` the core and hypoperfused masks, the rCBF and

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import tempfile
 from pathlib import Path
 
+from ..bids import derivative_name, parse_derivative_name
 from ..interfaces.stats import lesion_table
-from ..io import copy_atomic, write_json
+from ..io import copy_atomic, write_sidecar, write_table_tsv
 from ..perfusion.triage import DELAY_THRESHOLDS_S, TARGET_MISMATCH, volume_key
 
 
@@ -55,7 +55,8 @@ def run_group_level(output_dir, participant_labels=None, methods=None):
     from ..interfaces.stats import GroupStats
 
     output_dir = Path(output_dir)
-    stats = find_scan_outputs(output_dir, "*_desc-regions_stats.tsv", participant_labels)
+    stats = find_scan_outputs(output_dir, "*" + derivative_name("", "stats", desc="regions", extension=".tsv"),
+                              participant_labels)
     if not stats:
         raise GroupLevelError(
             f"No per-scan statistics (*_desc-regions_stats.tsv) under {output_dir}; run the participant level first."
@@ -64,7 +65,7 @@ def run_group_level(output_dir, participant_labels=None, methods=None):
     written = []
     lesions = find_scan_outputs(output_dir, "*_lesion.json", participant_labels)
     if methods:
-        lesions = [p for p in lesions if p.name.split("_desc-")[1].split("_")[0] in methods]
+        lesions = [p for p in lesions if (parse_derivative_name(p) or {}).get("desc") in methods]
     with tempfile.TemporaryDirectory(prefix="ctp_group_") as tmp:
         result = GroupStats(in_files=[str(p) for p in stats], lesion_files=[str(p) for p in lesions]).run(cwd=tmp)
         for name in ("out_tsv", "out_pairs_tsv", "out_html"):
@@ -75,12 +76,7 @@ def run_group_level(output_dir, participant_labels=None, methods=None):
                 written.append(copy_atomic(side, group_dir / side.name))
     rows = lesion_table(lesions)
     if rows:
-        path = group_dir / "group_desc-lesions_volumes.tsv"
-        with tempfile.NamedTemporaryFile("w", dir=group_dir, delete=False, suffix=".tmp", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        Path(handle.name).replace(path)
+        path = write_table_tsv(group_dir / derivative_name("group", "volumes", desc="lesions", extension=".tsv"), rows)
         written.append(path)
-        written.append(write_json(path.with_suffix(".json"), lesion_table_sidecar()))
+        written.append(write_sidecar(path, lesion_table_sidecar()))
     return written

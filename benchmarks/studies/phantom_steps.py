@@ -19,7 +19,7 @@ Prints four tables, all with the phantom's true AIF (so the automatic AIF select
    answer, and the OI of the noise-free curves' deconvolution at thresholds along the ladder (the floor that
    noise adds to).
 
-    python benchmarks/phantom_steps.py [--sizes small demo] [--seed 4] [--tables 1 2 3 4 5]
+    python benchmarks/studies/phantom_steps.py [--sizes small demo] [--seed 4] [--tables 1 2 3 4 5]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from ctp_nipype.perfusion.filtering import guided_filter
 from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.perfusion.svd import SVDModel, oscillation_index
+from ctp_nipype.validation import grey_matter_svd
 
 METHODS = ("ssvd", "csvd", "osvd")
 OI_FLOOR_THRESHOLDS = (0.002, 0.02, 0.063, 0.1, 0.26)
@@ -147,24 +148,6 @@ def grey_matter_table(sizes, seed):
                 contrast = np.median(cbf[outside]) - np.median(cbf[inside])
                 print(f"| {size} | {noise:g} HU | {label} | " + " | ".join(f"{r:.2f}" for r in ratios)
                       + f" | {cbv:.2f} | {contrast:.1f} / {true_contrast:.1f} |", flush=True)
-
-
-def grey_matter_svd(size, seed, noise):
-    """sSVD and oSVD of the phantom's grey matter with its true AIF and no filter.
-
-    Returns ``(cell, model, tissue)``: ``cell`` holds the median CBF / median truth of ``'osvd'`` and
-    ``'ssvd'`` and oSVD's median ``'threshold'`` and ``'oi'``; ``model`` is the oSVD model, ``tissue`` the curves.
-    """
-    ph = make_phantom(size, seed=seed, noise_sd_hu=noise)
-    grey = ph.labels == PhantomLabel.GREY_MATTER
-    curves = prepare_curves(ph.hu[grey], ph.frame_times, ph.aif)
-    truth = np.median(ph.cbf[grey])
-    model = SVDModel(curves.aif, curves.frame_times, method="osvd")
-    osvd = model.fit(curves.tissue)
-    ssvd = SVDModel(curves.aif, curves.frame_times, method="ssvd").fit(curves.tissue)
-    cell = {"osvd": np.median(osvd.cbf) / truth, "ssvd": np.median(ssvd.cbf) / truth,
-            "threshold": np.median(osvd.threshold), "oi": np.median(osvd.oscillation_index)}
-    return {key: float(value) for key, value in cell.items()}, model, curves.tissue
 
 
 def osvd_noise_table(sizes, seed):

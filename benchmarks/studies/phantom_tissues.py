@@ -1,6 +1,6 @@
 """The network on the small phantom per tissue: CBF / truth, and the lesion it finds, for any weights.
 
-    python benchmarks/phantom_tissues.py [--weights shipped RUN/best.safetensors ...] [--seed 0]
+    python benchmarks/studies/phantom_tissues.py [--weights shipped RUN/best.safetensors ...] [--seed 0]
 
 The phantom and the lesion measure of
 ``tests/test_lesion.py::test_transformer_lesion_volumes_and_dice_on_the_phantom`` (imported from there, so that
@@ -15,20 +15,14 @@ hemisphere's reference, so a network that overestimates it calls more of the pen
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-
-import test_lesion as lesion_test  # noqa: E402
-
-from ctp_nipype.nn.weights import SHIPPED_WEIGHTS, load_model  # noqa: E402
-from ctp_nipype.perfusion import stats  # noqa: E402
-from ctp_nipype.sims.phantom import PhantomLabel  # noqa: E402
+from ctp_nipype import validation
+from ctp_nipype.nn.weights import SHIPPED_WEIGHTS, load_model
+from ctp_nipype.perfusion import stats
+from ctp_nipype.sims.phantom import PhantomLabel
 
 TISSUES = (PhantomLabel.GREY_MATTER, PhantomLabel.WHITE_MATTER, PhantomLabel.PENUMBRA, PhantomLabel.CORE)
 
@@ -39,17 +33,18 @@ def main(argv=None):
                         help="weights files ('shipped' for the package's)")
     parser.add_argument("--seed", type=int, default=0, help="the phantom's seed (the test's: 0)")
     args = parser.parse_args(argv)
-    phantom = lesion_test.network_lesion_phantom(args.seed)
-    core_true, hypo_true = lesion_test.truth(phantom)
+    phantom = validation.network_lesion_phantom(args.seed)
+    core_true, hypo_true = validation.lesion_truth(phantom)
+    voxel_ml = validation.voxel_volume_ml(phantom)
     tissue_masks = {label: (phantom.labels == label) & phantom.brain_mask for label in TISSUES}
     names = " | ".join(f"{label.name.lower().replace('_', ' ')} CBF / truth" for label in TISSUES)
-    print(f"truth: core {core_true.sum() * lesion_test.VOXEL_ML:.2f} ml, "
-          f"hypoperfused {hypo_true.sum() * lesion_test.VOXEL_ML:.2f} ml")
+    print(f"truth: core {core_true.sum() * voxel_ml:.2f} ml, "
+          f"hypoperfused {hypo_true.sum() * voxel_ml:.2f} ml")
     print(f"weights | {names} | core ml | core Dice | hypoperfused ml | hypoperfused Dice | seconds")
     for weights in args.weights:
         start = time.perf_counter()
         model = load_model(SHIPPED_WEIGHTS if weights == "shipped" else weights)
-        cbf, lesion = lesion_test.network_lesion(phantom, model)
+        cbf, lesion = validation.network_lesion(phantom, model)
         cells = " | ".join(f"{np.median(cbf[inside]) / np.median(phantom.cbf[inside]):.2f}"
                            for inside in tissue_masks.values())
         print(f"{weights} | {cells} | {lesion.core_volume_ml:.2f} | {stats.dice(lesion.core, core_true):.2f} | "

@@ -5,7 +5,7 @@ redrawn under different SNR definitions (same clean curves, same seed), and
 splits the scores by AIF shape. Prints one line per (variant, subset, method):
 CBF RMSE, delay (Tmax) RMSE and CBF ratio, as the mean over the six sets.
 
-    python benchmarks/testset_sensitivity.py [--n-curves 2000]
+    python benchmarks/studies/testset_sensitivity.py [--n-curves 2000]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ grey matter's median sSVD CBF over the truth with the selection's partial-volume
 ``--motion-start F`` moves the phantom's motion to start at frame F (for example 9: during the arterial
 first pass, where the censored frames of the AIF are repaired with a gamma-variate fit).
 
-    python benchmarks/motion_selection.py [--size small] [--seeds 0 1 2 3 4 5 6 7] [--motion-start F]
+    python benchmarks/studies/motion_selection.py [--size small] [--seeds 0 1 2 3 4 5 6 7] [--motion-start F]
 
 About 5 s per seed on the small phantom and 40 s on the demo one (2 cores).
 """

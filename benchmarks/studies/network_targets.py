@@ -1,6 +1,6 @@
 """Every target of issue 28 item 3 for network weights, against oSVD (and sSVD) in the same run.
 
-    python benchmarks/network_targets.py [--weights shipped RUN/best_ema.safetensors ...]
+    python benchmarks/studies/network_targets.py [--weights shipped RUN/best_ema.safetensors ...]
         [--flow-scale network least_squares] [--n-curves 2000] [--n-per-cell 200] [--low-flow-curves 1000]
         [--linearity-curves 100] [--phantom small demo] [--seeds 0 1 2 3 4 5 6 7] [--threads 1]
 
@@ -28,7 +28,6 @@ The SVD rows do not depend on the weights; they are computed once per run.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -100,8 +99,7 @@ def linearity(model, flow_scale, n_curves):
 
 def phantom_ratios(weights, sizes, seeds):
     """Grey-matter CBF / truth through the BIDS App at 8 HU, per size and seed (pipeline_noise.py's measure)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from pipeline_noise import grey_matter_ratios
+    from ctp_nipype.validation import pipeline_grey_matter_ratios as grey_matter_ratios
 
     out = {}
     for size in sizes:

@@ -7,7 +7,7 @@ workflow does). Per grid: fit time, grey-matter CBF / truth (median), the CBF no
 CBF / truth: 1.4826 x median absolute deviation), and the core and hypoperfused volumes' Dice with the truth
 (``ctp_nipype.perfusion.stats.lesion_measures``).
 
-    python benchmarks/working_grid.py [--slices 4] [--seed 0]
+    python benchmarks/studies/working_grid.py [--slices 4] [--seed 0]
 """
 
 from __future__ import annotations

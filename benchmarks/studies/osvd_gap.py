@@ -1,11 +1,11 @@
 """Why oSVD loses far more grey-matter CBF on the phantom than on the test sets (docs/validation.md, point 2).
 
 Question: with the true AIF and no filter, oSVD returns 0.71 of the phantom's grey-matter CBF at 2 HU of
-noise and 0.60 at 8 HU (``benchmarks/phantom_steps.py --tables 5``), but a mean CBF ratio of 0.84-0.93 on
+noise and 0.60 at 8 HU (``benchmarks/studies/phantom_steps.py --tables 5``), but a mean CBF ratio of 0.84-0.93 on
 the test sets from 5 to 25 dB. The test sets' curves differ from the phantom's grey matter in residue shape,
 MTT and CBF, AIF, frames, delay and in how noise is defined. Which difference makes the gap?
 
-    python benchmarks/osvd_gap.py [--voxels 4000] [--seed 0] [--phantom-seed 4] [--noise-hu 0 2 8]
+    python benchmarks/studies/osvd_gap.py [--voxels 4000] [--seed 0] [--phantom-seed 4] [--noise-hu 0 2 8]
 
 Every row but the first is a batch of ``--voxels`` curves from ``simulate.simulate_curves`` (no dispersion),
 deconvolved by oSVD and sSVD (``svd.SVDModel``, one model per distinct AIF: the same results as the test
@@ -56,7 +56,7 @@ from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.sims.simulate import AIF_PEAK_HU, GAMMA_AIF_SHAPE, TRAINING_RANGES, simulate_curves
 from ctp_nipype.perfusion.svd import SVDModel
 from ctp_nipype.sims.testsets import COMMON_SETTINGS, TEST_CBV, make_test_set, n_frames_for
-from phantom_steps import grey_matter_svd  # benchmarks/, the script's own folder
+from ctp_nipype.validation import grey_matter_svd
 
 METHODS = ("osvd", "ssvd")
 TISSUE_HU = MATERIAL_HU["grey_matter"]  # unenhanced attenuation of the simulated voxels

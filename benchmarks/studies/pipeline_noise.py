@@ -7,7 +7,7 @@ radius: everything a user's run does) and prints, per method, the median CBF in 
 label over the median of the true CBF there. Unlike ``phantom_steps.py`` (true AIF, one step at a time),
 every step of the pipeline counts here.
 
-    python benchmarks/pipeline_noise.py [--noise-hu 0 1 2 4 8] [--seeds 4] [--size small] [--work DIR]
+    python benchmarks/studies/pipeline_noise.py [--noise-hu 0 1 2 4 8] [--seeds 4] [--size small] [--work DIR]
         [--methods ssvd csvd osvd transformer] [--weights FILE.safetensors]
 
 About 10 s per seed and noise level on 2 cores with the network (small phantom), 80 s on the demo one.
@@ -16,32 +16,12 @@ About 10 s per seed and noise level on 2 cores with the network (small phantom),
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from test_workflows import grey_matter_ratios as ratios_of_run  # noqa: E402  (the test's own measure)
-
-from ctp_nipype.cli import bids_app  # noqa: E402
-from ctp_nipype.sims.dataset import write_phantom_dataset  # noqa: E402
-from ctp_nipype.nn.weights import shipped_weights_available  # noqa: E402
-
-
-def grey_matter_ratios(root, noise_hu, seed, methods, size="small", weights=None):
-    """Median grey-matter CBF / truth per method, one BIDS App run on a fresh phantom under ``root``."""
-    bids, out = root / "bids", root / "out"
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        write_phantom_dataset(bids, subjects=1, size=size, seed=seed, noise_sd_hu=noise_hu)
-        argv = [str(bids), str(out), "participant", "--methods", *methods, "-w", str(root / "work"),
-                "--nprocs", "1", "--device", "cpu"] + ([] if weights is None else ["--weights", str(weights)])
-        if bids_app.main(argv) != 0:
-            raise RuntimeError(f"ctp-bids-app failed at {noise_hu} HU: {' '.join(argv)}")
-    return ratios_of_run(bids, out / "sub-01" / "ses-01" / "perf", methods)
+from ctp_nipype.nn.weights import shipped_weights_available
+from ctp_nipype.validation import pipeline_grey_matter_ratios as grey_matter_ratios
 
 
 def main(argv=None):

@@ -7,7 +7,7 @@ distorted: ``--cbf-scale``, ``--tmax-shift``), converts them with ``ctp-convert 
 Against a truth-derived reference the table says how far each method's maps are from the truth, in the
 same terms as a comparison with RAPID on ISLES 2018 (docs/validation.md).
 
-    python benchmarks/isles_phantom_agreement.py [--cases 6] [--noise-hu 8] [--methods ssvd osvd transformer]
+    python benchmarks/studies/isles_phantom_agreement.py [--cases 6] [--noise-hu 8] [--methods ssvd osvd transformer]
         [--cbf-scale 1.0] [--tmax-shift 0.0] [--work DIR]
 """
 

@@ -1,4 +1,4 @@
-"""Timing, concentration and the trapezoidal convolution."""
+"""perfusion/timing.py: the timing sources in order, bad frame times, resampling to a uniform grid."""
 
 import numpy as np
 import pytest
@@ -7,21 +7,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ctp_nipype.perfusion import (
-    circulant_matrix,
-    convolve,
-    detect_bolus_arrival,
     frame_times_from_sources,
     resample_to_uniform,
-    to_concentration,
-    toeplitz_matrix,
 )
-from ctp_nipype.perfusion.concentration import ConcentrationError
 from ctp_nipype.perfusion.timing import TIMING_SOURCES, TimingError
-
-from conftest import fine_grid_case
-
-
-# --- timing -----------------------------------------------------------------------------------
 
 
 def test_timing_sources_in_order():
@@ -80,66 +69,3 @@ def test_resampling_keeps_frames_of_a_uniform_series():
     out, times = resample_to_uniform(data, np.arange(10) * 1.5)
     np.testing.assert_allclose(out, data, rtol=1e-6)
     assert out.dtype == np.float32
-
-
-# --- concentration ----------------------------------------------------------------------------
-
-
-def test_bolus_arrival_and_baseline():
-    aif, tissue, t = fine_grid_case()
-    hu = aif + 40.0
-    arrival = detect_bolus_arrival(hu)
-    assert 8 <= arrival <= 11  # bolus starts at 10 s
-    conc = to_concentration(np.stack([hu, tissue + 35.0]), arrival)
-    np.testing.assert_allclose(conc[0], aif, atol=1e-9)
-    np.testing.assert_allclose(conc[1], tissue, atol=1e-9)
-
-
-def test_no_bolus_is_a_specific_error():
-    with pytest.raises(ConcentrationError, match="no bolus"):
-        detect_bolus_arrival(np.full(40, 35.0))
-
-
-def test_baseline_frame_count_is_checked():
-    with pytest.raises(ConcentrationError, match="between 1 and 3"):
-        to_concentration(np.zeros(4), 4)
-
-
-# --- convolution ------------------------------------------------------------------------------
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    aif=arrays(float, st.integers(3, 40), elements=st.floats(0, 500)),
-    dt=st.floats(0.5, 2.0),
-    data=st.data(),
-)
-def test_fft_convolution_equals_the_toeplitz_matrix(aif, dt, data):
-    residue = data.draw(arrays(float, aif.size, elements=st.floats(0, 1)))
-    np.testing.assert_allclose(convolve(aif, residue, dt), toeplitz_matrix(aif, dt) @ residue, atol=1e-7)
-
-
-def test_trapezoid_convolution_matches_the_continuous_integral():
-    # C = integral of Ca(t - s) K(s) with Ca = 1 and K = exp(-s / 4): 4 (1 - exp(-t / 4))
-    t = np.arange(0, 30, 0.1)
-    c = convolve(np.ones_like(t), np.exp(-t / 4), 0.1)
-    np.testing.assert_allclose(c, 4 * (1 - np.exp(-t / 4)), rtol=1e-3, atol=1e-6)
-
-
-def test_circulant_shift_invariance():
-    aif, _, _ = fine_grid_case()
-    n = aif.size
-    matrix = circulant_matrix(aif, 1.0)
-    assert matrix.shape == (2 * n, 2 * n)
-    residue = np.zeros(2 * n)
-    residue[:20] = np.exp(-np.arange(20) / 4)
-    shifted = np.roll(residue, 5)
-    np.testing.assert_allclose(matrix @ shifted, np.roll(matrix @ residue, 5), atol=1e-9)
-
-
-def test_batched_convolution_broadcasts():
-    aif, _, _ = fine_grid_case()
-    residues = np.random.default_rng(0).random((4, aif.size))
-    batched = convolve(aif, residues, 1.0)
-    for row, residue in zip(batched, residues):
-        np.testing.assert_allclose(row, convolve(aif, residue, 1.0))

@@ -1,6 +1,6 @@
 """What a longer CPU run buys: the `cpu` recipe trained with its time budget scaled, scored on the test sets.
 
-    python benchmarks/budget_curve.py RUNS_DIR [--budgets 5.5 11 22 44] [--train] [--threads 2]
+    python benchmarks/studies/budget_curve.py RUNS_DIR [--budgets 5.5 11 22 44] [--train] [--threads 2]
         [--extra MINUTES:RUN_DIR:EVAL_DIR[:RAW_EVAL_DIR] ...] [--png docs/budget_curve.png]
 
 For each budget B (minutes, shared between the recipe's two stages in proportion to their own 75 + 35 minutes,
@@ -32,8 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import read_loss_rows  # noqa: E402
+from ctp_nipype.nn.logs import read_loss_rows
 
 PAPER_CURVES = 100 * 500_000
 #: the paper's network on its six test sets (mean CBF RMSE in ml/100 g/min, mean BAD RMSE in s): the targets

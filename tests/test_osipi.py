@@ -1,6 +1,6 @@
 """External validation: OSIPI's DSC digital reference object (issue 11).
 
-The object (``dsc_data.csv``, see the README beside it) holds 14 noisy tissue
+The object (``ctp_nipype/data/osipi-dsc-dro/dsc_data.csv``, see the README beside it) holds 14 noisy tissue
 concentration curves with one arterial input, 161 frames at 1.243 s, in units
 that carry no hematocrit or density factor (kappa_H = 1, rho = 1). Every case
 goes through :class:`ctp_nipype.perfusion.svd.SVDModel` with sSVD, cSVD and
@@ -31,30 +31,20 @@ not shape 3 as the README (after OSIPI's docstring) says. Two consequences:
   oSVD, whose block-circulant matrix weights ``K[0]`` by one, underestimate it
   at high flow (regularisation of a sharp peak).
 
-The data file is found through the environment variable ``CTP_OSIPI_DRO`` or
-at ``<repo>/../shared/external/osipi-dsc-dro/dsc_data.csv``; without it the
-tests that need it are skipped with the reason. ``benchmarks/osipi_table.py``
-prints the per-case table of :func:`markdown_table`.
+The object is vendored with its licence in ``ctp_nipype/data/osipi-dsc-dro/``
+and read by :mod:`ctp_nipype.sims.osipi`, which ``benchmarks/studies/osipi_table.py``
+uses to print the per-case table.
 """
 
 from __future__ import annotations
 
-import csv
-import os
-from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ctp_nipype.perfusion.svd import SVDModel
-
-ENV_VAR = "CTP_OSIPI_DRO"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DRO_PATH = REPO_ROOT.parent / "shared" / "external" / "osipi-dsc-dro" / "dsc_data.csv"
-
-METHODS = ("ssvd", "csvd", "osvd")
+from ctp_nipype.sims.osipi import METHODS, fit_case, fit_case_network, load_dro
 N_FRAMES = 161
 FRAME_INTERVAL = 1.243  # s
 
@@ -64,7 +54,7 @@ OSIPI_CBF = {"rtol": 0.1, "atol": 15.0}
 
 #: Measured CBF (ml/100 ml/min) per case and method, kappa_H = rho = 1, the
 #: default thresholds (sSVD 0.2, cSVD 0.1, oSVD OI <= 0.035 over the default
-#: ladder). Printed by ``benchmarks/osipi_table.py``; update it (and
+#: ladder). Printed by ``benchmarks/studies/osipi_table.py``; update it (and
 #: docs/validation.md) only when a method is changed on purpose.
 MEASURED_CBF = {
     "CBV4_CBF10": {"ssvd": 12.67, "csvd": 8.98, "osvd": 8.92},
@@ -106,84 +96,10 @@ CBV_DISCRETE_RTOL = 0.10
 CBV_NOMINAL_RTOL = 0.20
 
 
-@dataclass(frozen=True)
-class DROCase:
-    """One case of the reference object."""
-
-    label: str  # the object's label, e.g. test_CNR200_CBV4_CBF10_delay0_dispersion0
-    c_tis: np.ndarray
-    c_aif: np.ndarray
-    tr: float  # s
-    cbv: float  # ml/100 ml
-    cbf: float  # ml/100 ml/min
-
-    @property
-    def name(self):
-        """Short name, e.g. ``CBV4_CBF10``."""
-        parts = self.label.split("_")
-        return "_".join(p for p in parts if p.startswith(("CBV", "CBF")))
-
-    @property
-    def frame_times(self):
-        return np.arange(self.c_tis.size) * self.tr
-
-    @property
-    def mtt(self):
-        return 60.0 * self.cbv / self.cbf
-
-    @property
-    def discrete_cbv(self):
-        """The CBV that the object's rectangle-rule curves carry (exponential residue)."""
-        x = self.tr / self.mtt
-        return self.cbv * x / -np.expm1(-x)
-
-
-def dro_path():
-    """Where the object's CSV is expected (env var first, then beside the repo)."""
-    return Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else DEFAULT_DRO_PATH
-
-
-def load_dro(path=None):
-    """Read the object's CSV into a list of :class:`DROCase`."""
-    path = dro_path() if path is None else Path(path)
-    cases = []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            cases.append(
-                DROCase(
-                    label=row["label"],
-                    c_tis=np.array(row["C_tis"].split(), dtype=float),
-                    c_aif=np.array(row["C_aif"].split(), dtype=float),
-                    tr=float(row["tr"]),
-                    cbv=float(row["cbv"]),
-                    cbf=float(row["cbf"]),
-                )
-            )
-    return cases
-
-
 @lru_cache(maxsize=None)
-def _cases_or_none():
-    path = dro_path()
-    return {case.name: case for case in load_dro(path)} if path.is_file() else None
-
-
 def dro_cases():
-    """The cases by short name; skips the calling test when the file is absent."""
-    cases = _cases_or_none()
-    if cases is None:
-        pytest.skip(
-            f"OSIPI DSC reference object not found at {dro_path()} (set {ENV_VAR} to its dsc_data.csv; "
-            "it lives in the project's ../shared/external/osipi-dsc-dro/)"
-        )
-    return cases
-
-
-def fit_case(case, method, kappa_h=1.0, rho=1.0):
-    """(CBF, CBV) of one case with one method, curves taken as they are."""
-    model = SVDModel(case.c_aif, case.frame_times, method=method, kappa_h=kappa_h, rho=rho)
-    fit = model.fit(case.c_tis[np.newaxis])
-    return float(fit.cbf[0]), float(fit.cbv[0])
+    """The vendored object's cases by short name."""
+    return {case.name: case for case in load_dro()}
 
 
 @lru_cache(maxsize=None)
@@ -191,13 +107,8 @@ def _fit_cached(name, method, kappa_h=1.0, rho=1.0):
     return fit_case(dro_cases()[name], method, kappa_h, rho)
 
 
-#: The network serves 1-2 s frames and 45-120 frames: the object's 161 frames at 1.243 s (200 s) are
-#: resampled linearly onto 100 frames at 2 s (0-198 s) for it; the SVD family takes them as they are.
-NETWORK_FRAME_INTERVAL = 2.0
-
-
 #: The network's (CBF, CBV) per case, kappa_H = rho = 1, the shipped weights, the object resampled to 2 s
-#: frames (:data:`NETWORK_FRAME_INTERVAL`); printed by ``benchmarks/osipi_table.py --network`` and shown in
+#: frames (``ctp_nipype.sims.osipi.NETWORK_FRAME_INTERVAL``); printed by ``benchmarks/studies/osipi_table.py --network`` and shown in
 #: docs/validation.md. Update it with the weights.
 MEASURED_NETWORK = {
     "CBV4_CBF10": (20.33, 4.147),
@@ -215,59 +126,6 @@ MEASURED_NETWORK = {
     "CBV2_CBF30": (28.05, 2.321),
     "CBV2_CBF35": (28.83, 2.332),
 }
-
-
-def fit_case_network(case, weights=None, kappa_h=1.0, rho=1.0):
-    """(CBF, CBV) of one case with the perfusion Transformer, on the resampled grid (see above)."""
-    from ctp_nipype.nn.inference import estimate_curves
-    from ctp_nipype.perfusion.timing import resample_to_uniform
-
-    curves, times = resample_to_uniform(np.stack([case.c_aif, case.c_tis]), case.frame_times, NETWORK_FRAME_INTERVAL)
-    out = estimate_curves(curves[0], curves[1:], times, weights=weights, kappa_h=kappa_h, rho=rho)
-    return float(out["cbf"][0]), float(out["cbv"][0])
-
-
-def table_rows(cases=None, network_weights=None, with_network=False):
-    """One dict per method and case: truth, estimate and ratio for CBF and CBV.
-
-    With ``with_network`` the perfusion Transformer's rows follow (``network_weights``,
-    default the shipped weights).
-    """
-    cases = load_dro() if cases is None else cases
-    rows = []
-    for method in METHODS + (("transformer",) if with_network else ()):
-        for case in cases:
-            if method == "transformer":
-                cbf, cbv = fit_case_network(case, network_weights)
-            else:
-                cbf, cbv = fit_case(case, method)
-            rows.append(
-                {
-                    "case": case.name,
-                    "method": method,
-                    "true_cbf": case.cbf,
-                    "est_cbf": cbf,
-                    "cbf_ratio": cbf / case.cbf,
-                    "true_cbv": case.cbv,
-                    "est_cbv": cbv,
-                    "cbv_ratio": cbv / case.cbv,
-                }
-            )
-    return rows
-
-
-def markdown_table(rows):
-    """The rows of :func:`table_rows` as a markdown table."""
-    lines = [
-        "| case | method | true CBF | est CBF | ratio | true CBV | est CBV | ratio |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['case']} | {r['method']} | {r['true_cbf']:g} | {r['est_cbf']:.2f} | {r['cbf_ratio']:.3f} "
-            f"| {r['true_cbv']:g} | {r['est_cbv']:.3f} | {r['cbv_ratio']:.3f} |"
-        )
-    return "\n".join(lines)
 
 
 def _ids(method, name):
@@ -414,7 +272,7 @@ def _network_fits():
 def test_network_runs_on_the_object_and_its_result_is_what_the_docs_show():
     """Issue 11: the network's rows are shown in docs/validation.md, not graded by OSIPI's tolerance.
 
-    The object (161 frames at 1.243 s) is resampled to 100 frames at 2 s (:data:`NETWORK_FRAME_INTERVAL`).
+    The object (161 frames at 1.243 s) is resampled to 100 frames at 2 s (``ctp_nipype.sims.osipi.NETWORK_FRAME_INTERVAL``).
     Asserted: finite, positive estimates; CBF increasing with the true CBF within each CBV group (the network
     ranks flows), and the estimates within 10% of the values measured for docs/validation.md
     (:data:`MEASURED_NETWORK`), so that the table there stays true.

@@ -13,7 +13,7 @@ for each limit of ``--oi``:
 2. oSVD on the paper's six test sets (``ctp-evaluate``'s curves and measures): mean over the sets of the CBF
    RMSE, the Tmax RMSE and the CBF ratio estimated / true.
 
-    python benchmarks/osvd_oi_threshold.py [--oi 0.035 0.05 0.075 0.1 0.15] [--seeds 0 1 2 3 4 5 6 7]
+    python benchmarks/studies/osvd_oi_threshold.py [--oi 0.035 0.05 0.075 0.1 0.15] [--seeds 0 1 2 3 4 5 6 7]
         [--noise-hu 0 8] [--n-curves 10000] [--size small]
 
 The phantom is written once per seed and noise level; each limit is one BIDS App run on it (oSVD only).
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,16 +31,13 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from test_workflows import grey_matter_ratios, truth_labels  # noqa: E402  (the test's own measures)
-
-from ctp_nipype.cli import bids_app  # noqa: E402
-from ctp_nipype.sims.dataset import write_phantom_dataset  # noqa: E402
-from ctp_nipype.perfusion.evaluation import evaluate  # noqa: E402
-from ctp_nipype.sims.phantom import PhantomLabel  # noqa: E402
-from ctp_nipype.perfusion.stats import dice  # noqa: E402
-from ctp_nipype.sims.testsets import TEST_SETS, make_test_set  # noqa: E402
+from ctp_nipype.cli import bids_app
+from ctp_nipype.sims.dataset import write_phantom_dataset
+from ctp_nipype.perfusion.evaluation import evaluate
+from ctp_nipype.perfusion.stats import dice
+from ctp_nipype.sims.phantom import PhantomLabel
+from ctp_nipype.sims.testsets import TEST_SETS, make_test_set
+from ctp_nipype.validation import grey_matter_ratios, truth_labels  # the tests' own measures
 
 
 def core_dice(bids, perf):

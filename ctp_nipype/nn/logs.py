@@ -1,25 +1,16 @@
-"""The learning curve of a ``ctp-train`` run: validation metrics against curves seen, as markdown and PNG.
+"""Reading a ``ctp-train`` run's logs: its learning curve and the balance of its loss terms.
 
-    python benchmarks/learning_curve.py RUN_DIR [--png docs/learning_curve.png]
-
-Reads ``RUN_DIR/log.tsv`` (written by :func:`ctp_nipype.nn.training.train`) and prints one row per validation
-(step, minutes, curves seen, validation CBF RMSE, BAD RMSE, CBF ratio, local-AIF r). The validation set is
-the run's fixed-seed set drawn from the training ranges (CBF 0-200 ml/100 g/min), so its RMSEs are larger than
-on the paper's test sets (CBV 4%, CBF 10-70). A run of a recipe in stages (``RUN_DIR/stage1/log.tsv``,
-``RUN_DIR/stage2/log.tsv`` ...) is read stage after stage, with steps, minutes and curves counted from the
-start of the first stage and a ``stage`` column; each stage validates on a set drawn from its own ranges.
-A run whose recipe sets ``ema_decay`` also gets the moving average's validation CBF and BAD RMSE (two ``EMA``
-columns, and dashed lines in the PNG).
-
-It also prints the weighted loss terms of eq. 2 relative to the BAD term (BAD : local AIF : tissue :
-smoothness, the paper aims at 1:1:7:1), averaged over the logged steps of early and late windows of the run.
+A run writes ``RUN_DIR/log.tsv`` (:func:`ctp_nipype.nn.training.train`), or one per stage
+(``RUN_DIR/stage1/log.tsv`` ...) for a recipe in stages; these functions read them stage after stage, with steps,
+minutes and curves counted from the start of the first stage and a ``stage`` key. Printed by
+``benchmarks/studies/learning_curve.py`` and ``benchmarks/studies/budget_curve.py``.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 from pathlib import Path
+
+from ..io import read_table_tsv
 
 
 def stage_logs(run_dir):
@@ -29,7 +20,7 @@ def stage_logs(run_dir):
         return [run_dir / "log.tsv"]
     stages = sorted(run_dir.glob("stage[0-9]*/log.tsv"), key=lambda p: int(p.parent.name[len("stage"):] or 0))
     if not stages:
-        raise SystemExit(f"{run_dir} holds no log.tsv (nor stage*/log.tsv): is it a ctp-train run directory?")
+        raise FileNotFoundError(f"{run_dir} holds no log.tsv (nor stage*/log.tsv): is it a ctp-train run directory?")
     return stages
 
 
@@ -38,9 +29,8 @@ def read_loss_rows(run_dir):
     logs = stage_logs(run_dir)
     rows, offset = [], {"step": 0.0, "elapsed_s": 0.0, "curves_seen": 0.0}
     for number, log in enumerate(logs, start=1):
-        with open(log, newline="", encoding="utf-8") as handle:
-            stage_rows = [{key: float(value) for key, value in row.items() if value}
-                          for row in csv.DictReader(handle, delimiter="\t")]
+        stage_rows = [{key: float(value) for key, value in row.items() if value is not None}
+                      for row in read_table_tsv(log)]
         for row in stage_rows:
             for key in offset:
                 row[key] += offset[key]
@@ -53,6 +43,7 @@ def read_loss_rows(run_dir):
 
 
 def read_validation_rows(run_dir):
+    """The logged rows that hold a validation."""
     return [row for row in read_loss_rows(run_dir) if "val_cbf_rmse" in row]
 
 
@@ -69,6 +60,7 @@ def term_ratios(loss_rows, first_step, last_step):
 
 
 def ratio_lines(loss_rows):
+    """The weighted loss terms relative to the BAD term in an early and a late window, as markdown lines."""
     last = max(r["step"] for r in loss_rows)
     lines = ["", "| steps | BAD | local AIF | tissue | smoothness | (residue) |", "|---|---:|---:|---:|---:|---:|"]
     for first, stop in ((1000, 2000), (max(1, last - 999), last)):
@@ -79,6 +71,7 @@ def ratio_lines(loss_rows):
 
 
 def markdown(rows):
+    """The validation rows as a markdown table (a ``stage`` column for a run in stages, EMA columns when averaged)."""
     staged = any("stage" in r for r in rows)
     averaged = any("ema_val_cbf_rmse" in r for r in rows)
     lines = [
@@ -98,6 +91,7 @@ def markdown(rows):
 
 
 def plot(rows, path):
+    """Validation CBF RMSE, BAD RMSE and local-AIF r against curves seen, one line per stage, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,28 +120,3 @@ def plot(rows, path):
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("--png", help="also write the curve as a PNG")
-    args = parser.parse_args(argv)
-    rows = read_validation_rows(args.run_dir)
-    if not rows:
-        parser.error(f"{args.run_dir} has no validation rows yet")
-    print(markdown(rows))
-    loss_rows = read_loss_rows(args.run_dir)
-    for stage in sorted({r.get("stage", 0) for r in loss_rows}):
-        if stage:
-            print(f"\nstage {stage:.0f}, steps counted within the stage:", end="")
-        part = [r for r in loss_rows if r.get("stage", 0) == stage]
-        first_step = part[0]["step"] - 1
-        print(ratio_lines([{**r, "step": r["step"] - first_step} for r in part]))
-    if args.png:
-        plot(rows, args.png)
-        print(f"\nwrote {args.png}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Is the network's residue linear in the tissue curve, as deconvolution is? Two tables per weights file.
 
-    python benchmarks/network_linearity.py [--weights shipped RUN/best_ema.safetensors ...] [--tables 1 2 3]
+    python benchmarks/studies/network_linearity.py [--weights shipped RUN/best_ema.safetensors ...] [--tables 1 2 3]
                                            [--n-curves 500] [--seeds 0 1 2 3 4 5 6 7]
 
 Deconvolution is linear: twice the tissue curve means twice the flow-scaled residue K, so at a fixed MTT and

@@ -1,6 +1,6 @@
 """How the network's CBF depends on the residue's shape: median CBF ratio per shape and noise level.
 
-    python benchmarks/residue_shape.py [--weights shipped RUN/best.safetensors ...] [--n-curves 2000]
+    python benchmarks/studies/residue_shape.py [--weights shipped RUN/best.safetensors ...] [--n-curves 2000]
 
 The paper's test sets use an exponential residue (alpha = 1), the phantom a gamma residue of shape 3 and the
 training draws alpha over [0.5, 100], so a network can score well on the test sets and still misjudge the

@@ -1,11 +1,11 @@
 """BAD (network) against Tmax (oSVD) as the delay that triage thresholds, on the small phantom.
 
-    python benchmarks/triage_delay.py [--seeds 0 1 2 3] [--noise-hu 1] [--delays 6 8]
+    python benchmarks/studies/triage_delay.py [--seeds 0 1 2 3] [--noise-hu 1] [--delays 6 8]
 
 The phantom's lesion (core and penumbra) has its local AIF delayed by ``--delays`` seconds and dispersed with
 T_A = 3 s. For each seed and lesion delay, with the true AIF and no filter: the median in the lesion of oSVD's
 Tmax and of the network's BAD (shipped weights), the true delay and the true Tmax (delay + the peak of the
-dispersion kernel (x) residue, ``benchmarks/tmax_peak.py``), the volume above 6 s by each against the lesion's
+dispersion kernel (x) residue, ``benchmarks/studies/tmax_peak.py``), the volume above 6 s by each against the lesion's
 volume, and the DEFUSE 3 / EXTEND verdicts of each method against the truth's (core = label 6, hypoperfused =
 the lesion). Every number goes through :func:`ctp_nipype.perfusion.stats.lesion_measures`, the pipeline's path.
 """
@@ -24,8 +24,7 @@ from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.perfusion.svd import SVDModel
 from ctp_nipype.perfusion.triage import TARGET_MISMATCH
 from ctp_nipype.sims.phantom import DEFAULT_TISSUE, PhantomLabel, make_phantom
-
-from tmax_peak import true_tmax
+from ctp_nipype.validation import true_tmax
 
 
 def flags(result):

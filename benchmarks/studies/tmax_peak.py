@@ -1,6 +1,6 @@
 """Tmax as the sampled maximum of the residue or refined by a parabola: which is closer to the truth?
 
-    python benchmarks/tmax_peak.py [--n-curves 1100] [--sets 1 2 3 4 5 6] [--phantom-seeds 0 1 2 3]
+    python benchmarks/studies/tmax_peak.py [--n-curves 1100] [--sets 1 2 3 4 5 6] [--phantom-seeds 0 1 2 3]
                                    [--noise-hu 0 8]
 
 Both readings come from the same residues (:func:`ctp_nipype.perfusion.triage.peak_time`), so each row
@@ -28,27 +28,10 @@ from ctp_nipype.perfusion.stats import dice
 from ctp_nipype.perfusion.svd import SVDModel
 from ctp_nipype.perfusion.triage import PEAK_INTERPOLATIONS, peak_time
 from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
-from ctp_nipype.sims.simulate import disperse, residue_function
 from ctp_nipype.sims.testsets import make_test_set
+from ctp_nipype.validation import true_tmax
 
 METHODS = ("ssvd", "csvd", "osvd")
-FINE_DT = 0.01
-
-
-def true_tmax(delay, t_a, mtt, alpha, horizon_s=60.0, chunk=256):
-    """delay + time of the maximum of (dispersion kernel (x) residue), on a fine grid, per curve."""
-    delay, t_a, mtt, alpha = (np.broadcast_to(np.asarray(v, float), np.shape(delay)).ravel()
-                              for v in (delay, t_a, mtt, alpha))
-    t = np.arange(0.0, horizon_s, FINE_DT)
-    out = np.empty(delay.size)
-    for start in range(0, delay.size, chunk):
-        rows = slice(start, start + chunk)
-        residue = np.atleast_2d(residue_function(t, mtt[rows], alpha[rows]))
-        effective = disperse(residue, FINE_DT, t_a[rows])
-        out[rows] = delay[rows] + np.argmax(effective, axis=1) * FINE_DT
-    return out
-
-
 def rmse(a, b):
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
