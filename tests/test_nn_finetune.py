@@ -52,10 +52,18 @@ def test_finetuning_lowers_the_reconstruction_loss_and_keeps_maps_physical(phant
             assert torch.equal(value, frozen_before[key]), f"{key} changed but should be frozen"
 
     from ctp_nipype.nn.inference import estimate_curves
+    from ctp_nipype.perfusion.maps import curve_area
 
     maps = estimate_curves(scan.aif, scan.tissue[:300], scan.frame_times, model=model)
-    for key in ("cbf", "cbv", "mtt", "bad"):
+    for key in ("cbf", "mtt", "bad"):
         assert np.all(np.isfinite(maps[key])) and np.all(maps[key] >= 0), key
+    # CBV comes from the curves' areas (the conventions), not from the network: it is negative only where a
+    # noisy tissue curve's own area is, and never where the curve enhances
+    dt = float(np.diff(scan.frame_times).mean())
+    tissue_area = curve_area(scan.tissue[:300], dt)
+    assert np.all(np.isfinite(maps["cbv"]))
+    assert np.all(maps["cbv"][tissue_area > 0] > 0)
+    assert np.all(np.sign(maps["cbv"]) == np.sign(tissue_area))
     assert np.all(maps["cbf"] < 1000)  # ml/100 g/min: physiological order of magnitude
     assert np.all(maps["residue"] >= 0)
     assert np.all(np.diff(maps["residue"], axis=1) <= 0)
