@@ -28,6 +28,10 @@ from ..perfusion.evaluation import METHODS, SVD_METHODS, evaluate, level_rows, m
 from ..sims.testsets import N_CURVES, TEST_SETS, make_test_set
 from ._errors import user_facing
 
+#: the generalisation suite's TSV: one line per cell and method
+SUITE_TSV_COLUMNS = ("axis", "level", "method", "n", "cbf_ratio_median", "cbf_ratio_q25", "cbf_ratio_q75",
+                     "delay_error_median", "delay_abs_error_median")
+
 #: the network's method, registered in perfusion.evaluation.METHODS by importing ctp_nipype.nn.inference
 NETWORK_METHOD = "transformer"
 #: curves per cell of the generalisation suite by default (48 cells)
@@ -107,7 +111,7 @@ def plot_figures(rows, out_dir, methods):
 
 def run_generalisation_suite(args):
     """``--suite generalisation``: every method on the suite's cells; tables per axis and a figure."""
-    from ..perfusion.generalisation import evaluate_suite, plot_suite, suite_markdown, suite_tsv
+    from ..perfusion.generalisation import evaluate_suite, plot_suite, suite_markdown
     from ..sims.generalisation import AXES, make_suite
 
     n_per_cell = SUITE_CURVES_PER_CELL if args.n_curves is None else args.n_curves
@@ -126,11 +130,11 @@ def run_generalisation_suite(args):
         f"{n_per_cell} curves per cell; CBF ratio = estimate / truth over curves with a true CBF of at least 1 "
         "ml/100 g/min; delay error = BAD (network) or Tmax (SVD family) minus the true delay.\n\n" + table + "\n",
         encoding="utf-8")
-    (out_dir / "generalisation.tsv").write_text(suite_tsv(rows), encoding="utf-8")
+    write_table_tsv(out_dir / "generalisation.tsv", rows, columns=SUITE_TSV_COLUMNS, missing="")
     plot_suite(rows, out_dir / "generalisation.png")
     elapsed = time.perf_counter() - start
     write_json(out_dir / "generalisation.json", {
-        "GeneratedBy": {"Name": "ctp-evaluate", "Version": __version__}, "Suite": "generalisation",
+        "GeneratedBy": generated_by("ctp-evaluate"), "Suite": "generalisation",
         "Methods": args.methods, "Axes": list(AXES), "CurvesPerCell": n_per_cell, "Seed": args.seed,
         "ElapsedSeconds": round(elapsed, 1),
     })

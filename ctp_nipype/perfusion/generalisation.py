@@ -93,16 +93,6 @@ def suite_markdown(rows):
     return "\n".join(out)
 
 
-def suite_tsv(rows):
-    """The rows as tab-separated text (one line per cell and method)."""
-    keys = ["axis", "level", "method", "n", "cbf_ratio_median", "cbf_ratio_q25", "cbf_ratio_q75",
-            "delay_error_median", "delay_abs_error_median"]
-    lines = ["\t".join(keys)]
-    for row in rows:
-        lines.append("\t".join(f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys))
-    return "\n".join(lines) + "\n"
-
-
 def plot_suite(rows, path):
     """A figure: one panel per axis, the median CBF ratio with its quartiles per level, one line per method."""
     import matplotlib
