@@ -149,7 +149,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         pytest.skip("headless Chromium not installed (apt-get install chromium); the render check needs it")
     _, path = report
     result = render_report.render(path, tmp_path / "report.png", chromium=chromium)
-    assert result["images"] == 9
+    assert result["images"] == 11  # a triage summary per method (2), motion, AIF/VOF, 4 map panels, lesion, ROIs, curves
     assert result["broken"] == [], result
     assert result["errors"] == [], result
     png = (tmp_path / "report.png").read_bytes()
