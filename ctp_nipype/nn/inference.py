@@ -176,9 +176,12 @@ def run_network(model, aif_normalised, tissue_normalised, frame_times, device, b
 
     bar = None
     if progress:
+        import sys
+
         from tqdm import tqdm
 
-        bar = tqdm(total=n, desc="transformer", unit="voxel")
+        # a terminal redraws the bar; a log file (a cluster job, CI) gets a line every 30 s instead of 10 a second
+        bar = tqdm(total=n, desc="transformer", unit="voxel", mininterval=0.1 if sys.stderr.isatty() else 30.0)
 
     def prepare(on):
         """Move the model to a device and compute the AIF's decoder part there, once."""
