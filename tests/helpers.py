@@ -8,13 +8,12 @@ from scipy.special import gammainc
 
 from ctp_nipype.bids import derivative_name
 from ctp_nipype.io import write_nifti, write_perfusion_maps
-from ctp_nipype.perfusion.constants import KAPPA_H, RHO
+from ctp_nipype.perfusion.constants import KAPPA_H, RHO, SVD_METHODS  # noqa: F401 (re-exported to tests)
 from ctp_nipype.perfusion.prepare import prepare_curves
 from ctp_nipype.perfusion.svd import SVDModel
 from ctp_nipype.sims.phantom import PhantomLabel
 from ctp_nipype.validation import label_mask
 
-SVD_METHODS = ("ssvd", "csvd", "osvd")
 
 
 def fine_grid_case(

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..perfusion.constants import NETWORK_METHOD, SVD_METHODS
 from ..perfusion.svd import SVDModel
 
 #: the vendored object
 DRO_PATH = Path(__file__).resolve().parents[1] / "data" / "osipi-dsc-dro" / "dsc_data.csv"
 
-METHODS = ("ssvd", "csvd", "osvd")
+METHODS = SVD_METHODS  # the SVD family, as perfusion.constants names it
 
 #: The network serves 1-2 s frames and 45-120 frames: the object's 161 frames at 1.243 s (200 s) are
 #: resampled linearly onto 100 frames at 2 s (0-198 s) for it; the SVD family takes them as they are.
@@ -103,7 +104,7 @@ def table_rows(cases=None, network_weights=None, with_network=False):
     """
     cases = load_dro() if cases is None else cases
     rows = []
-    for method in METHODS + (("transformer",) if with_network else ()):
+    for method in METHODS + ((NETWORK_METHOD,) if with_network else ()):
         for case in cases:
             if method == "transformer":
                 cbf, cbv = fit_case_network(case, network_weights)
