@@ -106,7 +106,7 @@ class CTPImage:
     """A loaded 4D CTP series with its timing."""
 
     path: Path
-    data: np.ndarray  # float32, (x, y, z, t), HU
+    data: np.ndarray  # float32, (x, y, z, t), HU; nibabel's array proxy when loaded lazily
     affine: np.ndarray
     header: nb.Nifti1Header
     timing: FrameTiming
@@ -121,8 +121,13 @@ class CTPImage:
         return self.data.shape[:3]
 
 
-def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10, allow_long_frames=False):
+def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10, allow_long_frames=False, lazy=False):
     """Load a 4D CTP NIfTI (HU) and its frame timing per the conventions.
+
+    With ``lazy`` (for the series the pipeline's own steps pass on: uncompressed float32 NIfTI checked
+    when it was loaded) ``data`` is nibabel's array proxy, read only where it is sliced
+    (:mod:`ctp_nipype.perfusion.chunks`), and the values are not checked again. A gzipped or scaled file is
+    read whole even then: slicing it would decompress it once per slice range.
 
     The timing rules of :func:`ctp_nipype.perfusion.timing.frame_times_from_sources` apply
     (seconds; milliseconds, a corrupt frame time or an over-long series refused unless
@@ -147,6 +152,13 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10, allow_long_
     CTPImage
     """
     path = Path(path)
+    if lazy and _can_read_lazily(path):
+        img = nb.load(str(path), mmap=False)
+        check_image_type(img, path)
+        if len(img.shape) != 4 or img.shape[3] < min_frames:
+            raise InputError(f"The series {path} has shape {img.shape}: not a 4D series of >= {min_frames} frames.")
+        timing, meta = read_timing(path, img, img.shape[3], frame_interval, sidecar, allow_long_frames)
+        return CTPImage(path, img.dataobj, img.affine, img.header, timing, meta)
     img, data = load_nifti(path, "CTP scan")
     check_image_type(img, path)
     if data.ndim != 4:
@@ -168,6 +180,18 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10, allow_long_
         )
     timing, meta = read_timing(path, img, data.shape[3], frame_interval, sidecar, allow_long_frames)
     return CTPImage(path, data, img.affine, img.header, timing, meta)
+
+
+def _can_read_lazily(path):
+    """Whether slices of the NIfTI at ``path`` can be read without the rest: uncompressed, float32, unscaled."""
+    if not str(path).endswith(".nii"):
+        return False
+    try:
+        header = nb.load(str(path), mmap=False).header
+    except Exception:  # noqa: BLE001 - the full load gives the specific error
+        return False
+    slope, inter = header.get_slope_inter()
+    return header.get_data_dtype() == np.float32 and slope in (None, 1.0) and inter in (None, 0.0)
 
 
 def read_timing(path, img=None, n_frames=None, frame_interval=None, sidecar=None, allow_long_frames=False):

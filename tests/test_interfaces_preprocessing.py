@@ -20,7 +20,7 @@ from ctp_nipype.interfaces.preprocessing import (
     SelectAIFVOF,
     VesselMask,
 )
-from ctp_nipype.io import InputError, write_curves_tsv
+from ctp_nipype.io import InputError, sidecar_path, write_curves_tsv
 from ctp_nipype.perfusion.filtering import guided_filter
 from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 
@@ -95,12 +95,12 @@ def test_pipeline_on_phantom(phantom_file, tmp_path):
     filtered = _run(GuidedFilter(in_file=loaded.out_file), tmp_path, "gf")
     assert nb.load(filtered.out_file).shape == img.shape
     # the default radius is 1.88 mm: 1 voxel on this 4 mm phantom; a radius in voxels replaces it
-    sidecar = json.loads(Path(filtered.out_file.replace(".nii.gz", ".json")).read_text())["GuidedFilter"]
+    sidecar = json.loads(sidecar_path(filtered.out_file).read_text())["GuidedFilter"]
     assert (sidecar["RadiusVoxels"], sidecar["RadiusMm"], sidecar["VoxelSizeMm"][:2]) == (1, 1.88, [4.0, 4.0])
     expected = guided_filter(nb.load(loaded.out_file).get_fdata(), radius=1)
     assert np.allclose(nb.load(filtered.out_file).get_fdata(), expected, atol=1e-3)
     wide = _run(GuidedFilter(in_file=loaded.out_file, radius=2), tmp_path, "gf2")
-    sidecar = json.loads(Path(wide.out_file.replace(".nii.gz", ".json")).read_text())["GuidedFilter"]
+    sidecar = json.loads(sidecar_path(wide.out_file).read_text())["GuidedFilter"]
     assert (sidecar["RadiusVoxels"], sidecar["RadiusMm"]) == (2, None)
 
 

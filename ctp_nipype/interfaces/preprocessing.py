@@ -2,7 +2,7 @@
 
 Each interface reads files, calls the science in :mod:`ctp_nipype.perfusion`
 and writes its outputs into the node's working directory. File names keep the
-input's prefix (``<prefix>_ctp.nii.gz`` for series, ``<prefix>_desc-brain_mask.nii.gz``,
+input's prefix (``<prefix>_ctp.nii`` for series, uncompressed, ``<prefix>_desc-brain_mask.nii.gz``,
 ``<prefix>_desc-global_aif.tsv``, ...), each with a JSON sidecar saying what
 was done and with which parameters.
 """
@@ -42,6 +42,11 @@ from ..io import (
 from ..perfusion import aif as aif_selection
 from ..perfusion import filtering, masks, motion
 from ..perfusion.timing import resample_to_uniform
+
+#: the series passed between the steps is an uncompressed NIfTI: read by slices without decompressing it
+#: (:mod:`ctp_nipype.perfusion.chunks`); it stays in the work folder, never among the derivatives
+SERIES_EXTENSION = ".nii"
+
 
 def _optional(value, default=None):
     return value if isdefined(value) else default
@@ -184,7 +189,7 @@ class LoadCTP(SimpleInterface):
         if check["HeadMoved"] and self.inputs.warn_head_motion:
             warnings.warn(f"{self.inputs.in_file}: {HEAD_MOTION_WARNING.format(**check)}", stacklevel=1)
         sidecar.update(provenance(self.inputs.in_file))
-        out_file = _out(runtime, derivative_name(prefix, "ctp"))
+        out_file = _out(runtime, derivative_name(prefix, "ctp", extension=SERIES_EXTENSION))
         write_nifti(out_file, data, scan.affine, scan.header, sidecar)
         times_file = write_curves_tsv(_out(runtime, derivative_name(prefix, "frametimes", extension=".tsv")), {"time": times})
         self._results.update(
@@ -288,7 +293,7 @@ class MotionCorrection(SimpleInterface):
             "MotionCorrection": result.sidecar(),
             **provenance(self.inputs.in_file),
         }
-        out_file = _out(runtime, derivative_name(prefix, "ctp"))
+        out_file = _out(runtime, derivative_name(prefix, "ctp", extension=SERIES_EXTENSION))
         write_nifti(out_file, result.corrected, scan.affine, scan.header, sidecar)
         reference_file = _out(runtime, derivative_name(prefix, "ct", desc="motionref"))
         write_nifti(reference_file, result.reference, scan.affine, scan.header, {"Description": "mean of pre-bolus frames"})
@@ -700,7 +705,7 @@ class GuidedFilter(SimpleInterface):
             },
             **provenance(self.inputs.in_file),
         }
-        out_file = _out(runtime, derivative_name(prefix, "ctp"))
+        out_file = _out(runtime, derivative_name(prefix, "ctp", extension=SERIES_EXTENSION))
         write_nifti(out_file, filtered, scan.affine, scan.header, sidecar)
         self._results["out_file"] = out_file
         return runtime
