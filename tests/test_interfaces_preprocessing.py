@@ -104,6 +104,10 @@ def test_pipeline_on_phantom(phantom_file, tmp_path):
     assert (sidecar["RadiusVoxels"], sidecar["RadiusMm"], sidecar["VoxelSizeMm"][:2]) == (1, 1.88, [4.0, 4.0])
     expected = guided_filter(nb.load(loaded.out_file).get_fdata(), radius=1)
     assert np.allclose(nb.load(filtered.out_file).get_fdata(), expected, atol=1e-3)
+    # within the brain's box, filtering only there gives the whole-image values bit for bit
+    in_brain = _run(GuidedFilter(in_file=loaded.out_file, mask_file=brain.out_file), tmp_path, "gf_brain")
+    np.testing.assert_array_equal(np.asanyarray(nb.load(in_brain.out_file).dataobj)[brain_mask],
+                                  np.asanyarray(nb.load(filtered.out_file).dataobj)[brain_mask])
     wide = _run(GuidedFilter(in_file=loaded.out_file, radius=2), tmp_path, "gf2")
     sidecar = json.loads(sidecar_path(wide.out_file).read_text())["GuidedFilter"]
     assert (sidecar["RadiusVoxels"], sidecar["RadiusMm"]) == (2, None)

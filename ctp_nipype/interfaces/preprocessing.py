@@ -45,7 +45,7 @@ from ..io import (
 from ..perfusion import aif as aif_selection
 from ..perfusion import filtering, masks, motion
 from ..perfusion.timing import frames_on_grid, resample_to_uniform, uniform_grid
-from ..slabs import FrameWriter
+from ..slabs import FrameWriter, SliceWriter
 
 #: the series passed between the steps is an uncompressed NIfTI: read by slices without decompressing it
 #: (:mod:`ctp_nipype.perfusion.chunks`); it stays in the work folder, never among the derivatives
@@ -656,6 +656,9 @@ class _GuidedFilterInputSpec(BaseInterfaceInputSpec):
     guidance_window = traits.Tuple(filtering.GUIDANCE_WINDOW_HU, traits.Float, traits.Float, usedefault=True,
         desc="HU window mapped onto [0, 1] for the guidance",
     )
+    mask_file = File(exists=True, desc="3D mask (the brain): the frames are filtered only within its in-plane bounding "
+                     "box (per chunk of slices; exactly the whole-image values there) and passed on unfiltered "
+                     "outside it")
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     out_prefix = traits.Str(desc="output file-name prefix")
 
@@ -683,8 +686,11 @@ class GuidedFilter(SimpleInterface):
     output_spec = _GuidedFilterOutputSpec
 
     def _run_interface(self, runtime):
-        scan = load_ctp(self.inputs.in_file, frame_interval=_optional(self.inputs.frame_interval))
+        scan = load_ctp(self.inputs.in_file, frame_interval=_optional(self.inputs.frame_interval), lazy=True)
         guidance = None
+        region = None
+        if isdefined(self.inputs.mask_file):
+            region = load_mask(self.inputs.mask_file, scan.spatial_shape, scan.affine, "mask")
         if isdefined(self.inputs.guidance_file):
             img, guidance = load_nifti(self.inputs.guidance_file, "guidance image")
             guidance = np.asarray(guidance, np.float32)
@@ -703,8 +709,8 @@ class GuidedFilter(SimpleInterface):
                 raise InputError(
                     f"{self.inputs.in_file}: {err} Fix the voxel size in the NIfTI header or give radius in voxels."
                 ) from None
-        filtered = filtering.guided_filter(
-            scan.data, guidance, radius, self.inputs.eps, self.inputs.mode, self.inputs.guidance_window
+        chunks = filtering.guided_filter_chunks(
+            scan.data, guidance, radius, self.inputs.eps, self.inputs.mode, self.inputs.guidance_window, region
         )
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         sidecar = {
@@ -718,10 +724,14 @@ class GuidedFilter(SimpleInterface):
                 "GuidanceWindowHU": list(self.inputs.guidance_window),
                 "Mode": self.inputs.mode,
                 "Guidance": "user image" if guidance is not None else "time-averaged series",
+                "FilteredRegion": "everywhere" if region is None else "the mask's in-plane bounding box per chunk of "
+                "slices; unfiltered outside it",
             },
-            **provenance(self.inputs.in_file),
+            **provenance(self.inputs.in_file, *([self.inputs.mask_file] if region is not None else [])),
         }
         out_file = _out(runtime, derivative_name(prefix, "ctp", extension=SERIES_EXTENSION))
-        write_nifti(out_file, filtered, scan.affine, scan.header, sidecar)
+        with SliceWriter(out_file, scan.data.shape, scan.affine, scan.header, sidecar) as out:
+            for z0, block in chunks:
+                out.write_slices(z0, block)
         self._results["out_file"] = out_file
         return runtime
