@@ -111,20 +111,20 @@ def _fit_cached(name, method, kappa_h=1.0, rho=1.0):
 #: frames (``ctp_nipype.sims.osipi.NETWORK_FRAME_INTERVAL``); printed by ``benchmarks/studies/osipi_table.py --network`` and shown in
 #: docs/validation.md. Update it with the weights.
 MEASURED_NETWORK = {
-    "CBV4_CBF10": (20.33, 4.147),
-    "CBV4_CBF20": (29.47, 4.151),
-    "CBV4_CBF30": (36.00, 4.276),
-    "CBV4_CBF40": (39.09, 4.499),
-    "CBV4_CBF50": (43.31, 4.543),
-    "CBV4_CBF60": (45.68, 4.727),
-    "CBV4_CBF70": (47.78, 4.758),
-    "CBV2_CBF5": (13.95, 1.957),
-    "CBV2_CBF10": (19.12, 2.095),
-    "CBV2_CBF15": (22.25, 2.089),
-    "CBV2_CBF20": (25.25, 2.313),
-    "CBV2_CBF25": (26.45, 2.167),
-    "CBV2_CBF30": (28.05, 2.321),
-    "CBV2_CBF35": (28.83, 2.332),
+    "CBV4_CBF10": (12.69, 4.147),
+    "CBV4_CBF20": (21.95, 4.151),
+    "CBV4_CBF30": (30.38, 4.276),
+    "CBV4_CBF40": (34.67, 4.499),
+    "CBV4_CBF50": (40.93, 4.543),
+    "CBV4_CBF60": (44.49, 4.727),
+    "CBV4_CBF70": (47.79, 4.758),
+    "CBV2_CBF5": (7.28, 1.957),
+    "CBV2_CBF10": (11.39, 2.095),
+    "CBV2_CBF15": (14.39, 2.089),
+    "CBV2_CBF20": (18.51, 2.313),
+    "CBV2_CBF25": (19.94, 2.167),
+    "CBV2_CBF30": (22.78, 2.321),
+    "CBV2_CBF35": (24.03, 2.332),
 }
 
 
