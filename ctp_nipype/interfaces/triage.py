@@ -37,8 +37,8 @@ from ..io import (
     write_nifti,
 )
 from ..perfusion.constants import UNITS
-from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS, time_to_peak
-from ._curves import load_prepared_curves
+from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS, series_time_to_peak
+from ._curves import load_curve_inputs
 from .stats import parse_map_filename
 
 
@@ -66,9 +66,11 @@ class TimeToPeak(SimpleInterface):
 
     The series goes through :func:`ctp_nipype.perfusion.prepare.prepare_curves`
     (uniform grid, baseline from the AIF's arrival: the curves every method
-    deconvolves), then :func:`ctp_nipype.perfusion.triage.time_to_peak`. TTP
-    is counted on the frames' clock (seconds from the first frame's
-    ``FrameTimesStart``, usually the start of the acquisition).
+    deconvolves), then :func:`ctp_nipype.perfusion.triage.time_to_peak`, chunk
+    by chunk of slices of the lazily read series
+    (:func:`ctp_nipype.perfusion.triage.series_time_to_peak`: memory bounded by
+    a chunk and the map). TTP is counted on the frames' clock (seconds from the
+    first frame's ``FrameTimesStart``, usually the start of the acquisition).
 
     Examples
     --------
@@ -80,8 +82,10 @@ class TimeToPeak(SimpleInterface):
     output_spec = _TimeToPeakOutputSpec
 
     def _run_interface(self, runtime):
-        scan, mask, curves = load_prepared_curves(self.inputs)
-        ttp = time_to_peak(curves.tissue, curves.frame_times, mask, self.inputs.peak_interpolation)
+        scan, aif_hu, mask = load_curve_inputs(self.inputs, lazy=True)
+        n_baseline_frames = self.inputs.n_baseline_frames if isdefined(self.inputs.n_baseline_frames) else None
+        ttp, curves = series_time_to_peak(scan.data, scan.frame_times, aif_hu, mask, n_baseline_frames,
+                                          self.inputs.peak_interpolation)
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)
         path = os.path.join(runtime.cwd, derivative_name(prefix, "ttp"))
         write_nifti(path, ttp, scan.affine, scan.header, {
