@@ -39,7 +39,8 @@ def test_baseline_frame_count_is_checked():
        dtype=st.sampled_from([np.float32, np.float64, np.int16]), axis=st.sampled_from([-1, 0, 1]))
 def test_concentration_is_bitwise_the_mean_of_a_copy_of_the_baseline_frames(n_frames, data, order, dtype, axis):
     """Whatever the memory layout, the time axis and the number of baseline frames (pairwise sums from 8 on):
-    the values of the reference formula, np.take's copy of the baseline frames averaged, to the last bit."""
+    the values of the reference formula, np.take's copy of the baseline frames averaged, to the last bit, in the
+    same memory layout (SVDModel.fit reshapes it to (voxels, time): a view only in that layout)."""
     n_base = data.draw(st.integers(1, n_frames - 1))
     shape = [3, 4, 5]
     shape.insert(axis % 4 if axis >= 0 else 3, n_frames)
@@ -48,5 +49,5 @@ def test_concentration_is_bitwise_the_mean_of_a_copy_of_the_baseline_frames(n_fr
     work = hu.astype(np.result_type(hu.dtype, np.float32))
     reference = work - np.take(work, np.arange(n_base), axis=axis).mean(axis=axis, keepdims=True)
     out = to_concentration(hu, n_base, axis=axis)
-    assert out.dtype == reference.dtype and out.shape == reference.shape
+    assert out.dtype == reference.dtype and out.shape == reference.shape and out.strides == reference.strides
     np.testing.assert_array_equal(out, reference)
