@@ -124,7 +124,8 @@ class _TriageSummaryOutputSpec(TraitedSpec):
 class TriageSummary(SimpleInterface):
     """One-page triage summary figure per method (PNG), as a stroke team gets from commercial software.
 
-    Core (red) and hypoperfusion graded by delay over the time-averaged scan,
+    Core (red) and hypoperfusion graded by delay over the time-averaged scan
+    (only the slices shown are read from the lazily loaded series),
     the volumes (core, delay > 4/6/8/10 s, mismatch volume and ratio,
     hypoperfusion intensity ratio) and the DEFUSE 3 / EXTEND flags with their
     criteria, read from each method's lesion JSON; drawn by
@@ -140,14 +141,14 @@ class TriageSummary(SimpleInterface):
     output_spec = _TriageSummaryOutputSpec
 
     def _run_interface(self, runtime):
-        from ..perfusion.masks import time_average
         from ..reports.figures import slices_to_show, triage_summary
+        from ..reports.scan import TimeAveragedSlices
 
-        scan = load_ctp(self.inputs.in_file,
+        scan = load_ctp(self.inputs.in_file, lazy=True,
                         frame_interval=self.inputs.frame_interval if isdefined(self.inputs.frame_interval) else None)
         shape, affine = scan.spatial_shape, scan.affine
         brain = load_mask(self.inputs.brain_mask, shape, affine, "brain mask")
-        background = time_average(scan.data)
+        background = TimeAveragedSlices(scan.data)  # only the slices drawn are read and averaged
         slices = slices_to_show(brain)
         delays = {}
         for path in self.inputs.delay_files:
