@@ -157,9 +157,13 @@ class TimeAveragedSlices:
 
     def __array__(self, dtype=None, copy=None):
         whole = np.empty(self.shape, np.float32)
-        for z0, z1, chunk in iter_slices(self.series):
-            whole[:, :, z0:z1] = time_average(chunk)
-        self._slices.update({k: whole[:, :, k] for k in range(self.shape[2])})
+        if len(self._slices) == self.shape[2]:  # every slice already averaged
+            for k, values in self._slices.items():
+                whole[:, :, k] = values
+        else:
+            for z0, z1, chunk in iter_slices(self.series):
+                whole[:, :, z0:z1] = time_average(chunk)
+            self._slices = {k: whole[:, :, k].copy() for k in range(self.shape[2])}
         return whole if dtype is None else whole.astype(dtype)
 
 
