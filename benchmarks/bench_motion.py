@@ -48,6 +48,7 @@ def old_motion_module(rev):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("ctp_nipype.perfusion._motion_old", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -84,7 +85,8 @@ def main(argv=None):
     start = time.time()
     scan = load_ctp(scan_file)
     series, spacing = scan.data, scan.header.get_zooms()[:3]
-    print(f"read {series.shape} in {time.time() - start:.1f} s (load average {load()})", flush=True)
+    print(f"read {series.shape} in {time.time() - start:.1f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB "
+          f"(load average {load()})", flush=True)
 
     stamps = []
     start = time.time()

@@ -559,8 +559,9 @@ def register_series(
             metric_values[frame] = method.GetMetricValue()
             resampler.SetReferenceImage(full)
             resampler.SetTransform(transform)
-            corrected[..., frame] = sitk.GetArrayViewFromImage(resampler.Execute(full)).transpose(2, 1, 0)
-            del full, moving
+            resampled = resampler.Execute(full)  # held: the array view below does not keep the image alive
+            corrected[..., frame] = sitk.GetArrayViewFromImage(resampled).transpose(2, 1, 0)
+            del full, moving, resampled
             if progress is not None:
                 progress(frame, n_frames)
     finally:
