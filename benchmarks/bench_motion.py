@@ -10,13 +10,16 @@ frames, ``phantom_file(24, 40, cache, motion=True)``; its true motion is ``phant
 3. side by side, on the same pair of frames (the reference frame 0 and the frame the head moved most), the
    package's ``register_series`` and the one of an older commit (``--old-rev``, read with ``git show``)
    in turn, ``--rounds`` times: seconds per frame of each, their ratio, and each one's error;
-4. with ``--interface``, the ``MotionCorrection`` interface on the file in a fresh process (read, correct,
+4. with ``--demo-seeds N``, old and new on the demo phantom's moved frames (the frames of
+   tests/test_motion.py), seed by seed: seconds per frame and errors against the truth;
+5. with ``--interface``, the ``MotionCorrection`` interface on the file in a fresh process (read, correct,
    write): its wall time and the process's peak resident memory.
 
 The load average is printed with every figure (this machine is shared: compare same-run ratios).
 
     python benchmarks/bench_motion.py                 # 24 slices, 40 frames
     python benchmarks/bench_motion.py --interface --rounds 1
+    python benchmarks/bench_motion.py --demo-seeds 8 --skip-clinical --rounds 0
 """
 
 from __future__ import annotations
@@ -63,6 +66,37 @@ def load():
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def demo_comparison(n_seeds, old_rev):
+    """Old and new ``register_series`` on the frames of tests/test_motion.py's demo-phantom test, seed by seed.
+
+    The old path runs with sampling seed 1 (its own default, 0, seeded from the clock: every run differed); the new
+    one with its regular sampling grid and with random points, both capped at the same number of samples."""
+    from ctp_nipype.perfusion import motion
+    from ctp_nipype.sims.phantom import make_phantom
+
+    old = old_motion_module(old_rev)
+    print(f"demo phantom, the test's frames (4 reference, the excursion and a frame either side); load average {load()}")
+    runs = {
+        "old": lambda hu, spacing: old.register_series(hu, spacing, 4, seed=1),
+        "new": lambda hu, spacing: motion.register_series(hu, spacing, 4),
+        "new, random points": lambda hu, spacing: motion.register_series(hu, spacing, 4, sampling_strategy="random"),
+    }
+    print("| seed | " + " | ".join(f"{name}: s/frame, error mm / deg" for name in runs) + " | old / new |")
+    print("|---:|" + "---|" * len(runs) + "---:|")
+    for seed in range(n_seeds):
+        ph = make_phantom("demo", seed=seed, motion=True)
+        moved = np.flatnonzero(np.any(ph.motion_parameters != 0, axis=1))
+        frames = np.r_[np.arange(4), moved[0] - 1, moved, moved[-1] + 1]
+        row = {}
+        for name, run in runs.items():
+            start = time.time()
+            found = run(ph.hu[..., frames], ph.voxel_size_mm)
+            row[name] = ((time.time() - start) / frames.size, *errors(found.parameters, ph.motion_parameters[frames]))
+        print(f"| {seed} | " + " | ".join(f"{s:.2f} s, {t:.3f} / {r:.3f}" for s, t, r in row.values())
+              + f" | {row['old'][0] / row['new'][0]:.1f}x |", flush=True)
+    print(f"load average {load()}", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=24)
@@ -72,7 +106,14 @@ def main(argv=None):
     parser.add_argument("--old-rev", default=OLD_REV, help="commit of the old path (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=1, help="side-by-side rounds of old and new (0: none)")
     parser.add_argument("--interface", action="store_true", help="also time the MotionCorrection interface")
+    parser.add_argument("--demo-seeds", type=int, default=0,
+                        help="also compare old and new on the demo phantom (128 x 128 x 8, 1.875 mm) of seeds 0..N-1")
+    parser.add_argument("--skip-clinical", action="store_true", help="only the demo-phantom comparison")
     args = parser.parse_args(argv)
+    if args.demo_seeds:
+        demo_comparison(args.demo_seeds, args.old_rev)
+    if args.skip_clinical:
+        return
 
     from ctp_nipype.io import load_ctp
     from ctp_nipype.perfusion import motion
