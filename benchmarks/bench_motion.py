@@ -62,6 +62,13 @@ def errors(parameters, truth):
     return float(error[:, :3].max()), float(error[:, 3:].max())
 
 
+def cpu_seconds():
+    """User + system CPU seconds of this process so far (all its threads): less sensitive than wall time to
+    what else runs on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def load():
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -130,13 +137,13 @@ def main(argv=None):
           f"(load average {load()})", flush=True)
 
     stamps = []
-    start = time.time()
+    start, cpu = time.time(), cpu_seconds()
     result = motion.correct_motion(series, spacing, in_place=True,
                                    progress=lambda frame, n: stamps.append(time.time()))
-    wall = time.time() - start
+    wall, cpu = time.time() - start, cpu_seconds() - cpu
     per_frame = np.diff(stamps)
     trans, rot = errors(result.parameters, truth)
-    print(f"correct_motion, {args.frames} frames: {wall:.1f} s ({wall - (stamps[-1] - stamps[0]) - per_frame.mean():.1f} s "
+    print(f"correct_motion, {args.frames} frames: {wall:.1f} s wall, {cpu:.1f} s CPU ({wall - (stamps[-1] - stamps[0]) - per_frame.mean():.1f} s "
           f"reference and mask, then {per_frame.mean():.2f} s per frame, {per_frame.min():.2f}-{per_frame.max():.2f}); "
           f"largest error {trans:.3f} mm, {rot:.3f} degrees; censored frames "
           f"{np.flatnonzero(result.censored).tolist()} (moved {np.flatnonzero(np.any(truth != 0, axis=1)).tolist()}); "
@@ -155,12 +162,13 @@ def main(argv=None):
         for round_ in range(args.rounds):
             seconds = {}
             for name, module in (("old", old), ("new", motion)):
-                start = time.time()
+                start, cpu = time.time(), cpu_seconds()
                 found = module.register_series(pair, spacing, 1)
                 seconds[name] = (time.time() - start) / 2
+                cpu = (cpu_seconds() - cpu) / 2
                 trans, rot = errors(found.parameters, truth[[0, peak]])
                 print(f"  round {round_} {name} ({args.old_rev if name == 'old' else 'this checkout'}): "
-                      f"{seconds[name]:.2f} s per frame, error {trans:.3f} mm, {rot:.3f} degrees; "
+                      f"{seconds[name]:.2f} s per frame ({cpu:.2f} s CPU), error {trans:.3f} mm, {rot:.3f} degrees; "
                       f"load average {load()}", flush=True)
             ratios.append(seconds["old"] / seconds["new"])
         print(f"old / new seconds per frame: {', '.join(f'{r:.1f}x' for r in ratios)}", flush=True)
