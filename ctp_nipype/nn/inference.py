@@ -235,8 +235,6 @@ def run_network(
         # on all cores (the network's many small attention products parallelise poorly inside an operation):
         # 1.0-1.2x in same-run comparisons on 2 cores (768-913 against 704-878 voxels/s). Each thread takes
         # a contiguous share of the voxels; torch's operations release the GIL.
-        with torch.inference_mode():
-            prepare(device)  # before the threads: the model moved and the AIF's decoder part cached once
         bounds = np.linspace(0, n, workers + 1).round().astype(int)
 
         autocast_enabled, autocast_dtype = _cpu_autocast_state()  # thread-local: handed on to the threads
@@ -247,8 +245,10 @@ def run_network(
                             batch_size, device, cpu_batch_size=cpu_batch)
 
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)  # also for the AIF's part: one curve's small operations gain nothing from threads
         try:
+            with torch.inference_mode():
+                prepare(device)  # before the threads: the model moved and the AIF's decoder part cached once
             with ThreadPoolExecutor(workers) as pool:
                 for future in [pool.submit(share, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
                     future.result()
@@ -337,6 +337,7 @@ def estimate_curves(
     progress=False,
     model=None,
     flow_scale="network",
+    fused=True,
 ):
     """Local AIF, flow-scaled residue, BAD and the perfusion maps of tissue curves.
 
@@ -365,6 +366,9 @@ def estimate_curves(
         ``'network'``: K as the network returns it. ``'least_squares'``: the network's residue shape
         and local AIF, scaled to fit the tissue curve (:func:`least_squares_flow_scale`), which makes
         CBF and CBV data-consistent and linear in the curve.
+    fused : bool
+        On the CPU, run the fused path (:mod:`.fused`; :func:`run_network`); False: the module's forward,
+        the reference (equal to float rounding).
 
     Returns
     -------
@@ -389,6 +393,7 @@ def estimate_curves(
         device,
         batch_size,
         progress,
+        fused,
     )
     residue = raw["residue"] * residue_unit
     if flow_scale == "least_squares":
