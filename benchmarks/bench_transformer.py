@@ -94,6 +94,8 @@ def main(argv=None):
                         help="cuda: time 1M voxels on the GPU (an error without one); cpu: the CPU steps only; "
                         "auto: both when a GPU is present")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here.")
     torch.set_num_threads(args.threads)
 
     from ctp_nipype.nn import model as network
@@ -163,8 +165,6 @@ def main(argv=None):
               f"{' '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}x")
         print(f"load average after the rounds: {load_average()}")
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA GPU here.")
     if args.device != "cpu" and torch.cuda.is_available():
         gpu_model = model.to("cuda")
         big = 1_000_000
