@@ -41,7 +41,10 @@ def register_with_nibabel():
     """Open ``.gz`` files in nibabel with ISA-L (process-wide); returns whether ISA-L is in use."""
     if igzip is None:
         return False
-    from nibabel.openers import Opener
+    from nibabel.openers import ImageOpener, Opener
 
-    Opener.compress_ext_map[".gz"] = (_isal_open, ("mode", "compresslevel", "mtime", "keep_open"))
+    # ImageOpener (what nibabel's images and array proxies read through) holds its own copy of the map,
+    # made when nibabel was imported: both must be told
+    for opener in (Opener, ImageOpener):
+        opener.compress_ext_map[".gz"] = (_isal_open, ("mode", "compresslevel", "mtime", "keep_open"))
     return True

@@ -162,6 +162,10 @@ class FrameWriter:
         self._stream.write(frame.tobytes(order="F"))
         self._written += 1
 
+    def _incomplete(self):
+        """What is missing from the file, or '' when it is whole."""
+        return "" if self._written == self._frames else f"{self._written} frames written of {self._frames}."
+
     def __exit__(self, exc_type, exc, tb):
         from .io import _publish
 
@@ -170,9 +174,63 @@ class FrameWriter:
                 self._stream.close()
             self._raw.close()
             if exc_type is None:
-                if self._written != self._frames:
-                    raise ValueError(f"{self.path.name}: {self._written} frames written of {self._frames}.")
+                incomplete = self._incomplete()
+                if incomplete:
+                    raise ValueError(f"{self.path.name}: {incomplete}")
                 _publish(self._tmp, self.path)
         finally:
             self._tmp.unlink(missing_ok=True)
         return False
+
+
+class SliceWriter(FrameWriter):
+    """Write a 4D float32 ``.nii`` (uncompressed) by ranges of slices, atomically, with its JSON sidecar.
+
+    For steps that work on chunks of slices (:mod:`ctp_nipype.perfusion.chunks`): each call of
+    :meth:`write_slices` puts a block (x, y, z1 - z0, T) in place, one contiguous write per frame, so that
+    no step holds the whole output. The header is :class:`FrameWriter`'s (that of
+    :func:`ctp_nipype.io.write_nifti`). Every slice must be written once before the file is published.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.nii"
+    >>> with SliceWriter(path, (2, 1, 3, 2), np.eye(4)) as out:
+    ...     out.write_slices(1, np.ones((2, 1, 2, 2)))
+    ...     out.write_slices(0, np.zeros((2, 1, 1, 2)))
+    >>> nb.load(path).get_fdata()[0, 0, :, 1].tolist()
+    [0.0, 1.0, 1.0]
+    """
+
+    def __init__(self, path, shape, affine, header=None, sidecar=None):
+        if not str(path).endswith(".nii"):
+            raise ValueError(f"SliceWriter writes uncompressed .nii files only, not {path}.")
+        if len(tuple(shape)) != 4:
+            raise ValueError(f"SliceWriter writes 4D series, got shape {tuple(shape)}.")
+        super().__init__(path, shape, affine, header, sidecar)
+        self._slices_written = np.zeros(self.shape[2], bool)
+
+    def __enter__(self):
+        super().__enter__()
+        self._raw.flush()
+        self._raw.truncate(len(self._header_bytes) + 4 * int(np.prod(self.shape, dtype=np.int64)))
+        return self
+
+    def write(self, frame):  # pragma: no cover - a frame at a time is FrameWriter's job
+        raise TypeError("SliceWriter writes ranges of slices: use write_slices(z0, block).")
+
+    def write_slices(self, z0, block):
+        """Put ``block`` (x, y, nz, T) at slices ``z0:z0 + nz``."""
+        block = np.asarray(block, dtype=np.float32)
+        nx, ny, nz, n_frames = self.shape
+        if block.ndim != 4 or block.shape[:2] != (nx, ny) or block.shape[3] != n_frames or z0 + block.shape[2] > nz:
+            raise ValueError(f"A block of {self.path.name} at slice {z0} must be ({nx}, {ny}, <= {nz - z0}, "
+                             f"{n_frames}), got {block.shape}.")
+        fd = self._raw.fileno()
+        frame_bytes = nx * ny * nz * 4
+        start = len(self._header_bytes) + z0 * nx * ny * 4
+        for t in range(n_frames):
+            os.pwrite(fd, block[..., t].tobytes(order="F"), start + t * frame_bytes)
+        self._slices_written[z0 : z0 + block.shape[2]] = True
+
+    def _incomplete(self):
+        missing = np.flatnonzero(~self._slices_written)
+        return f"slices {missing[:5].tolist()} (of {missing.size} missing) were never written." if missing.size else ""

@@ -62,7 +62,8 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
     motion_correction : bool
         Rigid registration of every frame to the pre-bolus mean (SimpleITK).
     guided_filter : bool
-        He et al.'s guided filter on every frame (eps 0.01, the paper's radius in mm).
+        He et al.'s guided filter on every frame (eps 0.01, the paper's radius in mm), within the brain
+        mask's bounding box (the values there are those of the whole-image filter; the rest is not used).
     frame_interval : float, optional
         Frame interval (s) used only when no other timing source exists.
     guided_filter_radius_mm : float
@@ -173,6 +174,7 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
         workflow.connect([
             (inputnode, gfilter, [("prefix", "out_prefix")]),
             (series, gfilter, [(series_field, "in_file")]),
+            (brain, gfilter, [("out_file", "mask_file")]),  # filtered where the maps are made
             (gfilter, outputnode, [("out_file", "preproc_file")]),
         ])  # fmt: skip
     else:
