@@ -539,11 +539,13 @@ def _user_curve(path, column, times, original_times=None, allow_long_frames=Fals
     return np.interp(times, curve_times, values)
 
 
-def _time_average_where(series, voxel_lists):
-    """The time-averaged series on the slices that hold any of the voxels (n, 3) listed, 0 elsewhere: the
-    figure's background, read from those slices only."""
+def _figure_background(series, voxel_lists):
+    """The time-averaged series on the slices that the AIF/VOF figure shows (:func:`ctp_nipype.viz.panel_slice`
+    of each voxel list (n, 3)), 0 elsewhere: read from those slices only."""
+    from ..viz import panel_slice
+
     image = np.zeros(tuple(series.shape[:3]), np.float32)
-    for z in np.unique(np.concatenate([np.asarray(v, int)[:, 2] for v in voxel_lists if v is not None] or [[]])):
+    for z in {panel_slice(voxels) for voxels in voxel_lists if voxels is not None and len(voxels)}:
         image[:, :, z] = masks.time_average(read_slices(series, z, z + 1))[:, :, 0]
     return image
 
@@ -625,7 +627,7 @@ class SelectAIFVOF(SimpleInterface):
             _out(runtime, derivative_name(prefix, "aif", desc="global", extension=".png")),
             times,
             {k: v for k, v in columns.items() if k != "time"},
-            _time_average_where(data, [choice.aif_voxels, choice.vof_voxels]),
+            _figure_background(data, [choice.aif_voxels, choice.vof_voxels]),
             choice.aif_voxels,
             choice.vof_voxels,
             title=f"{prefix}: AIF ({choice.sources['aif']}), VOF ({choice.sources['vof']}), scale {choice.scale:.2f}",
