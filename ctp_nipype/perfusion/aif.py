@@ -104,25 +104,27 @@ def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10, censor
     >>> estimate_baseline_frames(hu, min_voxels=1)
     4
     """
-    if len(hu.shape) == 4:  # a series, maybe nibabel's proxy: read in chunks, per-voxel spread and chosen curves
+    if len(hu.shape) == 4:  # a series, maybe nibabel's proxy: the spread chunk by chunk, then the chosen curves
         search = np.ones(hu.shape[:3], bool) if mask is None else np.asarray(mask, bool)
         n_voxels = int(search.sum())
-        spread = None
-        if n_voxels:
-            spread = np.empty(n_voxels, np.float32)
-            for rows, voxels in iter_masked_curves(hu, search, max_bytes):
-                spread[rows] = _bridged(voxels, censored_frames).std(axis=-1)
+        spread = np.empty(n_voxels, np.float32)
+        for rows, voxels in iter_masked_curves(hu, search, max_bytes):
+            spread[rows] = _bridged(voxels, censored_frames).std(axis=-1)
+
+        def curves_of(rows):
+            return _bridged(_rows_of(hu, search, rows, max_bytes), censored_frames)
     else:
         voxels = np.asarray(hu)
-        voxels = voxels[mask] if mask is not None else voxels.reshape(-1, voxels.shape[-1])
-        voxels = _bridged(voxels, censored_frames)
+        voxels = _bridged(voxels[mask] if mask is not None else voxels.reshape(-1, voxels.shape[-1]), censored_frames)
         n_voxels = voxels.shape[0]
-        spread = voxels.std(axis=-1) if n_voxels else None
+        spread = voxels.std(axis=-1)
+
+        def curves_of(rows):
+            return voxels[rows]
     if n_voxels == 0:
         raise SelectionError("The mask is empty: no voxels to estimate the bolus arrival from.")
     n = int(min(n_voxels, max(np.ceil(fraction * n_voxels), min_voxels)))
-    varying = np.argsort(spread)[::-1][:n]
-    chosen = _bridged(_rows_of(hu, search, varying, max_bytes), censored_frames) if len(hu.shape) == 4 else voxels[varying]
+    chosen = curves_of(np.argsort(spread)[::-1][:n])
     curve = chosen.mean(axis=0, dtype=np.float64)
     try:
         return detect_bolus_arrival(curve)

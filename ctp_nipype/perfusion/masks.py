@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .chunks import CHUNK_BYTES, iter_masked_curves, iter_slices, map_slices, slice_chunks
+from .chunks import CHUNK_BYTES, iter_masked_curves, map_slices, slice_chunks
 from .concentration import to_concentration
 from .convolution import trapezoid_integral
 from .motion import bridge_frames
@@ -46,7 +46,7 @@ def time_average(series, censored_frames=None, max_bytes=CHUNK_BYTES):
     >>> time_average(np.arange(6.0).reshape(1, 1, 1, 6), [False] * 5 + [True]).ravel()
     array([2.], dtype=float32)
     """
-    censored = None
+    censored = np.zeros(0, int)
     if censored_frames is not None:
         censored = np.flatnonzero(np.asarray(censored_frames, dtype=bool))
         if series.shape[-1] - censored.size < 1:
@@ -54,19 +54,26 @@ def time_average(series, censored_frames=None, max_bytes=CHUNK_BYTES):
     if len(series.shape) != 4:
         return _mean_over_kept_frames(np.asarray(series, dtype=np.float32), censored)
     out = np.empty(tuple(series.shape[:3]), np.float32)
-    for z0, z1, chunk in iter_slices(series, max_bytes):
+    for z0, z1 in slice_chunks(series.shape, max_bytes):
+        chunk = map_slices(series, z0, z1)  # a NIfTI's frames are read one block at a time, never copied whole
         out[:, :, z0:z1] = _mean_over_kept_frames(chunk, censored)
+        del chunk  # unmap
     return out
 
 
 def _mean_over_kept_frames(series, censored):
-    """:func:`time_average` of an array in memory; ``censored`` the indices of the frames left out (or None)."""
-    total = series.sum(axis=-1, dtype=np.float64)
-    if censored is None:
-        return (total / series.shape[-1]).astype(np.float32)
-    for frame in censored:  # a few frames: no copy of the series
+    """:func:`time_average` of an array; ``censored`` the indices of the frames left out.
+
+    The frames are summed in float64 one after the other (as numpy sums a NIfTI's layout, time slowest),
+    then the censored ones subtracted: no temporary of the series' size.
+    """
+    n_frames = series.shape[-1]
+    total = np.zeros(series.shape[:-1], np.float64)
+    for frame in range(n_frames):
+        total += series[..., frame]
+    for frame in censored:  # a few frames
         total -= series[..., frame]
-    return (total / (series.shape[-1] - censored.size)).astype(np.float32)
+    return (total / (n_frames - censored.size)).astype(np.float32)
 
 
 def _in_plane_disk(radius):
