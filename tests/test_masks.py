@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -80,8 +83,9 @@ def test_time_average_chunk_by_chunk_is_that_of_the_whole_array(seed, nx, nz, n_
     series = np.random.default_rng(seed).normal(30, 40, (nx, 3, nz, n_frames)).astype(np.float32)
     censored = (np.arange(n_frames) % 3 == 1) if censor else None
     whole = time_average(series, censored, max_bytes=1 << 30)
-    for layout in (series, np.asfortranarray(series)):
-        assert np.array_equal(time_average(layout, censored, max_bytes=1), whole)
+    with tempfile.TemporaryDirectory() as folder:
+        for layout in (series, np.asfortranarray(series), nifti_proxy(Path(folder), series)):
+            assert np.array_equal(time_average(layout, censored, max_bytes=1), whole)
     # the formula, on the whole array at once
     kept = series if censored is None else series[..., ~censored]
     assert np.allclose(whole, kept.astype(np.float64).mean(axis=-1), rtol=1e-6, atol=1e-5)
@@ -90,7 +94,8 @@ def test_time_average_chunk_by_chunk_is_that_of_the_whole_array(seed, nx, nz, n_
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), nx=st.integers(2, 7), nz=st.integers(1, 4), censor=st.booleans())
 def test_fit_enhancement_chunk_by_chunk_is_that_of_the_whole_array(seed, nx, nz, censor):
-    """Chunks of one slice give what one chunk of the whole array gives, bit for bit, in C or NIfTI layout;
+    """Chunks of one slice give what one chunk of the whole array gives, bit for bit, in C or NIfTI layout and
+    read lazily from a NIfTI;
     and that equals the regression done on all brain voxels at once (the brain's mean curve is summed slice by
     slice, so it may differ from a sum in another order in its last bits)."""
     hu = _bolus_series(seed, (nx, 4, nz, 20))
@@ -99,9 +104,10 @@ def test_fit_enhancement_chunk_by_chunk_is_that_of_the_whole_array(seed, nx, nz,
     times = np.arange(20.0)
     censored = (np.arange(20) == 9) if censor else None
     whole = fit_enhancement(hu, times, brain, 3, censored, max_bytes=1 << 30)
-    for layout in (hu, np.asfortranarray(hu)):
-        chunked = fit_enhancement(layout, times, brain, 3, censored, max_bytes=1)
-        assert all(np.array_equal(c, w) for c, w in zip(chunked, whole))
+    with tempfile.TemporaryDirectory() as folder:
+        for layout in (hu, np.asfortranarray(hu), nifti_proxy(Path(folder), hu)):
+            chunked = fit_enhancement(layout, times, brain, 3, censored, max_bytes=1)
+            assert all(np.array_equal(c, w) for c, w in zip(chunked, whole))
     # the regression written out on the whole array
     from ctp_nipype.perfusion.concentration import to_concentration
     from ctp_nipype.perfusion.motion import bridge_frames

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .chunks import CHUNK_BYTES, iter_masked_curves, map_slices, slice_chunks
+from .chunks import CHUNK_BYTES, iter_frames, iter_masked_curves, iter_masked_frames, slice_chunks
 from .concentration import to_concentration
 from .convolution import trapezoid_integral
 from .motion import bridge_frames
@@ -46,34 +46,36 @@ def time_average(series, censored_frames=None, max_bytes=CHUNK_BYTES):
     >>> time_average(np.arange(6.0).reshape(1, 1, 1, 6), [False] * 5 + [True]).ravel()
     array([2.], dtype=float32)
     """
-    censored = np.zeros(0, int)
+    censored = np.zeros(0, int)  # the indices of the censored frames
     if censored_frames is not None:
         censored = np.flatnonzero(np.asarray(censored_frames, dtype=bool))
         if series.shape[-1] - censored.size < 1:
             raise ValueError("Every frame is censored; there is nothing to average.")
+    n_frames = series.shape[-1]
     if len(series.shape) != 4:
-        return _mean_over_kept_frames(np.asarray(series, dtype=np.float32), censored)
+        series = np.asarray(series, dtype=np.float32)
+        return _mean_of_frames((series[..., t] for t in range(n_frames)), series.shape[:-1], censored, n_frames)
     out = np.empty(tuple(series.shape[:3]), np.float32)
     for z0, z1 in slice_chunks(series.shape, max_bytes):
-        chunk = map_slices(series, z0, z1)  # a NIfTI's frames are read one block at a time, never copied whole
-        out[:, :, z0:z1] = _mean_over_kept_frames(chunk, censored)
-        del chunk  # unmap
+        out[:, :, z0:z1] = _mean_of_frames(iter_frames(series, z0, z1), out[:, :, z0:z1].shape, censored, n_frames)
     return out
 
 
-def _mean_over_kept_frames(series, censored):
-    """:func:`time_average` of an array; ``censored`` the indices of the frames left out.
+def _mean_of_frames(frames, shape, censored, n_frames):
+    """:func:`time_average` of the ``n_frames`` blocks ``frames`` yields; ``censored`` the indices left out.
 
     The frames are summed in float64 one after the other (as numpy sums a NIfTI's layout, time slowest),
-    then the censored ones subtracted: no temporary of the series' size.
+    then the censored ones subtracted: no temporary of the series' size, one frame read at a time.
     """
-    n_frames = series.shape[-1]
-    total = np.zeros(series.shape[:-1], np.float64)
-    for frame in range(n_frames):
-        total += series[..., frame]
-    for frame in censored:  # a few frames
-        total -= series[..., frame]
-    return (total / (n_frames - censored.size)).astype(np.float32)
+    total = np.zeros(shape, np.float64)
+    left_out = []
+    for index, frame in enumerate(frames):
+        total += frame
+        if index in censored:
+            left_out.append(np.array(frame))  # a few frames, kept past the reader's buffer
+    for frame in left_out:
+        total -= frame
+    return (total / (n_frames - len(left_out))).astype(np.float32)
 
 
 def _in_plane_disk(radius):
@@ -233,19 +235,16 @@ def brain_mean_curve(hu, brain, censored_frames=None, max_bytes=CHUNK_BYTES):
         raise ValueError(f"The brain mask has shape {brain.shape} but the series {tuple(hu.shape)}.")
     if not brain.any():
         raise ValueError("The brain mask is empty: there is no brain curve to fit to.")
-    n_frames = hu.shape[3]
-    total = np.zeros(n_frames, np.float64)
-    for z0, z1 in slice_chunks(hu.shape, max_bytes):
-        if not brain[:, :, z0:z1].any():
-            continue
-        chunk = map_slices(hu, z0, z1)  # only the brain's voxels are read
-        for z in range(z0, z1):
-            where = np.flatnonzero(brain[:, :, z].ravel(order="F"))  # the same voxel order for any layout
-            by_frame = chunk[:, :, z - z0].reshape(-1, n_frames, order="F").T[:, where]  # (T, voxels)
-            if censored_frames is not None:
-                by_frame = bridge_frames(by_frame.T, censored_frames).T
-            total += by_frame.sum(axis=1, dtype=np.float64)
-        del chunk  # unmap
+    total = np.zeros(hu.shape[3], np.float64)
+    slice_size = hu.shape[0] * hu.shape[1]
+    for z0, z1, where, by_frame in iter_masked_frames(hu, brain, max_bytes):
+        ends = np.searchsorted(where, np.arange(z1 - z0 + 1) * slice_size)  # where runs slice by slice
+        for first, last in zip(ends[:-1], ends[1:]):
+            if last > first:
+                voxels = np.ascontiguousarray(by_frame[:, first:last])  # (T, the slice's voxels)
+                if censored_frames is not None:
+                    voxels = bridge_frames(voxels.T, censored_frames).T
+                total += voxels.sum(axis=1, dtype=np.float64)
     return total / int(brain.sum())
 
 
