@@ -37,7 +37,7 @@ def read_slices(series, z0, z1):
     """Slices ``z0:z1`` of a 3D or 4D array-like as a float32 numpy array (a view when it already is one).
 
     nibabel's proxy of an uncompressed, unscaled float32 NIfTI is read through a memory map of the file
-    (:func:`map_slices`), copied out and unmapped: a third of the time of nibabel's own slicing.
+    (:func:`_mapped_nifti`), copied out and unmapped: a third of the time of nibabel's own slicing.
 
     >>> read_slices(np.zeros((2, 2, 3, 4), np.float32), 1, 3).shape
     (2, 2, 2, 4)
@@ -46,19 +46,6 @@ def read_slices(series, z0, z1):
     if mapped is not None:
         return np.array(mapped[:, :, z0:z1], order="K")
     return np.asarray(series[:, :, z0:z1], dtype=np.float32)
-
-
-def map_slices(series, z0, z1):
-    """Slices ``z0:z1`` as float32 without copying them where the series allows: a view into a memory map of
-    an uncompressed float32 NIfTI behind nibabel's proxy (read only where it is used; its pages count in the
-    process's memory until the view is dropped, which unmaps them), a view of a float32 numpy array, else
-    :func:`read_slices`. For reading a few values per voxel out of a chunk without copying the chunk.
-
-    >>> map_slices(np.zeros((2, 2, 3, 4), np.float32), 1, 3).base is not None
-    True
-    """
-    mapped = _mapped_nifti(series)
-    return mapped[:, :, z0:z1] if mapped is not None else read_slices(series, z0, z1)
 
 
 def _mapped_nifti(series):
@@ -194,7 +181,7 @@ def masked_curves(series, mask, max_bytes=CHUNK_BYTES):
     """The curves (n, T) of the voxels in a 3D ``mask``, float32, in ``series[mask]``'s order, read chunk by chunk.
 
     Holds the chosen curves and one chunk, never the whole series. A few voxels of a mapped NIfTI
-    (:func:`map_slices`; fewer than one per page of the file and frame) are read alone.
+    (:func:`_mapped_nifti`; fewer than one per page of the file and frame) are read alone, their pages only.
 
     >>> s = np.arange(2 * 2 * 3 * 2, dtype=np.float32).reshape(2, 2, 3, 2); m = s[..., 0] % 4 == 0
     >>> bool(np.array_equal(masked_curves(s, m, max_bytes=16), s[m]))
