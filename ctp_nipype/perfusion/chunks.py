@@ -72,34 +72,21 @@ def _nifti_file(series):
 def iter_frames(series, z0, z1):
     """Yield, frame after frame, the block (x, y, z1 - z0) of slices ``z0:z1`` of a 4D array-like, float32.
 
-    From a NIfTI behind nibabel's proxy (:func:`_nifti_file`) each block (contiguous in the file) is read into
-    one buffer, reused: a block is valid until the next is yielded (copy what you keep). That costs the
-    bytes' copy only, a third of the time of reading them out of a memory map (a page fault every few pages).
+    From a NIfTI behind nibabel's proxy (:func:`_nifti_file`) each block is a view into a memory map of the
+    file (a block is contiguous there): read where it is used, nothing copied that is not; the chunk's pages
+    count in the process's memory until the generator is done (unmapped). Measured at 512 x 512 x 6 x 40 on the
+    shared 2-core machine: summing or gathering frames so took 0.5-0.7 of the CPU time of reading each block
+    into a buffer, and a third of nibabel's slicing.
 
     >>> s = np.arange(2 * 1 * 3 * 2, dtype=np.float32).reshape(2, 1, 3, 2)
     >>> [frame[:, 0, 0].tolist() for frame in iter_frames(s, 1, 3)]
     [[2.0, 8.0], [3.0, 9.0]]
     """
-    found = _nifti_file(series)
-    if found is None:
-        chunk = read_slices(series, z0, z1)
-        for frame in range(chunk.shape[3]):
-            yield chunk[:, :, :, frame]
-        return
-    path, offset = found
-    nx, ny, nz, n_frames = (int(n) for n in series.shape)
-    buffer = np.empty((z1 - z0, ny, nx), np.float32)  # C order: (x, y, z) in the file's order
-    into = memoryview(buffer).cast("B")
-    with open(path, "rb", buffering=0) as handle:
-        for frame in range(n_frames):
-            handle.seek(offset + (frame * nz + z0) * nx * ny * buffer.itemsize)
-            done = 0
-            while done < buffer.nbytes:
-                got = handle.readinto(into[done:])
-                if not got:
-                    raise OSError(f"{path} ends inside frame {frame}: the file is truncated.")
-                done += got
-            yield buffer.transpose(2, 1, 0)
+    mapped = _mapped_nifti(series)
+    chunk = mapped[:, :, z0:z1] if mapped is not None else read_slices(series, z0, z1)
+    del mapped
+    for frame in range(chunk.shape[3]):
+        yield chunk[:, :, :, frame]
 
 
 def iter_masked_frames(series, mask, max_bytes=CHUNK_BYTES):

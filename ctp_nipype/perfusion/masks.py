@@ -67,9 +67,10 @@ def _mean_of_frames(frames, shape, censored, n_frames):
     The frames are summed in float64 one after the other (as numpy sums a NIfTI's layout, time slowest),
     then the censored ones subtracted: no temporary of the series' size, one frame read at a time.
     """
-    total = np.zeros(shape, np.float64)
-    left_out = []
+    total, left_out = None, []
     for index, frame in enumerate(frames):
+        if total is None:  # in the frames' own layout (a NIfTI's: x fastest), or the sum strides across memory
+            total = np.zeros(shape, np.float64, order="F" if frame.flags.f_contiguous else "C")
         total += frame
         if index in censored:
             left_out.append(np.array(frame))  # a few frames, kept past the reader's buffer
