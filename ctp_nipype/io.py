@@ -155,8 +155,9 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10, allow_long_
     if lazy and _can_read_lazily(path):
         img = nb.load(str(path), mmap=False)
         check_image_type(img, path)
-        if len(img.shape) != 4 or img.shape[3] < min_frames:
-            raise InputError(f"The series {path} has shape {img.shape}: not a 4D series of >= {min_frames} frames.")
+        if len(img.shape) != 4:
+            raise InputError(f"The series {path} has shape {img.shape}: not a 4D (x, y, z, time) series.")
+        check_frame_count(img.shape[3], path, min_frames)
         timing, meta = read_timing(path, img, img.shape[3], frame_interval, sidecar, allow_long_frames)
         return CTPImage(path, img.dataobj, img.affine, img.header, timing, meta)
     img, data = load_nifti(path, "CTP scan")
@@ -166,20 +167,21 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10, allow_long_
             f"The CTP scan {path} has {data.ndim} dimensions {data.shape}; a 4D (x, y, z, time) "
             "series is needed (a 2D slab must be stored as x, y, 1, time)."
         )
-    if data.shape[3] < min_frames:
-        raise InputError(
-            f"The CTP scan {path} has {data.shape[3]} frames; at least {min_frames} are needed "
-            "to see the baseline, the bolus and its wash-out."
-        )
+    check_frame_count(data.shape[3], path, min_frames)
     data = np.asarray(data, dtype=np.float32)
     if not np.all(np.isfinite(data)):
-        n_bad = int(np.count_nonzero(~np.isfinite(data)))
-        raise InputError(
-            f"The CTP scan {path} contains {n_bad} NaN or infinite values; replace them "
-            "(e.g. by the image's background value) before running."
-        )
+        _check_finite(int(np.count_nonzero(~np.isfinite(data))), path)
     timing, meta = read_timing(path, img, data.shape[3], frame_interval, sidecar, allow_long_frames)
     return CTPImage(path, data, img.affine, img.header, timing, meta)
+
+
+def check_frame_count(n_frames, path, min_frames=10):
+    """Raise :class:`InputError` for a series of fewer than ``min_frames`` frames."""
+    if n_frames < min_frames:
+        raise InputError(
+            f"The CTP scan {path} has {n_frames} frames; at least {min_frames} are needed "
+            "to see the baseline, the bolus and its wash-out."
+        )
 
 
 def _can_read_lazily(path):
@@ -279,17 +281,21 @@ def check_plausible_hu(data, path, hu_range=PLAUSIBLE_HU):
     ...
     ctp_nipype.io.InputError: The CTP scan scan.nii.gz does not look like Hounsfield units ...
     """
-    low, high = float(np.min(data)), float(np.max(data))
+    _check_hu(float(np.min(data)), float(np.max(data)), lambda: float(np.median(data)), path, hu_range)
+
+
+def _check_hu(low, high, median, path, hu_range):
+    """:func:`check_plausible_hu` on a series' range; ``median()`` is asked for only when no value is negative."""
     if low < hu_range[0] or high > hu_range[1]:
         raise InputError(
             f"The CTP scan {path} has values from {low:.6g} to {high:.6g}, outside the plausible HU range "
             f"[{hu_range[0]:g}, {hu_range[1]:g}]. Convert the scan to HU (apply RescaleSlope and "
             "RescaleIntercept) or check that the file is not corrupt."
         )
-    if low >= 0 and float(np.median(data)) > 500:
+    if low >= 0 and median() > 500:
         raise InputError(
             f"The CTP scan {path} does not look like Hounsfield units (no negative values, median "
-            f"{float(np.median(data)):.0f}): air should be near -1000 HU. Apply the DICOM RescaleSlope and "
+            f"{median():.0f}): air should be near -1000 HU. Apply the DICOM RescaleSlope and "
             "RescaleIntercept when converting the scan."
         )
 
@@ -303,11 +309,92 @@ def check_enhancement(data, path):
     ...
     ctp_nipype.io.InputError: The CTP scan scan.nii.gz has the same value in every frame...
     """
-    if not np.any(np.ptp(data, axis=-1) > 0):
+    _check_changes(bool(np.any(np.ptp(data, axis=-1) > 0)), path)
+
+
+def _check_changes(changes, path):
+    if not changes:
         raise InputError(
             f"The CTP scan {path} has the same value in every frame, so it shows no contrast bolus; "
             "check that it is the perfusion series (one volume per time point)."
         )
+
+
+def _check_finite(n_bad, path):
+    if n_bad:
+        raise InputError(
+            f"The CTP scan {path} contains {n_bad} NaN or infinite values; replace them "
+            "(e.g. by the image's background value) before running."
+        )
+
+
+class SeriesValueChecks:
+    """The value checks of :func:`load_ctp`, :func:`check_plausible_hu` and :func:`check_enhancement`, one frame
+    at a time, so that a series is checked as it is streamed (memory: two frames, not the series).
+
+    The "no negative value" check of unscaled DICOM values uses the median of the first frame (the whole
+    series' median needs the whole series; an unscaled scan fails either way).
+
+    >>> checks = SeriesValueChecks("scan.nii.gz")
+    >>> for t in range(3):
+    ...     checks.update(np.full((2, 2, 1), -1000.0 + 10 * t))
+    >>> checks.check()
+    >>> checks = SeriesValueChecks("scan.nii.gz"); checks.update(np.zeros((2, 1, 1))); checks.update(np.zeros((2, 1, 1)))
+    >>> checks.check()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctp_nipype.io.InputError: The CTP scan scan.nii.gz has the same value in every frame...
+    """
+
+    def __init__(self, path, hu_range=PLAUSIBLE_HU):
+        self.path, self.hu_range = path, hu_range
+        self.low, self.high, self.n_nonfinite, self.changes, self.first = np.inf, -np.inf, 0, False, None
+
+    def update(self, frame):
+        frame = np.asarray(frame)
+        finite = np.isfinite(frame)
+        if not finite.all():
+            self.n_nonfinite += int(frame.size - np.count_nonzero(finite))
+            frame = frame[finite]
+        if frame.size:
+            self.low, self.high = min(self.low, float(frame.min())), max(self.high, float(frame.max()))
+        if self.first is None:
+            self.first = frame.copy()
+        elif not self.changes and not self.n_nonfinite:
+            self.changes = bool(np.any(frame != self.first))
+
+    def check(self):
+        """Raise :class:`InputError` for the first check that failed (non-finite values, HU, no change)."""
+        _check_finite(self.n_nonfinite, self.path)
+        _check_hu(self.low, self.high, lambda: float(np.median(self.first)), self.path, self.hu_range)
+        _check_changes(self.changes, self.path)
+
+
+def check_series_values(path, hu_range=PLAUSIBLE_HU):
+    """:class:`SeriesValueChecks` over the 4D NIfTI at ``path``, read one frame at a time (one pass, even gzipped)."""
+    checks = SeriesValueChecks(path, hu_range)
+    for frame in read_frames(path):
+        checks.update(frame)
+    checks.check()
+
+
+def read_frames(path, what="CTP scan"):
+    """The frames of a 4D NIfTI as float32, in one pass (:func:`ctp_nipype.slabs.iter_frames`); a truncated or
+    corrupt file raises :class:`InputError`."""
+    from .slabs import iter_frames
+
+    frames = iter_frames(path)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except (OSError, EOFError, ValueError) as err:  # a truncated or corrupt file, gzipped or not
+            raise InputError(
+                f"The {what} {path} cannot be read as NIfTI ({type(err).__name__}: {err}). "
+                "Check that the file is complete (not truncated) and a valid .nii or .nii.gz."
+            ) from None
+        yield frame
 
 
 def load_mask(path, spatial_shape, affine=None, what="mask"):
@@ -692,7 +779,7 @@ def map_filename(prefix, method, name, ext=".nii.gz"):
     return derivative_name(prefix, name, desc=method, extension=ext)
 
 
-def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, metadata=None):
+def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, metadata=None, compress=True):
     """Write perfusion maps and curves with the conventions' names and JSON sidecars.
 
     Parameters
@@ -711,6 +798,8 @@ def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, met
     metadata : dict
         Extra sidecar fields shared by all maps (method parameters, constants,
         provenance). Each sidecar also gets ``Units`` and ``Description``.
+    compress : bool
+        ``.nii.gz`` (default) or, for intermediates that another step reads again (slab maps), ``.nii``.
 
     Returns
     -------
@@ -733,7 +822,7 @@ def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, met
     for name, values in maps.items():
         sidecar = {"Units": UNITS.get(name, ""), "Description": descriptions.get(name, name), "Method": method}
         sidecar.update(metadata or {})
-        path = out_dir / map_filename(prefix, method, name)
+        path = out_dir / map_filename(prefix, method, name, ".nii.gz" if compress else ".nii")
         written[name] = write_nifti(path, np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), affine, header, sidecar)
     return written
 

@@ -20,6 +20,10 @@ import numpy as np
 BYTES_PER_SERIES_VALUE = 4 * 6
 #: share of the available memory the parallel slab steps may take together
 MEMORY_SHARE = 0.5
+#: the most float32 series a slab holds, however much memory there is: a deconvolution step costs the same
+#: per voxel on a bigger slab, so bigger slabs only cost memory (about 6 times this per job in flight:
+#: :data:`BYTES_PER_SERIES_VALUE`) and balance worse over the processes
+MAX_SLAB_SERIES_BYTES = 256 << 20
 
 
 def available_memory_bytes():
@@ -50,7 +54,8 @@ def plan_slabs(brain_voxels_per_slice, n_frames, n_procs=1, n_slabs=None, slice_
         Processes that run slabs at once: at least this many slabs (where there are slices for them).
     n_slabs : int, optional
         Slabs asked for; default from the memory: enough that ``n_procs`` slabs in flight take at most
-        :data:`MEMORY_SHARE` of ``memory_bytes``.
+        :data:`MEMORY_SHARE` of ``memory_bytes``, and none holds more than :data:`MAX_SLAB_SERIES_BYTES`
+        of series.
     slice_voxels : int, optional
         Voxels in one slice (x * y) of the series the steps read; default the brain voxels' maximum.
     memory_bytes : int, optional
@@ -72,6 +77,9 @@ def plan_slabs(brain_voxels_per_slice, n_frames, n_procs=1, n_slabs=None, slice_
         per_slice = int(slice_voxels or max(int(counts.max()), 1)) * n_frames * BYTES_PER_SERIES_VALUE
         slices_in_flight = max(1, int(MEMORY_SHARE * memory // max(per_slice, 1)))
         n_slabs = max(int(n_procs), -(-n_slices * int(n_procs) // slices_in_flight))
+        slice_series_bytes = int(slice_voxels or max(int(counts.max()), 1)) * n_frames * 4  # float32
+        slices_per_slab = max(1, MAX_SLAB_SERIES_BYTES // slice_series_bytes)
+        n_slabs = max(n_slabs, -(-n_slices // slices_per_slab))
     n_slabs = int(min(max(1, n_slabs), n_slices))
     # cut where the cumulative brain voxels cross equal shares; every slab keeps at least one slice
     cumulative = np.cumsum(counts)

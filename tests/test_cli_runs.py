@@ -284,3 +284,22 @@ def test_two_runs_at_once_on_the_same_folders(tmp_path, capsys):
     _, first_err = first.communicate(timeout=120)
     assert first.returncode == 0, first_err
     assert (_perf(tmp_path / "out", "01") / "sub-01_ses-01_desc-ssvd_cbf.nii.gz").is_file()
+
+
+def test_progress_counts_slab_jobs_and_estimates_the_time_left():
+    """The [progress] line's total grows with each MapNode job (_ssvd0, ...) and its estimate is the mean step time."""
+    import io
+    from types import SimpleNamespace
+
+    from ctp_nipype.cli._run import ProgressPrinter
+
+    stream = io.StringIO()
+    progress = ProgressPrinter(stream, total_steps=4)
+    for name in ("wf.load", "_ssvd0", "_ssvd1"):
+        progress(SimpleNamespace(fullname=name, result=None), "start")
+    assert progress.total == 6
+    for name in ("wf.load", "_ssvd0", "_ssvd1"):
+        progress(SimpleNamespace(fullname=name, result=None), "end")
+    progress._clock -= 30.0  # 30 s for 3 steps: 10 s each, 3 left
+    assert progress.estimate() == "3/6 steps, 00:30 elapsed, about 00:30 left"
+    assert stream.getvalue().count("[done") == 3

@@ -22,6 +22,7 @@ from ctp_nipype.interfaces.preprocessing import (
 )
 from ctp_nipype.io import InputError, sidecar_path, write_curves_tsv
 from ctp_nipype.perfusion.filtering import guided_filter
+from ctp_nipype.perfusion.timing import resample_to_uniform
 from ctp_nipype.sims.phantom import PhantomLabel, make_phantom
 
 
@@ -62,6 +63,10 @@ def test_pipeline_on_phantom(phantom_file, tmp_path):
     # 1 s then 2 s frames -> uniform frames of 1 s from the first to the last
     n_uniform = int(ph.frame_times[-1] - ph.frame_times[0]) + 1
     assert img.shape[3] == n_uniform and loaded.frame_interval == pytest.approx(1.0)
+    # streamed a frame at a time, the series is the whole-array resampling bit for bit
+    expected, _ = resample_to_uniform(np.asarray(ph.hu, np.float32), ph.frame_times)
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), expected)
+    assert loaded.out_file.endswith("_ctp.nii")  # uncompressed: the later steps read it by slices
     with open(loaded.frame_times_file) as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert [float(r["time"]) for r in rows] == pytest.approx(ph.frame_times[0] + np.arange(n_uniform))
@@ -99,6 +104,10 @@ def test_pipeline_on_phantom(phantom_file, tmp_path):
     assert (sidecar["RadiusVoxels"], sidecar["RadiusMm"], sidecar["VoxelSizeMm"][:2]) == (1, 1.88, [4.0, 4.0])
     expected = guided_filter(nb.load(loaded.out_file).get_fdata(), radius=1)
     assert np.allclose(nb.load(filtered.out_file).get_fdata(), expected, atol=1e-3)
+    # within the brain's box, filtering only there gives the whole-image values bit for bit
+    in_brain = _run(GuidedFilter(in_file=loaded.out_file, mask_file=brain.out_file), tmp_path, "gf_brain")
+    np.testing.assert_array_equal(np.asanyarray(nb.load(in_brain.out_file).dataobj)[brain_mask],
+                                  np.asanyarray(nb.load(filtered.out_file).dataobj)[brain_mask])
     wide = _run(GuidedFilter(in_file=loaded.out_file, radius=2), tmp_path, "gf2")
     sidecar = json.loads(sidecar_path(wide.out_file).read_text())["GuidedFilter"]
     assert (sidecar["RadiusVoxels"], sidecar["RadiusMm"]) == (2, None)
@@ -242,3 +251,26 @@ def test_an_aif_peak_lost_to_motion_is_reported(tmp_path):
     assert any("The AIF's peak lies in frames left out for head motion" in line for line in lines)
     report = _run(ScanReport(in_file=path, curves_file=select.out_file), tmp_path, "report")
     assert "The AIF's peak lies in frames left out" in html.unescape(open(report.out_report).read())
+
+
+def test_head_motion_check_does_not_depend_on_the_chunks():
+    """bone_surface_displacement reads the series chunk by chunk of slices: one slice at a time gives the same."""
+    from ctp_nipype.perfusion.motion import bone_surface_displacement
+
+    moving = make_phantom("small", seed=3, motion=True)
+    whole = bone_surface_displacement(moving.hu, moving.voxel_size_mm)
+    by_slice = bone_surface_displacement(moving.hu, moving.voxel_size_mm, max_bytes=1)
+    np.testing.assert_array_equal(whole, by_slice)
+    assert whole.max() > 0.5  # the phantom's head moves
+
+
+def test_load_refuses_a_non_finite_frame_and_publishes_nothing(tmp_path):
+    data = np.full((6, 6, 2, 12), -1000.0, np.float32)
+    data[2:4, 2:4, :, 3:8] += 50.0
+    data[1, 1, 0, 7] = np.nan
+    path = _save(tmp_path / "nan_ctp.nii.gz", data, sidecar={"FrameTimesStart": list(range(12))})
+    work = tmp_path / "load"
+    work.mkdir()
+    with pytest.raises(InputError, match="contains 1 NaN or infinite"):
+        LoadCTP(in_file=path).run(cwd=str(work))
+    assert not list(work.glob("*_ctp.nii"))

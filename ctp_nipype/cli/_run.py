@@ -51,14 +51,18 @@ def parse_plugin_args(text):
 
 
 class ProgressPrinter:
-    """Nipype ``status_callback``: one line per finished step, with its time.
+    """Nipype ``status_callback``: one line per finished step, with its time, above a progress bar.
+
+    The progress counts the steps, slab jobs included (a MapNode's jobs are added to the total as they
+    appear), and estimates the time left from the mean time per step so far: on a terminal a tqdm bar
+    under the step lines; in a log file (cluster job, CI) a ``[progress]`` line at most every 30 s.
 
     Nipype's Linear plugin also reports ``end`` for the steps it skips because an
     upstream step failed; those were never started, have no result, and are counted
     in ``skipped``, not printed.
     """
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, total_steps=None):
         import sys
 
         self.stream = stream or sys.stdout
@@ -66,6 +70,40 @@ class ProgressPrinter:
         self.finished = 0
         self.skipped = 0
         self.failed = []
+        self.total = int(total_steps or 0)
+        self.bar = None
+        self._clock = time.monotonic()
+        self._last_estimate = self._clock
+        if self.total and self.stream.isatty() and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc="steps", unit="step", leave=False,
+                            bar_format="{desc}: {n}/{total} {bar} {elapsed} elapsed, about {remaining} left")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def estimate(self):
+        """``'12/40 steps, 1:05 elapsed, about 2:31 left'`` (from the mean time per step so far)."""
+        from tqdm import tqdm
+
+        elapsed = time.monotonic() - self._clock
+        done = self.finished + self.skipped
+        left = (self.total - done) * elapsed / done if done else float("nan")
+        left_text = tqdm.format_interval(left) if left == left else "?"
+        return f"{done}/{self.total} steps, {tqdm.format_interval(elapsed)} elapsed, about {left_text} left"
+
+    def _line(self, text):
+        if self.bar is not None:  # a terminal: the line above the bar
+            self.bar.write(text, file=self.stream)
+            return
+        print(text, file=self.stream, flush=True)
+        now = time.monotonic()
+        if self.total and now - self._last_estimate >= 30.0:  # a log file: the estimate every 30 s or more
+            self._last_estimate = now
+            print(f"[progress] {self.estimate()}", file=self.stream, flush=True)
 
     def __deepcopy__(self, memo):
         # Nipype deep-copies a MapNode, plugin arguments and all, before running it with MultiProc: the
@@ -74,7 +112,7 @@ class ProgressPrinter:
 
     def __getstate__(self):
         # ... and pickles the MapNode's jobs for its worker processes: a copy there writes to its own stdout
-        return {**self.__dict__, "stream": None}
+        return {**self.__dict__, "stream": None, "bar": None}
 
     def __setstate__(self, state):
         import sys
@@ -86,10 +124,16 @@ class ProgressPrinter:
         name = node.fullname
         if status == "start":
             self.started[name] = time.monotonic()
+            if self.total and name.startswith("_"):  # a MapNode's job (_ssvd3): one more step
+                self.total += 1
+                if self.bar is not None:
+                    self.bar.total = self.total
             return
         if name not in self.started and status == "end":
             self.skipped += 1
             return
+        if self.bar is not None:
+            self.bar.update(1)
         elapsed = time.monotonic() - self.started.pop(name, time.monotonic())
         try:
             runtime = getattr(node.result, "runtime", None)
@@ -101,10 +145,10 @@ class ProgressPrinter:
             self.finished += 1
             if name.split(".")[-1] in ("inputnode", "outputnode") or "merge" in name or "collect" in name:
                 return
-            print(f"[done {elapsed:6.1f} s] {name}", file=self.stream, flush=True)
+            self._line(f"[done {elapsed:6.1f} s] {name}")
         elif status == "exception":
             self.failed.append(name)
-            print(f"[FAILED {elapsed:5.1f} s] {name}", file=self.stream, flush=True)
+            self._line(f"[FAILED {elapsed:5.1f} s] {name}")
 
 
 class WorkflowError(ValueError):
@@ -242,7 +286,7 @@ def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crash
         nipype_logging.getLogger(logger).setLevel(quiet)
     if plugin == "SLURM":
         _check_slurm()
-    progress = ProgressPrinter()
+    progress = ProgressPrinter(total_steps=len(workflow._get_all_nodes()))
     args.setdefault("status_callback", progress)
     if plugin == "MultiProc":
         args.setdefault("n_procs", max(1, int(nprocs)))
@@ -255,10 +299,13 @@ def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crash
     started = time.time() - 1
     try:
         workflow.run(plugin=runner, plugin_args=None if plugin == "MultiProc" else args)
+        progress.close()
     except KeyboardInterrupt:
+        progress.close()
         _stop_workers(runner)
         raise Interrupted() from None
     except Exception as err:  # nipype raises RuntimeError or the node's own error
+        progress.close()
         if debug:
             raise
         crashes = _crash_summary(crashdump_dir, started) if crashdump_dir else []

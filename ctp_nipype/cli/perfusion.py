@@ -56,13 +56,14 @@ def validate_inputs(args):
     from ..bids import check_output_outside_input, find_dataset_root
     from ..io import (
         InputError,
-        check_enhancement,
-        check_plausible_hu,
-        load_ctp,
+        check_frame_count,
+        check_series_values,
         load_mask,
         prepare_output_dir,
         read_curve_tsv,
+        read_timing,
     )
+    import nibabel as nb
 
     for label, path in (("input scan", args.in_file), ("AIF file", args.aif), ("VOF file", args.vof),
                         ("mask", args.mask)):
@@ -75,19 +76,20 @@ def validate_inputs(args):
         check_output_outside_input(args.out_dir, [dataset])
         if args.work_dir is not None:
             check_output_outside_input(args.work_dir, [dataset], "work folder (-w)")
-    scan = load_ctp(args.in_file, frame_interval=args.frame_interval, allow_long_frames=args.allow_long_frames)
-    check_plausible_hu(scan.data, args.in_file)
-    check_enhancement(scan.data, args.in_file)
-    n_frames = scan.data.shape[3]
+    # the header and timing first (cheap), then the values in one pass, a frame at a time (bounded memory)
+    timing, _ = read_timing(args.in_file, frame_interval=args.frame_interval, allow_long_frames=args.allow_long_frames)
+    n_frames = timing.frame_times.size
+    check_frame_count(n_frames, args.in_file)
+    check_series_values(args.in_file)
+    header = nb.load(str(args.in_file))
     if args.baseline_frames is not None and args.baseline_frames >= n_frames:
         raise InputError(f"--baseline-frames {args.baseline_frames} leaves no frame of the {n_frames} after it.")
     if args.aif is not None:
         read_curve_tsv(args.aif, "aif", n_frames, check_units=True, allow_long_frames=args.allow_long_frames)
     if args.vof is not None:
         read_curve_tsv(args.vof, "vof", n_frames, check_units=True, allow_long_frames=args.allow_long_frames)
-    if args.mask is not None and not load_mask(args.mask, scan.spatial_shape, scan.affine, "brain mask").any():
+    if args.mask is not None and not load_mask(args.mask, header.shape[:3], header.affine, "brain mask").any():
         raise InputError(f"The brain mask {args.mask} is empty; give a mask with the brain's voxels set to 1.")
-    del scan
     prepare_output_dir(args.out_dir)
 
 

@@ -13,6 +13,7 @@ import warnings
 
 import os
 
+import nibabel as nb
 import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -27,14 +28,16 @@ from ..bids import derivative_name
 from ..io import (
     PLAUSIBLE_HU,
     InputError,
-    check_enhancement,
-    check_plausible_hu,
+    SeriesValueChecks,
+    check_frame_count,
     load_ctp,
     load_mask,
     load_nifti,
     output_prefix,
     provenance,
     read_curve_tsv,
+    read_frames,
+    read_timing,
     write_curves_tsv,
     write_nifti,
     write_sidecar,
@@ -42,7 +45,8 @@ from ..io import (
 from ..perfusion import aif as aif_selection
 from ..perfusion import filtering, masks, motion
 from ..perfusion.chunks import read_slices
-from ..perfusion.timing import resample_to_uniform
+from ..perfusion.timing import frames_on_grid, resample_to_uniform, uniform_grid
+from ..slabs import FrameWriter, SliceWriter
 
 #: the series passed between the steps is an uncompressed NIfTI: read by slices without decompressing it
 #: (:mod:`ctp_nipype.perfusion.chunks`); it stays in the work folder, never among the derivatives
@@ -175,28 +179,33 @@ class LoadCTP(SimpleInterface):
     output_spec = _LoadCTPOutputSpec
 
     def _run_interface(self, runtime):
-        scan = load_ctp(
-            self.inputs.in_file,
-            frame_interval=_optional(self.inputs.frame_interval),
-            sidecar=_optional(self.inputs.sidecar_file),
-            min_frames=self.inputs.min_frames,
-            allow_long_frames=self.inputs.allow_long_frames,
-        )
-        check_plausible_hu(scan.data, self.inputs.in_file, self.inputs.hu_range)
-        check_enhancement(scan.data, self.inputs.in_file)
-        resampled = not scan.timing.is_uniform
-        data, times = resample_to_uniform(scan.data, scan.frame_times) if resampled else (scan.data, scan.frame_times)
-        prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
-        sidecar = {**scan.sidecar, **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times)}
+        # one pass over the (possibly gzipped) scan, a frame at a time: checked, put on the uniform grid and
+        # written uncompressed; then the head-motion check reads the written series chunk by chunk
+        path = self.inputs.in_file
+        timing, meta = read_timing(path, frame_interval=_optional(self.inputs.frame_interval),
+                                   sidecar=_optional(self.inputs.sidecar_file),
+                                   allow_long_frames=self.inputs.allow_long_frames)
+        img = nb.load(path)
+        check_frame_count(img.shape[3], path, self.inputs.min_frames)
+        resampled = not timing.is_uniform
+        times = uniform_grid(timing.frame_times) if resampled else timing.frame_times
+        prefix = _optional(self.inputs.out_prefix, output_prefix(path))
+        out_file = _out(runtime, derivative_name(prefix, "ctp", extension=SERIES_EXTENSION))
+        checks = SeriesValueChecks(path, self.inputs.hu_range)
+        with FrameWriter(out_file, img.shape[:3] + (times.size,), img.affine, img.header) as out:
+            for frame in frames_on_grid(_checked(read_frames(path), checks), timing.frame_times, times):
+                out.write(frame)
+            checks.check()  # before the file is published
+        sidecar = {**meta, **_timing_sidecar(times, resampled, timing.source, timing.frame_times)}
         if self.inputs.allow_long_frames:
             sidecar["AllowLongFrames"] = True
-        check = head_motion_check(data, scan.header.get_zooms()[:3], self.inputs.head_motion_mm)
+        series = nb.load(out_file, mmap=False).dataobj  # read by chunks of slices
+        check = head_motion_check(series, img.header.get_zooms()[:3], self.inputs.head_motion_mm)
         sidecar["HeadMotionCheck"] = check
         if check["HeadMoved"] and self.inputs.warn_head_motion:
-            warnings.warn(f"{self.inputs.in_file}: {HEAD_MOTION_WARNING.format(**check)}", stacklevel=1)
-        sidecar.update(provenance(self.inputs.in_file))
-        out_file = _out(runtime, derivative_name(prefix, "ctp", extension=SERIES_EXTENSION))
-        write_nifti(out_file, data, scan.affine, scan.header, sidecar)
+            warnings.warn(f"{path}: {HEAD_MOTION_WARNING.format(**check)}", stacklevel=1)
+        sidecar.update(provenance(path))
+        write_sidecar(out_file, sidecar)
         times_file = write_curves_tsv(_out(runtime, derivative_name(prefix, "frametimes", extension=".tsv")), {"time": times})
         self._results.update(
             out_file=out_file,
@@ -207,6 +216,13 @@ class LoadCTP(SimpleInterface):
             head_moved=bool(check["HeadMoved"]),
         )
         return runtime
+
+
+def _checked(frames, checks):
+    """Pass the frames on, each seen by ``checks`` (:class:`ctp_nipype.io.SeriesValueChecks`) first."""
+    for frame in frames:
+        checks.update(frame)
+        yield frame
 
 
 #: what the user reads when LoadCTP finds head motion (formatted with a HeadMotionCheck)
@@ -659,6 +675,9 @@ class _GuidedFilterInputSpec(BaseInterfaceInputSpec):
     guidance_window = traits.Tuple(filtering.GUIDANCE_WINDOW_HU, traits.Float, traits.Float, usedefault=True,
         desc="HU window mapped onto [0, 1] for the guidance",
     )
+    mask_file = File(exists=True, desc="3D mask (the brain): the frames are filtered only within its in-plane bounding "
+                     "box (per chunk of slices; exactly the whole-image values there) and passed on unfiltered "
+                     "outside it")
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     out_prefix = traits.Str(desc="output file-name prefix")
 
@@ -686,8 +705,11 @@ class GuidedFilter(SimpleInterface):
     output_spec = _GuidedFilterOutputSpec
 
     def _run_interface(self, runtime):
-        scan = load_ctp(self.inputs.in_file, frame_interval=_optional(self.inputs.frame_interval))
+        scan = load_ctp(self.inputs.in_file, frame_interval=_optional(self.inputs.frame_interval), lazy=True)
         guidance = None
+        region = None
+        if isdefined(self.inputs.mask_file):
+            region = load_mask(self.inputs.mask_file, scan.spatial_shape, scan.affine, "mask")
         if isdefined(self.inputs.guidance_file):
             img, guidance = load_nifti(self.inputs.guidance_file, "guidance image")
             guidance = np.asarray(guidance, np.float32)
@@ -706,8 +728,8 @@ class GuidedFilter(SimpleInterface):
                 raise InputError(
                     f"{self.inputs.in_file}: {err} Fix the voxel size in the NIfTI header or give radius in voxels."
                 ) from None
-        filtered = filtering.guided_filter(
-            scan.data, guidance, radius, self.inputs.eps, self.inputs.mode, self.inputs.guidance_window
+        chunks = filtering.guided_filter_chunks(
+            scan.data, guidance, radius, self.inputs.eps, self.inputs.mode, self.inputs.guidance_window, region
         )
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         sidecar = {
@@ -721,10 +743,14 @@ class GuidedFilter(SimpleInterface):
                 "GuidanceWindowHU": list(self.inputs.guidance_window),
                 "Mode": self.inputs.mode,
                 "Guidance": "user image" if guidance is not None else "time-averaged series",
+                "FilteredRegion": "everywhere" if region is None else "the mask's in-plane bounding box per chunk of "
+                "slices; unfiltered outside it",
             },
-            **provenance(self.inputs.in_file),
+            **provenance(self.inputs.in_file, *([self.inputs.mask_file] if region is not None else [])),
         }
         out_file = _out(runtime, derivative_name(prefix, "ctp", extension=SERIES_EXTENSION))
-        write_nifti(out_file, filtered, scan.affine, scan.header, sidecar)
+        with SliceWriter(out_file, scan.data.shape, scan.affine, scan.header, sidecar) as out:
+            for z0, block in chunks:
+                out.write_slices(z0, block)
         self._results["out_file"] = out_file
         return runtime

@@ -32,6 +32,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .chunks import CHUNK_BYTES, read_slices, slice_chunks
+
 #: guided-filter defaults of Zeng et al. (2025): radius 2 voxels, eps 0.01
 RADIUS = 2
 EPS = 0.01
@@ -198,3 +200,57 @@ def guided_filter(
             chunk, guide[..., None], mean_guide[..., None], denominator, lambda x: _box(x, radius, (0, 1, 2))
         )
     return out[..., 0] if single else out
+
+
+def guided_filter_chunks(
+    series,
+    guidance=None,
+    radius=RADIUS,
+    eps=EPS,
+    mode="2d",
+    guidance_window_hu=GUIDANCE_WINDOW_HU,
+    region=None,
+    max_bytes=CHUNK_BYTES,
+):
+    """:func:`guided_filter` of a 4D series chunk by chunk of slices: yields ``(z0, filtered chunk)``.
+
+    For a series larger than memory (``series`` may be a lazy proxy: :mod:`ctp_nipype.perfusion.chunks`).
+    In ``'2d'`` mode every slice is filtered on its own, so the chunks give exactly the whole-series
+    result; ``'3d'`` windows cross slices, so that mode reads the series whole (one chunk).
+
+    ``region`` (3D bool, e.g. the brain mask) limits the work to where the result is used: each chunk is
+    filtered only within the in-plane bounding box of its region voxels widened by two radii (the reach of
+    the filter's two box passes), which gives inside the region's box exactly the values of the whole-image
+    filter; outside that box the frames are passed on unfiltered. A chunk without region voxels is passed on
+    as it is.
+
+    >>> rng = np.random.default_rng(0)
+    >>> series = rng.normal(40, 10, (12, 10, 3, 4)).astype(np.float32)
+    >>> region = np.zeros((12, 10, 3), bool); region[5:7, 4:6, 1] = True
+    >>> whole = guided_filter(series, radius=1)
+    >>> parts = dict(guided_filter_chunks(series, radius=1, region=region, max_bytes=1))
+    >>> bool(np.array_equal(parts[1][5:7, 4:6, 0], whole[5:7, 4:6, 1])), bool(np.array_equal(parts[0], series[:, :, :1]))
+    (True, True)
+    """
+    shape = tuple(series.shape)
+    if len(shape) != 4:
+        raise ValueError(f"The series must be 4D (x, y, z, t), got shape {shape}.")
+    chunks = slice_chunks(shape, max_bytes) if mode == "2d" else [(0, shape[2])]
+    reach = 2 * int(radius)
+    for z0, z1 in chunks:
+        chunk = read_slices(series, z0, z1)
+        guide = None if guidance is None else np.asarray(guidance[:, :, z0:z1])
+        if guide is None:
+            guide = chunk.mean(axis=-1)  # the time average (the default guidance), per voxel
+        if region is None:
+            yield z0, guided_filter(chunk, guide, radius, eps, mode, guidance_window_hu)
+            continue
+        inside = np.asarray(region[:, :, z0:z1], bool)
+        if not inside.any():
+            yield z0, chunk
+            continue
+        xs, ys = np.flatnonzero(inside.any(axis=(1, 2))), np.flatnonzero(inside.any(axis=(0, 2)))
+        box = (slice(max(xs[0] - reach, 0), xs[-1] + 1 + reach), slice(max(ys[0] - reach, 0), ys[-1] + 1 + reach))
+        out = chunk.copy()
+        out[box] = guided_filter(chunk[box], guide[box], radius, eps, mode, guidance_window_hu)
+        yield z0, out

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .chunks import CHUNK_BYTES, iter_slices
 from .timing import interpolate_in_time
 
 #: column names of the motion-parameter table, units in the names
@@ -170,7 +171,7 @@ BONE_HU = 700.0
 HEAD_MOTION_MM = 0.25
 
 
-def bone_surface_displacement(series, spacing, bone_hu=BONE_HU, min_bone_voxels=200):
+def bone_surface_displacement(series, spacing, bone_hu=BONE_HU, min_bone_voxels=200, max_bytes=CHUNK_BYTES):
     """Mean displacement (mm) of the skull's surface in every frame, from the images alone (no registration).
 
     Each frame's bone (HU above ``bone_hu``) is compared with the bone present
@@ -182,14 +183,16 @@ def bone_surface_displacement(series, spacing, bone_hu=BONE_HU, min_bone_voxels=
 
     Parameters
     ----------
-    series : ndarray, shape (x, y, z, T)
-        Series in HU.
+    series : array-like, shape (x, y, z, T)
+        Series in HU: an array or a lazy proxy, read in chunks of slices (:mod:`ctp_nipype.perfusion.chunks`).
     spacing : array_like (3,)
         Voxel size in mm.
     bone_hu : float
         Threshold of bone.
     min_bone_voxels : int
         With less bone than this (a skull-stripped or tightly cropped scan) there is nothing to measure.
+    max_bytes : int
+        The largest chunk read at once; the result does not depend on it.
 
     Returns
     -------
@@ -206,19 +209,21 @@ def bone_surface_displacement(series, spacing, bone_hu=BONE_HU, min_bone_voxels=
     >>> bone_surface_displacement(series, (1.0, 1.0, 1.0), min_bone_voxels=10).round(3).tolist()
     [0.0, 0.333, 0.0]
     """
-    series = np.asarray(series)
-    if series.ndim != 4:
+    if len(series.shape) != 4:
         raise ValueError(f"Need a 4D series (x, y, z, T), got shape {series.shape}.")
     spacing = np.asarray(spacing, dtype=float)[:3]
-    bone = series > bone_hu
-    usual = 2 * bone.sum(axis=-1, dtype=np.int32) > bone.shape[-1]  # bone in most frames
+    usual = np.zeros(series.shape[:3], bool)
+    changed = np.zeros(series.shape[3], np.int64)
+    for z0, z1, chunk in iter_slices(series, max_bytes):  # the series, chunk by chunk of slices
+        bone = chunk > bone_hu
+        usual[:, :, z0:z1] = 2 * bone.sum(axis=-1, dtype=np.int32) > bone.shape[-1]  # bone in most frames
+        changed += np.count_nonzero(bone != usual[:, :, z0:z1, None], axis=(0, 1, 2))
     if usual.sum() < min_bone_voxels:
         return None
     area = 0.0
     for axis in range(3):  # faces between bone and the rest, along each axis
         faces = np.count_nonzero(np.diff(usual.astype(np.int8), axis=axis))
         area += faces * np.prod(np.delete(spacing, axis))
-    changed = np.count_nonzero(bone != usual[..., None], axis=(0, 1, 2))
     return changed * float(np.prod(spacing)) / area
 
 

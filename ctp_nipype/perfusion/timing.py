@@ -326,16 +326,52 @@ def interpolate_in_time(data, times, new_times):
     array([[ 0., 20., 30.]])
     """
     data = np.asarray(data)
+    dtype = np.result_type(data.dtype, np.float32)
+    if np.asarray(times).size == 1:
+        return np.repeat(data.astype(dtype, copy=False), np.asarray(new_times).size, axis=-1)
+    left, right, weight = interpolation_weights(times, new_times)
+    out = data[..., left] * (1 - weight).astype(dtype) + data[..., right] * weight.astype(dtype)
+    return out.astype(dtype, copy=False)
+
+
+def frames_on_grid(frames, times, new_times):
+    """Yield the frames of a series on ``new_times``, from an iterator of its frames on ``times`` (two or more, in order).
+
+    :func:`interpolate_in_time` one frame at a time: holds two input frames, never the series, and gives
+    the same values bit for bit (float32 frames stay float32).
+
+    >>> frames = iter([np.array([0.0]), np.array([10.0]), np.array([30.0])])
+    >>> [f.tolist() for f in frames_on_grid(frames, [0.0, 1.0, 3.0], [0.0, 1.0, 2.0, 3.0])]
+    [[0.0], [10.0], [20.0], [30.0]]
+    """
+    held = {}  # input frame index -> frame
+    source = enumerate(frames)
+    for left, right, weight in zip(*interpolation_weights(times, new_times)):
+        while right not in held:
+            index, frame = next(source)
+            held[index] = np.asarray(frame)
+        for index in [i for i in held if i < left]:
+            del held[index]
+        dtype = np.result_type(held[left].dtype, np.float32)
+        yield held[left] * dtype.type(1 - weight) + held[right] * dtype.type(weight)
+
+
+def interpolation_weights(times, new_times):
+    """``(left, right, weight)``: each new time's value is ``(1 - weight) * value[left] + weight * value[right]``.
+
+    The weights of :func:`interpolate_in_time` (times outside ``[times[0], times[-1]]`` take the nearest
+    end's value), for applying them to one frame at a time; ``left`` and ``right`` never decrease.
+
+    >>> left, right, weight = interpolation_weights([0.0, 1.0, 3.0], [0.0, 2.0, 4.0])
+    >>> left.tolist(), right.tolist(), weight.tolist()
+    ([0, 1, 1], [1, 2, 2], [0.0, 0.5, 1.0])
+    """
     times = np.asarray(times, dtype=float)
     new_times = np.asarray(new_times, dtype=float)
-    dtype = np.result_type(data.dtype, np.float32)
-    if times.size == 1:
-        return np.repeat(data.astype(dtype, copy=False), new_times.size, axis=-1)
     right = np.clip(np.searchsorted(times, new_times, side="right"), 1, times.size - 1)
     left = right - 1
     weight = np.clip((new_times - times[left]) / (times[right] - times[left]), 0.0, 1.0)
-    out = data[..., left] * (1 - weight).astype(dtype) + data[..., right] * weight.astype(dtype)
-    return out.astype(dtype, copy=False)
+    return left, right, weight
 
 
 #: the share of its peak enhancement above which an AIF's last frame means the scan ended too early

@@ -62,7 +62,8 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
     motion_correction : bool
         Rigid registration of every frame to the pre-bolus mean (SimpleITK).
     guided_filter : bool
-        He et al.'s guided filter on every frame (eps 0.01, the paper's radius in mm).
+        He et al.'s guided filter on every frame (eps 0.01, the paper's radius in mm), within the brain
+        mask's bounding box (the values there are those of the whole-image filter; the rest is not used).
     frame_interval : float, optional
         Frame interval (s) used only when no other timing source exists.
     guided_filter_radius_mm : float
@@ -173,6 +174,7 @@ def init_ctp_preproc_wf(motion_correction=False, guided_filter=True, frame_inter
         workflow.connect([
             (inputnode, gfilter, [("prefix", "out_prefix")]),
             (series, gfilter, [(series_field, "in_file")]),
+            (brain, gfilter, [("out_file", "mask_file")]),  # filtered where the maps are made
             (gfilter, outputnode, [("out_file", "preproc_file")]),
         ])  # fmt: skip
     else:
@@ -246,13 +248,15 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
             from ..interfaces.transformer import TransformerPerfusion  # torch only when asked for
 
             # a progress bar with the time left for each slab (the network's step takes minutes)
-            node = pe.MapNode(TransformerPerfusion(device=device, progress=True), iterfield=["in_file", "mask_file"],
-                              name="transformer")
+            node = pe.MapNode(TransformerPerfusion(device=device, progress=True, compress=False),
+                              iterfield=["in_file", "mask_file"], name="transformer")
             if weights:
                 node.inputs.weights = weights
             maps.append("localaif")
         else:
-            node = pe.MapNode(SVDDeconvolution(method=method), iterfield=["in_file", "mask_file"], name=method)
+            # slab maps are read again by the join only: uncompressed
+            node = pe.MapNode(SVDDeconvolution(method=method, compress=False), iterfield=["in_file", "mask_file"],
+                              name=method)
         # every method reads the same AIF column (a method without the input would silently use another)
         node.inputs.aif_column = aif_column
         accepted = set(node.inputs.copyable_trait_names())
