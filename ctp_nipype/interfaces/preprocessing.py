@@ -307,6 +307,7 @@ class MotionCorrection(SimpleInterface):
         result = motion.correct_motion(
             data, scan.header.get_zooms()[:3], _optional(self.inputs.n_baseline_frames), metric=self.inputs.metric,
             sampling_fraction=self.inputs.sampling_fraction, max_displacement_mm=self.inputs.max_displacement_mm,
+            in_place=True,
         )
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         sidecar = {

@@ -475,6 +475,7 @@ def init_ctp_wf(
         (lesion_jsons, summary, [("out", "lesion_files")]),
         (delay_maps, summary, [("out", "delay_files")]),
         (summary, stats_files, [("out_files", "in4")]),
+        (summary, report, [("out_files", "summary_files")]),  # embedded, not drawn again
     ])  # fmt: skip
     if frame_interval is not None:
         summary.inputs.frame_interval = frame_interval
