@@ -1,32 +1,35 @@
-"""Speed of the perfusion Transformer's inference path, step by step.
+"""Speed of the perfusion Transformer's inference path, step by step: today's path and the fused one in the same run.
 
-Prints voxels per second on the CPU (target >= 1,000 for 60 frames on 2
-cores) for each step of the fast path, and, when a GPU is present, seconds for
-one million voxels (target <= 2 s on one H100, issue 31).
+Prints voxels per second on the CPU (issue 31's target: >= 2,500 for 60 frames on 2 threads) for each
+step, in alternating rounds so that a change in the machine's speed hits every step alike (each step's
+best and median round, and the fused path's speed-up over the module forward round by round), the load
+average before and after, and the largest differences between the two paths' outputs; with a GPU,
+seconds for one million voxels (target <= 2 s on one H100, issue 31).
 
-Steps measured (same architecture throughout: 3+3 layers, d_model 64, 16 heads),
-in alternating rounds so that a change in the machine's speed hits every step
-alike; each step's best and median round are printed:
+Steps measured (same architecture throughout: 3+3 layers, d_model 64, 16 heads):
 
 1. ``nn.Transformer`` reference (the naive implementation, dim_feedforward 256),
    a yardstick of the machine's speed on the day;
-2. our network, fp32, the AIF re-embedded for every batch (no cache), attention by
-   ``blocked_attention`` (torch's softmax, one head at a time);
-3. + the decoder's AIF part cached once per scan (``run_network``);
-4. + attention by ``exp_attention`` (one exponential per score, the package's default);
-5. + bfloat16 autocast on the CPU (which falls back to ``blocked_attention``);
+2. ``run_network(fused=False)``: the module forward (the reference and the path before the fused one),
+   attention by ``blocked_attention`` (torch's softmax, one head at a time);
+3. ``run_network(fused=False)``: the module forward with ``exp_attention`` (one exponential per score,
+   one head at a time; the package's CPU path until 2026-12-07);
+4. ``run_network``: the fused path (``ctp_nipype.nn.fused``, the package's default on the CPU);
+5. bfloat16 autocast on the CPU (the module forward, which falls back to ``blocked_attention``);
 6. the full ``estimate_curves`` (normalisation, batching, maps): the figure of the target.
 
-Option ``--batch-sizes 32,128,512``: ``estimate_curves`` at other voxels per batch, in the same rounds.
+Option ``--batch-sizes 8,32``: ``estimate_curves`` at other voxels per batch, in the same rounds.
 
 Run: ``python benchmarks/bench_transformer.py [--voxels 4096] [--frames 60] [--threads 2] [--rounds 5]
-[--device auto|cpu|cuda]``.
+[--device auto|cpu|cuda]``. ``--device cuda`` times one million voxels on the GPU only (an error
+without one); ``cpu`` the CPU steps only; ``auto`` both when a GPU is present.
 The numbers depend on the load of the machine; repeat on an idle one for claims.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -62,6 +65,23 @@ def print_rates(rates):
         print(f"{name:46s} {max(values):8.0f} {np.median(values):8.0f}")
 
 
+def load_average():
+    """The 1, 5 and 15 minute load averages, as a string."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def print_differences(model, aif, tissue, times, module_batch):
+    """Largest differences between the fused path and the module forward: network outputs and maps."""
+    from ctp_nipype.nn.inference import estimate_curves
+
+    fused = estimate_curves(aif * 300, tissue * 30, times, model=model)
+    module = estimate_curves(aif * 300, tissue * 30, times, model=model, batch_size=module_batch, fused=False)
+    print("largest |fused - module forward| (largest |value|) on these curves: " + ", ".join(
+        f"{key} {np.max(np.abs(fused[key] - module[key])):.1e} ({np.max(np.abs(module[key])):.3g})"
+        for key in ("bad", "local_aif", "residue", "cbf", "cbv", "mtt")
+    ))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voxels", type=int, default=4096)
@@ -74,6 +94,8 @@ def main(argv=None):
                         help="cuda: time 1M voxels on the GPU (an error without one); cpu: the CPU steps only; "
                         "auto: both when a GPU is present")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here.")
     torch.set_num_threads(args.threads)
 
     from ctp_nipype.nn import model as network
@@ -83,20 +105,21 @@ def main(argv=None):
 
     n, t = args.voxels, args.frames
     batch = default_batch_size(t, "cpu")
+    module_batch = max(64, int(64 * min(1.0, (60.0 / t) ** 2)))  # the module forward's batches until 12-07
     times, aif, tissue = benchmark_curves(n, t)
     model = load_model(args.weights) if (args.weights or shipped_weights_available()) else PerfusionTransformer().eval()
-    print(f"CPU, {args.threads} threads, {t} frames, {n} voxels, batch {batch} (package default), "
-          f"{args.rounds} rounds")
+    print(f"CPU, {args.threads} threads, {t} frames, {n} voxels, batch {batch} (package default; the module "
+          f"forward's steps {module_batch}, its default until 12-07), {args.rounds} rounds, torch {torch.__version__}")
 
     reference = torch.nn.Transformer(
         d_model=64, nhead=16, num_encoder_layers=3, num_decoder_layers=3, dim_feedforward=256, batch_first=True
     ).eval()
-    t_times, t_aif = torch.from_numpy(times), torch.from_numpy(aif)
+    t_aif = torch.from_numpy(aif)
 
     def naive():
         with torch.inference_mode():
-            for s in range(0, n, batch):
-                x = torch.from_numpy(tissue[s : s + batch])[..., None].expand(-1, -1, 64)
+            for s in range(0, n, module_batch):
+                x = torch.from_numpy(tissue[s : s + module_batch])[..., None].expand(-1, -1, 64)
                 y = t_aif[None, :, None].expand(x.shape[0], -1, 64)
                 reference(x, y)
 
@@ -112,34 +135,36 @@ def main(argv=None):
 
         return run
 
-    def uncached():
-        with torch.inference_mode():
-            for s in range(0, n, batch):
-                model(torch.from_numpy(tissue[s : s + batch]), t_aif, t_times)
+    def module_forward():
+        return run_network(model, aif, tissue, times, "cpu", batch_size=module_batch, fused=False)
 
     def cached_bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            run_network(model, aif, tissue, times, "cpu")
+            run_network(model, aif, tissue, times, "cpu", batch_size=module_batch)
 
+    module_step, fused_step = "3 module forward, exp_attention (until 12-07)", "4 fused path (package default)"
     steps = {
         "1 nn.Transformer reference": naive,
-        "2 ours fp32, AIF per batch, blocked_attention": softmax_attention(uncached),
-        "3 ours fp32, AIF cached, blocked_attention": softmax_attention(
-            lambda: run_network(model, aif, tissue, times, "cpu")
-        ),
-        "4 ours fp32, AIF cached, exp_attention": lambda: run_network(model, aif, tissue, times, "cpu"),
-        "5 ours bf16 autocast, AIF cached": cached_bf16,
-        "6 estimate_curves (default precision)": lambda: estimate_curves(aif * 300, tissue * 30, times, model=model),
+        "2 module forward, blocked_attention": softmax_attention(module_forward),
+        module_step: module_forward,
+        fused_step: lambda: run_network(model, aif, tissue, times, "cpu"),
+        "5 module forward, bf16 autocast": cached_bf16,
+        "6 estimate_curves (package default)": lambda: estimate_curves(aif * 300, tissue * 30, times, model=model),
     }
     for size in [int(s) for s in args.batch_sizes.split(",") if s.strip()]:
         steps[f"  estimate_curves, batch {size}"] = (
             lambda size=size: estimate_curves(aif * 300, tissue * 30, times, model=model, batch_size=size)
         )
     if args.device != "cuda":
-        print_rates(alternating_rounds(steps, n, args.rounds))
+        print_differences(model, aif, tissue, times, module_batch)
+        print(f"load average before the rounds: {load_average()}")
+        rates = alternating_rounds(steps, n, args.rounds)
+        print_rates(rates)
+        ratios = np.array(rates[fused_step]) / np.array(rates[module_step])
+        print(f"fused path / module forward (exp_attention), round by round: "
+              f"{' '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}x")
+        print(f"load average after the rounds: {load_average()}")
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA GPU here.")
     if args.device != "cpu" and torch.cuda.is_available():
         gpu_model = model.to("cuda")
         big = 1_000_000

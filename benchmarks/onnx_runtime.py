@@ -4,7 +4,8 @@ Exports the network with one scan's AIF and frame times built in (what every vox
 ONNX Runtime's constant folding computes the decoder's AIF part once, as ``run_network``'s cache does), then
 times, alternating round by round on the same curves (``bench_transformer.benchmark_curves``: 60 frames):
 
-1. ``run_network`` (torch, ``exp_attention``, threads as the package runs them);
+1. ``run_network`` (torch: the fused CPU path of ``ctp_nipype.nn.fused`` since 2026-12-07, ``exp_attention``
+   before; threads as the package runs them);
 2. ONNX Runtime, ``intra_op_num_threads`` = the same thread count, whole batch of voxels per call;
 3. ONNX Runtime with the voxels in batches of the package's size (64).
 

@@ -779,7 +779,7 @@ def map_filename(prefix, method, name, ext=".nii.gz"):
     return derivative_name(prefix, name, desc=method, extension=ext)
 
 
-def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, metadata=None, compress=True):
+def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, metadata=None):
     """Write perfusion maps and curves with the conventions' names and JSON sidecars.
 
     Parameters
@@ -798,8 +798,6 @@ def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, met
     metadata : dict
         Extra sidecar fields shared by all maps (method parameters, constants,
         provenance). Each sidecar also gets ``Units`` and ``Description``.
-    compress : bool
-        ``.nii.gz`` (default) or, for intermediates that another step reads again (slab maps), ``.nii``.
 
     Returns
     -------
@@ -822,7 +820,7 @@ def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, met
     for name, values in maps.items():
         sidecar = {"Units": UNITS.get(name, ""), "Description": descriptions.get(name, name), "Method": method}
         sidecar.update(metadata or {})
-        path = out_dir / map_filename(prefix, method, name, ".nii.gz" if compress else ".nii")
+        path = out_dir / map_filename(prefix, method, name)
         written[name] = write_nifti(path, np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), affine, header, sidecar)
     return written
 

@@ -5,6 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def panel_slice(voxels):
+    """The slice (z index) that :func:`plot_vascular_functions` shows for voxels (n, 3): the one holding most.
+
+    >>> panel_slice([[0, 0, 3], [1, 1, 5], [2, 2, 5]])
+    5
+    """
+    return int(np.bincount(np.asarray(voxels, int)[:, 2]).argmax())
+
+
 def plot_vascular_functions(path, frame_times, curves, image, aif_voxels=None, vof_voxels=None, title=None):
     """PNG of the AIF/VOF curves and, beside them, where their voxels lie.
 
@@ -17,7 +26,8 @@ def plot_vascular_functions(path, frame_times, curves, image, aif_voxels=None, v
     curves : dict
         ``{label: curve in HU}``, e.g. aif, vof, aif_corrected.
     image : ndarray (x, y, z)
-        Background image (the time-averaged scan), shown in a brain window.
+        Background image (the time-averaged scan), shown in a brain window; only the slices of
+        :func:`panel_slice` are read.
     aif_voxels, vof_voxels : ndarray (n, 3) of int, optional
         Array indices of the averaged voxels; each panel shows the slice that
         holds most of them.
@@ -46,7 +56,7 @@ def plot_vascular_functions(path, frame_times, curves, image, aif_voxels=None, v
     colors = {"AIF": "red", "VOF": "cyan"}
     for k, (name, voxels) in enumerate(panels, start=1):
         voxels = np.asarray(voxels, int)
-        z = int(np.bincount(voxels[:, 2]).argmax())
+        z = panel_slice(voxels)
         axes[0, k].imshow(image[:, :, z].T, cmap="gray", vmin=0, vmax=100, origin="lower")
         in_slice = voxels[voxels[:, 2] == z]
         axes[0, k].scatter(in_slice[:, 0], in_slice[:, 1], s=30, facecolors="none", edgecolors=colors[name])

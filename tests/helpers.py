@@ -80,3 +80,13 @@ def write_phantom_inputs(folder, phantom, maps, prefix="sub-01"):
         write_nifti(path, mask.astype(np.uint8), phantom.affine, dtype=np.uint8)
         mask_files[name] = str(path)
     return files, mask_files
+
+
+def nifti_proxy(folder, series, name="series.nii"):
+    """nibabel's lazy proxy of ``series`` saved as an uncompressed float32 NIfTI (the layout of the pipeline's
+    series: x fastest, time slowest), as ``load_ctp(..., lazy=True)`` gives it to the science."""
+    import nibabel as nb
+
+    path = folder / name
+    nb.save(nb.Nifti1Image(np.asarray(series, np.float32), np.eye(4)), str(path))
+    return nb.load(str(path), mmap=False).dataobj

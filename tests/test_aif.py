@@ -196,3 +196,42 @@ def test_a_scan_cut_inside_the_aifs_first_pass_is_flagged(small_phantom):
     assert cut.sidecar()["AIFTruncationWarning"] == cut.truncation_warning
     whole = choose_vascular_functions(ph.hu, ph.frame_times, brain, correct_partial_volume=False)
     assert whole.truncation_warning is None and "AIFTruncationWarning" not in whole.sidecar()
+
+
+# ---------------------------------------------------------------------------------------------- chunk by chunk
+
+
+def _same_choice(found, expected):
+    for name in ("aif", "vof", "aif_corrected", "aif_voxels", "vof_voxels"):
+        np.testing.assert_array_equal(getattr(found, name), getattr(expected, name), err_msg=name)
+    assert found.scale == expected.scale and found.n_baseline_frames == expected.n_baseline_frames
+    assert found.details == expected.details
+
+
+@pytest.mark.parametrize("censor", [False, True])
+def test_the_selection_chunk_by_chunk_and_from_a_nifti_is_that_of_the_whole_array(small_phantom, tmp_path, censor):
+    """Chunks of one slice, in the array or read lazily from its NIfTI, choose the same voxels and give the same
+    curves, bit for bit, as one chunk holding the whole array (with censored frames: the repaired candidates too)."""
+    from helpers import nifti_proxy
+
+    from ctp_nipype.perfusion.aif import estimate_baseline_frames
+
+    ph, brain = small_phantom
+    censored = None
+    if censor:
+        censored = np.zeros(ph.frame_times.size, bool)
+        censored[35] = True  # in the first pass of a few of the candidates: those are repaired (a fit each)
+    proxy = nifti_proxy(tmp_path, ph.hu)
+    # the baseline's spread per voxel in chunks is that of the voxels' curves taken whole
+    n_base = estimate_baseline_frames(ph.hu[brain], censored_frames=censored)
+    for series in (ph.hu, proxy):
+        assert estimate_baseline_frames(series, brain, censored_frames=censored, max_bytes=1) == n_base
+    whole = select_vascular_functions(ph.hu, ph.frame_times, brain, censored_frames=censored, max_bytes=1 << 30)
+    assert whole.details["SelectionBaselineFrames"] == n_base
+    for series in (proxy,) if censor else (proxy, ph.hu):
+        _same_choice(select_vascular_functions(series, ph.frame_times, brain, censored_frames=censored,
+                                               max_bytes=1), whole)
+    artery = ph.labels == PhantomLabel.ARTERY
+    by_mask = choose_vascular_functions(proxy, ph.frame_times, brain, aif_mask=artery, vof_mask=ph.labels ==
+                                        PhantomLabel.VEIN, max_bytes=1)
+    np.testing.assert_array_equal(by_mask.aif, ph.hu[artery].astype(float).mean(axis=0))

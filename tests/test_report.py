@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,19 +69,29 @@ def phantom_derivatives(folder, motion=True, seed=0, with_outputs=True):
     return ph, paths
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("report")
-    ph, paths = phantom_derivatives(folder)
+def report_inputs(paths):
+    """ScanReport's inputs but the series, from the paths of :func:`phantom_derivatives`."""
     masks = paths["masks"]
-    work = folder / "work"
-    work.mkdir()
-    result = ScanReport(
-        in_file=paths["scan"], curves_file=paths["curves"], motion_file=paths["motion"],
+    return dict(
+        curves_file=paths["curves"], motion_file=paths["motion"],
         brain_mask=masks["brain"], gm_mask=masks["gm"], wm_mask=masks["wm"], csf_mask=masks["csf"],
         vessel_mask=masks["vessel"], lesion_mask=masks["lesion"], map_files=paths["map_files"],
         residue_files=paths["residue_files"], stats_file=paths["stats"], lesion_files=paths["lesion_files"],
-    ).run(cwd=str(work))
+    )
+
+
+@pytest.fixture(scope="module")
+def derivatives(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    ph, paths = phantom_derivatives(folder)
+    return ph, paths
+
+
+@pytest.fixture(scope="module")
+def report(derivatives, tmp_path_factory):
+    ph, paths = derivatives
+    work = tmp_path_factory.mktemp("report_work")
+    result = ScanReport(in_file=paths["scan"], **report_inputs(paths)).run(cwd=str(work))
     return ph, result.outputs.out_report
 
 
@@ -197,3 +208,58 @@ def test_minimal_report_and_network_maps(tmp_path):
     _, entries, _ = roi_curve_data(data, rois)
     for entry in entries:  # a local AIF equal to the global one reconstructs the same curve
         np.testing.assert_allclose(entry["reconstructed"]["transformer"], entry["reconstructed"]["osvd"], rtol=1e-5)
+
+
+def test_report_reads_what_it_draws_and_embeds_the_triage_summaries_unchanged(derivatives, report, tmp_path):
+    """The page is byte for byte the same whether the series is read whole (.nii.gz) or lazily (the pipeline's
+    uncompressed .nii) and whether TriageSummary's PNGs are embedded or the report draws them again."""
+    import nibabel as nb
+
+    from ctp_nipype.interfaces.triage import TriageSummary
+
+    _, paths = derivatives
+    expected = Path(report[1]).read_bytes()
+    scan = Path(paths["scan"])
+    series = tmp_path / "sub-01_ctp.nii"  # the lazily read series; its sidecar (the frame times) copied
+    nb.save(nb.load(str(scan)), str(series))
+    (tmp_path / "sub-01_ctp.json").write_bytes(scan.with_name("sub-01_ctp.json").read_bytes())
+    delay_files = [p for p in paths["map_files"] if p.endswith("_tmax.nii.gz")]
+    summaries = TriageSummary(in_file=str(series), brain_mask=paths["masks"]["brain"],
+                              lesion_files=paths["lesion_files"], delay_files=delay_files
+                              ).run(cwd=str(tmp_path)).outputs.out_files
+    assert len(summaries) == len(METHODS)
+    for name, extra in (("drawn", {}), ("embedded", {"summary_files": summaries})):
+        work = tmp_path / name
+        work.mkdir()
+        out = ScanReport(in_file=str(series), **report_inputs(paths), **extra).run(cwd=str(work)).outputs.out_report
+        assert Path(out).read_bytes() == expected, name
+
+
+def test_time_averaged_slices_and_voxel_curves_read_only_what_is_asked(tmp_path):
+    """Slice by slice from a lazy proxy, the very values of the whole series' average; the ROIs' curves from an
+    array, a proxy or a gzipped file (one pass) are series[mask], in its order."""
+    import nibabel as nb
+
+    from ctp_nipype.io import load_ctp
+    from ctp_nipype.perfusion.masks import time_average
+    from ctp_nipype.reports.scan import TimeAveragedSlices, read_voxel_curves
+
+    rng = np.random.default_rng(3)
+    series = np.asarray(rng.normal(40.0, 20.0, (9, 7, 5, 12)), np.float32)
+    times = {"FrameTimesStart": (1.5 * np.arange(12)).tolist()}
+    plain = write_nifti(tmp_path / "s_ctp.nii", series, np.eye(4), sidecar=times)
+    packed = write_nifti(tmp_path / "r_residue.nii.gz", series, np.eye(4))
+    proxy = load_ctp(plain, lazy=True).data
+    assert isinstance(proxy, nb.arrayproxy.ArrayProxy)
+    whole = time_average(series)
+    background = TimeAveragedSlices(proxy)
+    np.testing.assert_array_equal(background[1:8, 2:6, 3], whole[1:8, 2:6, 3])
+    np.testing.assert_array_equal(background[:, :, 0], whole[:, :, 0])
+    assert background.read_slices == [0, 3]
+    np.testing.assert_array_equal(np.asarray(background), whole)
+    mask = rng.random(series.shape[:3]) < 0.2
+    mask[:, :, 1] = False
+    for source in (series, proxy, str(packed)):
+        curves = read_voxel_curves(source, mask)
+        assert curves.dtype == np.float32
+        np.testing.assert_array_equal(curves, series[mask])

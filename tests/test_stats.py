@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import wilcoxon
 
 from ctp_nipype.interfaces.stats import GroupStats, MapStats, parse_map_filename
@@ -268,3 +270,17 @@ def test_groupstats_over_phantom_scans(tmp_path):
     assert {r["reference"] for r in rows} == {"ssvd"}
     html = open(result.outputs.out_html, encoding="utf-8").read()
     assert "Table 2" in html and "sub-05" in html and "<script" not in html
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9)),
+       row=st.lists(st.floats(-10, 10, allow_nan=False), min_size=4, max_size=4))
+def test_world_x_is_bitwise_the_affine_applied_to_every_voxel_index(shape, row):
+    """Broadcast per-axis terms: the very sums of the affine's first row over the full index grids."""
+    affine = np.eye(4)
+    affine[0] = row
+    i, j, k = np.indices(shape, dtype=float)
+    expected = affine[0, 0] * i + affine[0, 1] * j + affine[0, 2] * k + affine[0, 3]
+    x = stats.world_x_mm(shape, affine)
+    assert x.shape == shape
+    np.testing.assert_array_equal(x, expected)

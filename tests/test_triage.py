@@ -269,6 +269,51 @@ def test_time_to_peak_interface_on_the_phantom(tmp_path):
     assert np.all(ttp[~ph.brain_mask] == 0)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), order=st.sampled_from("CF"), uniform=st.booleans(),
+       interpolation=st.sampled_from(triage.PEAK_INTERPOLATIONS), max_bytes=st.sampled_from([1, 700, 5000, 1 << 30]),
+       given_baseline=st.booleans())
+def test_series_time_to_peak_chunk_by_chunk_is_bitwise_the_whole_series_map(seed, order, uniform, interpolation,
+                                                                           max_bytes, given_baseline):
+    """Chunks of one slice or more, either memory layout, a non-uniform grid (resampled), a detected or given
+    baseline: the map of the prepared whole series, to the last bit; chunks without a mask voxel stay 0."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(16.0) * 1.5 if uniform else np.r_[np.arange(8.0), 8.0 + 2.0 * np.arange(8.0)]
+    aif = 40.0 + 300.0 * np.exp(-((times - 6.0) ** 2) / 4.0)
+    shape = (5, 4, 6, times.size)
+    peaks = rng.uniform(5.0, 15.0, shape[:3] + (1,))
+    series = np.asarray(35.0 + 30.0 * np.exp(-((times - peaks) ** 2) / 6.0) + rng.normal(0, 2.0, shape),
+                        np.float32, order=order)
+    mask = rng.random(shape[:3]) < 0.7
+    mask[:, :, 2] = False  # a slice (a chunk when chunks are one slice) without a voxel
+    n_base = 3 if given_baseline else None
+    whole = prepare_curves(series, times, aif, n_baseline_frames=n_base)
+    expected = triage.time_to_peak(whole.tissue, whole.frame_times, mask, interpolation)
+    ttp, prepared = triage.series_time_to_peak(series, times, aif, mask, n_base, interpolation, max_bytes=max_bytes)
+    assert ttp.dtype == np.float32 and ttp.shape == shape[:3]
+    np.testing.assert_array_equal(ttp, expected)
+    assert prepared.describe() == whole.describe() and prepared.baseline_detected == (n_base is None)
+    np.testing.assert_array_equal(prepared.aif, whole.aif)
+
+
+def test_time_to_peak_interface_reads_the_series_lazily_and_writes_the_whole_series_map(tmp_path):
+    """On the pipeline's uncompressed series the interface reads nibabel's proxy chunk by chunk; the map is
+    bitwise the one of the series read whole (a gzipped copy, read whole)."""
+    ph = make_phantom("small", seed=2, noise_sd_hu=2.0)
+    sidecar = {"FrameTimesStart": ph.frame_times.tolist()}
+    aif = write_curves_tsv(tmp_path / "aif.tsv", {"time": ph.frame_times, "aif": ph.aif})
+    brain = write_nifti(tmp_path / "brain.nii.gz", ph.brain_mask.astype(np.uint8), ph.affine, dtype=np.uint8)
+    maps = []
+    for name in ("sub-01_ctp.nii", "sub-02_ctp.nii.gz"):
+        scan = write_nifti(tmp_path / name, ph.hu, ph.affine, sidecar=sidecar)
+        out = TimeToPeak(in_file=str(scan), aif_file=str(aif), mask_file=str(brain)).run(cwd=str(tmp_path)).outputs
+        maps.append(np.asarray(nb.load(out.ttp).dataobj))
+    curves = prepare_curves(ph.hu.astype(np.float32), ph.frame_times, ph.aif)
+    expected = triage.time_to_peak(curves.tissue, curves.frame_times, ph.brain_mask)
+    np.testing.assert_array_equal(maps[0], expected)
+    np.testing.assert_array_equal(maps[1], expected)
+
+
 def coloured_pixels(png_path):
     import matplotlib.image as mpimg
 

@@ -44,6 +44,7 @@ from ..io import (
 )
 from ..perfusion import aif as aif_selection
 from ..perfusion import filtering, masks, motion
+from ..perfusion.chunks import read_slices
 from ..perfusion.timing import frames_on_grid, resample_to_uniform, uniform_grid
 from ..slabs import FrameWriter, SliceWriter
 
@@ -60,12 +61,17 @@ def _out(runtime, name):
     return os.path.join(runtime.cwd, name)
 
 
-def _load_uniform(in_file, frame_interval=None):
-    """The scan, its series on a uniform grid, the grid and whether it was resampled."""
-    scan = load_ctp(in_file, frame_interval=frame_interval)
+def _load_uniform(in_file, frame_interval=None, lazy=False):
+    """The scan, its series on a uniform grid, the grid and whether it was resampled.
+
+    With ``lazy`` the series of a uniform uncompressed float32 NIfTI (the pipeline's, after LoadCTP) is
+    nibabel's proxy, read by chunks of slices (:mod:`ctp_nipype.perfusion.chunks`); a series that needs
+    resampling (a user's file given to the interface on its own) is read whole.
+    """
+    scan = load_ctp(in_file, frame_interval=frame_interval, lazy=lazy)
     if scan.timing.is_uniform:
         return scan, scan.data, scan.frame_times, False
-    data, times = resample_to_uniform(scan.data, scan.frame_times)
+    data, times = resample_to_uniform(np.asarray(scan.data, dtype=np.float32), scan.frame_times)
     return scan, data.astype(np.float32), times, True
 
 
@@ -301,6 +307,7 @@ class MotionCorrection(SimpleInterface):
         result = motion.correct_motion(
             data, scan.header.get_zooms()[:3], _optional(self.inputs.n_baseline_frames), metric=self.inputs.metric,
             sampling_fraction=self.inputs.sampling_fraction, max_displacement_mm=self.inputs.max_displacement_mm,
+            in_place=True,
         )
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         sidecar = {
@@ -358,7 +365,7 @@ class BrainMask(SimpleInterface):
     output_spec = _MaskOutputSpec
 
     def _run_interface(self, runtime):
-        scan = load_ctp(self.inputs.in_file, frame_interval=_optional(self.inputs.frame_interval))
+        scan = load_ctp(self.inputs.in_file, frame_interval=_optional(self.inputs.frame_interval), lazy=True)
         if isdefined(self.inputs.in_mask):
             mask = load_mask(self.inputs.in_mask, scan.spatial_shape, scan.affine, "brain mask")
             sidecar = {"Type": "Brain", "Source": "user", **provenance(self.inputs.in_mask)}
@@ -419,7 +426,7 @@ class _TissueMask(SimpleInterface):
         raise NotImplementedError
 
     def _run_interface(self, runtime):
-        scan, data, times, _ = _load_uniform(self.inputs.in_file, _optional(self.inputs.frame_interval))
+        scan, data, times, _ = _load_uniform(self.inputs.in_file, _optional(self.inputs.frame_interval), lazy=True)
         brain = load_mask(self.inputs.brain_mask, scan.spatial_shape, scan.affine, "brain mask")
         if isdefined(self.inputs.in_mask):
             mask = load_mask(self.inputs.in_mask, scan.spatial_shape, scan.affine, f"{self._kind} mask")
@@ -549,6 +556,17 @@ def _user_curve(path, column, times, original_times=None, allow_long_frames=Fals
     return np.interp(times, curve_times, values)
 
 
+def _figure_background(series, voxel_lists):
+    """The time-averaged series on the slices that the AIF/VOF figure shows (:func:`ctp_nipype.viz.panel_slice`
+    of each voxel list (n, 3)), 0 elsewhere: read from those slices only."""
+    from ..viz import panel_slice
+
+    image = np.zeros(tuple(series.shape[:3]), np.float32)
+    for z in {panel_slice(voxels) for voxels in voxel_lists if voxels is not None and len(voxels)}:
+        image[:, :, z] = masks.time_average(read_slices(series, z, z + 1))[:, :, 0]
+    return image
+
+
 class SelectAIFVOF(SimpleInterface):
     """Automatic arterial input and venous output functions, with the partial-volume correction.
 
@@ -576,7 +594,9 @@ class SelectAIFVOF(SimpleInterface):
         return mask
 
     def _run_interface(self, runtime):
-        scan, data, times, resampled = _load_uniform(self.inputs.in_file, _optional(self.inputs.frame_interval))
+        scan, data, times, resampled = _load_uniform(
+            self.inputs.in_file, _optional(self.inputs.frame_interval), lazy=True
+        )
         brain = load_mask(self.inputs.brain_mask, scan.spatial_shape, scan.affine, "brain mask")
         exclude = (
             load_mask(self.inputs.exclude_mask, scan.spatial_shape, scan.affine, "exclusion mask")
@@ -624,7 +644,7 @@ class SelectAIFVOF(SimpleInterface):
             _out(runtime, derivative_name(prefix, "aif", desc="global", extension=".png")),
             times,
             {k: v for k, v in columns.items() if k != "time"},
-            masks.time_average(data),
+            _figure_background(data, [choice.aif_voxels, choice.vof_voxels]),
             choice.aif_voxels,
             choice.vof_voxels,
             title=f"{prefix}: AIF ({choice.sources['aif']}), VOF ({choice.sources['vof']}), scale {choice.scale:.2f}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nibabel as nb
 import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -66,6 +67,11 @@ class _ScanReportInputSpec(BaseInterfaceInputSpec):
              "(default: the MaskFiles next to each lesion JSON)",
     )
     ttp_file = File(exists=True, desc="time-to-peak map <prefix>_ttp.nii.gz (s)")
+    summary_files = InputMultiObject(
+        File(exists=True),
+        desc="TriageSummary's figures <prefix>_desc-<method>_summary.png, embedded as they are (else the "
+             "report draws the same figure again)",
+    )
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     out_prefix = traits.Str(desc="output file-name prefix (default: the scan's prefix)")
 
@@ -78,9 +84,12 @@ class ScanReport(SimpleInterface):
     """A self-contained HTML report of one scan (images embedded as base64 PNG).
 
     Reads the scan, the curves TSV (and its sidecar), the optional motion TSV,
-    masks, maps, residues, region statistics and lesion JSONs/masks, and
-    writes ``<prefix>_desc-perfusion_report.html`` via
-    :func:`ctp_nipype.reports.scan.scan_report_html`. Methods and map names are
+    masks, maps, residues, region statistics, lesion JSONs/masks and the
+    triage summaries' PNGs, and writes ``<prefix>_desc-perfusion_report.html`` via
+    :func:`ctp_nipype.reports.scan.scan_report_html`. Of the 4D files it reads
+    what it draws: the series (lazily) at the slices shown and the ROIs'
+    voxels, each residue in one pass at the ROIs' voxels; memory is bounded
+    by the 3D maps and masks and one frame. Methods and map names are
     read from the file names (``<prefix>_desc-<method>_<map>.nii.gz``).
     Warnings on the page come from the inputs' sidecars (flagged voxels,
     resampling, AIF scale) and the motion trace.
@@ -97,7 +106,8 @@ class ScanReport(SimpleInterface):
     def _run_interface(self, runtime):
         from ..reports.scan import ScanReportData, scan_report_html
 
-        scan = load_ctp(self.inputs.in_file, frame_interval=_defined(self.inputs.frame_interval))
+        # the series lazily, the residues as paths: the report reads only the slices and voxels it draws
+        scan = load_ctp(self.inputs.in_file, frame_interval=_defined(self.inputs.frame_interval), lazy=True)
         shape, affine = scan.spatial_shape, scan.affine
         motion_warning = head_motion_warning(scan.sidecar)
         warnings = [] if motion_warning is None else [motion_warning]
@@ -135,8 +145,15 @@ class ScanReport(SimpleInterface):
         residues, local_aifs = {}, {}
         for path in _defined(self.inputs.residue_files, []):
             method, name = self._method_map(path)
-            _, values = load_nifti(path, f"{method} {name}")
-            (local_aifs if name == "localaif" else residues)[method] = np.asarray(values, np.float32)
+            try:
+                img = nb.load(str(path))  # the header: the ROIs' voxels are read later, in one pass
+            except Exception as err:  # nibabel raises many kinds for corrupt files
+                raise InputError(f"The {method} {name} {path} cannot be read as NIfTI ({type(err).__name__}: "
+                                 f"{err}).") from None
+            if len(img.shape) != 4 or img.shape[:3] != tuple(shape):
+                raise InputError(f"The {method} {name} {path} has shape {img.shape}; a 4D series on the scan's "
+                                 f"grid {tuple(shape)} is needed.")
+            (local_aifs if name == "localaif" else residues)[method] = str(path)
 
         lesions = {}
         for path in _defined(self.inputs.lesion_files, []):
@@ -189,6 +206,7 @@ class ScanReport(SimpleInterface):
             lesions=lesions,
             warnings=warnings,
             ttp=self._ttp(shape, affine),
+            summary_pngs=self._summary_pngs(),
         )
         html = scan_report_html(data)
         out_report = os.path.join(runtime.cwd, derivative_name(data.title, "report", desc="perfusion", extension=".html"))
@@ -203,6 +221,15 @@ class ScanReport(SimpleInterface):
         if img.shape[:3] != tuple(shape) or not np.allclose(img.affine, affine, atol=1e-3):
             raise InputError(f"The time-to-peak map {self.inputs.ttp_file} is not on the scan's grid.")
         return np.asarray(values, np.float32)
+
+    def _summary_pngs(self):
+        pngs = {}
+        for path in _defined(self.inputs.summary_files, []):
+            method, name = self._method_map(path)
+            if name != "summary" or not str(path).endswith(".png"):
+                raise InputError(f"The triage summary {path} is not named <prefix>_desc-<method>_summary.png.")
+            pngs[method] = Path(path).read_bytes()
+        return pngs
 
     @staticmethod
     def _method_map(path):

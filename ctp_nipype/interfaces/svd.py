@@ -43,8 +43,6 @@ class _SVDDeconvolutionInputSpec(BaseInterfaceInputSpec):
         desc="Tmax: the residue's sampled maximum, or a parabola through it and its neighbours",
     )
     out_prefix = traits.Str(desc="output file-name prefix (default: input name without _ctp and extension)")
-    compress = traits.Bool(True, usedefault=True, desc="gzip the maps (.nii.gz); off for intermediates that another "
-                           "step reads again, e.g. slab maps that JoinSlabs joins (.nii)")
 
 
 class _SVDDeconvolutionOutputSpec(TraitedSpec):
@@ -104,7 +102,6 @@ class SVDDeconvolution(SimpleInterface):
             scan.affine,
             scan.header,
             metadata,
-            compress=self.inputs.compress,
         )
         self._results.update({name: str(path) for name, path in written.items()})
         self._results["flagged_voxels"] = fit.n_flagged

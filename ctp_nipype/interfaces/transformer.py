@@ -38,8 +38,6 @@ class _TransformerPerfusionInputSpec(BaseInterfaceInputSpec):
     frame_interval = traits.Float(desc="frame interval in seconds, used only when no other timing source exists")
     n_baseline_frames = traits.Int(desc="pre-bolus frames for the baseline (default: detected from the AIF)")
     out_prefix = traits.Str(desc="output file-name prefix (default: input name without _ctp and extension)")
-    compress = traits.Bool(True, usedefault=True, desc="gzip the maps (.nii.gz); off for intermediates that another "
-                           "step reads again, e.g. slab maps that JoinSlabs joins (.nii)")
     progress = traits.Bool(False, usedefault=True, desc="show a progress bar")
 
 
@@ -115,7 +113,6 @@ class TransformerPerfusion(SimpleInterface):
             **provenance(self.inputs.in_file, self.inputs.aif_file),
         }
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)
-        written = write_perfusion_maps(runtime.cwd, prefix, "transformer", maps, scan.affine, scan.header, metadata,
-                                       compress=self.inputs.compress)
+        written = write_perfusion_maps(runtime.cwd, prefix, "transformer", maps, scan.affine, scan.header, metadata)
         self._results.update({name: str(path) for name, path in written.items()})
         return runtime

@@ -37,8 +37,8 @@ from ..io import (
     write_nifti,
 )
 from ..perfusion.constants import UNITS
-from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS, time_to_peak
-from ._curves import load_prepared_curves
+from ..perfusion.triage import DEFAULT_PEAK_INTERPOLATION, PEAK_INTERPOLATIONS, series_time_to_peak
+from ._curves import load_curve_inputs
 from .stats import parse_map_filename
 
 
@@ -66,9 +66,11 @@ class TimeToPeak(SimpleInterface):
 
     The series goes through :func:`ctp_nipype.perfusion.prepare.prepare_curves`
     (uniform grid, baseline from the AIF's arrival: the curves every method
-    deconvolves), then :func:`ctp_nipype.perfusion.triage.time_to_peak`. TTP
-    is counted on the frames' clock (seconds from the first frame's
-    ``FrameTimesStart``, usually the start of the acquisition).
+    deconvolves), then :func:`ctp_nipype.perfusion.triage.time_to_peak`, chunk
+    by chunk of slices of the lazily read series
+    (:func:`ctp_nipype.perfusion.triage.series_time_to_peak`: memory bounded by
+    a chunk and the map). TTP is counted on the frames' clock (seconds from the
+    first frame's ``FrameTimesStart``, usually the start of the acquisition).
 
     Examples
     --------
@@ -80,8 +82,10 @@ class TimeToPeak(SimpleInterface):
     output_spec = _TimeToPeakOutputSpec
 
     def _run_interface(self, runtime):
-        scan, mask, curves = load_prepared_curves(self.inputs)
-        ttp = time_to_peak(curves.tissue, curves.frame_times, mask, self.inputs.peak_interpolation)
+        scan, aif_hu, mask = load_curve_inputs(self.inputs, lazy=True)
+        n_baseline_frames = self.inputs.n_baseline_frames if isdefined(self.inputs.n_baseline_frames) else None
+        ttp, curves = series_time_to_peak(scan.data, scan.frame_times, aif_hu, mask, n_baseline_frames,
+                                          self.inputs.peak_interpolation)
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)
         path = os.path.join(runtime.cwd, derivative_name(prefix, "ttp"))
         write_nifti(path, ttp, scan.affine, scan.header, {
@@ -120,7 +124,8 @@ class _TriageSummaryOutputSpec(TraitedSpec):
 class TriageSummary(SimpleInterface):
     """One-page triage summary figure per method (PNG), as a stroke team gets from commercial software.
 
-    Core (red) and hypoperfusion graded by delay over the time-averaged scan,
+    Core (red) and hypoperfusion graded by delay over the time-averaged scan
+    (only the slices shown are read from the lazily loaded series),
     the volumes (core, delay > 4/6/8/10 s, mismatch volume and ratio,
     hypoperfusion intensity ratio) and the DEFUSE 3 / EXTEND flags with their
     criteria, read from each method's lesion JSON; drawn by
@@ -136,14 +141,14 @@ class TriageSummary(SimpleInterface):
     output_spec = _TriageSummaryOutputSpec
 
     def _run_interface(self, runtime):
-        from ..perfusion.masks import time_average
         from ..reports.figures import slices_to_show, triage_summary
+        from ..reports.scan import TimeAveragedSlices
 
-        scan = load_ctp(self.inputs.in_file,
+        scan = load_ctp(self.inputs.in_file, lazy=True,
                         frame_interval=self.inputs.frame_interval if isdefined(self.inputs.frame_interval) else None)
         shape, affine = scan.spatial_shape, scan.affine
         brain = load_mask(self.inputs.brain_mask, shape, affine, "brain mask")
-        background = time_average(scan.data)
+        background = TimeAveragedSlices(scan.data)  # only the slices drawn are read and averaged
         slices = slices_to_show(brain)
         delays = {}
         for path in self.inputs.delay_files:

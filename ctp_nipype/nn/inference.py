@@ -29,15 +29,17 @@ from ..perfusion.convolution import convolve
 from ..perfusion.evaluation import register_method
 from ..perfusion.maps import curve_area, perfusion_maps
 from ..perfusion.timing import check_frame_times, is_uniform
+from .fused import FusedInference
 from .model import normalise_tissue
 from .weights import load_model
 
-#: voxels per batch for 60 frames on CPU; scaled by (60 / T)^2 (attention memory grows as T^2), at least 64.
-#: Batches of 32 to 512 run alike on 2 threads (``benchmarks/bench_transformer.py --batch-sizes 32,512``,
-#: 2026-12-03: medians 1,018, 1,021 and 1,060 voxels/s at 32, 64 and 512); 64 keeps a layer's tensors at
-#: 1-2 MiB, so a batch's memory stays small whatever the frame count.
-CPU_BATCH_AT_60_FRAMES = 64
+#: voxels per batch for 60 frames on the GPU; scaled by (60 / T)^2 (attention memory grows as T^2), at least 64
 GPU_BATCH_AT_60_FRAMES = 32768
+#: frames (voxels x frames) per batch on the CPU: 16 voxels of 60 frames, so that a layer's tensors (at most
+#: 960 x 208 float32, 0.8 MiB) stay in a core's L2 cache; the fused path's scores are cut into blocks of their
+#: own (:data:`ctp_nipype.nn.fused.SCORE_BLOCK_ELEMENTS`). Single-thread rounds of the fused path on
+#: 512 voxels (2026-12-07, load average 4.8): 1,100, 1,256 and 1,185 voxels/s in batches of 8, 16 and 32.
+CPU_FRAMES_PER_BATCH = 960
 
 
 def resolve_device(device="auto"):
@@ -51,8 +53,11 @@ def resolve_device(device="auto"):
 
 
 def default_batch_size(n_frames, device):
-    base = GPU_BATCH_AT_60_FRAMES if torch.device(device).type == "cuda" else CPU_BATCH_AT_60_FRAMES
-    return max(64, int(base * min(1.0, (60.0 / n_frames) ** 2)))
+    """Voxels per forward pass: :data:`CPU_FRAMES_PER_BATCH` frames on the CPU, :data:`GPU_BATCH_AT_60_FRAMES`
+    scaled to the frame count on a GPU."""
+    if torch.device(device).type != "cuda":
+        return max(1, CPU_FRAMES_PER_BATCH // max(int(n_frames), 1))
+    return max(64, int(GPU_BATCH_AT_60_FRAMES * min(1.0, (60.0 / n_frames) ** 2)))
 
 
 def check_inputs(global_aif, tissue, frame_times):
@@ -147,7 +152,9 @@ def run_batches(step, n, batch_size, device, cpu_batch_size=None, min_batch=MIN_
     return device
 
 
-def run_network(model, aif_normalised, tissue_normalised, frame_times, device, batch_size=None, progress=False):
+def run_network(
+    model, aif_normalised, tissue_normalised, frame_times, device, batch_size=None, progress=False, fused=True
+):
     """Network outputs for all voxels (normalised units), batch by batch.
 
     ``aif_normalised`` is one curve (T,), whose decoder part is computed once
@@ -160,6 +167,10 @@ def run_network(model, aif_normalised, tissue_normalised, frame_times, device, b
     run, the voxels are shared between that many Python threads that each run
     their batches on one core; torch's thread count is set to 1 meanwhile and
     restored at the end (it is process-wide).
+
+    On the CPU in float32 the batches run through :class:`~.fused.FusedInference` (the same network in
+    fewer, larger operations; equal to the module's forward to float rounding) unless ``fused`` is
+    False or the weights do not bound the attention's scores; elsewhere through the module's forward.
 
     Returns numpy arrays ``local_aif`` (n, T), ``residue`` (n, T) and ``bad`` (n,), float32.
     """
@@ -184,20 +195,28 @@ def run_network(model, aif_normalised, tissue_normalised, frame_times, device, b
         bar = tqdm(total=n, desc="transformer", unit="voxel", mininterval=0.1 if sys.stderr.isatty() else 30.0)
 
     def prepare(on):
-        """Move the model to a device and compute the AIF's decoder part there, once."""
+        """Move the model to a device and compute the AIF's decoder part there, once; on the CPU, repack the
+        weights for the fused path (:mod:`.fused`) where it applies."""
         if on not in inputs:
             model.to(on)
             times = torch.as_tensor(frame_times, dtype=torch.float32, device=on)
             aif = torch.as_tensor(aif_normalised, dtype=torch.float32, device=on)
             with _autocast(on):
-                inputs[on] = (times, aif, None if per_curve_aif else model.encode_aif(aif, times))
+                cache = None if per_curve_aif else model.encode_aif(aif, times)
+            fast = first_queries = None
+            if fused and FusedInference.applies(model, aif, cache):
+                fast = FusedInference(model)
+                first_queries = None if per_curve_aif else fast.shared_queries(cache)
+            inputs[on] = (times, aif, cache, fast, first_queries)
         return inputs[on]
 
     def step(start, stop, on):
-        times, aif, cache = prepare(on)
+        times, aif, cache, fast, first_queries = prepare(on)
         with _autocast(on):
             batch = torch.as_tensor(np.asarray(tissue_normalised[start:stop], np.float32), device=on)
-            if per_curve_aif:
+            if fast is not None:
+                result = fast(batch, None if cache is not None else aif[start:stop], times, cache, first_queries)
+            elif per_curve_aif:
                 result = model(batch, aif[start:stop], times)
             else:
                 result = model(batch, frame_times=times, aif_cache=cache)
@@ -216,8 +235,6 @@ def run_network(model, aif_normalised, tissue_normalised, frame_times, device, b
         # on all cores (the network's many small attention products parallelise poorly inside an operation):
         # 1.0-1.2x in same-run comparisons on 2 cores (768-913 against 704-878 voxels/s). Each thread takes
         # a contiguous share of the voxels; torch's operations release the GIL.
-        with torch.inference_mode():
-            prepare(device)  # before the threads: the model moved and the AIF's decoder part cached once
         bounds = np.linspace(0, n, workers + 1).round().astype(int)
 
         autocast_enabled, autocast_dtype = _cpu_autocast_state()  # thread-local: handed on to the threads
@@ -228,8 +245,10 @@ def run_network(model, aif_normalised, tissue_normalised, frame_times, device, b
                             batch_size, device, cpu_batch_size=cpu_batch)
 
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)  # also for the AIF's part: one curve's small operations gain nothing from threads
         try:
+            with torch.inference_mode():
+                prepare(device)  # before the threads: the model moved and the AIF's decoder part cached once
             with ThreadPoolExecutor(workers) as pool:
                 for future in [pool.submit(share, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
                     future.result()
@@ -318,6 +337,7 @@ def estimate_curves(
     progress=False,
     model=None,
     flow_scale="network",
+    fused=True,
 ):
     """Local AIF, flow-scaled residue, BAD and the perfusion maps of tissue curves.
 
@@ -346,6 +366,9 @@ def estimate_curves(
         ``'network'``: K as the network returns it. ``'least_squares'``: the network's residue shape
         and local AIF, scaled to fit the tissue curve (:func:`least_squares_flow_scale`), which makes
         CBF and CBV data-consistent and linear in the curve.
+    fused : bool
+        On the CPU, run the fused path (:mod:`.fused`; :func:`run_network`); False: the module's forward,
+        the reference (equal to float rounding).
 
     Returns
     -------
@@ -370,6 +393,7 @@ def estimate_curves(
         device,
         batch_size,
         progress,
+        fused,
     )
     residue = raw["residue"] * residue_unit
     if flow_scale == "least_squares":

@@ -35,6 +35,7 @@ import numpy as np
 from scipy import optimize, sparse
 from scipy.ndimage import uniform_filter1d
 
+from .chunks import CHUNK_BYTES, iter_masked_curves, masked_curves
 from .concentration import ConcentrationError, detect_bolus_arrival, to_concentration
 from .convolution import trapezoid_integral
 from .gamma_variate import gamma_variate_aif, gamma_variate_area
@@ -63,7 +64,8 @@ def _uniform_step(frame_times):
     return times, float(times[1] - times[0])
 
 
-def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10, censored_frames=None):
+def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10, censored_frames=None,
+                             max_bytes=CHUNK_BYTES):
     """Number of pre-bolus frames from the scan's most strongly varying voxels.
 
     The voxels with the largest temporal standard deviation (the top
@@ -75,8 +77,9 @@ def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10, censor
 
     Parameters
     ----------
-    hu : ndarray, shape (..., T)
-        Series in HU, time last.
+    hu : array-like, shape (..., T)
+        Series in HU, time last. A 4D series may be nibabel's proxy: it is read in chunks of slices
+        (:mod:`.chunks`), and only the spread of every voxel and the chosen voxels' curves are held.
     mask : ndarray of bool, shape (...), optional
         Voxels to consider (the brain); default all.
     fraction : float
@@ -87,6 +90,8 @@ def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10, censor
         Frames to leave out (displaced by head motion, :func:`.motion.censor_frames`): they are
         bridged by linear interpolation first, so that voxels by the skull, whose values jump in
         those frames, do not pass for the most enhancing ones.
+    max_bytes : int
+        Bytes of float32 per chunk of a 4D series.
 
     Returns
     -------
@@ -99,15 +104,28 @@ def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10, censor
     >>> estimate_baseline_frames(hu, min_voxels=1)
     4
     """
-    hu = np.asarray(hu)
-    voxels = hu[mask] if mask is not None else hu.reshape(-1, hu.shape[-1])
-    if voxels.shape[0] == 0:
+    if len(hu.shape) == 4:  # a series, maybe nibabel's proxy: the spread chunk by chunk, then the chosen curves
+        search = np.ones(hu.shape[:3], bool) if mask is None else np.asarray(mask, bool)
+        n_voxels = int(search.sum())
+        spread = np.empty(n_voxels, np.float32)
+        for rows, voxels in iter_masked_curves(hu, search, max_bytes):
+            spread[rows] = _bridged(voxels, censored_frames).std(axis=-1)
+
+        def curves_of(rows):
+            return _bridged(_rows_of(hu, search, rows, max_bytes), censored_frames)
+    else:
+        voxels = np.asarray(hu)
+        voxels = _bridged(voxels[mask] if mask is not None else voxels.reshape(-1, voxels.shape[-1]), censored_frames)
+        n_voxels = voxels.shape[0]
+        spread = voxels.std(axis=-1)
+
+        def curves_of(rows):
+            return voxels[rows]
+    if n_voxels == 0:
         raise SelectionError("The mask is empty: no voxels to estimate the bolus arrival from.")
-    if censored_frames is not None:
-        voxels = bridge_frames(voxels, censored_frames)
-    n = int(min(voxels.shape[0], max(np.ceil(fraction * voxels.shape[0]), min_voxels)))
-    varying = np.argsort(voxels.std(axis=-1))[::-1][:n]
-    curve = voxels[varying].mean(axis=0, dtype=np.float64)
+    n = int(min(n_voxels, max(np.ceil(fraction * n_voxels), min_voxels)))
+    chosen = curves_of(np.argsort(spread)[::-1][:n])
+    curve = chosen.mean(axis=0, dtype=np.float64)
     try:
         return detect_bolus_arrival(curve)
     except ConcentrationError as err:
@@ -115,6 +133,19 @@ def estimate_baseline_frames(hu, mask=None, fraction=0.01, min_voxels=10, censor
             f"No bolus found in the brain's most enhancing voxels ({err}) Check that the series is a "
             "contrast-enhanced perfusion scan, or give the number of baseline frames."
         ) from None
+
+
+def _bridged(voxels, censored_frames):
+    """``voxels`` with their censored frames bridged (:func:`.motion.bridge_frames`); as they are without."""
+    return voxels if censored_frames is None else bridge_frames(voxels, censored_frames)
+
+
+def _rows_of(series, mask, rows, max_bytes=CHUNK_BYTES):
+    """The curves ``series[mask][rows]`` (float32, in the order of ``rows``, distinct), reading only chunks."""
+    rows = np.asarray(rows, dtype=np.int64)
+    chosen = np.zeros(mask.shape, bool)
+    chosen.flat[np.flatnonzero(mask)[rows]] = True  # series[chosen] is in ascending row order
+    return masked_curves(series, chosen, max_bytes)[np.argsort(np.argsort(rows))]
 
 
 @dataclass
@@ -727,16 +758,17 @@ def censored_first_pass(aif_hu, censored_frames, n_baseline_frames, cutoff=FIRST
     )
 
 
-def _rank_on_repaired_curves(features, curves_hu, baseline, times, censored, n_base, n_aif_voxels):
+def _rank_on_repaired_curves(features, bridged_curves, times, censored, n_base, n_aif_voxels):
     """Give the likely vessels whose first pass a censored frame cuts the features of repaired curves (in place).
 
     A linear bridge over an arterial peak halves it, below the veins' peaks, and the artery drops out of the
     candidates. The pool is the top 5% of the voxels by bridged peak (at least ``20 * n_aif_voxels``, at most
     :data:`MAX_REPAIRED_CANDIDATES`: one fit of 2,000 noisy synthetic curves took 13.5 s); of those, the
     ones with a censored frame between their arrival and two widths after their peak are repaired
-    (:func:`repair_censored_frames`) and their features recomputed.
+    (:func:`repair_censored_frames`) and their features recomputed. ``bridged_curves(rows)`` gives the HU
+    curves (bridged over the censored frames) of the voxels at those rows of the features.
     """
-    n_voxels = curves_hu.shape[0]
+    n_voxels = features.peak.size
     n_pool = min(n_voxels, max(min(int(np.ceil(0.05 * n_voxels)), MAX_REPAIRED_CANDIDATES), 20 * n_aif_voxels))
     pool = np.argsort(features.peak)[::-1][:n_pool]
     step = float(times[1] - times[0])
@@ -746,9 +778,11 @@ def _rank_on_repaired_curves(features, curves_hu, baseline, times, censored, n_b
     index = pool[first_pass.any(axis=1)]
     if index.size == 0:
         return
-    repaired = repair_censored_frames(curves_hu[index], times, censored, n_base)
-    repaired_features = curve_features(repaired - baseline[index, None], times, baseline=baseline[index])
-    for name in ("peak", "time_to_peak", "arrival", "fwhm", "area", "peak_hu", "mean_hu"):
+    curves_hu = bridged_curves(index)
+    baseline = curves_hu[:, :n_base].mean(axis=1)
+    repaired = repair_censored_frames(curves_hu, times, censored, n_base)
+    repaired_features = curve_features(repaired - baseline[:, None], times, baseline=baseline)
+    for name in _FEATURE_NAMES:
         getattr(features, name)[index] = getattr(repaired_features, name)
 
 
@@ -766,13 +800,16 @@ def select_vascular_functions(
     allow_downscaling=False,
     require_vof=True,
     censored_frames=None,
+    max_bytes=CHUNK_BYTES,
 ):
     """Automatic AIF and VOF from a 4D series, with the partial-volume correction.
 
     Parameters
     ----------
-    hu : ndarray, shape (x, y, z, T)
-        Series in HU on a uniform time grid.
+    hu : array-like, shape (x, y, z, T)
+        Series in HU on a uniform time grid: an array or nibabel's proxy, read in chunks of slices
+        (:mod:`.chunks`; ``max_bytes`` of float32 each). Only the features of the searched voxels and
+        the curves of the candidates are held, never the whole series.
     frame_times : array_like, shape (T,)
         Frame times in seconds.
     brain_mask : ndarray of bool, shape (x, y, z)
@@ -806,10 +843,9 @@ def select_vascular_functions(
     -------
     VascularFunctions
     """
-    hu = np.asarray(hu)
     times, _ = _uniform_step(frame_times)
-    if hu.ndim != 4 or hu.shape[3] != times.size:
-        raise ValueError(f"Expected a 4D series with {times.size} frames, got shape {hu.shape}.")
+    if len(hu.shape) != 4 or hu.shape[3] != times.size:
+        raise ValueError(f"Expected a 4D series with {times.size} frames, got shape {tuple(hu.shape)}.")
     search = np.asarray(brain_mask, bool).copy()
     if exclude_mask is not None:
         search &= ~np.asarray(exclude_mask, bool)
@@ -820,27 +856,23 @@ def select_vascular_functions(
         )
     if censored_frames is not None:
         censored_frames = np.asarray(censored_frames, dtype=bool)
-    coords = np.argwhere(search)
-    voxels_hu = hu[search]
-    ranked_hu = voxels_hu if censored_frames is None else bridge_frames(voxels_hu, censored_frames)
-    n_base = estimate_baseline_frames(ranked_hu) if n_baseline_frames is None else int(n_baseline_frames)
-    baseline = ranked_hu[:, :n_base].mean(axis=1)
-    features = curve_features(ranked_hu - baseline[:, None], times, baseline=baseline)
+    if n_baseline_frames is None:
+        n_base = estimate_baseline_frames(hu, search, censored_frames=censored_frames, max_bytes=max_bytes)
+    else:
+        n_base = int(n_baseline_frames)
+    features = _series_features(hu, search, times, n_base, censored_frames, max_bytes)
     details = {"SelectionBaselineFrames": n_base}
     if censored_frames is not None:
         details["CensoredFrames"] = np.flatnonzero(censored_frames).tolist()
-        _rank_on_repaired_curves(features, ranked_hu, baseline, times, censored_frames, n_base, n_aif_voxels)
+        _rank_on_repaired_curves(
+            features, lambda rows: bridge_frames(_rows_of(hu, search, rows, max_bytes), censored_frames),
+            times, censored_frames, n_base, n_aif_voxels,
+        )
 
     aif_index = select_arterial_voxels(features, n_aif_voxels, candidate_fraction)
     aif_arrival = float(np.median(features.arrival[aif_index]))
     details["AIFArrival"] = aif_arrival
-    aif = voxels_hu[aif_index].astype(float).mean(axis=0)
-    aif_arrival_frames = detect_bolus_arrival(ranked_hu[aif_index].astype(float).mean(axis=0))
-
-    def repaired(curve):
-        if censored_frames is None:
-            return curve.copy()
-        return repair_censored_frames(curve, times, censored_frames, aif_arrival_frames)
+    no_vof = None
     try:
         vof_index = select_venous_voxels(
             features, n_vof_voxels, candidate_fraction, after=aif_arrival + min_vein_delay, exclude=aif_index
@@ -848,12 +880,24 @@ def select_vascular_functions(
     except SelectionError as err:
         if require_vof:
             raise
+        vof_index, no_vof = aif_index[:0], err
+    chosen_hu = _rows_of(hu, search, np.concatenate([aif_index, vof_index]), max_bytes)  # one read for both
+    aif_hu, vof_hu = chosen_hu[: aif_index.size], chosen_hu[aif_index.size :]
+    aif = aif_hu.astype(float).mean(axis=0)
+    aif_arrival_frames = detect_bolus_arrival(_bridged(aif_hu, censored_frames).astype(float).mean(axis=0))
+    aif_voxels = _voxel_indices(search, aif_index)
+
+    def repaired(curve):
+        if censored_frames is None:
+            return curve.copy()
+        return repair_censored_frames(curve, times, censored_frames, aif_arrival_frames)
+    if no_vof is not None:
         return VascularFunctions(
-            frame_times=times, aif=aif, vof=None, aif_corrected=repaired(aif), aif_voxels=coords[aif_index],
+            frame_times=times, aif=aif, vof=None, aif_corrected=repaired(aif), aif_voxels=aif_voxels,
             vof_voxels=None, scale=1.0, n_baseline_frames=aif_arrival_frames, fits=None,
-            details={**details, "VOFNotFound": str(err)},
+            details={**details, "VOFNotFound": str(no_vof)},
         )
-    vof = voxels_hu[vof_index].astype(float).mean(axis=0)
+    vof = vof_hu.astype(float).mean(axis=0)
     if correct_partial_volume:
         aif_corrected, scale, fits, n_base_aif = correct_aif(
             aif, vof, times, None, allow_downscaling, censored_frames
@@ -865,8 +909,8 @@ def select_vascular_functions(
         aif=aif,
         vof=vof,
         aif_corrected=aif_corrected,
-        aif_voxels=coords[aif_index],
-        vof_voxels=coords[vof_index],
+        aif_voxels=aif_voxels,
+        vof_voxels=_voxel_indices(search, vof_index),
         scale=scale,
         n_baseline_frames=n_base_aif,
         fits=fits,
@@ -877,6 +921,30 @@ def select_vascular_functions(
             "VOFPeakHU": float(np.max(vof - vof[:n_base_aif].mean())),
         },
     )
+
+
+#: the fields of :class:`CurveFeatures`
+_FEATURE_NAMES = ("peak", "time_to_peak", "arrival", "fwhm", "area", "peak_hu", "mean_hu")
+
+
+def _series_features(hu, search, times, n_baseline_frames, censored_frames=None, max_bytes=CHUNK_BYTES):
+    """:func:`curve_features` of the voxels in ``search`` (in ``hu[search]``'s order) above the mean of their
+    first ``n_baseline_frames`` frames, their censored frames bridged, read chunk by chunk."""
+    n_voxels = int(np.count_nonzero(search))
+    columns = {}
+    for rows, voxels in iter_masked_curves(hu, search, max_bytes):
+        ranked = _bridged(voxels, censored_frames)
+        baseline = ranked[:, :n_baseline_frames].mean(axis=1)
+        found = curve_features(ranked - baseline[:, None], times, baseline=baseline)
+        for name in _FEATURE_NAMES:
+            value = getattr(found, name)
+            columns.setdefault(name, np.empty(n_voxels, value.dtype))[rows] = value
+    return CurveFeatures(**columns)
+
+
+def _voxel_indices(mask, rows):
+    """Array indices (n, 3) of the voxels ``mask[...][rows]`` (rows in ``np.argwhere(mask)``'s order)."""
+    return np.stack(np.unravel_index(np.flatnonzero(mask)[np.asarray(rows, dtype=np.int64)], mask.shape), axis=1)
 
 
 # ----------------------------------------------------------------------------- the global AIF of a scan
@@ -982,6 +1050,7 @@ def choose_vascular_functions(
     correct_partial_volume=True,
     allow_downscaling=False,
     censored_frames=None,
+    max_bytes=CHUNK_BYTES,
 ):
     """The global AIF and VOF of a scan: the user's curves or masks where given, else the automatic choice.
 
@@ -1002,8 +1071,8 @@ def choose_vascular_functions(
 
     Parameters
     ----------
-    hu : ndarray (x, y, z, T)
-        The series in HU on a uniform grid.
+    hu : array-like (x, y, z, T)
+        The series in HU on a uniform grid (an array or nibabel's proxy, read in chunks of ``max_bytes``).
     frame_times : array_like (T,)
     brain_mask, exclude_mask : ndarray of bool (x, y, z)
         Where to search, and voxels never chosen.
@@ -1021,20 +1090,19 @@ def choose_vascular_functions(
     VascularChoice
     """
     times = check_frame_times(frame_times)
-    hu = np.asarray(hu)
     chosen = {}
     for name, curve, mask in (("aif", aif_curve, aif_mask), ("vof", vof_curve, vof_mask)):
         if curve is not None:
             chosen[name] = (np.asarray(curve, dtype=float), None, "user TSV")
         elif mask is not None:
             mask = np.asarray(mask, dtype=bool)
-            chosen[name] = (hu[mask].astype(float).mean(axis=0), np.argwhere(mask), "user mask")
+            chosen[name] = (masked_curves(hu, mask, max_bytes).astype(float).mean(axis=0), np.argwhere(mask), "user mask")
     auto = None
     if len(chosen) < 2:
         auto = select_vascular_functions(
             hu, times, brain_mask, exclude_mask=exclude_mask, n_aif_voxels=n_aif_voxels, n_vof_voxels=n_vof_voxels,
             min_vein_delay=min_vein_delay, correct_partial_volume=False, require_vof=False,
-            censored_frames=censored_frames,
+            censored_frames=censored_frames, max_bytes=max_bytes,
         )
     curves, voxels, sources = {}, {}, {}
     for name in ("aif", "vof"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .chunks import CHUNK_BYTES, iter_frames, iter_masked_curves, iter_masked_frames, slice_chunks
 from .concentration import to_concentration
 from .convolution import trapezoid_integral
 from .motion import bridge_frames
@@ -34,25 +35,48 @@ BRAIN_WINDOW_HU = (-5.0, 100.0)
 CSF_WINDOW_HU = (-10.0, 15.0)
 
 
-def time_average(series, censored_frames=None):
+def time_average(series, censored_frames=None, max_bytes=CHUNK_BYTES):
     """Mean over the last (time) axis, float32, over the frames not in ``censored_frames`` (boolean per frame).
+
+    A 4D ``series`` may be any array-like (:mod:`.chunks`): it is read in chunks of slices of at most
+    ``max_bytes``, and each voxel's mean is the same whatever the chunk size.
 
     >>> time_average(np.arange(6.0).reshape(1, 1, 1, 6)).ravel()
     array([2.5], dtype=float32)
     >>> time_average(np.arange(6.0).reshape(1, 1, 1, 6), [False] * 5 + [True]).ravel()
     array([2.], dtype=float32)
     """
-    series = np.asarray(series, dtype=np.float32)
-    total = series.sum(axis=-1, dtype=np.float64)
-    if censored_frames is None:
-        return (total / series.shape[-1]).astype(np.float32)
-    censored = np.flatnonzero(np.asarray(censored_frames, dtype=bool))
-    kept = series.shape[-1] - censored.size
-    if kept < 1:
-        raise ValueError("Every frame is censored; there is nothing to average.")
-    for frame in censored:  # a few frames: no copy of the series
-        total -= series[..., frame]
-    return (total / kept).astype(np.float32)
+    censored = np.zeros(0, int)  # the indices of the censored frames
+    if censored_frames is not None:
+        censored = np.flatnonzero(np.asarray(censored_frames, dtype=bool))
+        if series.shape[-1] - censored.size < 1:
+            raise ValueError("Every frame is censored; there is nothing to average.")
+    n_frames = series.shape[-1]
+    if len(series.shape) != 4:
+        series = np.asarray(series, dtype=np.float32)
+        return _mean_of_frames((series[..., t] for t in range(n_frames)), series.shape[:-1], censored, n_frames)
+    out = np.empty(tuple(series.shape[:3]), np.float32)
+    for z0, z1 in slice_chunks(series.shape, max_bytes):
+        out[:, :, z0:z1] = _mean_of_frames(iter_frames(series, z0, z1), out[:, :, z0:z1].shape, censored, n_frames)
+    return out
+
+
+def _mean_of_frames(frames, shape, censored, n_frames):
+    """:func:`time_average` of the ``n_frames`` blocks ``frames`` yields; ``censored`` the indices left out.
+
+    The frames are summed in float64 one after the other (as numpy sums a NIfTI's layout, time slowest),
+    then the censored ones subtracted: no temporary of the series' size, one frame read at a time.
+    """
+    total, left_out = None, []
+    for index, frame in enumerate(frames):
+        if total is None:  # in the frames' own layout (a NIfTI's: x fastest), or the sum strides across memory
+            total = np.zeros(shape, np.float64, order="F" if frame.flags.f_contiguous else "C")
+        total += frame
+        if index in censored:
+            left_out.append(np.array(frame))  # a few frames, kept past the reader's buffer
+    for frame in left_out:
+        total -= frame
+    return (total / (n_frames - len(left_out))).astype(np.float32)
 
 
 def _in_plane_disk(radius):
@@ -126,7 +150,7 @@ def brain_mask(mean_hu, hu_window=BRAIN_WINDOW_HU, opening_radius=2):
     return fill_holes(largest_component(candidate))
 
 
-def fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames=None):
+def fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames=None, max_bytes=CHUNK_BYTES):
     """Baseline (HU) and enhancement (HU s) of every brain voxel by regression on the brain's mean curve.
 
     A voxel's curve is fitted as ``HU(t) = baseline + enhancement * s(t)``,
@@ -141,7 +165,9 @@ def fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames=N
 
     Parameters
     ----------
-    hu : ndarray, shape (x, y, z, T)
+    hu : array-like, shape (x, y, z, T)
+        Series in HU: an array or nibabel's proxy, read in chunks of slices (:mod:`.chunks`) twice, for the
+        brain's mean curve (:func:`brain_mean_curve`) and for the fit.
     frame_times : array_like, shape (T,)
         Uniform frame times in seconds.
     brain : ndarray of bool, shape (x, y, z)
@@ -149,6 +175,8 @@ def fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames=N
         Pre-bolus frames used for the brain's mean curve.
     censored_frames : array_like of bool, shape (T,), optional
         Frames left out of the regression (bridged by interpolation in the brain's mean curve).
+    max_bytes : int
+        Bytes of float32 per chunk of the series.
 
     Returns
     -------
@@ -167,12 +195,10 @@ def fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames=N
     if times.size < 3 or not is_uniform(times):
         raise ValueError("Masks need a uniformly sampled series; resample it first (resample_to_uniform).")
     brain = np.asarray(brain, bool)
-    voxels = np.asarray(hu)[brain].astype(np.float32)
     kept = slice(None)
     if censored_frames is not None:
-        voxels = bridge_frames(voxels, censored_frames)
         kept = ~np.asarray(censored_frames, dtype=bool)
-    template = to_concentration(voxels.mean(axis=0, dtype=np.float64), n_baseline_frames)
+    template = to_concentration(brain_mean_curve(hu, brain, censored_frames, max_bytes), n_baseline_frames)
     area = float(trapezoid_integral(template, float(times[1] - times[0])))
     if area <= 0:
         raise ValueError(
@@ -183,11 +209,44 @@ def fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames=N
             "MotionCorrection interface)."
         )
     design = np.stack([np.ones_like(template), template / area], axis=1)  # (T, 2)
-    coefficients = voxels[:, kept] @ np.linalg.pinv(design[kept]).T.astype(np.float32)  # (n, 2)
+    projection = np.linalg.pinv(design[kept]).T.astype(np.float32)  # (T kept, 2)
+    coefficients = np.empty((int(brain.sum()), 2), np.float32)
+    for rows, voxels in iter_masked_curves(hu, brain, max_bytes):  # censored frames are not in the product
+        coefficients[rows] = voxels[:, kept] @ projection
     baseline = np.zeros(brain.shape, np.float32)
     enhancement = np.zeros(brain.shape, np.float32)
     baseline[brain], enhancement[brain] = coefficients[:, 0], coefficients[:, 1]
     return baseline, enhancement
+
+
+def brain_mean_curve(hu, brain, censored_frames=None, max_bytes=CHUNK_BYTES):
+    """Mean curve (T,), float64 HU, of the voxels in ``brain``, their ``censored_frames`` bridged
+    (:func:`.motion.bridge_frames`).
+
+    Summed in float64 slice by slice (each frame's voxels in one sum) and then over the slices in order, so
+    that it does not depend on the chunk size (``max_bytes``, :mod:`.chunks`) nor on the array's layout;
+    ``hu`` is any 4D array-like.
+
+    >>> hu = np.arange(2 * 1 * 2 * 3, dtype=np.float32).reshape(2, 1, 2, 3)
+    >>> brain_mean_curve(hu, np.ones((2, 1, 2), bool)).tolist()
+    [4.5, 5.5, 6.5]
+    """
+    brain = np.asarray(brain, bool)
+    if brain.shape != tuple(hu.shape[:3]):
+        raise ValueError(f"The brain mask has shape {brain.shape} but the series {tuple(hu.shape)}.")
+    if not brain.any():
+        raise ValueError("The brain mask is empty: there is no brain curve to fit to.")
+    total = np.zeros(hu.shape[3], np.float64)
+    slice_size = hu.shape[0] * hu.shape[1]
+    for z0, z1, where, by_frame in iter_masked_frames(hu, brain, max_bytes):
+        ends = np.searchsorted(where, np.arange(z1 - z0 + 1) * slice_size)  # where runs slice by slice
+        for first, last in zip(ends[:-1], ends[1:]):
+            if last > first:
+                voxels = np.ascontiguousarray(by_frame[:, first:last])  # (T, the slice's voxels)
+                if censored_frames is not None:
+                    voxels = bridge_frames(voxels.T, censored_frames).T
+                total += voxels.sum(axis=1, dtype=np.float64)
+    return total / int(brain.sum())
 
 
 def _smooth_in_plane(volume, radius):
@@ -205,6 +264,7 @@ def csf_mask(
     max_relative_enhancement=0.5,
     smoothing_radius=0,
     censored_frames=None,
+    max_bytes=CHUNK_BYTES,
 ):
     """Cerebrospinal fluid: water-like baseline HU and no enhancement.
 
@@ -216,8 +276,8 @@ def csf_mask(
 
     Parameters
     ----------
-    hu : ndarray, shape (x, y, z, T)
-        Series in HU.
+    hu : array-like, shape (x, y, z, T)
+        Series in HU (an array or nibabel's proxy, read in chunks).
     frame_times : array_like, shape (T,)
         Uniform frame times in seconds.
     brain : ndarray of bool, shape (x, y, z)
@@ -231,13 +291,15 @@ def csf_mask(
         In-plane smoothing radius in voxels (0: none).
     censored_frames : array_like of bool, shape (T,), optional
         Frames left out of the fit (:func:`fit_enhancement`).
+    max_bytes : int
+        Bytes of float32 per chunk of the series (:func:`fit_enhancement`).
 
     Returns
     -------
     ndarray of bool
     """
     brain = np.asarray(brain, bool)
-    baseline, enhancement = fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames)
+    baseline, enhancement = fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames, max_bytes)
     reference = float(np.median(enhancement[brain]))
     baseline = _smooth_in_plane(baseline, smoothing_radius)
     enhancement = _smooth_in_plane(enhancement, smoothing_radius)
@@ -246,7 +308,8 @@ def csf_mask(
 
 
 def vessel_mask(
-    hu, frame_times, brain, n_baseline_frames, min_relative_cbv=5.0, exclude=None, censored_frames=None
+    hu, frame_times, brain, n_baseline_frames, min_relative_cbv=5.0, exclude=None, censored_frames=None,
+    max_bytes=CHUNK_BYTES,
 ):
     """Large vessels: enhancement (area, CBV-like) many times the brain's median.
 
@@ -258,8 +321,8 @@ def vessel_mask(
 
     Parameters
     ----------
-    hu : ndarray, shape (x, y, z, T)
-        Series in HU.
+    hu : array-like, shape (x, y, z, T)
+        Series in HU (an array or nibabel's proxy, read in chunks).
     frame_times : array_like, shape (T,)
         Uniform frame times in seconds.
     brain : ndarray of bool
@@ -271,13 +334,15 @@ def vessel_mask(
         Voxels left out of the reference median (CSF).
     censored_frames : array_like of bool, shape (T,), optional
         Frames left out of the fit (:func:`fit_enhancement`).
+    max_bytes : int
+        Bytes of float32 per chunk of the series (:func:`fit_enhancement`).
 
     Returns
     -------
     ndarray of bool
     """
     brain = np.asarray(brain, bool)
-    _, enhancement = fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames)
+    _, enhancement = fit_enhancement(hu, frame_times, brain, n_baseline_frames, censored_frames, max_bytes)
     tissue = brain if exclude is None else brain & ~np.asarray(exclude, bool)
     reference = float(np.median(enhancement[tissue])) if tissue.any() else 0.0
     if reference <= 0:

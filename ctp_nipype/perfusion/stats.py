@@ -66,7 +66,10 @@ def world_x_mm(shape, affine):
     array([ 0., -2., -4.])
     """
     affine = np.asarray(affine, dtype=float)
-    i, j, k = np.indices(tuple(shape)[:3], dtype=float)
+    # each axis' term on its own axis, broadcast: the same sums in the same order as on three full index
+    # grids (bitwise), without the grids (1 s and 150 MB at 512 x 512 x 24)
+    i, j, k = (np.arange(n, dtype=float).reshape([-1 if a == axis else 1 for a in range(3)])
+               for axis, n in enumerate(tuple(shape)[:3]))
     return affine[0, 0] * i + affine[0, 1] * j + affine[0, 2] * k + affine[0, 3]
 
 

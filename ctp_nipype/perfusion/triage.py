@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .chunks import CHUNK_BYTES, read_slices, slice_chunks
+from .prepare import prepare_curves
+
 #: ischemic core: rCBF (CBF over the contralateral reference) below this fraction
 CORE_RELATIVE_CBF = 0.30
 #: delay thresholds whose volumes are reported, seconds (Tmax; BAD for the network)
@@ -153,6 +156,75 @@ def time_to_peak(tissue, frame_times, mask=None, interpolation=DEFAULT_PEAK_INTE
         rows = index[start:start + int(chunk_size)]
         out[rows] = peak_time(flat[rows], float(steps[0]), interpolation, start_s=float(times[0]))
     return out.reshape(spatial)
+
+
+def series_time_to_peak(series, frame_times, aif_hu, mask=None, n_baseline_frames=None,
+                        interpolation=DEFAULT_PEAK_INTERPOLATION, max_bytes=CHUNK_BYTES):
+    """Time to peak (s) of a whole 4D HU series, read chunk by chunk of slices: the map, and the curves' preparation.
+
+    Each chunk's voxels in ``mask`` go through
+    :func:`ctp_nipype.perfusion.prepare.prepare_curves` (uniform grid, the
+    baseline of ``n_baseline_frames`` frames, default detected once from the
+    AIF) and :func:`time_to_peak`: every step works voxel by voxel, so the map
+    is bitwise the one of ``time_to_peak(prepare_curves(series, ...).tissue, ...)``
+    whatever ``max_bytes`` (tested). Memory: one chunk
+    (:data:`~ctp_nipype.perfusion.chunks.CHUNK_BYTES`) and the 3D map; chunks
+    without a voxel of the mask are not read.
+
+    Parameters
+    ----------
+    series : array-like, shape (x, y, z, T)
+        HU; a numpy array or nibabel's lazy proxy (:mod:`ctp_nipype.perfusion.chunks`).
+    frame_times : array_like, shape (T,)
+        Seconds (resampled to a uniform grid when not uniform, as for the deconvolution).
+    aif_hu : array_like, shape (T,)
+        The arterial curve, HU, baseline included.
+    mask : ndarray of bool, shape (x, y, z), optional
+        Voxels to compute (others 0); default all.
+    n_baseline_frames : int, optional
+    interpolation : {'sampled', 'parabola'}
+    max_bytes : int
+        The most bytes of float32 of one chunk of slices.
+
+    Returns
+    -------
+    ttp : ndarray, shape (x, y, z), float32
+    prepared : PreparedCurves
+        The AIF's preparation (``tissue`` holds no voxel): grid, baseline frames, provenance (``describe()``).
+
+    Examples
+    --------
+    >>> t = np.arange(12.0)
+    >>> aif = 40 + 300 * np.exp(-((t - 5) ** 2) / 2)
+    >>> series = np.zeros((1, 1, 3, 12)) + 40 + np.exp(-((t - [[[6], [7], [8]]]) ** 2))
+    >>> ttp, prepared = series_time_to_peak(series, t, aif, max_bytes=1)
+    >>> ttp.ravel().tolist(), prepared.n_baseline_frames
+    ([6.0, 7.0, 8.0], 2)
+    """
+    shape = tuple(int(s) for s in series.shape)
+    if len(shape) != 4:
+        raise ValueError(f"Time to peak of a series needs a 4D (x, y, z, t) series, got shape {shape}.")
+    mask = np.ones(shape[:3], bool) if mask is None else np.asarray(mask, bool)
+    if mask.shape != shape[:3]:
+        raise ValueError(f"The mask {mask.shape} and the series {shape[:3]} must have the same spatial shape.")
+    # the AIF's preparation (and the baseline detected once, on the uniform grid) before any voxel is read
+    head = prepare_curves(np.zeros((0, shape[3]), np.float32), frame_times, aif_hu, n_baseline_frames)
+    ttp = np.zeros(shape[:3], np.float32)
+    for z0, z1 in slice_chunks(shape, max_bytes):
+        inside = mask[:, :, z0:z1]
+        if not inside.any():
+            continue
+        chunk = read_slices(series, z0, z1)
+        # the voxels in the chunk's memory order (x fastest for a NIfTI's): 7x faster than chunk[inside]
+        order = "F" if chunk.flags.f_contiguous else "C"
+        rows = np.flatnonzero(inside.ravel(order=order))
+        curves = prepare_curves(chunk.reshape(-1, shape[3], order=order)[rows], frame_times, aif_hu,
+                                head.n_baseline_frames)
+        block = np.zeros(inside.shape, np.float32, order=order)
+        block.reshape(-1, order=order)[rows] = time_to_peak(curves.tissue, curves.frame_times,
+                                                            interpolation=interpolation)
+        ttp[:, :, z0:z1] = block
+    return ttp, head
 
 
 # ----------------------------------------------------------------------------------------------

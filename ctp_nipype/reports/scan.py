@@ -12,11 +12,13 @@ et al. 2025) and the table of region statistics.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
+from ..perfusion.chunks import iter_slices, read_slices
 from ..perfusion.constants import UNITS
 from ..perfusion.convolution import convolve
 from ..perfusion.masks import brain_mask, time_average
@@ -42,8 +44,9 @@ class ScanReportData:
     ----------
     title : str
         The scan's name (prefix).
-    hu : ndarray (x, y, z, T)
-        The scan, HU.
+    hu : array-like (x, y, z, T)
+        The scan, HU: a numpy array or nibabel's lazy proxy (:func:`ctp_nipype.io.load_ctp` with ``lazy``);
+        the report reads the time average of the slices it draws and the curves of the ROIs' voxels.
     frame_times : ndarray (T,)
         Seconds.
     affine : ndarray (4, 4)
@@ -63,9 +66,10 @@ class ScanReportData:
     maps : dict
         ``{(method, map): 3D array}``.
     residues : dict
-        ``{method: 4D flow-scaled residue [1/s]}``.
+        ``{method: 4D flow-scaled residue [1/s]}``: an array-like, or the path of a 4D NIfTI of which the
+        ROIs' voxels are read in one pass (:func:`read_voxel_curves`).
     local_aifs : dict
-        ``{method: 4D local AIF [HU above baseline]}`` (the network's).
+        ``{method: 4D local AIF [HU above baseline]}`` (the network's), likewise.
     stats_rows : list of dict
         Region statistics (rows of the MapStats TSV).
     lesions : dict
@@ -73,10 +77,14 @@ class ScanReportData:
     warnings : list of str
     ttp : ndarray, optional
         Time to peak of the tissue curves, s (one map, whatever the methods).
+    summary_pngs : dict
+        ``{method: PNG bytes}``: the triage summaries :class:`~ctp_nipype.interfaces.triage.TriageSummary`
+        drew (:func:`ctp_nipype.reports.figures.triage_summary` of the same inputs), embedded instead of
+        drawn again.
     """
 
     title: str
-    hu: np.ndarray
+    hu: object
     frame_times: np.ndarray
     affine: np.ndarray
     voxel_size_mm: tuple
@@ -100,6 +108,92 @@ class ScanReportData:
     lesions: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     ttp: np.ndarray | None = None
+    summary_pngs: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# reading only what is drawn
+
+
+class TimeAveragedSlices:
+    """The time-averaged scan (x, y, z), HU, float32, each slice computed from the series when first indexed.
+
+    The figures draw a few slices over it (``background[bx, by, k]``): only those are read from a lazily
+    loaded series (:func:`ctp_nipype.perfusion.masks.time_average` of ``series[:, :, k:k+1]``, the same
+    values as the whole series' average). ``np.asarray`` of it (and any other indexing) averages every slice,
+    chunk by chunk.
+
+    >>> series = np.arange(2 * 2 * 3 * 4, dtype=np.float32).reshape(2, 2, 3, 4)
+    >>> background = TimeAveragedSlices(series)
+    >>> background[:, :, 1].tolist(), background.read_slices
+    ([[5.5, 17.5], [29.5, 41.5]], [1])
+    >>> bool(np.array_equal(np.asarray(background), time_average(series)))
+    True
+    """
+
+    def __init__(self, series):
+        self.series = series
+        self.shape = tuple(int(n) for n in series.shape[:3])
+        self.ndim = 3
+        self.dtype = np.dtype(np.float32)
+        self._slices = {}
+
+    @property
+    def read_slices(self):
+        """The slices averaged so far (sorted)."""
+        return sorted(self._slices)
+
+    def slice(self, k):
+        """Slice ``k`` of the average, (x, y)."""
+        k = int(k)
+        if k not in self._slices:
+            self._slices[k] = time_average(read_slices(self.series, k, k + 1))[:, :, 0]
+        return self._slices[k]
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple) and len(key) == 3 and isinstance(key[2], (int, np.integer)):
+            return self.slice(key[2])[key[0], key[1]]
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None):
+        whole = np.empty(self.shape, np.float32)
+        if len(self._slices) == self.shape[2]:  # every slice already averaged
+            for k, values in self._slices.items():
+                whole[:, :, k] = values
+        else:
+            for z0, z1, chunk in iter_slices(self.series):
+                whole[:, :, z0:z1] = time_average(chunk)
+            self._slices = {k: whole[:, :, k].copy() for k in range(self.shape[2])}
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def read_voxel_curves(source, mask):
+    """The curves (n, T) of the voxels of a 3D ``mask`` in ``array[mask]``'s order, from a 4D source (float32, or
+    the array's float type).
+
+    ``source`` is an array-like (a numpy array, nibabel's proxy of an uncompressed NIfTI: one box per slice
+    holding voxels is read) or the path of a 4D NIfTI, read in one pass frame by frame
+    (:func:`ctp_nipype.slabs.iter_frames`: a gzipped file is decompressed once, one frame held at a time).
+
+    >>> s = np.arange(3 * 3 * 2 * 2, dtype=np.float32).reshape(3, 3, 2, 2); m = s[..., 0] % 3 == 0
+    >>> bool(np.array_equal(read_voxel_curves(s, m), s[m]))
+    True
+    """
+    mask = np.asarray(mask, bool)
+    if isinstance(source, (str, os.PathLike)):
+        from ..slabs import iter_frames
+
+        frames = [frame[mask] for frame in iter_frames(source)]
+        return np.stack(frames, axis=-1) if frames else np.zeros((int(mask.sum()), 0), np.float32)
+    where = np.argwhere(mask)  # C order, as array[mask]
+    dtype = np.result_type(getattr(source, "dtype", np.float32), np.float32)  # float64 stays float64
+    out = np.empty((where.shape[0], int(source.shape[3])), dtype)
+    for k in np.unique(where[:, 2]):
+        rows = np.flatnonzero(where[:, 2] == k)
+        (x0, y0), (x1, y1) = where[rows, :2].min(axis=0), where[rows, :2].max(axis=0) + 1
+        box = np.asarray(source[x0:x1, y0:y1, int(k)], dtype)  # (bx, by, T)
+        out[rows] = box[where[rows, 0] - x0, where[rows, 1] - y0]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,8 +278,16 @@ def roi_curve_data(data, rois):
     curve_times = data.curves.get("time")
     out, skipped = [], []
     prepared_times = None
+    # every 4D source read once, at the voxels of all the ROIs (rows in the union's C order)
+    union = np.logical_or.reduce([roi for _, roi in rois])
+    row = np.full(union.shape, -1, np.int64)
+    row[union] = np.arange(int(union.sum()))
+    tissue_hu = read_voxel_curves(data.hu, union)
+    residues = {method: read_voxel_curves(source, union) for method, source in data.residues.items()}
+    local_aifs = {method: read_voxel_curves(source, union) for method, source in data.local_aifs.items()
+                  if method in data.residues}
     for name, roi in rois:
-        hu = data.hu[roi].astype(np.float64)
+        hu = tissue_hu[row[roi]].astype(np.float64)
         roi_times = times
         if aif_hu.size != times.size or not is_uniform(times):
             step = float(np.diff(curve_times).min()) if curve_times is not None else None
@@ -197,12 +299,12 @@ def roi_curve_data(data, rois):
         dt = float(prepared.frame_times[1] - prepared.frame_times[0])
         prepared_times = prepared.frame_times
         entry = {"name": name, "observed": prepared.tissue.mean(axis=0), "residue": {}, "reconstructed": {}}
-        for method, residue in data.residues.items():
-            voxels = residue[roi]
+        for method, curves in residues.items():
+            voxels = curves[row[roi]]
             if voxels.shape[-1] != prepared.tissue.shape[-1]:
                 skipped.append(f"{method}: residue has {voxels.shape[-1]} frames, the curves {prepared.tissue.shape[-1]}")
                 continue
-            aif = data.local_aifs[method][roi] if method in data.local_aifs else prepared.aif
+            aif = local_aifs[method][row[roi]] if method in local_aifs else prepared.aif
             entry["residue"][method] = voxels.mean(axis=0)
             entry["reconstructed"][method] = convolve(aif, voxels, dt).mean(axis=0)
         out.append(entry)
@@ -267,11 +369,13 @@ def _triage_section(data, background, slices):
              "rule than Tmax &gt; 6 s.</li></ul>")
     for method in sorted(data.lesions, key=lambda m: _order(m, METHOD_ORDER)):
         entry = data.lesions[method]
-        delay = next((data.maps[(method, name)] for name in ("tmax", "bad") if (method, name) in data.maps), None)
-        if entry.get("core") is None or entry.get("hypoperfused") is None or delay is None:
-            continue
-        png = figures.triage_summary(background, data.brain, entry["core"], entry["hypoperfused"], delay,
-                                     entry.get("summary", {}), f"{data.title}: {method}", slices, data.affine)
+        png = data.summary_pngs.get(method)  # TriageSummary's figure: the same bytes, not drawn again
+        if png is None:
+            delay = next((data.maps[(method, name)] for name in ("tmax", "bad") if (method, name) in data.maps), None)
+            if entry.get("core") is None or entry.get("hypoperfused") is None or delay is None:
+                continue
+            png = figures.triage_summary(background, data.brain, entry["core"], entry["hypoperfused"], delay,
+                                         entry.get("summary", {}), f"{data.title}: {method}", slices, data.affine)
         body += png_img(png, f"{method} triage summary")
     return body
 
@@ -308,6 +412,7 @@ def _maps_section(data, slices):
     if not names:
         return '<p class="note">No maps were given.</p>'
     parts = []
+    tissue = tissue_mask(data.brain, data.csf, data.vessels)  # sets every colour scale
     # Tmax (SVD) and BAD (network) are both delays in s: one row set, one colour scale
     groups = []
     for name in names:
@@ -324,11 +429,11 @@ def _maps_section(data, slices):
         }
         label = "/".join(members)
         png = figures.map_mosaic(maps, label, UNITS.get(members[0], ""), data.brain, slices,
-                                 range_mask=tissue_mask(data.brain, data.csf, data.vessels))
+                                 range_mask=tissue)
         parts.append(png_img(png, f"{label} maps"))
     if data.ttp is not None:
         png = figures.map_mosaic({"scan": data.ttp}, "ttp", UNITS["ttp"], data.brain, slices,
-                                 range_mask=tissue_mask(data.brain, data.csf, data.vessels))
+                                 range_mask=tissue)
         parts.append(png_img(png, "time to peak"))
     return "<p class=\"note\">One colour scale per map across methods: 0 to the 99th percentile in the brain's tissue (without CSF and vessels when their masks are given).</p>" + "".join(parts)
 
@@ -404,10 +509,15 @@ def _number(value):
 
 
 def scan_report_html(data):
-    """The per-scan report page (self-contained HTML) of a :class:`ScanReportData`."""
-    background = time_average(data.hu)
+    """The per-scan report page (self-contained HTML) of a :class:`ScanReportData`.
+
+    Of the 4D inputs it reads only what it draws: the time average of the slices shown
+    (:class:`TimeAveragedSlices`; all of them when no brain mask is given, to compute one) and the curves
+    of the ROIs' voxels (:func:`read_voxel_curves`).
+    """
+    background = TimeAveragedSlices(data.hu)
     if data.brain is None:
-        data.brain = brain_mask(background)
+        data.brain = brain_mask(np.asarray(background))
     warnings = list(data.warnings)
     if data.motion and "framewise_displacement_mm" in data.motion:
         fd = float(np.max(data.motion["framewise_displacement_mm"]))

@@ -539,6 +539,22 @@ def _motion_parameters(n_frames, rng, n_moved=5, max_translation_mm=2.0, max_rot
     return profile[:, None] * peak[None, :] + 0.0  # + 0.0: no negative zeros in the written TSV
 
 
+def _phantom_streams(seed):
+    """The phantom's independent random streams: anatomy, bolus, motion, noise."""
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4))
+
+
+def phantom_motion(seed, n_frames):
+    """The motion ``make_phantom(..., seed=seed, motion=True)`` injects into ``n_frames`` frames, without building
+    the phantom (its ``motion_parameters``): the truth for a phantom written to a file.
+
+    >>> from ctp_nipype.sims.phantom import make_phantom
+    >>> bool(np.array_equal(phantom_motion(3, 60), make_phantom("small", seed=3, motion=True).motion_parameters))
+    True
+    """
+    return _motion_parameters(int(n_frames), _phantom_streams(seed)[2])
+
+
 def apply_motion(hu, motion, voxel_mm, fill_hu=MATERIAL_HU["air"]):
     """Move the head in the frames whose parameters are not zero, in place (linear interpolation).
 
@@ -673,9 +689,7 @@ def make_phantom(
         if params.cbf <= 0 or params.cbv <= 0:
             raise ValueError(f"{label.name}: CBF and CBV must be positive, got {params.cbf} and {params.cbv}.")
 
-    anatomy_rng, bolus_rng, motion_rng, noise_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)
-    )
+    anatomy_rng, bolus_rng, motion_rng, noise_rng = _phantom_streams(seed)
     # the phantom is built on a grid padded in z and cropped to the slab at the end
     slab = GRIDS[size]
     grid = slab.padded(PAD_SLICES)

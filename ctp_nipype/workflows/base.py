@@ -248,15 +248,13 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
             from ..interfaces.transformer import TransformerPerfusion  # torch only when asked for
 
             # a progress bar with the time left for each slab (the network's step takes minutes)
-            node = pe.MapNode(TransformerPerfusion(device=device, progress=True, compress=False),
-                              iterfield=["in_file", "mask_file"], name="transformer")
+            node = pe.MapNode(TransformerPerfusion(device=device, progress=True), iterfield=["in_file", "mask_file"],
+                              name="transformer")
             if weights:
                 node.inputs.weights = weights
             maps.append("localaif")
         else:
-            # slab maps are read again by the join only: uncompressed
-            node = pe.MapNode(SVDDeconvolution(method=method, compress=False), iterfield=["in_file", "mask_file"],
-                              name=method)
+            node = pe.MapNode(SVDDeconvolution(method=method), iterfield=["in_file", "mask_file"], name=method)
         # every method reads the same AIF column (a method without the input would silently use another)
         node.inputs.aif_column = aif_column
         accepted = set(node.inputs.copyable_trait_names())
@@ -475,6 +473,7 @@ def init_ctp_wf(
         (lesion_jsons, summary, [("out", "lesion_files")]),
         (delay_maps, summary, [("out", "delay_files")]),
         (summary, stats_files, [("out_files", "in4")]),
+        (summary, report, [("out_files", "summary_files")]),  # embedded, not drawn again
     ])  # fmt: skip
     if frame_interval is not None:
         summary.inputs.frame_interval = frame_interval

@@ -1,0 +1,271 @@
+"""The perfusion Transformer's CPU inference path: the same network in fewer, larger operations.
+
+:class:`FusedInference` runs :meth:`PerfusionTransformer.forward <ctp_nipype.nn.model.PerfusionTransformer.forward>`
+(float32, no padded frames, no gradients) with the weights repacked once per call of
+:func:`ctp_nipype.nn.inference.run_network`:
+
+* every attention works on all heads of a batch of voxels at once, head-major: one batched
+  matrix product for the scores of all (voxel, head) pairs, one in-place exponential, one
+  product with the values (a row of ones appended to each head's values gives each row's
+  sum, as :func:`~ctp_nipype.nn.model.exp_attention` does), one division. The paper's 16
+  heads of dimension 4 made the per-head products of :func:`~ctp_nipype.nn.model.exp_attention`
+  spend their time on tiny, strided matrices;
+* the projections come out feature-major, ``(voxels, heads, rows, frames)``: a head's queries,
+  keys and values are then strided views that the batched products read as they are (one
+  product per projection, no copies), and the attention's output (voxels, heads x D, frames)
+  feeds the output projection directly;
+* a self-attention's query, key and value projections are one product (their weights
+  stacked head by head), the two curve heads' first layers are one, the residual additions
+  are made in place, and the scores are made, exponentiated and used a block of voxels at a
+  time (:data:`SCORE_BLOCK_ELEMENTS`) while they are in the CPU's cache;
+* with one AIF for all voxels (a scan), the decoder's AIF part (``aif_cache``) and the first
+  cross-attention's queries are computed once.
+
+The exponential has no shift, so, as for :func:`~ctp_nipype.nn.model.exp_attention`, the path
+is used only when :meth:`Attention.exp_attention_is_safe
+<ctp_nipype.nn.model.Attention.exp_attention_is_safe>` proves from the weights that no score
+can leave float32's range (:meth:`FusedInference.applies`); the module forward is the
+reference, and the tests hold the two equal to 1e-5 (float rounding: the same sums in
+another order).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: score elements (voxels x heads x keys x queries) exponentiated per block: 1 MiB of float32, 4 voxels
+#: at 60 frames, so that a block's scores stay in a core's L2 cache between the three operations that use them
+SCORE_BLOCK_ELEMENTS = 1 << 18
+
+
+def _self_attention_weights(attention):
+    """Query, key and value projections stacked per head: rows ``[q_h * scale, k_h, v_h, 0]``, bias 1 on the last.
+
+    Returns (weight, bias) of shape (H (3 D + 1), d) and (H (3 D + 1), 1): each head's
+    ``3 D + 1`` rows are together, so that a head's query, key or value rows of the
+    feature-major product are a strided view with one batch stride.
+    """
+    query_weight, query_bias = _query_weights(attention)
+    heads = attention.n_heads
+    dim = query_weight.shape[0] // heads
+    kv_weight, kv_bias = _key_value_weights(attention)
+    d_model = query_weight.shape[1]
+    weight = torch.cat([query_weight.view(heads, dim, d_model), kv_weight.view(heads, 2 * dim + 1, d_model)], 1)
+    bias = torch.cat([query_bias.view(heads, dim), kv_bias.view(heads, 2 * dim + 1)], 1)
+    return weight.flatten(0, 1).contiguous(), bias.reshape(-1, 1).contiguous()
+
+
+def _query_weights(attention):
+    """The query projection times the scores' factor ``D ** -0.5``: (H D, d) and (H D,)."""
+    scale = (attention.query.out_features // attention.n_heads) ** -0.5
+    return attention.query.weight.detach() * scale, attention.query.bias.detach() * scale
+
+
+def _key_value_weights(attention):
+    """Keys and values per head, rows ``[k_h, v_h, 0]`` with bias 1 on the last: (H (2 D + 1), d), (H (2 D + 1),)."""
+    weight, bias = attention.key_value.weight.detach(), attention.key_value.bias.detach()
+    heads = attention.n_heads
+    width, d_model = weight.shape[0] // 2, weight.shape[1]
+    dim = width // heads
+    w = torch.zeros(heads, 2 * dim + 1, d_model, dtype=weight.dtype)
+    b = torch.ones(heads, 2 * dim + 1, dtype=bias.dtype)
+    w[:, :dim], b[:, :dim] = weight[:width].view(heads, dim, d_model), bias[:width].view(heads, dim)
+    w[:, dim : 2 * dim] = weight[width:].view(heads, dim, d_model)
+    b[:, dim : 2 * dim] = bias[width:].view(heads, dim)
+    return w.flatten(0, 1), b.flatten()
+
+
+def _feature_major(weight, x, bias):
+    """``weight @ x[b].T + bias`` for every voxel ``b``: (B, rows, T) from ``x`` (B, T, d)."""
+    return torch.baddbmm(bias, weight.expand(x.shape[0], -1, -1), x.transpose(1, 2))
+
+
+class FusedInference:
+    """A :class:`~ctp_nipype.nn.model.PerfusionTransformer`'s weights repacked for the fused CPU path.
+
+    Parameters
+    ----------
+    model : PerfusionTransformer
+        Read once: repack (make a new instance) after its weights change.
+
+    Examples
+    --------
+    >>> from ctp_nipype.nn.model import PerfusionTransformer
+    >>> model = PerfusionTransformer().eval()
+    >>> tissue, aif, times = torch.rand(3, 40), torch.rand(40), torch.arange(40.0)
+    >>> with torch.inference_mode():
+    ...     fused = FusedInference(model)(tissue, aif, times)
+    ...     reference = model(tissue, aif, times)
+    >>> all(torch.allclose(fused[k], reference[k], atol=1e-5) for k in reference)
+    True
+    """
+
+    def __init__(self, model):
+        self.model = model
+        config = model.config
+        self.n_heads = config.n_heads
+        self.dim = config.d_model // config.n_heads
+        with torch.no_grad():
+            self.encoder = [
+                (layer.norm_attention, *_self_attention_weights(layer.attention), *self._output(layer.attention),
+                 layer.norm_feedforward, *self._feedforward(layer.feedforward))
+                for layer in model.encoder
+            ]
+            self.decoder = []
+            for layer in model.decoder:
+                query_weight, query_bias = _query_weights(layer.cross_attention)
+                kv_weight, kv_bias = _key_value_weights(layer.cross_attention)
+                self.decoder.append(
+                    (layer.norm_self, *_self_attention_weights(layer.self_attention), *self._output(layer.self_attention),
+                     layer.norm_cross, query_weight.contiguous(), query_bias[:, None].contiguous(),
+                     kv_weight.contiguous(), kv_bias[:, None].contiguous(), *self._output(layer.cross_attention),
+                     layer.norm_feedforward, *self._feedforward(layer.feedforward))
+                )
+            local, residue = model.local_aif_head, model.residue_head
+            self.curve_hidden = (
+                torch.cat([local[0].weight, residue[0].weight]).t().contiguous(),
+                torch.cat([local[0].bias, residue[0].bias]),
+            )
+            d = config.d_model
+            out = torch.zeros(2 * d, 2)
+            out[:d, 0], out[d:, 1] = local[2].weight[0], residue[2].weight[0]
+            self.curve_out = (out, torch.cat([local[2].bias, residue[2].bias]))
+
+    @staticmethod
+    def _output(attention):
+        return attention.out.weight.detach().t().contiguous(), attention.out.bias.detach()
+
+    @staticmethod
+    def _feedforward(feedforward):
+        first, last = feedforward[0], feedforward[3]
+        return (first.weight.detach().t().contiguous(), first.bias.detach(),
+                last.weight.detach().t().contiguous(), last.bias.detach())
+
+    @staticmethod
+    def applies(model, tissue, aif_cache=None, valid=None):
+        """Whether the fused path computes ``model``'s forward for these inputs: CPU, float32, eval mode (or no
+        dropout), no padded frames, no autocast, no gradients, and every attention's scores bounded."""
+        if (
+            tissue.device.type != "cpu"
+            or tissue.dtype != torch.float32
+            or valid is not None
+            or torch.is_grad_enabled()
+            or (model.training and model.config.dropout)
+            or _cpu_autocast_enabled()
+            or (aif_cache is not None and aif_cache.dtype != torch.float32)
+        ):
+            return False
+        n_frames = tissue.shape[-1]
+        pairs = [(layer.attention, layer.norm_attention, layer.norm_attention) for layer in model.encoder]
+        for layer in model.decoder:
+            pairs += [(layer.self_attention, layer.norm_self, layer.norm_self),
+                      (layer.cross_attention, layer.norm_cross, model.encoder_norm)]
+        return all(attention.exp_attention_is_safe(q, kv, n_frames) for attention, q, kv in pairs)
+
+    def _attend(self, queries, keys_values, query_rows, key_rows, value_rows, batch):
+        """All heads' attention from feature-major projections.
+
+        ``queries`` (B or 1, H * rows_q, T) and ``keys_values`` (B, H * rows_kv, S); a head's queries, keys and
+        values are the rows ``query_rows``, ``key_rows`` and ``value_rows`` (the values followed by a row of
+        ones) of its block. Returns the output (B, H * D, T), feature-major.
+        """
+        heads, dim = self.n_heads, self.dim
+        n_queries, n_keys = queries.shape[-1], keys_values.shape[-1]
+        queries = queries.view(-1, heads, queries.shape[1] // heads, n_queries)[:, :, query_rows]
+        if queries.shape[0] != batch:  # one query (the shared AIF) for every voxel
+            queries = queries.expand(batch, -1, -1, -1)
+        queries = queries.reshape(batch * heads, dim, n_queries)
+        blocks = keys_values.view(batch * heads, keys_values.shape[1] // heads, n_keys)
+        keys, values = blocks[:, key_rows].transpose(1, 2), blocks[:, value_rows]
+        products = torch.empty(batch * heads, dim + 1, n_queries)
+        rows = heads * max(1, SCORE_BLOCK_ELEMENTS // (heads * n_keys * n_queries))
+        scores = torch.empty(min(rows, batch * heads), n_keys, n_queries)
+        for start in range(0, batch * heads, rows):
+            block = slice(start, min(start + rows, batch * heads))
+            block_scores = scores[: block.stop - block.start]
+            torch.bmm(keys[block], queries[block], out=block_scores)
+            block_scores.exp_()
+            torch.bmm(values[block], block_scores, out=products[block])
+        out = products[:, :dim] / products[:, dim:]
+        return out.view(batch, heads * dim, n_queries)
+
+    def _self_attention(self, x, norm, weight, bias, out_weight, out_bias):
+        """``x + attention(norm(x))`` in place of ``x`` (B, T, d)."""
+        dim = self.dim
+        projections = _feature_major(weight, F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps),
+                                     bias)
+        out = self._attend(projections, projections, slice(0, dim), slice(dim, 2 * dim), slice(2 * dim, 3 * dim + 1),
+                           x.shape[0])
+        return x.baddbmm_(out.transpose(1, 2), out_weight.expand(x.shape[0], -1, -1)).add_(out_bias)
+
+    def _feedforward_block(self, x, norm, first_weight, first_bias, last_weight, last_bias):
+        """``x + feedforward(norm(x))`` in place of ``x`` (B, T, d)."""
+        flat = x.view(-1, x.shape[-1])
+        hidden = torch.addmm(first_bias, F.layer_norm(flat, norm.normalized_shape, norm.weight, norm.bias, norm.eps),
+                             first_weight)
+        torch.ops.aten.gelu_(hidden)
+        flat.addmm_(hidden, last_weight).add_(last_bias)
+        return x
+
+    def shared_queries(self, aif_cache):
+        """The first cross-attention's queries of ``aif_cache`` (1 or B, T, d): (1 or B, H D, T)."""
+        norm, query_weight, query_bias = self.decoder[0][5:8]
+        h = F.layer_norm(aif_cache, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return _feature_major(query_weight, h, query_bias)
+
+    def __call__(self, tissue, aif=None, frame_times=None, aif_cache=None, first_queries=None):
+        """The three outputs of :meth:`PerfusionTransformer.forward` (same arguments, no ``valid``).
+
+        ``first_queries``: :meth:`shared_queries` of ``aif_cache``, if already computed.
+        """
+        model = self.model
+        if aif_cache is None:
+            aif_cache = model.encode_aif(aif, frame_times)
+        if first_queries is None:
+            first_queries = self.shared_queries(aif_cache)
+        batch, dim = tissue.shape[0], self.dim
+
+        x = model.tissue_embedding(tissue, frame_times).contiguous()
+        for norm, weight, bias, out_weight, out_bias, ff_norm, *feedforward in self.encoder:
+            x = self._self_attention(x, norm, weight, bias, out_weight, out_bias)
+            x = self._feedforward_block(x, ff_norm, *feedforward)
+        norm = model.encoder_norm
+        memory = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+        x = None
+        for index, (self_norm, weight, bias, out_weight, out_bias, cross_norm, query_weight, query_bias,
+                    kv_weight, kv_bias, cross_out_weight, cross_out_bias, ff_norm, *feedforward) in enumerate(
+            self.decoder
+        ):
+            if index == 0:  # the self-attention is in aif_cache
+                queries = first_queries
+            else:
+                x = self._self_attention(x, self_norm, weight, bias, out_weight, out_bias)
+                h = F.layer_norm(x, cross_norm.normalized_shape, cross_norm.weight, cross_norm.bias, cross_norm.eps)
+                queries = _feature_major(query_weight, h, query_bias)
+            keys_values = _feature_major(kv_weight, memory, kv_bias)
+            out = self._attend(queries, keys_values, slice(0, dim), slice(0, dim), slice(dim, 2 * dim + 1), batch)
+            if index == 0:
+                x = torch.bmm(out.transpose(1, 2), cross_out_weight.expand(batch, -1, -1))
+                x.add_(aif_cache + cross_out_bias)
+            else:
+                x.baddbmm_(out.transpose(1, 2), cross_out_weight.expand(batch, -1, -1)).add_(cross_out_bias)
+            x = self._feedforward_block(x, ff_norm, *feedforward)
+
+        norm = model.decoder_norm
+        x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        hidden = torch.addmm(self.curve_hidden[1], x.view(-1, x.shape[-1]), self.curve_hidden[0])
+        torch.ops.aten.gelu_(hidden)
+        curves = F.softplus(torch.addmm(self.curve_out[1], hidden, self.curve_out[0])).view(batch, -1, 2)
+        local_aif = curves[..., 0].contiguous()
+        residue = torch.sort(curves[..., 1], dim=-1, descending=True).values
+        bad = model.config.bad_scale * F.softplus(model.bad_head(x.mean(1))[..., 0])
+        return {"local_aif": local_aif, "residue": residue, "bad": bad}
+
+
+def _cpu_autocast_enabled():
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()

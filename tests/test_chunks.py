@@ -1,0 +1,52 @@
+"""Chunks of slices (ctp_nipype.perfusion.chunks): what is read chunk by chunk equals the whole array's."""
+
+from __future__ import annotations
+
+import nibabel as nb
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctp_nipype.perfusion.chunks import iter_masked_curves, masked_curves, read_slices, slice_chunks
+
+from helpers import nifti_proxy
+
+
+def _series(seed, shape, fortran):
+    rng = np.random.default_rng(seed)
+    series = rng.normal(30, 50, shape).astype(np.float32)
+    mask = rng.random(shape[:3]) < rng.uniform(0.05, 0.9)
+    return (np.asfortranarray(series) if fortran else series), mask
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 1000), shape=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 6),
+                                                  st.integers(1, 4)),
+       fortran=st.booleans(), max_bytes=st.sampled_from([1, 64, 1 << 20]))
+def test_masked_curves_chunk_by_chunk_are_the_masked_array(seed, shape, fortran, max_bytes):
+    series, mask = _series(seed, shape, fortran)
+    assert np.array_equal(masked_curves(series, mask, max_bytes), series[mask])
+    seen = np.zeros(int(mask.sum()), int)
+    for rows, curves in iter_masked_curves(series, mask, max_bytes):
+        assert curves.flags.c_contiguous and curves.dtype == np.float32
+        assert np.array_equal(curves, series[mask][rows])
+        seen[rows] += 1
+    assert (seen == 1).all()  # every voxel once
+
+
+def test_a_nifti_is_read_through_its_memory_map_as_nibabel_reads_it(tmp_path):
+    series, mask = _series(3, (7, 5, 6, 9), fortran=False)
+    proxy = nifti_proxy(tmp_path, series)
+    for z0, z1 in slice_chunks(proxy.shape, max_bytes=7 * 5 * 9 * 4 * 2):
+        block = read_slices(proxy, z0, z1)
+        assert block.dtype == np.float32 and np.array_equal(block, series[:, :, z0:z1])
+    assert np.array_equal(masked_curves(proxy, mask, max_bytes=1), series[mask])
+    few = np.zeros(mask.shape, bool)
+    few[1, 2, 3] = few[6, 0, 0] = True  # fewer voxels than pages: read alone
+    assert np.array_equal(masked_curves(proxy, few), series[few])
+    # a scaled file is not mapped: read through nibabel, scaled
+    img = nb.Nifti1Image(series, np.eye(4))
+    img.header.set_slope_inter(2.0, 1.0)
+    nb.save(img, str(tmp_path / "scaled.nii"))
+    scaled = nb.load(str(tmp_path / "scaled.nii"), mmap=False).dataobj
+    assert np.allclose(masked_curves(scaled, mask, max_bytes=1), np.asarray(scaled)[mask])
