@@ -84,6 +84,14 @@ def read_json(path):
         raise InputError(f"{path} is not valid JSON ({err}); fix or remove the file.") from None
 
 
+def unreadable_nifti(what, path, err):
+    """The :class:`InputError` for a NIfTI that nibabel cannot read (truncated, corrupt, not NIfTI)."""
+    return InputError(
+        f"The {what} {path} cannot be read as NIfTI ({type(err).__name__}: {err}). "
+        "Check that the file is complete (not truncated) and a valid .nii or .nii.gz."
+    )
+
+
 def load_nifti(path, what="image"):
     """Load a NIfTI with a specific error for missing, corrupt or truncated files."""
     path = Path(path)
@@ -94,10 +102,7 @@ def load_nifti(path, what="image"):
         # touch the data now so that truncated files fail here, not deep in numpy
         data = np.asanyarray(img.dataobj)
     except Exception as err:  # nibabel raises many kinds for corrupt files
-        raise InputError(
-            f"The {what} {path} cannot be read as NIfTI ({type(err).__name__}: {err}). "
-            "Check that the file is complete (not truncated) and a valid .nii or .nii.gz."
-        ) from None
+        raise unreadable_nifti(what, path, err) from None
     return img, data
 
 
@@ -207,10 +212,7 @@ def read_timing(path, img=None, n_frames=None, frame_interval=None, sidecar=None
         try:
             img = nb.load(str(path))
         except Exception as err:  # noqa: BLE001 - nibabel raises many kinds for corrupt headers
-            raise InputError(
-                f"The CTP scan {path} cannot be read as NIfTI ({type(err).__name__}: {err}). "
-                "Check that the file is complete (not truncated) and a valid .nii or .nii.gz."
-            ) from None
+            raise unreadable_nifti("CTP scan", path, err) from None
         check_image_type(img, path)
     if n_frames is None:
         shape = img.shape
@@ -390,10 +392,7 @@ def read_frames(path, what="CTP scan"):
         except StopIteration:
             return
         except (OSError, EOFError, ValueError) as err:  # a truncated or corrupt file, gzipped or not
-            raise InputError(
-                f"The {what} {path} cannot be read as NIfTI ({type(err).__name__}: {err}). "
-                "Check that the file is complete (not truncated) and a valid .nii or .nii.gz."
-            ) from None
+            raise unreadable_nifti(what, path, err) from None
         yield frame
 
 
