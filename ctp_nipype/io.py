@@ -778,7 +778,7 @@ def map_filename(prefix, method, name, ext=".nii.gz"):
     return derivative_name(prefix, name, desc=method, extension=ext)
 
 
-def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, metadata=None):
+def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, metadata=None, mask=None):
     """Write perfusion maps and curves with the conventions' names and JSON sidecars.
 
     Parameters
@@ -791,12 +791,18 @@ def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, met
         ``ssvd``, ``csvd``, ``osvd`` or ``transformer``.
     maps : dict
         ``{map name: array}``, names from :data:`ctp_nipype.perfusion.constants.UNITS`
-        (3D maps, or 4D curves such as ``residue`` and ``localaif``).
+        (3D maps, or 4D curves such as ``residue`` and ``localaif``); with ``mask``, the values of the
+        mask's voxels in ``volume[mask]``'s order: shape (n,) for a map, (n, T) for curves.
     affine, header
         Geometry of the scan.
     metadata : dict
         Extra sidecar fields shared by all maps (method parameters, constants,
         provenance). Each sidecar also gets ``Units`` and ``Description``.
+    mask : ndarray of bool, shape (x, y, z), optional
+        Where the values go; 0 elsewhere. Curves are then written a frame at a time (the 4D array is never
+        built).
+
+    Non-finite values are written as 0.
 
     Returns
     -------
@@ -816,12 +822,49 @@ def write_perfusion_maps(out_dir, prefix, method, maps, affine, header=None, met
     }
     out_dir = Path(out_dir)
     written = {}
+    unmask = _Unmask(np.asarray(mask, dtype=bool)) if mask is not None else None
     for name, values in maps.items():
         sidecar = {"Units": UNITS.get(name, ""), "Description": descriptions.get(name, name), "Method": method}
         sidecar.update(metadata or {})
         path = out_dir / map_filename(prefix, method, name)
-        written[name] = write_nifti(path, np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), affine, header, sidecar)
+        values = _finite_or_zero(values)
+        if mask is None:
+            written[name] = write_nifti(path, values, affine, header, sidecar)
+        elif values.ndim == 1:
+            written[name] = write_nifti(path, unmask(values), affine, header, sidecar)
+        else:
+            from .slabs import FrameWriter
+
+            by_frame = np.ascontiguousarray(values.T)
+            with FrameWriter(path, mask.shape + by_frame.shape[:1], affine, header, sidecar) as out:
+                for frame in by_frame:
+                    out.write(unmask(frame))
+            written[name] = path
     return written
+
+
+def _finite_or_zero(values):
+    """``values`` as float32 with non-finite values set to 0 (copied only when it has any)."""
+    values = np.asarray(values, dtype=np.float32)
+    finite = np.isfinite(values)
+    if finite.all():
+        return values
+    return np.where(finite, values, np.float32(0))
+
+
+class _Unmask:
+    """``unmask(values)``: a float32 volume of ``mask``'s shape holding ``values`` at its voxels (in
+    ``volume[mask]``'s order), 0 elsewhere; laid out x fastest as NIfTI stores it, so that writing it is one copy.
+    The voxels' positions are found once for all the volumes of one mask."""
+
+    def __init__(self, mask):
+        self.shape = mask.shape
+        self.where = np.ravel_multi_index(np.nonzero(mask), mask.shape, order="F")
+
+    def __call__(self, values):
+        volume = np.zeros(self.shape, np.float32, order="F")
+        volume.ravel(order="F")[self.where] = values  # a view: the volume is F-contiguous
+        return volume
 
 
 def copy_atomic(source, destination):

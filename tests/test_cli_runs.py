@@ -303,3 +303,26 @@ def test_progress_counts_slab_jobs_and_estimates_the_time_left():
     progress._clock -= 30.0  # 30 s for 3 steps: 10 s each, 3 left
     assert progress.estimate() == "3/6 steps, 00:30 elapsed, about 00:30 left"
     assert stream.getvalue().count("[done") == 3
+
+
+def test_the_scheduler_looks_at_its_jobs_often_on_one_machine_and_as_asked(tmp_path):
+    """Nipype waits poll_sleep_duration between looks at its jobs (2 s by default, read from its config only): a
+    local run polls every 0.05 s, and --plugin-args poll_sleep_duration=... reaches the config."""
+    from nipype import Node, Workflow, config
+    from nipype.interfaces.utility import Function
+
+    from ctp_nipype.cli._run import POLL_SECONDS, run_workflow
+
+    def negate(x):
+        return -x
+
+    def workflow(name):
+        wf = Workflow(name, base_dir=str(tmp_path))
+        wf.add_nodes([Node(Function(input_names=["x"], output_names=["y"], function=negate), name="a")])
+        wf.get_node("a").inputs.x = -1
+        return wf
+
+    run_workflow(workflow("default"), "MultiProc", nprocs=2)
+    assert float(config.get("execution", "poll_sleep_duration")) == POLL_SECONDS["MultiProc"] == 0.05
+    run_workflow(workflow("asked"), "MultiProc", nprocs=2, plugin_args={"poll_sleep_duration": 0.5})
+    assert float(config.get("execution", "poll_sleep_duration")) == 0.5

@@ -187,6 +187,42 @@ def test_frames_stream_back_what_was_written(tmp_path):
     assert not (tmp_path / "short.nii.gz").exists()
 
 
+@settings(max_examples=20, deadline=None)
+@given(shape=st.tuples(st.integers(1, 6), st.integers(1, 5), st.integers(1, 4)), n_frames=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_maps_written_from_the_masks_voxels_are_those_of_the_whole_arrays(tmp_path_factory, shape, n_frames, seed):
+    """write_perfusion_maps(..., mask=m) with values[m] writes, bitwise, what it writes from the whole arrays
+    with 0 outside the mask, non-finite values 0 in both; the header and sidecar the same."""
+    from ctp_nipype.io import write_perfusion_maps
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random(shape) < 0.6
+    cbf = rng.normal(size=shape).astype(np.float32)
+    residue = rng.normal(size=shape + (n_frames,)).astype(np.float32)
+    cbf[rng.random(shape) < 0.1] = np.nan
+    residue[rng.random(residue.shape) < 0.1] = -np.inf
+    header = nb.Nifti1Header()
+    header.set_data_shape((1, 1, 1, 1))
+    header.set_zooms((0.5, 0.5, 5.0, 1.5))
+    header.set_xyzt_units("mm", "sec")
+    affine = np.diag([0.5, 0.5, 5.0, 1.0])
+    whole = {"cbf": np.where(mask, cbf, 0), "residue": np.where(mask[..., None], residue, 0)}
+    root = tmp_path_factory.mktemp("masked")
+    written = {}
+    for how, maps, kwargs in (("whole", whole, {}), ("masked", {"cbf": cbf[mask], "residue": residue[mask]},
+                                                       {"mask": mask})):
+        (root / how).mkdir()
+        written[how] = write_perfusion_maps(root / how, "sub-01", "ssvd", maps, affine, header, {"Seed": seed},
+                                            **kwargs)
+    for name in ("cbf", "residue"):
+        a, b = (nb.load(written[how][name]) for how in ("whole", "masked"))
+        assert a.header.binaryblock == b.header.binaryblock
+        assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+        assert np.isfinite(np.asarray(b.dataobj)).all()
+        assert json.loads(Path(str(written["whole"][name]).replace(".nii.gz", ".json")).read_text()) == \
+            json.loads(Path(str(written["masked"][name]).replace(".nii.gz", ".json")).read_text())
+
+
 def test_the_command_gives_the_same_maps_in_one_slab_and_in_parallel_slabs(tmp_path):
     """ctp-perfusion end to end: one slab in one process, and three slabs run by MultiProc on two."""
     from ctp_nipype.cli.perfusion import main as perfusion_main

@@ -230,6 +230,10 @@ def _stop_workers(runner):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: seconds between the scheduler's looks at its running jobs, by plugin (``--plugin-args poll_sleep_duration=``)
+POLL_SECONDS = {"MultiProc": 0.05, "Linear": 0.05, "SLURM": 2.0}
+
+
 def check_plugin_args(plugin, plugin_args):
     """The plugin's arguments of the right types: ``n_procs``, ``memory_gb``, ``max_jobs`` are numbers.
 
@@ -281,6 +285,11 @@ def run_workflow(workflow, plugin="MultiProc", nprocs=1, plugin_args=None, crash
         config.set("execution", "crashdump_dir", str(crashdump_dir))
         workflow.config["execution"]["crashdump_dir"] = str(crashdump_dir)
     config.set("monitoring", "enabled", "false")
+    # Nipype's scheduler sleeps this long between looks at its jobs (2 s by default, and it reads it from its
+    # config, not from the plugin's arguments): on one machine a step then waits up to 2 s for the one before
+    # it, about 30 s over a scan's chain of steps; a cluster's queue is asked less often
+    config.set("execution", "poll_sleep_duration",
+               str(args.pop("poll_sleep_duration", POLL_SECONDS.get(plugin, 2.0))))
     quiet = logging.WARNING if debug else logging.CRITICAL
     for logger in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         nipype_logging.getLogger(logger).setLevel(quiet)

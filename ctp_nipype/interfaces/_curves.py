@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from nipype.interfaces.base import isdefined
 
-from ..io import load_ctp, load_mask, read_curve_tsv
+from ..io import SeriesValueChecks, load_ctp, load_mask, read_curve_tsv
+from ..perfusion.chunks import masked_curves
 from ..perfusion.prepare import prepare_curves
 
 
@@ -28,11 +29,22 @@ def load_curve_inputs(inputs, lazy=False):
 
 def load_prepared_curves(inputs):
     """``(scan, mask, curves)`` from an interface's ``in_file``, ``aif_file``, ``aif_column``, ``mask_file``,
-    ``frame_interval`` and ``n_baseline_frames`` inputs.
+    ``frame_interval`` and ``n_baseline_frames`` inputs: the curves of the mask's voxels only.
 
-    The series and the AIF go through :func:`ctp_nipype.perfusion.prepare.prepare_curves` (uniform grid,
+    The mask's curves (``curves.tissue``, shape (n, T) in ``series[mask]``'s order, the order in which
+    :func:`ctp_nipype.io.write_perfusion_maps` puts values back with ``mask``) are read chunk by chunk
+    (:func:`ctp_nipype.perfusion.chunks.masked_curves`: never the whole series, never the voxels outside the
+    mask), and go with the AIF through :func:`ctp_nipype.perfusion.prepare.prepare_curves` (uniform grid,
     baseline from the AIF's arrival): the curves every method deconvolves. The mask defaults to every voxel.
+    A series read lazily (the pipeline's own uncompressed ones) has the value checks of
+    :func:`ctp_nipype.io.load_ctp` run on the curves read.
     """
-    scan, aif_hu, mask = load_curve_inputs(inputs)
-    curves = prepare_curves(scan.data, scan.frame_times, aif_hu, n_baseline_frames=_given(inputs.n_baseline_frames))
+    scan, aif_hu, mask = load_curve_inputs(inputs, lazy=True)
+    tissue_hu = masked_curves(scan.data, mask)
+    if tissue_hu.size and not isinstance(scan.data, np.ndarray):  # lazy: load_ctp did not look at the values
+        checks = SeriesValueChecks(inputs.in_file)
+        for frame in tissue_hu.T:
+            checks.update(frame)
+        checks.check()
+    curves = prepare_curves(tissue_hu, scan.frame_times, aif_hu, n_baseline_frames=_given(inputs.n_baseline_frames))
     return scan, mask, curves

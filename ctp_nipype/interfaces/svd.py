@@ -84,7 +84,7 @@ class SVDDeconvolution(SimpleInterface):
             rho=self.inputs.rho,
             peak_interpolation=self.inputs.peak_interpolation,
         )
-        fit = model.fit(curves.tissue, mask)
+        fit = model.fit(curves.tissue)  # the mask's curves (n, T)
         metadata = {
             **model.params,
             **curves.describe(),
@@ -102,6 +102,7 @@ class SVDDeconvolution(SimpleInterface):
             scan.affine,
             scan.header,
             metadata,
+            mask=mask,
         )
         self._results.update({name: str(path) for name, path in written.items()})
         self._results["flagged_voxels"] = fit.n_flagged

@@ -80,7 +80,7 @@ class TransformerPerfusion(SimpleInterface):
         model = load_model(weights, device)
         estimates = estimate_curves(
             curves.aif,
-            curves.tissue[mask],
+            curves.tissue,
             curves.frame_times,
             device=device,
             batch_size=self.inputs.batch_size if isdefined(self.inputs.batch_size) else None,
@@ -89,14 +89,8 @@ class TransformerPerfusion(SimpleInterface):
             progress=self.inputs.progress,
             model=model,
         )
-        n_frames = curves.frame_times.size
-        maps = {}
-        for name, key in (("cbf", "cbf"), ("cbv", "cbv"), ("mtt", "mtt"), ("bad", "bad"),
-                          ("residue", "residue"), ("localaif", "local_aif")):
-            values = estimates[key]
-            full = np.zeros(scan.spatial_shape + ((n_frames,) if values.ndim == 2 else ()), np.float32)
-            full[mask] = values
-            maps[name] = full
+        maps = {name: estimates[key] for name, key in (("cbf", "cbf"), ("cbv", "cbv"), ("mtt", "mtt"), ("bad", "bad"),
+                                                        ("residue", "residue"), ("localaif", "local_aif"))}
         metadata = {
             "Method": "transformer",
             "KappaH": self.inputs.kappa_h,
@@ -113,6 +107,7 @@ class TransformerPerfusion(SimpleInterface):
             **provenance(self.inputs.in_file, self.inputs.aif_file),
         }
         prefix = self.inputs.out_prefix if isdefined(self.inputs.out_prefix) else output_prefix(self.inputs.in_file)
-        written = write_perfusion_maps(runtime.cwd, prefix, "transformer", maps, scan.affine, scan.header, metadata)
+        written = write_perfusion_maps(runtime.cwd, prefix, "transformer", maps, scan.affine, scan.header, metadata,
+                                       mask=mask)
         self._results.update({name: str(path) for name, path in written.items()})
         return runtime
