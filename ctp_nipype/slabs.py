@@ -236,7 +236,10 @@ class SliceWriter(FrameWriter):
         frame_bytes = nx * ny * nz * 4
         start = len(self._header_bytes) + z0 * nx * ny * 4
         for t in range(n_frames):
-            os.pwrite(fd, block[..., t].tobytes(order="F"), start + t * frame_bytes)
+            frame = block[..., t]
+            # NIfTI's order is x fastest: a frame already laid out so (its transpose C-contiguous) is written
+            # from its own memory, any other copied once into that order
+            os.pwrite(fd, frame.T if frame.flags.f_contiguous else frame.tobytes(order="F"), start + t * frame_bytes)
         self._slices_written[z0 : z0 + block.shape[2]] = True
 
     def _incomplete(self):

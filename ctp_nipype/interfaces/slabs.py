@@ -195,7 +195,7 @@ class JoinSlabs(SimpleInterface):
             with FrameWriter(path, full_shape, template.affine, template.header, sidecar) as out:
                 frames = [iter_frames(f) for f in files]
                 for _ in range(n_frames or 1):
-                    volume = np.zeros(shape, np.float32)
+                    volume = np.zeros(shape, np.float32, order="F")  # NIfTI's layout: written in one copy
                     for (z0, z1), source in zip(bounds, frames):
                         part = next(source)
                         if factors != (1, 1):

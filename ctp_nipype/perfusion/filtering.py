@@ -251,6 +251,7 @@ def guided_filter_chunks(
             continue
         xs, ys = np.flatnonzero(inside.any(axis=(1, 2))), np.flatnonzero(inside.any(axis=(0, 2)))
         box = (slice(max(xs[0] - reach, 0), xs[-1] + 1 + reach), slice(max(ys[0] - reach, 0), ys[-1] + 1 + reach))
-        out = chunk.copy()
+        own = not isinstance(series, np.ndarray) or not np.shares_memory(chunk, series)
+        out = chunk if own else chunk.copy()  # never the caller's array
         out[box] = guided_filter(chunk[box], guide[box], radius, eps, mode, guidance_window_hu)
         yield z0, out

@@ -353,7 +353,10 @@ def frames_on_grid(frames, times, new_times):
         for index in [i for i in held if i < left]:
             del held[index]
         dtype = np.result_type(held[left].dtype, np.float32)
-        yield held[left] * dtype.type(1 - weight) + held[right] * dtype.type(weight)
+        if weight == 0.0 and held[left].dtype == dtype:  # on an input frame (every frame of a uniform series)
+            yield held[left]  # itself: the weighted sum would give its values (finite ones) at two passes' cost
+        else:
+            yield held[left] * dtype.type(1 - weight) + held[right] * dtype.type(weight)
 
 
 def interpolation_weights(times, new_times):
