@@ -252,6 +252,9 @@ def _stop_workers(runner):
     pool = getattr(runner, "pool", None)
     if pool is None:
         return
+    # the jobs still queued or running end with BrokenProcessPool, which Nipype's callback re-raises and
+    # concurrent.futures logs with a traceback per job: the user pressed Ctrl-C and gets one line
+    logging.getLogger("concurrent.futures").disabled = True
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         with contextlib.suppress(Exception):
             process.terminate()

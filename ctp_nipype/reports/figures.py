@@ -110,23 +110,30 @@ def map_mosaic(maps, map_name, units, brain, slices, value_range=None, range_mas
         value_range = shared_range(list(maps.values()), brain if range_mask is None else range_mask)
     vmin, vmax = value_range
     bx, by = _crop_box(brain)
-    fig, axes = plt.subplots(
-        len(methods), len(slices), figsize=(1.9 * len(slices) + 1.2, 1.9 * len(methods) + 0.4), squeeze=False
-    )
-    image = None
-    for row, method in enumerate(methods):
-        for col, k in enumerate(slices):
-            ax = axes[row, col]
-            values = np.where(brain[bx, by, k], maps[method][bx, by, k], np.nan)
-            image = ax.imshow(values.T, origin="lower", cmap=CMAPS.get(map_name, "viridis"), vmin=vmin, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col == 0:
-                ax.set_ylabel(method)
-            if row == 0:
-                ax.set_title(f"slice {k}", fontsize=9)
+    # one image: the panels tiled (rows = methods, columns = slices, one blank pixel column / row between
+    # them), drawn by one imshow on one axes; 18 axes of their own took most of a clinical report's time
+    tiles = [[np.where(brain[bx, by, k], maps[method][bx, by, k], np.nan).T for k in slices] for method in methods]
+    height, width = tiles[0][0].shape
+    gap = max(1, round(0.03 * width))
+    montage = np.full((len(methods) * (height + gap) - gap, len(slices) * (width + gap) - gap), np.nan, np.float32)
+    for row, images in enumerate(tiles):
+        for col, image in enumerate(images):
+            # rows from the top, each tile drawn with its first row at the bottom (origin 'lower')
+            top = (len(methods) - 1 - row) * (height + gap)
+            montage[top : top + height, col * (width + gap) : col * (width + gap) + width] = image
+    fig = plt.figure(figsize=(1.9 * len(slices) + 1.2, 1.9 * len(methods) + 0.4))
+    ax = fig.add_axes([0.06, 0.03, 0.82, 0.87])
+    image = ax.imshow(montage, origin="lower", cmap=CMAPS.get(map_name, "viridis"), vmin=vmin, vmax=vmax,
+                      interpolation="nearest")
+    ax.set_xticks([col * (width + gap) + width / 2 for col in range(len(slices))])
+    ax.set_xticklabels([f"slice {k}" for k in slices], fontsize=9)
+    ax.xaxis.tick_top()
+    ax.set_yticks([(len(methods) - 1 - row) * (height + gap) + height / 2 for row in range(len(methods))])
+    ax.set_yticklabels(methods)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     fig.suptitle(f"{map_name.upper()} [{units}]")
-    fig.subplots_adjust(left=0.06, right=0.88, top=0.9, bottom=0.03, wspace=0.03, hspace=0.05)
     bar = fig.add_axes([0.9, 0.1, 0.02, 0.75])
     fig.colorbar(image, cax=bar).set_label(units)
     return to_png(fig)
