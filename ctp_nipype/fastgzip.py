@@ -16,9 +16,9 @@ from __future__ import annotations
 import gzip
 
 try:  # optional: pip install isal
-    from isal import igzip
+    from isal import igzip, igzip_threaded
 except ImportError:  # pragma: no cover - depends on the environment
-    igzip = None
+    igzip = igzip_threaded = None
 
 #: the gzip file class of the writers (``GzipFile(name, mode, compresslevel, fileobj, mtime=0)``)
 GzipFile = igzip.IGzipFile if igzip is not None else gzip.GzipFile
@@ -48,3 +48,18 @@ def register_with_nibabel():
     for opener in (Opener, ImageOpener):
         opener.compress_ext_map[".gz"] = (_isal_open, ("mode", "compresslevel", "mtime", "keep_open"))
     return True
+
+
+def open_stream(path):
+    """A file object reading the file at ``path`` from its start to its end, decompressed when it ends in ``.gz``.
+
+    With ISA-L a gzipped file is decompressed in a thread of its own (``isal.igzip_threaded``), ahead of the
+    reader, so that decompressing (ISA-L leaves Python's lock while it works) overlaps what the reader does
+    with each block: checking or writing the frames of a series as they come. Only forward reads: no seek.
+    """
+    path = str(path)
+    if not path.endswith(".gz"):
+        return open(path, "rb")
+    if igzip_threaded is not None:
+        return igzip_threaded.open(path, "rb", threads=1)
+    return gzip.open(path, "rb")
