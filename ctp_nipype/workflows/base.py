@@ -265,33 +265,44 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
         parameters = pe.Node(Merge(len(METHOD_MAPS[method])), name=f"merge_{method}_parameters")
         curve_names = maps[len(METHOD_MAPS[method]):]
         curves = pe.Node(Merge(len(curve_names)), name=f"merge_{method}_curves")
-        slab_maps = pe.Node(Merge(len(maps), no_flatten=True), name=f"slabs_{method}")  # one list per map
-        join = pe.Node(JoinSlabs(method=method), name=f"join_{method}")
-        for slot, map_name in enumerate(maps, start=1):
-            workflow.connect(node, map_name, slab_maps, f"in{slot}")
+        # the 3D maps and the 4D curves are joined by two steps side by side: the lesion masks and the
+        # statistics need only the maps, which join in a second, while the curves take a few (a clinical
+        # scan's residue is a gigabyte to write)
+        joins = {}
+        for part, names in (("maps", list(METHOD_MAPS[method])), ("curves", curve_names)):
+            suffix = "" if part == "maps" else "_curves"
+            slab_maps = pe.Node(Merge(len(names), no_flatten=True), name=f"slabs_{method}{suffix}")  # a list per map
+            join = pe.Node(JoinSlabs(method=method), name=f"join_{method}{suffix}")
+            for slot, map_name in enumerate(names, start=1):
+                workflow.connect(node, map_name, slab_maps, f"in{slot}")
+            workflow.connect([
+                (slab_maps, join, [("out", "map_files")]),
+                (split, join, [("plan_file", "plan_file")]),
+                (inputnode, join, [("in_file", "template_file"), ("mask_file", "mask_file"),
+                                   ("prefix", "out_prefix")]),
+                (sources, join, [("out", "sources")]),
+            ])  # fmt: skip
+            for map_name in names:
+                joins[map_name] = join
         workflow.connect([
             (inputnode, node, [("curves_file", "aif_file"), ("prefix", "out_prefix")]),
             (split, node, [("slab_files", "in_file"), ("mask_files", "mask_file")]),
-            (slab_maps, join, [("out", "map_files")]),
-            (split, join, [("plan_file", "plan_file")]),
-            (inputnode, join, [("in_file", "template_file"), ("mask_file", "mask_file"), ("prefix", "out_prefix")]),
-            (sources, join, [("out", "sources")]),
         ])  # fmt: skip
-        node = join  # the whole-scan maps, under the names the method's interface gives them
+        # the whole-scan maps, under the names the method's interface gives them
         workflow.connect([
             (merge, outputnode, [("out", f"{method}_maps")]),
             (merge, merge_all, [("out", f"in{index}")]),
             (parameters, merge_parameters, [("out", f"in{index}")]),
             (curves, merge_curves, [("out", f"in{index}")]),
-            (node, outputnode, [("cbf", f"{method}_cbf"), ("cbv", f"{method}_cbv"),
-                                (METHOD_MAPS[method][3], f"{method}_delay")]),
+            (joins["cbf"], outputnode, [("cbf", f"{method}_cbf"), ("cbv", f"{method}_cbv"),
+                                        (METHOD_MAPS[method][3], f"{method}_delay")]),
         ])  # fmt: skip
         for slot, map_name in enumerate(maps, start=1):
-            workflow.connect(node, map_name, merge, f"in{slot}")
+            workflow.connect(joins[map_name], map_name, merge, f"in{slot}")
         for slot, map_name in enumerate(METHOD_MAPS[method], start=1):
-            workflow.connect(node, map_name, parameters, f"in{slot}")
+            workflow.connect(joins[map_name], map_name, parameters, f"in{slot}")
         for slot, map_name in enumerate(curve_names, start=1):
-            workflow.connect(node, map_name, curves, f"in{slot}")
+            workflow.connect(joins[map_name], map_name, curves, f"in{slot}")
     flatten = pe.Node(Merge(1, ravel_inputs=True), name="flatten_maps")
     flatten_parameters = pe.Node(Merge(1, ravel_inputs=True), name="flatten_parameter_maps")
     flatten_curves = pe.Node(Merge(1, ravel_inputs=True), name="flatten_curve_maps")
