@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chunks import CHUNK_BYTES, iter_slices
+from .chunks import CHUNK_BYTES, iter_frames, slice_chunks
 from .timing import interpolate_in_time
 
 #: column names of the motion-parameter table, units in the names
@@ -219,10 +219,16 @@ def bone_surface_displacement(series, spacing, bone_hu=BONE_HU, min_bone_voxels=
     spacing = np.asarray(spacing, dtype=float)[:3]
     usual = np.zeros(series.shape[:3], bool)
     changed = np.zeros(series.shape[3], np.int64)
-    for z0, z1, chunk in iter_slices(series, max_bytes):  # the series, chunk by chunk of slices
-        bone = chunk > bone_hu
-        usual[:, :, z0:z1] = 2 * bone.sum(axis=-1, dtype=np.int32) > bone.shape[-1]  # bone in most frames
-        changed += np.count_nonzero(bone != usual[:, :, z0:z1, None], axis=(0, 1, 2))
+    n_frames = series.shape[3]
+    for z0, z1 in slice_chunks(series.shape, max_bytes):  # the series, chunk by chunk of slices
+        # each chunk's frames twice, as views where the series is a mapped NIfTI (chunks.iter_frames): the
+        # frames in which a voxel is bone, then, against the bone of most frames, each frame's changed voxels
+        count = np.zeros(series.shape[:2] + (z1 - z0,), np.int32)
+        for frame in iter_frames(series, z0, z1):
+            count += frame > bone_hu
+        usual[:, :, z0:z1] = usual_chunk = 2 * count > n_frames  # bone in most frames
+        for t, frame in enumerate(iter_frames(series, z0, z1)):
+            changed[t] += np.count_nonzero((frame > bone_hu) != usual_chunk)
     if usual.sum() < min_bone_voxels:
         return None
     area = 0.0
