@@ -82,6 +82,7 @@ RUN python -m pip install --no-cache-dir /tmp/wheels/ctp_nipype-*.whl \
         "pingouin==0.7.0" \
         "statsmodels==0.15.0" \
         "platformdirs==4.14.9" \
+        "threadpoolctl==3.8.0" \
         "isal==1.9.1" \
     && python -m pip check \
     && rm -rf /tmp/wheels

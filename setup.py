@@ -41,6 +41,7 @@ setup(
         "pingouin>=0.5",  # ICC of ctp-compare (intraclass_corr)
         "statsmodels>=0.13",  # Cohen's kappa of ctp-compare (stats.inter_rater.cohens_kappa)
         "platformdirs>=3",  # the default work folder under the user's cache folder
+        "threadpoolctl>=3",  # BLAS/OpenMP threads shared out among the parallel steps (cli/_run.py)
     ],
     extras_require={
         "test": [

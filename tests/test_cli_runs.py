@@ -326,3 +326,30 @@ def test_the_scheduler_looks_at_its_jobs_often_on_one_machine_and_as_asked(tmp_p
     assert float(config.get("execution", "poll_sleep_duration")) == POLL_SECONDS["MultiProc"] == 0.05
     run_workflow(workflow("asked"), "MultiProc", nprocs=2, plugin_args={"poll_sleep_duration": 0.5})
     assert float(config.get("execution", "poll_sleep_duration")) == 0.5
+
+
+def test_parallel_steps_share_the_cores_out_among_their_blas_threads(tmp_path):
+    """With MultiProc each worker's BLAS uses its share of the cores (worker_threads), not one thread per core."""
+    from nipype import Node, Workflow
+    from nipype.interfaces.utility import Function
+
+    from ctp_nipype.cli._run import run_workflow, worker_threads
+
+    def blas_threads(x):
+        from threadpoolctl import threadpool_info
+
+        import numpy as np
+
+        np.ones((4, 4)) @ np.ones((4, 4))  # BLAS loaded
+        return max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+
+    wf = Workflow("threads", base_dir=str(tmp_path))
+    node = Node(Function(input_names=["x"], output_names=["threads"], function=blas_threads), name="blas")
+    node.inputs.x = 0
+    wf.add_nodes([node])
+    run_workflow(wf, "MultiProc", nprocs=2)
+    result = next(tmp_path.rglob("result_blas.pklz"))
+    from nipype.utils.filemanip import loadpkl
+
+    assert loadpkl(result).outputs.threads == worker_threads(2)
+    assert worker_threads(2, 2) == 1 and worker_threads(2, 16) == 8 and worker_threads(3, 2) == 1
