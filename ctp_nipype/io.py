@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -765,6 +766,28 @@ def voxel_volume_ml(header):
     """Volume of one voxel in ml (mm^3 / 1000) from a NIfTI header."""
     zooms = header.get_zooms()[:3]
     return float(np.prod(zooms)) / 1000.0
+
+
+class FileBackedMaps(Mapping):
+    """``{key: array}`` read from its file by ``read(key, path)`` each time a key is asked for: a clinical scan's
+    maps of every method (gigabytes) are never held together, one at a time at most by each reader.
+
+    >>> maps = FileBackedMaps({("osvd", "cbf"): "x.nii.gz"}, lambda key, path: key[1] + ":" + path)
+    >>> list(maps), maps[("osvd", "cbf")]
+    ([('osvd', 'cbf')], 'cbf:x.nii.gz')
+    """
+
+    def __init__(self, paths, read):
+        self._paths, self._read = dict(paths), read
+
+    def __getitem__(self, key):
+        return self._read(key, self._paths[key])
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self):
+        return len(self._paths)
 
 
 def map_filename(prefix, method, name, ext=".nii.gz"):

@@ -284,3 +284,20 @@ def test_world_x_is_bitwise_the_affine_applied_to_every_voxel_index(shape, row):
     x = stats.world_x_mm(shape, affine)
     assert x.shape == shape
     np.testing.assert_array_equal(x, expected)
+
+
+def test_region_statistics_reads_each_map_once_and_orders_rows_by_region():
+    """A clinical scan's maps are read one at a time (FileBackedMaps): each map asked for once, rows as with a dict."""
+    from ctp_nipype.io import FileBackedMaps
+    from ctp_nipype.perfusion.stats import region_statistics
+
+    rng = np.random.default_rng(3)
+    arrays = {(m, n): rng.random((6, 5, 4)) for m in ("osvd", "ssvd") for n in ("cbf", "mtt")}
+    regions = {"brain": np.ones((6, 5, 4), bool), "left": rng.random((6, 5, 4)) > 0.5}
+    reads = []
+    lazy = FileBackedMaps({k: k for k in arrays}, lambda key, path: reads.append(key) or arrays[path])
+    assert region_statistics(lazy, regions, 0.1) == region_statistics(arrays, regions, 0.1)
+    assert sorted(reads) == sorted(arrays) and len(reads) == len(arrays)
+    rows = region_statistics(arrays, regions, 0.1)
+    assert [r["region"] for r in rows] == ["brain"] * 4 + ["left"] * 4
+    assert [(r["method"], r["map"]) for r in rows[:4]] == [("ssvd", "cbf"), ("ssvd", "mtt"), ("osvd", "cbf"), ("osvd", "mtt")]

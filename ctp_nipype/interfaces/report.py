@@ -19,6 +19,7 @@ from nipype.interfaces.base import (
 
 from ..bids import derivative_name, parse_derivative_name
 from ..io import (
+    FileBackedMaps,
     InputError,
     load_ctp,
     load_mask,
@@ -129,11 +130,10 @@ class ScanReport(SimpleInterface):
         if censoring_warning:
             warnings.append(censoring_warning)
 
-        maps = {}
+        map_paths = {}
         for path in _defined(self.inputs.map_files, []):
             method, name = self._method_map(path)
-            _, values = load_nifti(path, f"{method} {name} map")
-            maps[(method, name)] = np.asarray(values, np.float32)
+            map_paths[(method, name)] = path
             sidecar = sidecar_path(path)
             meta = read_json(sidecar) if sidecar.exists() else {}
             if meta.get("FlaggedVoxels"):
@@ -199,7 +199,7 @@ class ScanReport(SimpleInterface):
             csf=mask("csf_mask", "CSF mask"),
             vessels=mask("vessel_mask", "vessel mask"),
             lesion=mask("lesion_mask", "lesion mask"),
-            maps=maps,
+            maps=FileBackedMaps(map_paths, _read_map),  # read where drawn, a few at a time
             residues=residues,
             local_aifs=local_aifs,
             stats_rows=read_table_tsv(self.inputs.stats_file) if isdefined(self.inputs.stats_file) else [],
@@ -240,3 +240,8 @@ class ScanReport(SimpleInterface):
                 "rename it per the conventions."
             )
         return parsed[1], parsed[2]
+
+
+def _read_map(key, path):
+    """A map for the report, float32 (read each time a section draws it)."""
+    return np.asarray(load_nifti(path, f"{key[0]} {key[1]} map")[1], np.float32)

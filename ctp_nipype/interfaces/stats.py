@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 
+import nibabel as nb
 import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -31,6 +32,7 @@ from nipype.interfaces.base import (
 
 from ..bids import derivative_name, parse_derivative_name
 from ..io import (
+    FileBackedMaps,
     InputError,
     load_mask,
     load_nifti,
@@ -38,6 +40,7 @@ from ..io import (
     read_json,
     read_table_tsv,
     strip_extension,
+    unreadable_nifti,
     voxel_volume_ml,
     write_json,
     write_nifti,
@@ -82,14 +85,27 @@ def region_name(path):
 def _load_map(path, shape, affine, what):
     img, data = load_nifti(path, what)
     data = np.asarray(data, dtype=np.float64)
-    if data.shape != tuple(shape):
+    _check_map_grid(path, data.shape, img.affine, shape, affine, what)
+    return data
+
+
+def _check_map_header(path, shape, affine, what):
+    """The checks of :func:`_load_map` from the header alone."""
+    try:
+        img = nb.load(str(path))
+    except Exception as err:  # noqa: BLE001 - nibabel raises many kinds for corrupt headers
+        raise unreadable_nifti(what, path, err) from None
+    _check_map_grid(path, img.shape, img.affine, shape, affine, what)
+
+
+def _check_map_grid(path, map_shape, map_affine, shape, affine, what):
+    if tuple(map_shape) != tuple(shape):
         raise InputError(
-            f"The {what} {path} has shape {data.shape} but the brain mask has {tuple(shape)}; "
+            f"The {what} {path} has shape {tuple(map_shape)} but the brain mask has {tuple(shape)}; "
             "maps and masks must be on the scan's grid."
         )
-    if not np.allclose(img.affine, affine, atol=1e-3):
+    if not np.allclose(map_affine, affine, atol=1e-3):
         raise InputError(f"The {what} {path} is on another grid than the brain mask (the affines differ).")
-    return data
 
 
 def _load_brain(path):
@@ -102,7 +118,9 @@ def _optional_mask(value, shape, affine, what):
     return load_mask(value, shape, affine, what) if isdefined(value) else None
 
 
-def _maps_by_key(map_files, shape, affine):
+def _maps_by_key(map_files, shape, affine, lazy=False):
+    """``({(method, map name): map}, prefixes)``; with ``lazy`` each file's name and header are checked now and
+    its values read when the map is asked for (:class:`ctp_nipype.io.FileBackedMaps`)."""
     maps, prefixes = {}, []
     for path in map_files:
         parsed = parse_map_filename(path)
@@ -114,8 +132,15 @@ def _maps_by_key(map_files, shape, affine):
         prefix, method, name = parsed
         if (method, name) in maps:
             raise InputError(f"Two map files are the {method} {name} map (the second is {path}); give each once.")
-        maps[(method, name)] = _load_map(path, shape, affine, f"{method} {name} map")
+        what = f"{method} {name} map"
+        if lazy:
+            _check_map_header(path, shape, affine, what)
+            maps[(method, name)] = path
+        else:
+            maps[(method, name)] = _load_map(path, shape, affine, what)
         prefixes.append(prefix)
+    if lazy:
+        return FileBackedMaps(maps, lambda key, path: _load_map(path, shape, affine, f"{key[0]} {key[1]} map")), prefixes
     return maps, prefixes
 
 
@@ -176,7 +201,7 @@ class MapStats(SimpleInterface):
     def _run_interface(self, runtime):
         brain_img, brain = _load_brain(self.inputs.brain_mask)
         shape, affine = brain.shape, brain_img.affine
-        maps, prefixes = _maps_by_key(self.inputs.map_files, shape, affine)
+        maps, prefixes = _maps_by_key(self.inputs.map_files, shape, affine, lazy=True)
         roi_files = list(self.inputs.roi_masks) if isdefined(self.inputs.roi_masks) else []
         names = list(self.inputs.roi_names) if isdefined(self.inputs.roi_names) else [region_name(p) for p in roi_files]
         if len(names) != len(roi_files):

@@ -269,21 +269,24 @@ def region_statistics(maps, regions, voxel_volume_ml=None, units=None):
 
     units = UNITS if units is None else units
     keys = sorted(maps, key=_method_map_order)
-    rows = []
-    for region, mask in regions.items():
-        mask = np.asarray(mask, dtype=bool)
-        for method, name in keys:
-            values = np.asarray(maps[(method, name)])
+    regions = {region: np.asarray(mask, dtype=bool) for region, mask in regions.items()}
+    by_region = {region: [] for region in regions}
+    # one map at a time (``maps`` may be a mapping that reads each map when asked: a clinical scan's maps of
+    # four methods are gigabytes), every region of it; the rows then region by region
+    for method, name in keys:
+        values = np.asarray(maps[(method, name)])
+        for region, mask in regions.items():
             if values.shape != mask.shape:
                 raise ValueError(
                     f"The {method} {name} map has shape {values.shape} but the region {region!r} "
                     f"has {mask.shape}; maps and masks must share the scan's grid."
                 )
-            rows.append(
+            by_region[region].append(
                 {"region": region, "method": method, "map": name, "units": units.get(name, ""),
                  **describe(values[mask], voxel_volume_ml)}
             )
-    return rows
+        del values
+    return [row for region in regions for row in by_region[region]]
 
 
 def _rank(value, order):
