@@ -281,8 +281,6 @@ def roi_curve_data(data, rois):
     prepared_times = None
     # every 4D source read once, at the voxels of all the ROIs (rows in the union's C order)
     union = np.logical_or.reduce([roi for _, roi in rois])
-    row = np.full(union.shape, -1, np.int64)
-    row[union] = np.arange(int(union.sum()))
     # read side by side: gzip's decompression (most of the report's time on a clinical scan) leaves Python's
     # lock to the other threads (3 residues of 512 x 512 x 24 x 40: 5.7 s one after the other, 3.5 s so on 2 cores)
     sources = {("hu", None): data.hu, **{("residue", m): s for m, s in data.residues.items()},
@@ -293,7 +291,8 @@ def roi_curve_data(data, rois):
     residues = {method: read[("residue", method)] for method in data.residues}
     local_aifs = {method: curves for (kind, method), curves in read.items() if kind == "localaif"}
     for name, roi in rois:
-        hu = tissue_hu[row[roi]].astype(np.float64)
+        rows = np.flatnonzero(roi[union])  # the ROI's voxels among the union's, in C order (no index volume)
+        hu = tissue_hu[rows].astype(np.float64)
         roi_times = times
         if aif_hu.size != times.size or not is_uniform(times):
             step = float(np.diff(curve_times).min()) if curve_times is not None else None
@@ -306,11 +305,11 @@ def roi_curve_data(data, rois):
         prepared_times = prepared.frame_times
         entry = {"name": name, "observed": prepared.tissue.mean(axis=0), "residue": {}, "reconstructed": {}}
         for method, curves in residues.items():
-            voxels = curves[row[roi]]
+            voxels = curves[rows]
             if voxels.shape[-1] != prepared.tissue.shape[-1]:
                 skipped.append(f"{method}: residue has {voxels.shape[-1]} frames, the curves {prepared.tissue.shape[-1]}")
                 continue
-            aif = local_aifs[method][row[roi]] if method in local_aifs else prepared.aif
+            aif = local_aifs[method][rows] if method in local_aifs else prepared.aif
             entry["residue"][method] = voxels.mean(axis=0)
             entry["reconstructed"][method] = convolve(aif, voxels, dt).mean(axis=0)
         out.append(entry)
@@ -427,10 +426,11 @@ def _maps_section(data, slices):
         members = ["tmax", "bad"] if name == "tmax" and "bad" in names else [name]
         groups.append(members)
     for members in groups:
+        # only this group's maps read (data.maps may read each map from its file when asked: keys first)
         maps = {
-            f"{method} {name}" if len(members) > 1 else method: values
+            f"{method} {name}" if len(members) > 1 else method: data.maps[(method, map_name)]
             for name in members
-            for (method, map_name), values in sorted(data.maps.items(), key=lambda kv: _order(kv[0][0], METHOD_ORDER))
+            for method, map_name in sorted(data.maps, key=lambda key: _order(key[0], METHOD_ORDER))
             if map_name == name
         }
         label = "/".join(members)
