@@ -178,9 +178,10 @@ def main(argv=None):
             code = ("import os, sys; from ctp_nipype.interfaces.preprocessing import MotionCorrection; "
                     "os.chdir(sys.argv[2]); MotionCorrection(in_file=sys.argv[1]).run()")
             load_before = load()
-            wall, peak_bytes, _, _ = run_command([sys.executable, "-c", code, str(scan_file), tmp])
-            print(f"MotionCorrection interface (read, correct, write .nii.gz): {wall:.1f} s, peak RSS "
-                  f"{peak_bytes / 1e9:.2f} GB; load average {load_before} at the start, {load()} at the end", flush=True)
+            wall, (resident, anonymous), _, _ = run_command([sys.executable, "-c", code, str(scan_file), tmp])
+            print(f"MotionCorrection interface (read, correct, write): {wall:.1f} s, peak memory "
+                  f"{anonymous / 1e9:.2f} GB anonymous / {resident / 1e9:.2f} GB resident; load average {load_before} "
+                  f"at the start, {load()} at the end", flush=True)
 
 
 if __name__ == "__main__":
