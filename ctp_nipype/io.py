@@ -175,10 +175,22 @@ def load_ctp(path, frame_interval=None, sidecar=None, min_frames=10, allow_long_
         )
     check_frame_count(data.shape[3], path, min_frames)
     data = np.asarray(data, dtype=np.float32)
-    if not np.all(np.isfinite(data)):
-        _check_finite(int(np.count_nonzero(~np.isfinite(data))), path)
+    check_finite(data, path)
     timing, meta = read_timing(path, img, data.shape[3], frame_interval, sidecar, allow_long_frames)
     return CTPImage(path, data, img.affine, img.header, timing, meta)
+
+
+def check_finite(data, path):
+    """Raise :class:`InputError` when ``data`` (values of the CTP scan at ``path``) holds NaN or infinite values.
+
+    >>> check_finite(np.array([1.0, np.nan]), "scan.nii")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctp_nipype.io.InputError: The CTP scan scan.nii contains 1 NaN or infinite values...
+    """
+    finite = np.isfinite(data)
+    if not finite.all():
+        _check_finite(int(finite.size - np.count_nonzero(finite)), path)
 
 
 def check_frame_count(n_frames, path, min_frames=10):

@@ -271,3 +271,27 @@ def test_network_maps_do_not_depend_on_the_split(scan, tmp_path):
         got = np.asarray(nb.load(getattr(joined, name)).dataobj)
         scale = float(np.abs(expected).max())
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * scale, err_msg=name)
+
+
+def test_a_lazily_read_series_with_nan_in_the_mask_is_refused(scan, tmp_path):
+    """An uncompressed float32 series is read lazily (only the mask's curves): a NaN among them is still refused,
+    as load_ctp refuses it in a series it reads whole; a NaN outside the mask is never read."""
+    from ctp_nipype.io import InputError
+
+    img = nb.load(scan["series"])
+    hu = np.asarray(img.dataobj, np.float32)
+    mask = np.asarray(nb.load(scan["mask"]).dataobj) > 0
+    sidecar = json.loads(Path(scan["series"].replace(".nii.gz", ".json")).read_text())
+    inside, outside = np.argwhere(mask)[0], np.argwhere(~mask)[0]
+    for where, refused in ((outside, False), (inside, True)):
+        bad = hu.copy()
+        bad[tuple(where)] = np.nan
+        path = write_nifti(tmp_path / f"sub-{int(refused)}_ctp.nii", bad, img.affine, img.header, sidecar)
+        node = SVDDeconvolution(in_file=str(path), aif_file=scan["aif"], aif_column="aif", mask_file=scan["mask"],
+                                method="ssvd")
+        os.chdir(tmp_path)
+        if refused:
+            with pytest.raises(InputError, match="NaN or infinite"):
+                node.run()
+        else:
+            assert node.run().outputs.flagged_voxels == 0

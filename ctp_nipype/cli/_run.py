@@ -211,7 +211,7 @@ def worker_threads(n_procs, n_cpus=None):
 
     OpenBLAS (numpy's) and OpenMP start one thread per core in every process; with as many workers as cores
     each step's threads then fight the others' (on 2 cores, the four oSVD slab jobs of a clinical scan took
-    24 s of CPU with two threads each and 13 s with one).
+    24.1 s, their wall times summed, with two threads each and 12.8 s with one).
 
     >>> worker_threads(2, 2), worker_threads(2, 16), worker_threads(8, 2)
     (1, 8, 1)

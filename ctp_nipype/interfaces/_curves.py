@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from nipype.interfaces.base import isdefined
 
-from ..io import SeriesValueChecks, load_ctp, load_mask, read_curve_tsv
+from ..io import check_finite, load_ctp, load_mask, read_curve_tsv
 from ..perfusion.chunks import masked_curves
 from ..perfusion.prepare import prepare_curves
 
@@ -36,15 +36,12 @@ def load_prepared_curves(inputs):
     (:func:`ctp_nipype.perfusion.chunks.masked_curves`: never the whole series, never the voxels outside the
     mask), and go with the AIF through :func:`ctp_nipype.perfusion.prepare.prepare_curves` (uniform grid,
     baseline from the AIF's arrival): the curves every method deconvolves. The mask defaults to every voxel.
-    A series read lazily (the pipeline's own uncompressed ones) has the value checks of
-    :func:`ctp_nipype.io.load_ctp` run on the curves read.
+    A series read lazily (the pipeline's own uncompressed ones) has :func:`ctp_nipype.io.load_ctp`'s check for
+    non-finite values run on the curves read.
     """
     scan, aif_hu, mask = load_curve_inputs(inputs, lazy=True)
     tissue_hu = masked_curves(scan.data, mask)
-    if tissue_hu.size and not isinstance(scan.data, np.ndarray):  # lazy: load_ctp did not look at the values
-        checks = SeriesValueChecks(inputs.in_file)
-        for frame in tissue_hu.T:
-            checks.update(frame)
-        checks.check()
+    if not isinstance(scan.data, np.ndarray):  # read lazily: load_ctp's check of a series it reads whole, here
+        check_finite(tissue_hu, inputs.in_file)
     curves = prepare_curves(tissue_hu, scan.frame_times, aif_hu, n_baseline_frames=_given(inputs.n_baseline_frames))
     return scan, mask, curves

@@ -269,8 +269,7 @@ def init_perfusion_wf(methods=DEFAULT_METHODS, device="auto", weights=None, aif_
         # statistics need only the maps, which join in a second, while the curves take a few (a clinical
         # scan's residue is a gigabyte to write)
         joins = {}
-        for part, names in (("maps", list(METHOD_MAPS[method])), ("curves", curve_names)):
-            suffix = "" if part == "maps" else "_curves"
+        for suffix, names in (("", list(METHOD_MAPS[method])), ("_curves", curve_names)):
             slab_maps = pe.Node(Merge(len(names), no_flatten=True), name=f"slabs_{method}{suffix}")  # a list per map
             join = pe.Node(JoinSlabs(method=method), name=f"join_{method}{suffix}")
             for slot, map_name in enumerate(names, start=1):
