@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from ..perfusion.constants import KAPPA_H, RHO
 from ..perfusion.convolution import convolve
@@ -249,7 +250,8 @@ def run_network(
         try:
             with torch.inference_mode():
                 prepare(device)  # before the threads: the model moved and the AIF's decoder part cached once
-            with ThreadPoolExecutor(workers) as pool:
+            # numpy's BLAS (the fused path's attention products) on one thread per worker as well
+            with ThreadPoolExecutor(workers) as pool, threadpool_limits(1, user_api="blas"):
                 for future in [pool.submit(share, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
                     future.result()
         finally:
