@@ -195,6 +195,30 @@ def test_motion_correction_interface_writes_parameters(tmp_path):
     assert isinstance(InputError("x"), ValueError)
 
 
+def test_motion_correction_streams_the_pipeline_series_and_writes_what_correct_motion_returns(tmp_path):
+    """On the pipeline's uncompressed series (LoadCTP's output) the interface reads frame by frame and writes
+    each corrected frame as it comes: the file holds exactly the frames of ``correct_motion`` on the series in
+    memory, with the series' grid, and its sidecar the motion entry."""
+    from ctp_nipype.perfusion.motion import correct_motion
+
+    ph = make_phantom("small", seed=4, motion=True)
+    moved = np.flatnonzero(np.any(ph.motion_parameters != 0, axis=1))
+    series = ph.hu[..., np.r_[0:7, moved]].astype(np.float32)
+    path = _save(tmp_path / "sub-01_ctp.nii.gz", series, ph.affine, {"RepetitionTime": 1.0})
+    loaded = _run(LoadCTP(in_file=path), tmp_path, "load")
+    assert loaded.out_file.endswith(".nii")
+    out = _run(MotionCorrection(in_file=loaded.out_file, n_baseline_frames=7), tmp_path, "mc")
+    expected = correct_motion(nb.load(loaded.out_file).get_fdata(dtype=np.float32),
+                              nb.load(loaded.out_file).header.get_zooms()[:3], 7)
+    written = nb.load(out.out_file)
+    np.testing.assert_array_equal(written.get_fdata(dtype=np.float32), expected.corrected)
+    np.testing.assert_allclose(written.affine, nb.load(loaded.out_file).affine)
+    assert written.header.get_zooms() == nb.load(loaded.out_file).header.get_zooms()
+    entry = json.loads(open(sidecar_path(out.out_file)).read())["MotionCorrection"]
+    assert entry["CensoredFrames"] == np.flatnonzero(expected.censored).tolist() != []
+    assert entry["ReferenceFrames"] == 7 and out.n_censored_frames == len(entry["CensoredFrames"])
+
+
 def test_load_warns_of_head_motion_and_the_run_summary_repeats_it(tmp_path):
     """A scan whose head moves: LoadCTP says so (warning, sidecar, output), and so do the AIF sidecar and the
     command line's summary as long as the motion was not corrected."""

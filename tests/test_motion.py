@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nibabel as nb
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -124,6 +125,28 @@ def test_in_place_correction_equals_the_copy_and_overwrites_the_series():
     assert correct_motion(original, ph.voxel_size_mm, 7, in_place=True).corrected is not original
     with pytest.raises(ValueError, match="out must be a float32 array"):
         register_series(original, ph.voxel_size_mm, 7, out=np.empty(original.shape, np.float64))
+
+
+def test_frames_handed_to_a_callable_equal_the_array_and_bad_values_are_refused(tmp_path):
+    """With a callable ``out`` every corrected frame is handed over in order, equal to the array's, and none is
+    kept; a series read lazily from an uncompressed NIfTI gives the same result as the array; a NaN is refused
+    before any registration."""
+    ph = make_phantom("small", seed=4, motion=True)
+    moved = np.flatnonzero(np.any(ph.motion_parameters != 0, axis=1))
+    series = np.asfortranarray(ph.hu[..., np.r_[0:7, moved]]).astype(np.float32)
+    whole = correct_motion(series, ph.voxel_size_mm, 7)
+    path = tmp_path / "series.nii"
+    nb.Nifti1Image(series, np.eye(4)).to_filename(path)
+    lazy = nb.load(path).dataobj
+    frames = []
+    handed = correct_motion(lazy, ph.voxel_size_mm, 7, out=lambda frame: frames.append(np.array(frame)))
+    assert handed.corrected is None and len(frames) == series.shape[3]
+    np.testing.assert_array_equal(np.stack(frames, axis=-1), whole.corrected)
+    np.testing.assert_array_equal(handed.parameters, whole.parameters)
+    np.testing.assert_array_equal(handed.reference, whole.reference)
+    series[3, 4, 2, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        register_series(series, ph.voxel_size_mm, 7, out=frames.append)
 
 
 @settings(max_examples=40, deadline=None)

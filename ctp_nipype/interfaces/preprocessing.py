@@ -303,21 +303,26 @@ class MotionCorrection(SimpleInterface):
     output_spec = _MotionCorrectionOutputSpec
 
     def _run_interface(self, runtime):
-        scan, data, times, resampled = _load_uniform(self.inputs.in_file, _optional(self.inputs.frame_interval))
-        result = motion.correct_motion(
-            data, scan.header.get_zooms()[:3], _optional(self.inputs.n_baseline_frames), metric=self.inputs.metric,
-            sampling_fraction=self.inputs.sampling_fraction, max_displacement_mm=self.inputs.max_displacement_mm,
-            in_place=True,
+        # the pipeline's uncompressed series is read frame by frame and the corrected frames are written as they
+        # come: memory holds the reference, the masks and a few frames, whatever the scan's size
+        scan, data, times, resampled = _load_uniform(
+            self.inputs.in_file, _optional(self.inputs.frame_interval), lazy=True
         )
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
-        sidecar = {
-            **scan.sidecar,
-            **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times),
-            "MotionCorrection": result.sidecar(),
-            **provenance(self.inputs.in_file),
-        }
         out_file = _out(runtime, derivative_name(prefix, "ctp", extension=SERIES_EXTENSION))
-        write_nifti(out_file, result.corrected, scan.affine, scan.header, sidecar)
+        with FrameWriter(out_file, data.shape, scan.affine, scan.header) as corrected:
+            result = motion.correct_motion(
+                data, scan.header.get_zooms()[:3], _optional(self.inputs.n_baseline_frames),
+                metric=self.inputs.metric, sampling_fraction=self.inputs.sampling_fraction,
+                max_displacement_mm=self.inputs.max_displacement_mm, out=corrected.write,
+            )
+            sidecar = {
+                **scan.sidecar,
+                **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times),
+                "MotionCorrection": result.sidecar(),
+                **provenance(self.inputs.in_file),
+            }
+            write_sidecar(out_file, sidecar)  # before the series is published: a series always has its sidecar
         reference_file = _out(runtime, derivative_name(prefix, "ct", desc="motionref"))
         write_nifti(reference_file, result.reference, scan.affine, scan.header, {"Description": "mean of pre-bolus frames"})
         motion_file = write_curves_tsv(_out(runtime, derivative_name(prefix, "params", desc="motion", extension=".tsv")), result.columns(times))

@@ -89,6 +89,39 @@ def iter_frames(series, z0, z1):
         yield chunk[:, :, :, frame]
 
 
+def read_frame(series, frame):
+    """Frame ``frame`` (x, y, z) of a 4D array-like as float32: a copy out of the memory map of a NIfTI behind
+    nibabel's proxy (:func:`_mapped_nifti`; a frame is one contiguous block there), a view of a float32 array.
+
+    >>> read_frame(np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2), 1).ravel().tolist()
+    [1.0, 3.0, 5.0, 7.0]
+    """
+    mapped = _mapped_nifti(series)
+    if mapped is not None:
+        return np.array(mapped[..., frame], order="F")
+    return np.asarray(series[..., frame], dtype=np.float32)
+
+
+def frame_extremes(series, max_bytes=CHUNK_BYTES):
+    """Each voxel's largest value over time (x, y, z) and the series' smallest value, float32, chunk by chunk.
+
+    >>> top, low = frame_extremes(np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2))
+    >>> top.ravel().tolist(), float(low)
+    ([1.0, 3.0, 5.0, 7.0], 0.0)
+    """
+    top = np.empty(tuple(series.shape[:3]), np.float32)
+    low = np.float32(np.inf)
+    for z0, z1 in slice_chunks(series.shape, max_bytes):
+        chunk_top = top[:, :, z0:z1]
+        for frame, block in enumerate(iter_frames(series, z0, z1)):
+            if frame == 0:
+                chunk_top[...] = block
+            else:
+                np.maximum(chunk_top, block, out=chunk_top)
+            low = min(low, block.min())
+    return top, np.float32(low)
+
+
 def iter_masked_frames(series, mask, max_bytes=CHUNK_BYTES):
     """Yield ``(z0, z1, where, by_frame)`` over the chunks of slices holding voxels of the 3D ``mask``:
     ``where`` the flat indices of those voxels in the chunk's x-fastest order (``mask[:, :, z0:z1].ravel("F")``,

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chunks import CHUNK_BYTES, iter_frames, slice_chunks
+from .chunks import CHUNK_BYTES, frame_extremes, iter_frames, read_frame, slice_chunks
 from .timing import interpolate_in_time
 
 #: column names of the motion-parameter table, units in the names
@@ -311,8 +311,8 @@ class MotionCorrection:
 
     Attributes
     ----------
-    corrected : ndarray (x, y, z, T), float32
-        Every frame resampled onto the reference.
+    corrected : ndarray (x, y, z, T), float32, or None
+        Every frame resampled onto the reference (None when they went to a callable ``out``).
     parameters : ndarray (T, 6)
         ``PARAMETER_NAMES``: translations in mm, rotations in degrees.
     framewise_displacement : ndarray (T,), mm
@@ -371,7 +371,8 @@ def registration_mask(series, reference, enhancement_hu=100.0, soft_tissue_hu=(-
     reference = np.asarray(reference, np.float32)
     head = ndimage.binary_dilation(reference > air_hu, iterations=2)
     soft = (reference >= soft_tissue_hu[0]) & (reference <= soft_tissue_hu[1])
-    rise = np.asarray(series, np.float32).max(axis=-1) - reference
+    peak = series if len(series.shape) == 3 else frame_extremes(series)[0]
+    rise = np.asarray(peak, np.float32) - reference
     return head & ~(soft & (rise > enhancement_hu))
 
 
@@ -504,9 +505,14 @@ def register_series(
         ITK threads (default :func:`itk_threads`). ITK's thread pool is used
         during the call (SimpleITK's default threader starts new threads for
         every metric evaluation: twice the time per frame here).
-    out : ndarray (x, y, z, T), float32, optional
+    out : ndarray (x, y, z, T), float32, or callable, optional
         Where the corrected frames go (default a new array); may be ``series``
-        itself when that is float32, to correct it in place.
+        itself when that is float32, to correct it in place. A callable is
+        called with each corrected frame (x, y, z), float32, in order (e.g.
+        :meth:`ctp_nipype.slabs.FrameWriter.write`) and the frames are not
+        kept (``corrected`` is None): with a ``series`` read lazily
+        (:mod:`.chunks`), memory then holds the reference, the masks and a
+        few frames whatever the scan's size.
 
     Returns
     -------
@@ -514,9 +520,10 @@ def register_series(
     """
     import SimpleITK as sitk
 
-    series = np.asarray(series)
-    if series.ndim != 4:
-        raise ValueError(f"Motion correction needs a 4D series, got shape {series.shape}.")
+    if not hasattr(series, "shape"):
+        series = np.asarray(series)
+    if len(series.shape) != 4:
+        raise ValueError(f"Motion correction needs a 4D series, got shape {tuple(series.shape)}.")
     n_frames = series.shape[3]
     n_base = int(n_baseline_frames)
     if not 1 <= n_base <= n_frames:
@@ -529,24 +536,38 @@ def register_series(
         raise ValueError(f"sampling_strategy must be 'regular' or 'random', got {sampling_strategy!r}.")
     if int(seed) < 1:
         raise ValueError(f"seed must be at least 1 (SimpleITK reads 0 as a seed from the clock), got {seed}.")
-    if out is not None and (out.shape != series.shape or out.dtype != np.float32):
-        raise ValueError(f"out must be a float32 array of the series' shape {series.shape}, got {out.dtype} {out.shape}.")
+    if out is not None and not callable(out) and (out.shape != tuple(series.shape) or out.dtype != np.float32):
+        raise ValueError(f"out must be a float32 array of the series' shape {tuple(series.shape)} or a callable, "
+                         f"got {out.dtype} {out.shape}.")
     threads = itk_threads(n_threads)
     fractions = np.broadcast_to(np.asarray(sampling_fraction, float), (len(shrink_factors),)).tolist()
-    reference = series[..., :n_base].mean(axis=-1, dtype=np.float32)
+    reference = read_frame(series, 0).copy()
+    for frame in range(1, n_base):
+        reference += read_frame(series, frame)
+    reference /= np.float32(n_base)
+    peak, low = frame_extremes(series)  # one pass: the vessels' rise for the mask, the fill value
+    if not (np.isfinite(low) and np.isfinite(peak).all()):
+        raise ValueError("The series holds NaN or infinite values; motion correction needs finite HU in every "
+                         "voxel and frame (load it with ctp_nipype.io.load_ctp, which says where).")
     if mask is None:
-        mask = registration_mask(series, reference)
+        mask = registration_mask(peak, reference)
+    del peak
     bins = registration_bins(spacing, registration_voxel_mm)
     fixed = _binned(reference, spacing, bins)
     fixed_mask = _binned(np.asarray(mask, np.float32), spacing, bins) > 0.5  # UInt8
     n_masked = int(sitk.GetArrayViewFromImage(fixed_mask).sum())
     fractions = _metric_fractions(fractions, shrink_factors, fixed.GetSize(), n_masked, max_samples)
     centre = volume_centre_mm(series.shape, spacing)
-    fill = float(series.min())
+    fill = float(low)
 
     parameters = np.zeros((n_frames, 6))
     metric_values = np.zeros(n_frames)
-    corrected = np.empty(series.shape, np.float32, order="F" if series.flags.f_contiguous else "C") if out is None else out
+    corrected = None
+    if not callable(out):
+        if out is None:
+            layout = "C" if isinstance(series, np.ndarray) and not series.flags.f_contiguous else "F"
+            out = np.empty(tuple(series.shape), np.float32, order=layout)
+        corrected = out
     previous = np.zeros(6)
     default_threader = sitk.ProcessObject.GetGlobalDefaultThreader()
     sitk.ProcessObject.SetGlobalDefaultThreader("Pool")
@@ -556,7 +577,7 @@ def register_series(
         resampler.SetInterpolator(sitk.sitkLinear)
         resampler.SetDefaultPixelValue(fill)
         for frame in range(n_frames):
-            full = _to_sitk(series[..., frame], spacing)
+            full = _to_sitk(read_frame(series, frame), spacing)
             moving = sitk.BinShrink(full, list(bins)) if max(bins) > 1 else full
             method = sitk.ImageRegistrationMethod()
             method.SetNumberOfThreads(threads)
@@ -587,8 +608,12 @@ def register_series(
             resampler.SetReferenceImage(full)
             resampler.SetTransform(transform)
             resampled = resampler.Execute(full)  # held: the array view below does not keep the image alive
-            corrected[..., frame] = sitk.GetArrayViewFromImage(resampled).transpose(2, 1, 0)
-            del full, moving, resampled
+            values = sitk.GetArrayViewFromImage(resampled).transpose(2, 1, 0)
+            if corrected is None:
+                out(values)
+            else:
+                corrected[..., frame] = values
+            del full, moving, resampled, values
             if progress is not None:
                 progress(frame, n_frames)
     finally:
@@ -642,6 +667,7 @@ def correct_motion(
     max_displacement_mm=MAX_DISPLACEMENT_MM,
     in_place=False,
     progress=None,
+    out=None,
 ):
     """Motion correction of a series with the package's choices: reference, pyramid, censoring.
 
@@ -651,7 +677,11 @@ def correct_motion(
     from the reference by more than ``max_displacement_mm`` are censored
     (:func:`censor_frames`). With ``in_place`` a writeable float32 ``series``
     receives the corrected frames itself (no second copy of the series in
-    memory); the reference is taken before any frame is overwritten.
+    memory); the reference is taken before any frame is overwritten. ``out``
+    (an array or a callable taking each corrected frame, as for
+    :func:`register_series`) overrides ``in_place``: a lazily read ``series``
+    (nibabel's proxy of an uncompressed NIfTI, :mod:`.chunks`) with a
+    callable ``out`` is corrected in memory bounded by a few frames.
 
     Returns
     -------
@@ -659,9 +689,12 @@ def correct_motion(
         With ``displacement``, ``censored`` and the settings set (:meth:`MotionCorrection.sidecar`,
         :meth:`MotionCorrection.columns`).
     """
-    series = np.asarray(series)
+    if not hasattr(series, "shape"):
+        series = np.asarray(series)
     n_base = reference_frames(series) if n_baseline_frames is None else int(n_baseline_frames)
-    out = series if in_place and series.dtype == np.float32 and series.flags.writeable else None
+    if out is None and in_place and isinstance(series, np.ndarray) and series.dtype == np.float32 \
+            and series.flags.writeable:
+        out = series
     result = register_series(series, spacing, n_base, metric=metric, sampling_fraction=sampling_pyramid(sampling_fraction),
                              out=out, progress=progress)
     result.displacement = displacement_from_reference(result.parameters)
