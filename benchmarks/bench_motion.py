@@ -12,8 +12,10 @@ frames, ``phantom_file(24, 40, cache, motion=True)``; its true motion is ``phant
    in turn, ``--rounds`` times: seconds per frame of each, their ratio, and each one's error;
 4. with ``--demo-seeds N``, old and new on the demo phantom's moved frames (the frames of
    tests/test_motion.py), seed by seed: seconds per frame and errors against the truth;
-5. with ``--interface``, the ``MotionCorrection`` interface on the file in a fresh process (read, correct,
-   write): its wall time and the process's peak resident memory.
+5. with ``--interface``, the ``MotionCorrection`` interface in a fresh process (read, correct, write) on the
+   series the pipeline hands it (LoadCTP's uncompressed ``.nii``, read frame by frame, each corrected frame
+   written as it comes) and on the gzipped scan as a user might give it alone (read whole): wall time and
+   the process tree's peak memory.
 
 The load average is printed with every figure (this machine is shared: compare same-run ratios).
 
@@ -174,14 +176,25 @@ def main(argv=None):
         print(f"old / new seconds per frame: {', '.join(f'{r:.1f}x' for r in ratios)}", flush=True)
 
     if args.interface:
+        from ctp_nipype.interfaces.preprocessing import LoadCTP
+
         with tempfile.TemporaryDirectory(prefix="bench_motion_") as tmp:
+            cwd = os.getcwd()
+            os.chdir(tmp)
+            try:  # the series the pipeline hands on: LoadCTP's uncompressed float32 .nii (not timed)
+                pipeline_series = LoadCTP(in_file=str(scan_file)).run().outputs.out_file
+            finally:
+                os.chdir(cwd)
             code = ("import os, sys; from ctp_nipype.interfaces.preprocessing import MotionCorrection; "
                     "os.chdir(sys.argv[2]); MotionCorrection(in_file=sys.argv[1]).run()")
-            load_before = load()
-            wall, (resident, anonymous), _, _ = run_command([sys.executable, "-c", code, str(scan_file), tmp])
-            print(f"MotionCorrection interface (read, correct, write): {wall:.1f} s, peak memory "
-                  f"{anonymous / 1e9:.2f} GB anonymous / {resident / 1e9:.2f} GB resident; load average {load_before} "
-                  f"at the start, {load()} at the end", flush=True)
+            for label, in_file in (("the pipeline's .nii, streamed frame by frame", pipeline_series),
+                                   ("the gzipped scan as given, read whole", str(scan_file))):
+                load_before = load()
+                with tempfile.TemporaryDirectory(prefix="bench_motion_run_") as run_dir:
+                    wall, (resident, anonymous), _, _ = run_command([sys.executable, "-c", code, in_file, run_dir])
+                print(f"MotionCorrection interface on {label} (read, correct, write): {wall:.1f} s, peak memory "
+                      f"{anonymous / 1e9:.2f} GB anonymous / {resident / 1e9:.2f} GB resident; load average "
+                      f"{load_before} at the start, {load()} at the end", flush=True)
 
 
 if __name__ == "__main__":

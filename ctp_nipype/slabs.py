@@ -14,6 +14,8 @@ import os
 import nibabel as nb
 import numpy as np
 
+from .perfusion.chunks import available_memory_bytes
+
 #: bytes a slab costs per float32 value of its 4D series in a deconvolution step: the series, its
 #: concentration, the residue (and the network's local AIF), the copies made when writing (measured
 #: peak / series size of the sSVD and network steps on 512 x 512 x 8 x 40: see benchmarks/bench_clinical.py)
@@ -24,21 +26,6 @@ MEMORY_SHARE = 0.5
 #: per voxel on a bigger slab, so bigger slabs only cost memory (about 6 times this per job in flight:
 #: :data:`BYTES_PER_SERIES_VALUE`) and balance worse over the processes
 MAX_SLAB_SERIES_BYTES = 256 << 20
-
-
-def available_memory_bytes():
-    """Memory available to new processes (``MemAvailable`` of /proc/meminfo, else free pages)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # not POSIX
-        return 4 << 30
 
 
 def plan_slabs(brain_voxels_per_slice, n_frames, n_procs=1, n_slabs=None, slice_voxels=None, memory_bytes=None):

@@ -15,8 +15,45 @@ import os
 
 import numpy as np
 
-#: the most bytes of float32 a chunk of a 4D series may hold (with its temporaries, a few times this)
-CHUNK_BYTES = 256 << 20
+#: the most bytes a chunk may hold however much memory there is: reading 256 MB at a time already costs what
+#: its bytes cost (:func:`read_slices`), so bigger chunks would only take memory
+MAX_CHUNK_BYTES = 256 << 20
+#: the least: below this, per-chunk costs (a pass of Python per chunk and frame) start to show
+MIN_CHUNK_BYTES = 16 << 20
+#: a chunk takes at most this share of the memory available when the package is imported: with its temporaries
+#: (a few times the chunk) and one such chunk per process of a parallel run, the steps stay well inside it
+CHUNK_MEMORY_SHARE = 1 / 32
+
+
+def available_memory_bytes():
+    """Memory available to new processes (``MemAvailable`` of /proc/meminfo, else free pages; 4 GiB if unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return 4 << 30
+
+
+def chunk_bytes(memory_bytes=None):
+    """Bytes of float32 per chunk for ``memory_bytes`` of available memory (default :func:`available_memory_bytes`):
+    :data:`CHUNK_MEMORY_SHARE` of it, within [:data:`MIN_CHUNK_BYTES`, :data:`MAX_CHUNK_BYTES`].
+
+    >>> chunk_bytes(24 << 30) >> 20, chunk_bytes(2 << 30) >> 20, chunk_bytes(128 << 20) >> 20
+    (256, 64, 16)
+    """
+    memory = available_memory_bytes() if memory_bytes is None else int(memory_bytes)
+    return int(min(MAX_CHUNK_BYTES, max(MIN_CHUNK_BYTES, memory * CHUNK_MEMORY_SHARE)))
+
+
+#: the most bytes of float32 a chunk of a 4D series may hold (with its temporaries, a few times this), from the
+#: memory available when the package is imported (:func:`chunk_bytes`): 256 MB with 8 GB or more available
+CHUNK_BYTES = chunk_bytes()
 
 
 def slice_chunks(shape, max_bytes=CHUNK_BYTES, itemsize=4):
