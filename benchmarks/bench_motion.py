@@ -27,18 +27,16 @@ The load average is printed with every figure (this machine is shared: compare s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 from bench_clinical import phantom_file, run_command
+from old_code import module_at
 
 #: the last commit before registration moved to a binned grid, a capped sample count and ITK's thread pool
 OLD_REV = "9fbb70f"
@@ -46,16 +44,7 @@ OLD_REV = "9fbb70f"
 
 def old_motion_module(rev):
     """``ctp_nipype/perfusion/motion.py`` as it was at ``rev``, imported as a module of the package."""
-    root = Path(__file__).resolve().parents[1]
-    source = subprocess.run(["git", "-C", str(root), "show", f"{rev}:ctp_nipype/perfusion/motion.py"],
-                            check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="old_motion_")) / "motion_old.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("ctp_nipype.perfusion._motion_old", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return module_at(rev, "ctp_nipype/perfusion/motion.py")
 
 
 def errors(parameters, truth):

@@ -19,6 +19,9 @@ Steps measured (same architecture throughout: 3+3 layers, d_model 64, 16 heads):
 6. the full ``estimate_curves`` (normalisation, batching, maps): the figure of the target.
 
 Option ``--batch-sizes 8,32``: ``estimate_curves`` at other voxels per batch, in the same rounds.
+Option ``--old-rev REV``: also the fused path as it was at git revision ``REV`` (``ctp_nipype/nn/fused.py`` read
+with ``git show``), in the same rounds, and its largest differences from today's (e.g. ``--old-rev d5165c6``,
+the fused path before its attention moved to numpy and ``exp2``).
 
 Run: ``python benchmarks/bench_transformer.py [--voxels 4096] [--frames 60] [--threads 2] [--rounds 5]
 [--device auto|cpu|cuda]``. ``--device cuda`` times one million voxels on the GPU only (an error
@@ -82,6 +85,28 @@ def print_differences(model, aif, tissue, times, module_batch):
     ))
 
 
+def old_fused_step(rev, model, aif, tissue, times):
+    """``run_network`` with the fused path of git revision ``rev``; prints its largest differences from today's."""
+    from old_code import module_at
+
+    from ctp_nipype.nn import inference
+
+    old = module_at(rev, "ctp_nipype/nn/fused.py").FusedInference
+
+    def run():
+        today = inference.FusedInference
+        inference.FusedInference = old
+        try:
+            return inference.run_network(model, aif, tissue, times, "cpu")
+        finally:
+            inference.FusedInference = today
+
+    then, now = run(), inference.run_network(model, aif, tissue, times, "cpu")
+    print(f"largest |fused path at {rev} - today's| (largest |value|): " + ", ".join(
+        f"{key} {np.max(np.abs(then[key] - now[key])):.1e} ({np.max(np.abs(now[key])):.3g})" for key in now))
+    return run
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voxels", type=int, default=4096)
@@ -89,6 +114,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-sizes", default="", help="comma-separated voxels per batch to compare")
+    parser.add_argument("--old-rev", default=None, help="also time the fused path of this git revision")
     parser.add_argument("--weights", default=None, help="weights file (default: shipped, else random)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="cuda: time 1M voxels on the GPU (an error without one); cpu: the CPU steps only; "
@@ -151,6 +177,8 @@ def main(argv=None):
         "5 module forward, bf16 autocast": cached_bf16,
         "6 estimate_curves (package default)": lambda: estimate_curves(aif * 300, tissue * 30, times, model=model),
     }
+    if args.old_rev:
+        steps[f"  fused path at {args.old_rev}"] = old_fused_step(args.old_rev, model, aif, tissue, times)
     for size in [int(s) for s in args.batch_sizes.split(",") if s.strip()]:
         steps[f"  estimate_curves, batch {size}"] = (
             lambda size=size: estimate_curves(aif * 300, tissue * 30, times, model=model, batch_size=size)
