@@ -217,6 +217,12 @@ def test_motion_correction_streams_the_pipeline_series_and_writes_what_correct_m
     entry = json.loads(open(sidecar_path(out.out_file)).read())["MotionCorrection"]
     assert entry["CensoredFrames"] == np.flatnonzero(expected.censored).tolist() != []
     assert entry["ReferenceFrames"] == 7 and out.n_censored_frames == len(entry["CensoredFrames"])
+    # a user's uncompressed float32 file, read lazily: a NaN is refused with the file's name, before registering
+    series[10, 10, 1, 3] = np.nan
+    bad = tmp_path / "bad_ctp.nii"
+    nb.Nifti1Image(series, ph.affine).to_filename(bad)
+    with pytest.raises(InputError, match=r"bad_ctp.nii: the series holds 1 NaN or infinite values"):
+        MotionCorrection(in_file=str(bad), n_baseline_frames=7, frame_interval=1.0).run(cwd=str(tmp_path))
 
 
 def test_load_warns_of_head_motion_and_the_run_summary_repeats_it(tmp_path):

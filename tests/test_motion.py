@@ -145,7 +145,8 @@ def test_frames_handed_to_a_callable_equal_the_array_and_bad_values_are_refused(
     np.testing.assert_array_equal(handed.parameters, whole.parameters)
     np.testing.assert_array_equal(handed.reference, whole.reference)
     series[3, 4, 2, 5] = np.nan
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    series[0, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="the series holds 2 NaN or infinite values"):
         register_series(series, ph.voxel_size_mm, 7, out=frames.append)
 
 

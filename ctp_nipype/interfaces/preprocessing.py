@@ -311,11 +311,14 @@ class MotionCorrection(SimpleInterface):
         prefix = _optional(self.inputs.out_prefix, output_prefix(self.inputs.in_file))
         out_file = _out(runtime, derivative_name(prefix, "ctp", extension=SERIES_EXTENSION))
         with FrameWriter(out_file, data.shape, scan.affine, scan.header) as corrected:
-            result = motion.correct_motion(
-                data, scan.header.get_zooms()[:3], _optional(self.inputs.n_baseline_frames),
-                metric=self.inputs.metric, sampling_fraction=self.inputs.sampling_fraction,
-                max_displacement_mm=self.inputs.max_displacement_mm, out=corrected.write,
-            )
+            try:
+                result = motion.correct_motion(
+                    data, scan.header.get_zooms()[:3], _optional(self.inputs.n_baseline_frames),
+                    metric=self.inputs.metric, sampling_fraction=self.inputs.sampling_fraction,
+                    max_displacement_mm=self.inputs.max_displacement_mm, out=corrected.write,
+                )
+            except motion.NonFiniteSeriesError as error:  # a user's .nii read lazily is checked there
+                raise InputError(f"The CTP scan {self.inputs.in_file}: {error}.") from None
             sidecar = {
                 **scan.sidecar,
                 **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times),

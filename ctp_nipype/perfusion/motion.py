@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chunks import CHUNK_BYTES, frame_extremes, iter_frames, read_frame, slice_chunks
+from .chunks import CHUNK_BYTES, frame_extremes, iter_frames, iter_slices, read_frame, slice_chunks
 from .timing import interpolate_in_time
 
 #: column names of the motion-parameter table, units in the names
@@ -305,6 +305,10 @@ def apply_rigid(volume, parameters, spacing, fill_value=None, order=1, inverse=F
     return _from_sitk(sitk.Resample(image, image, transform, interpolator, fill))
 
 
+class NonFiniteSeriesError(ValueError):
+    """A series given to :func:`register_series` holds NaN or infinite values (found before any registration)."""
+
+
 @dataclass
 class MotionCorrection:
     """Result of :func:`register_series`.
@@ -547,8 +551,10 @@ def register_series(
     reference /= np.float32(n_base)
     peak, low = frame_extremes(series)  # one pass: the vessels' rise for the mask, the fill value
     if not (np.isfinite(low) and np.isfinite(peak).all()):
-        raise ValueError("The series holds NaN or infinite values; motion correction needs finite HU in every "
-                         "voxel and frame (load it with ctp_nipype.io.load_ctp, which says where).")
+        n_bad = sum(int(np.count_nonzero(~np.isfinite(chunk))) for _, _, chunk in iter_slices(series))
+        raise NonFiniteSeriesError(f"the series holds {n_bad} NaN or infinite values; motion correction needs "
+                                   "finite HU in every voxel and frame: replace them (e.g. by the image's "
+                                   "background value) before running")
     if mask is None:
         mask = registration_mask(peak, reference)
     del peak
