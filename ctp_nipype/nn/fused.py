@@ -11,11 +11,11 @@
   division. The scores are made in base 2 (``log2(e)`` folded into the query weights) for the
   faster ``exp2``. The paper's 16 heads of dimension 4 made the per-head products of
   :func:`~ctp_nipype.nn.model.exp_attention` spend their time on tiny, strided matrices;
-* the projections come out feature-major, ``(voxels, heads, rows, frames)``: a head's queries,
-  keys and values are then strided views that the products read as they are (one product per
-  projection, no copies; the three cross-attentions' keys and values of the encoder's output
-  are one product), and the attention's output (voxels, heads x D, frames) feeds the output
-  projection directly;
+* the projections come out feature-major, ``(heads x rows, voxels x frames)``, one product for the
+  whole batch: a head's queries, keys and values are then strided views that the products read as
+  they are (no copies; the three cross-attentions' keys and values of the encoder's output are one
+  product), and the attention's output (heads x D, voxels x frames) feeds the output projection, one
+  product too;
 * a self-attention's query, key and value projections are one product (their weights
   stacked head by head), the two curve heads' first layers are one, the residual additions
   are made in place, and the scores are made, exponentiated and used a block of voxels at a
@@ -89,20 +89,20 @@ def _key_value_weights(attention):
 
 
 def _feature_major(weight, x, bias):
-    """``weight @ x[b].T + bias`` for every voxel ``b``: (B, rows, T) from ``x`` (B, T, d).
+    """``weight @ x.T + bias`` over every frame of every voxel in one product: (rows, B * T) from ``x`` (B, T, d).
 
-    Feature-major, so that each head's 4-deep score product reads its queries and keys with unit
-    stride: numpy's products took 7.1 us per voxel's 16 heads this way, 16.2 us from token-major
-    projections (``x @ weight.T``, one product, 1.4x faster than this batched one), AMD EPYC, one core,
-    2026-12-07.
+    Feature-major, so that each head's 4-deep score product reads its queries and keys with unit stride
+    (numpy's products took 7.1 us per voxel's 16 heads so, 16.2 us from token-major projections), and one
+    product for the whole batch (16.5 us per voxel for the 208 rows of a self-attention, against 22.5 us for one
+    product per voxel; AMD EPYC, one core, 2026-12-07).
     """
-    return torch.baddbmm(bias, weight.expand(x.shape[0], -1, -1), x.transpose(1, 2))
+    return torch.addmm(bias, weight, x.reshape(-1, x.shape[-1]).t())
 
 
-def _heads(projection, heads):
-    """A feature-major projection (B, H * rows, T) as a numpy view (B, H, rows, T)."""
-    batch, width, n_frames = projection.shape
-    return projection.numpy().reshape(batch, heads, width // heads, n_frames)
+def _heads(projection, heads, batch):
+    """A feature-major projection (H * rows, B * T) as a numpy view (B, H, rows, T)."""
+    width, columns = projection.shape
+    return projection.numpy().reshape(heads, width // heads, batch, columns // batch).transpose(2, 0, 1, 3)
 
 
 class FusedInference:
@@ -190,7 +190,7 @@ class FusedInference:
         return all(attention.exp_attention_is_safe(q, kv, n_frames) for attention, q, kv in pairs)
 
     def _attend(self, queries, blocks, key_rows, value_rows):
-        """All heads' attention: numpy views in, the output (B, H * D, T) out, feature-major.
+        """All heads' attention: numpy views in, the output (H * D, B * T) out, feature-major.
 
         ``queries`` (B or 1, H, D, T) and ``blocks`` (B, H, rows, S) are views of projections
         (:func:`_heads`); a head's keys and values are the rows ``key_rows`` and ``value_rows`` (the values
@@ -205,8 +205,8 @@ class FusedInference:
         batch, heads, _, n_keys = blocks.shape
         dim, n_queries = queries.shape[2], queries.shape[3]
         keys, values = blocks[:, :, key_rows].transpose(0, 1, 3, 2), blocks[:, :, value_rows]
-        products = torch.empty(batch, heads, dim + 1, n_queries)
-        out = products.numpy()
+        products = torch.empty(heads, dim + 1, batch, n_queries)
+        out = products.numpy().transpose(2, 0, 1, 3)  # (B, H, D + 1, T) view
         voxels = max(1, SCORE_BLOCK_ELEMENTS // (heads * n_keys * n_queries))
         scores = np.empty((min(voxels, batch), heads, n_keys, n_queries), np.float32)
         shared = queries.shape[0] == 1
@@ -216,15 +216,16 @@ class FusedInference:
             np.matmul(keys[block], queries if shared else queries[block], out=block_scores)
             np.exp2(block_scores, out=block_scores)
             np.matmul(values[block], block_scores, out=out[block])
-        attended = products[:, :, :dim] / products[:, :, dim:]
-        return attended.view(batch, heads * dim, n_queries)
+        attended = products[:, :dim] / products[:, dim:]
+        return attended.view(heads * dim, batch * n_queries)
 
     def _self_attention(self, x, norm, weight, bias, out_weight, out_bias):
         """``x + attention(norm(x))`` in place of ``x`` (B, T, d)."""
         dim = self.dim
-        blocks = _heads(_feature_major(weight, _layer_norm(x, norm), bias), self.n_heads)
+        blocks = _heads(_feature_major(weight, _layer_norm(x, norm), bias), self.n_heads, x.shape[0])
         out = self._attend(blocks[:, :, :dim], blocks, slice(dim, 2 * dim), slice(2 * dim, 3 * dim + 1))
-        return x.baddbmm_(out.transpose(1, 2), out_weight.expand(x.shape[0], -1, -1)).add_(out_bias)
+        x.view(-1, x.shape[-1]).addmm_(out.t(), out_weight).add_(out_bias)
+        return x
 
     def _feedforward_block(self, x, norm, first_weight, first_bias, last_weight, last_bias):
         """``x + feedforward(norm(x))`` in place of ``x`` (B, T, d)."""
@@ -235,7 +236,7 @@ class FusedInference:
         return x
 
     def shared_queries(self, aif_cache):
-        """The first cross-attention's queries of ``aif_cache`` (1 or B, T, d): (1 or B, H D, T)."""
+        """The first cross-attention's queries of ``aif_cache`` (1 or B, T, d): (H D, (1 or B) T)."""
         norm, query_weight, query_bias = self.decoder[0][5:8]
         return _feature_major(query_weight, _layer_norm(aif_cache, norm), query_bias)
 
@@ -256,10 +257,10 @@ class FusedInference:
             x = self._self_attention(x, norm, weight, bias, out_weight, out_bias)
             x = self._feedforward_block(x, ff_norm, *feedforward)
         memory = _layer_norm(x, model.encoder_norm)
-        # (B, layers, H, 2 D + 1, T): each decoder layer's keys and values of the memory
+        # (layers, H, 2 D + 1, B, T): each decoder layer's keys and values of the memory
         weight, bias = self.memory_keys_values
         memory_blocks = _feature_major(weight, memory, bias).numpy().reshape(
-            batch, len(self.decoder), self.n_heads, -1, memory.shape[1])
+            len(self.decoder), self.n_heads, -1, batch, memory.shape[1])
 
         x = None
         for index, (self_norm, weight, bias, out_weight, out_bias, cross_norm, query_weight, query_bias,
@@ -269,13 +270,13 @@ class FusedInference:
             else:
                 x = self._self_attention(x, self_norm, weight, bias, out_weight, out_bias)
                 queries = _feature_major(query_weight, _layer_norm(x, cross_norm), query_bias)
-            out = self._attend(_heads(queries, self.n_heads), memory_blocks[:, index], slice(0, dim),
-                               slice(dim, 2 * dim + 1))
+            out = self._attend(_heads(queries, self.n_heads, queries.shape[1] // memory.shape[1]),
+                               memory_blocks[index].transpose(2, 0, 1, 3), slice(0, dim), slice(dim, 2 * dim + 1))
             if index == 0:
-                x = torch.bmm(out.transpose(1, 2), cross_out_weight.expand(batch, -1, -1))
+                x = torch.mm(out.t(), cross_out_weight).view(batch, -1, cross_out_weight.shape[1])
                 x.add_(aif_cache + cross_out_bias)
             else:
-                x.baddbmm_(out.transpose(1, 2), cross_out_weight.expand(batch, -1, -1)).add_(cross_out_bias)
+                x.view(-1, x.shape[-1]).addmm_(out.t(), cross_out_weight).add_(cross_out_bias)
             x = self._feedforward_block(x, ff_norm, *feedforward)
 
         x = _layer_norm(x, model.decoder_norm)
