@@ -369,6 +369,9 @@ def registration_mask(series, reference, enhancement_hu=100.0, soft_tissue_hu=(-
     and rises by more than ``enhancement_hu`` in some frame (a vessel filling
     with contrast). Bone edges, where motion alone changes HU by hundreds,
     are not soft tissue in the reference and stay in.
+
+    ``series`` is the 4D series (any array-like, read chunk by chunk) or its
+    largest value over time per voxel (3D, :func:`.chunks.frame_extremes`).
     """
     from scipy import ndimage
 
