@@ -7,7 +7,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctp_nipype.perfusion.chunks import iter_masked_curves, masked_curves, read_slices, slice_chunks
+from ctp_nipype.perfusion.chunks import (
+    chunk_bytes,
+    frame_extremes,
+    iter_masked_curves,
+    masked_curves,
+    read_frame,
+    read_slices,
+    slice_chunks,
+)
 
 from helpers import nifti_proxy
 
@@ -50,3 +58,32 @@ def test_a_nifti_is_read_through_its_memory_map_as_nibabel_reads_it(tmp_path):
     nb.save(img, str(tmp_path / "scaled.nii"))
     scaled = nb.load(str(tmp_path / "scaled.nii"), mmap=False).dataobj
     assert np.allclose(masked_curves(scaled, mask, max_bytes=1), np.asarray(scaled)[mask])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 1000), shape=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 6),
+                                                  st.integers(1, 4)),
+       fortran=st.booleans(), max_bytes=st.sampled_from([1, 64, 1 << 20]))
+def test_frame_extremes_and_frames_are_the_whole_arrays(seed, shape, fortran, max_bytes):
+    series, _ = _series(seed, shape, fortran)
+    top, low = frame_extremes(series, max_bytes)
+    assert top.dtype == np.float32 and np.array_equal(top, series.max(axis=-1))
+    assert low == series.min()
+    for frame in range(shape[3]):
+        assert np.array_equal(read_frame(series, frame), series[..., frame])
+
+
+def test_frames_of_a_nifti_come_from_its_memory_map(tmp_path):
+    series, _ = _series(5, (6, 4, 3, 5), fortran=False)
+    proxy = nifti_proxy(tmp_path, series)
+    top, low = frame_extremes(proxy, max_bytes=6 * 4 * 5 * 4)  # one slice per chunk
+    assert np.array_equal(top, series.max(axis=-1)) and low == series.min()
+    for frame in range(5):
+        got = read_frame(proxy, frame)
+        assert got.dtype == np.float32 and got.flags.writeable and np.array_equal(got, series[..., frame])
+
+
+def test_chunk_size_follows_the_available_memory():
+    assert chunk_bytes(64 << 30) == 256 << 20  # capped
+    assert chunk_bytes(4 << 30) == 128 << 20  # 1/32 of it
+    assert chunk_bytes(100 << 20) == 16 << 20  # floor
