@@ -27,10 +27,16 @@ def _series(seed, shape, fortran):
     return (np.asfortranarray(series) if fortran else series), mask
 
 
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 1000), shape=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 6),
-                                                  st.integers(1, 4)),
-       fortran=st.booleans(), max_bytes=st.sampled_from([1, 64, 1 << 20]))
+def series_cases(test):
+    """Run ``test`` on small series of every layout, read in chunks from one slice to all at once."""
+    return settings(max_examples=40, deadline=None)(given(
+        seed=st.integers(0, 1000),
+        shape=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 6), st.integers(1, 4)),
+        fortran=st.booleans(), max_bytes=st.sampled_from([1, 64, 1 << 20]),
+    )(test))
+
+
+@series_cases
 def test_masked_curves_chunk_by_chunk_are_the_masked_array(seed, shape, fortran, max_bytes):
     series, mask = _series(seed, shape, fortran)
     assert np.array_equal(masked_curves(series, mask, max_bytes), series[mask])
@@ -60,10 +66,7 @@ def test_a_nifti_is_read_through_its_memory_map_as_nibabel_reads_it(tmp_path):
     assert np.allclose(masked_curves(scaled, mask, max_bytes=1), np.asarray(scaled)[mask])
 
 
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 1000), shape=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 6),
-                                                  st.integers(1, 4)),
-       fortran=st.booleans(), max_bytes=st.sampled_from([1, 64, 1 << 20]))
+@series_cases
 def test_frame_extremes_and_frames_are_the_whole_arrays(seed, shape, fortran, max_bytes):
     series, _ = _series(seed, shape, fortran)
     top, low = frame_extremes(series, max_bytes)
