@@ -42,11 +42,6 @@ from old_code import module_at
 OLD_REV = "9fbb70f"
 
 
-def old_motion_module(rev):
-    """``ctp_nipype/perfusion/motion.py`` as it was at ``rev``, imported as a module of the package."""
-    return module_at(rev, "ctp_nipype/perfusion/motion.py")
-
-
 def errors(parameters, truth):
     """Largest absolute translation (mm) and rotation (degrees) error."""
     error = np.abs(np.asarray(parameters) - truth)
@@ -72,7 +67,7 @@ def demo_comparison(n_seeds, old_rev):
     from ctp_nipype.perfusion import motion
     from ctp_nipype.sims.phantom import make_phantom
 
-    old = old_motion_module(old_rev)
+    old = module_at(old_rev, "ctp_nipype/perfusion/motion.py")
     print(f"demo phantom, the test's frames (4 reference, the excursion and a frame either side); load average {load()}")
     runs = {
         "old": lambda hu, spacing: old.register_series(hu, spacing, 4, seed=1),
@@ -143,7 +138,7 @@ def main(argv=None):
     del result, series, scan
 
     if args.rounds:
-        old = old_motion_module(args.old_rev)
+        old = module_at(args.old_rev, "ctp_nipype/perfusion/motion.py")
         series = load_ctp(scan_file).data
         peak = int(np.argmax(np.abs(truth).sum(axis=1)))
         pair = np.stack([series[..., 0], series[..., peak]], axis=-1)

@@ -93,15 +93,18 @@ def unreadable_nifti(what, path, err):
     )
 
 
-def load_nifti(path, what="image"):
-    """Load a NIfTI with a specific error for missing, corrupt or truncated files."""
+def load_nifti(path, what="image", read_data=True):
+    """Load a NIfTI with a specific error for missing, corrupt or truncated files.
+
+    ``read_data=False``: the header only (``data`` is None), for a file whose values are read later.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"The {what} {path} does not exist.")
     try:
         img = nb.load(str(path))
         # touch the data now so that truncated files fail here, not deep in numpy
-        data = np.asanyarray(img.dataobj)
+        data = np.asanyarray(img.dataobj) if read_data else None
     except Exception as err:  # nibabel raises many kinds for corrupt files
         raise unreadable_nifti(what, path, err) from None
     return img, data
@@ -190,7 +193,7 @@ def check_finite(data, path):
     """
     finite = np.isfinite(data)
     if not finite.all():
-        _check_finite(int(finite.size - np.count_nonzero(finite)), path)
+        refuse_non_finite(int(finite.size - np.count_nonzero(finite)), path)
 
 
 def check_frame_count(n_frames, path, min_frames=10):
@@ -335,7 +338,8 @@ def _check_changes(changes, path):
         )
 
 
-def _check_finite(n_bad, path):
+def refuse_non_finite(n_bad, path):
+    """Raise :class:`InputError` when ``n_bad`` values of the CTP scan at ``path`` are NaN or infinite."""
     if n_bad:
         raise InputError(
             f"The CTP scan {path} contains {n_bad} NaN or infinite values; replace them "
@@ -380,7 +384,7 @@ class SeriesValueChecks:
 
     def check(self):
         """Raise :class:`InputError` for the first check that failed (non-finite values, HU, no change)."""
-        _check_finite(self.n_nonfinite, self.path)
+        refuse_non_finite(self.n_nonfinite, self.path)
         _check_hu(self.low, self.high, lambda: float(np.median(self.first)), self.path, self.hu_range)
         _check_changes(self.changes, self.path)
 

@@ -221,7 +221,7 @@ def test_motion_correction_streams_the_pipeline_series_and_writes_what_correct_m
     series[10, 10, 1, 3] = np.nan
     bad = tmp_path / "bad_ctp.nii"
     nb.Nifti1Image(series, ph.affine).to_filename(bad)
-    with pytest.raises(InputError, match=r"bad_ctp.nii: the series holds 1 NaN or infinite values"):
+    with pytest.raises(InputError, match=r"The CTP scan \S*bad_ctp.nii contains 1 NaN or infinite values"):
         MotionCorrection(in_file=str(bad), n_baseline_frames=7, frame_interval=1.0).run(cwd=str(tmp_path))
 
 

@@ -38,6 +38,7 @@ from ..io import (
     read_curve_tsv,
     read_frames,
     read_timing,
+    refuse_non_finite,
     write_curves_tsv,
     write_nifti,
     write_sidecar,
@@ -318,7 +319,7 @@ class MotionCorrection(SimpleInterface):
                     max_displacement_mm=self.inputs.max_displacement_mm, out=corrected.write,
                 )
             except motion.NonFiniteSeriesError as error:  # a user's .nii read lazily is checked there
-                raise InputError(f"The CTP scan {self.inputs.in_file}: {error}.") from None
+                refuse_non_finite(error.count, self.inputs.in_file)
             sidecar = {
                 **scan.sidecar,
                 **_timing_sidecar(times, resampled, scan.timing.source, scan.frame_times),

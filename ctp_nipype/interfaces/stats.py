@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 
-import nibabel as nb
 import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -40,7 +39,6 @@ from ..io import (
     read_json,
     read_table_tsv,
     strip_extension,
-    unreadable_nifti,
     voxel_volume_ml,
     write_json,
     write_nifti,
@@ -91,10 +89,7 @@ def _load_map(path, shape, affine, what):
 
 def _check_map_header(path, shape, affine, what):
     """The checks of :func:`_load_map` from the header alone."""
-    try:
-        img = nb.load(str(path))
-    except Exception as err:  # noqa: BLE001 - nibabel raises many kinds for corrupt headers
-        raise unreadable_nifti(what, path, err) from None
+    img, _ = load_nifti(path, what, read_data=False)
     _check_map_grid(path, img.shape, img.affine, shape, affine, what)
 
 
@@ -118,10 +113,10 @@ def _optional_mask(value, shape, affine, what):
     return load_mask(value, shape, affine, what) if isdefined(value) else None
 
 
-def _maps_by_key(map_files, shape, affine, lazy=False):
-    """``({(method, map name): map}, prefixes)``; with ``lazy`` each file's name and header are checked now and
-    its values read when the map is asked for (:class:`ctp_nipype.io.FileBackedMaps`)."""
-    maps, prefixes = {}, []
+def _maps_by_key(map_files, shape, affine):
+    """``({(method, map name): map}, prefixes)``: each file's name and header are checked now, its values read
+    when the map is asked for (:class:`ctp_nipype.io.FileBackedMaps`: the maps are never held together)."""
+    paths, prefixes = {}, []
     for path in map_files:
         parsed = parse_map_filename(path)
         if parsed is None:
@@ -130,18 +125,12 @@ def _maps_by_key(map_files, shape, affine, lazy=False):
                 "cannot be told; rename it per the conventions (e.g. sub-01_desc-osvd_cbf.nii.gz)."
             )
         prefix, method, name = parsed
-        if (method, name) in maps:
+        if (method, name) in paths:
             raise InputError(f"Two map files are the {method} {name} map (the second is {path}); give each once.")
-        what = f"{method} {name} map"
-        if lazy:
-            _check_map_header(path, shape, affine, what)
-            maps[(method, name)] = path
-        else:
-            maps[(method, name)] = _load_map(path, shape, affine, what)
+        _check_map_header(path, shape, affine, f"{method} {name} map")
+        paths[(method, name)] = path
         prefixes.append(prefix)
-    if lazy:
-        return FileBackedMaps(maps, lambda key, path: _load_map(path, shape, affine, f"{key[0]} {key[1]} map")), prefixes
-    return maps, prefixes
+    return FileBackedMaps(paths, lambda key, path: _load_map(path, shape, affine, f"{key[0]} {key[1]} map")), prefixes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,7 +190,7 @@ class MapStats(SimpleInterface):
     def _run_interface(self, runtime):
         brain_img, brain = _load_brain(self.inputs.brain_mask)
         shape, affine = brain.shape, brain_img.affine
-        maps, prefixes = _maps_by_key(self.inputs.map_files, shape, affine, lazy=True)
+        maps, prefixes = _maps_by_key(self.inputs.map_files, shape, affine)
         roi_files = list(self.inputs.roi_masks) if isdefined(self.inputs.roi_masks) else []
         names = list(self.inputs.roi_names) if isdefined(self.inputs.roi_names) else [region_name(p) for p in roi_files]
         if len(names) != len(roi_files):

@@ -306,7 +306,13 @@ def apply_rigid(volume, parameters, spacing, fill_value=None, order=1, inverse=F
 
 
 class NonFiniteSeriesError(ValueError):
-    """A series given to :func:`register_series` holds NaN or infinite values (found before any registration)."""
+    """A series given to :func:`register_series` holds ``count`` NaN or infinite values (found before any
+    registration)."""
+
+    def __init__(self, count):
+        super().__init__(f"the series holds {count} NaN or infinite values; motion correction needs finite HU in "
+                         "every voxel and frame")
+        self.count = count
 
 
 @dataclass
@@ -555,9 +561,7 @@ def register_series(
     peak, low = frame_extremes(series)  # one pass: the vessels' rise for the mask, the fill value
     if not (np.isfinite(low) and np.isfinite(peak).all()):
         n_bad = sum(int(np.count_nonzero(~np.isfinite(chunk))) for _, _, chunk in iter_slices(series))
-        raise NonFiniteSeriesError(f"the series holds {n_bad} NaN or infinite values; motion correction needs "
-                                   "finite HU in every voxel and frame: replace them (e.g. by the image's "
-                                   "background value) before running")
+        raise NonFiniteSeriesError(n_bad)
     if mask is None:
         mask = registration_mask(peak, reference)
     del peak
