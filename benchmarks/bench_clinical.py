@@ -206,7 +206,8 @@ def main(argv=None):
     for n_slices in args.slices:
         scan = phantom_file(n_slices, args.frames, args.cache, motion=args.motion_correction)
         with tempfile.TemporaryDirectory(prefix="bench_clinical_", dir=args.work) as tmp:
-            command = [str(Path(sys.executable).with_name("ctp-perfusion")), str(scan), f"{tmp}/out", "-w",
+            # ctp-perfusion's module, not its console script: a GPU machine runs the checkout without installing it
+            command = [sys.executable, "-m", "ctp_nipype.cli.perfusion", str(scan), f"{tmp}/out", "-w",
                        f"{tmp}/work", "--method", *args.methods, "--nprocs", str(args.nprocs), "--device",
                        args.device, "--slabs", str(args.slabs)]
             if args.motion_correction:
