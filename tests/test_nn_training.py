@@ -4,8 +4,12 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from ctp_nipype.cli import train as train_cli
 from ctp_nipype.io import append_table_row
@@ -463,3 +467,48 @@ def test_init_weights_may_change_the_tissue_normalisation(tmp_path):
                           model={**_tiny_recipe()["model"], "tissue_normalisation": "tissue_amplitude"})
     training.train(recipe, tmp_path / "second", progress=False, max_steps=1)
     assert load_model(tmp_path / "second" / "last.safetensors").config.tissue_normalisation == "tissue_amplitude"
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, (6, 5), elements=st.floats(0.0, 50.0, width=32)))
+def test_equal_residue_weights_count_a_high_residue_as_a_relative_error(residue):
+    from ctp_nipype.nn.loss import EQUAL_RESIDUE_HEIGHT, equal_residue_weights
+
+    weights = equal_residue_weights(torch.from_numpy(residue)).numpy()[:, 0]
+    height = residue.max(-1)
+    assert np.all((weights > 0) & (weights <= 1))
+    low = height <= EQUAL_RESIDUE_HEIGHT
+    assert np.all(weights[low] == 1)
+    np.testing.assert_allclose(weights[~low] * height[~low] ** 2, EQUAL_RESIDUE_HEIGHT**2, rtol=1e-5)
+
+
+def test_equal_curve_weighting_costs_a_curve_the_same_at_any_height():
+    """With the tissue-amplitude normalisation, ten times the curve reaches the network unchanged: weighted
+    'equal', the same relative error costs the same; weighted 'absolute', 100 times as much."""
+    from dataclasses import replace
+
+    from ctp_nipype.sims.simulate import simulate_curves
+
+    sim = simulate_curves(8, np.random.default_rng(11), frame_interval=1.5, n_frames=50, snr_db=20.0)
+    higher = replace(sim, tissue=10 * sim.tissue, residue=10 * sim.residue, cbf=10 * sim.cbf)
+    weights = training.LossWeights(bad=1.0, local_aif=500.0, tissue=14.0, smooth=300.0, residue=20.0)
+    terms = {}
+    for name, simulated in (("low", sim), ("high", higher)):
+        batch = training.batch_from_simulation(simulated, "tissue_amplitude")
+        output = {"residue": 0.8 * batch.residue, "local_aif": 1.1 * batch.local_aif, "bad": batch.bad + 1}
+        for weighting in training.CURVE_WEIGHTINGS:
+            terms[name, weighting] = training.perfusion_loss(output, batch.target(weighting), batch.dt, weights)[1]
+    for term in ("tissue", "smooth", "residue"):
+        assert terms["high", "equal"][term] == pytest.approx(terms["low", "equal"][term], rel=1e-4)
+        assert terms["high", "absolute"][term] == pytest.approx(100 * terms["low", "absolute"][term], rel=1e-4)
+    with pytest.raises(ValueError, match="curve_weighting"):
+        training.batch_from_simulation(sim, "tissue_amplitude").target("relative")
+
+
+def test_a_recipe_trains_with_equal_curve_weighting_and_refuses_an_unknown_one(tmp_path):
+    recipe = _tiny_recipe(curve_weighting="equal", model={**_tiny_recipe()["model"],
+                                                          "tissue_normalisation": "tissue_amplitude"})
+    metrics = training.train(recipe, tmp_path / "equal", progress=False, max_steps=2)
+    assert metrics["step"] == 2 and np.isfinite(metrics["val_loss"])
+    with pytest.raises(ValueError, match="curve_weighting 'relative'"):
+        training.train(_tiny_recipe(curve_weighting="relative"), tmp_path / "bad", progress=False, max_steps=1)

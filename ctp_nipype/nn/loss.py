@@ -61,6 +61,26 @@ def curve_weights(residue_unit):
     return (RESIDUE_SCALE * residue_unit) ** 2
 
 
+#: the height of the true residue (network units) above which :func:`equal_residue_weights` weights a curve down:
+#: twice grey matter's (with ``'tissue_amplitude'``, 99% of the paper's training curves lie below 2.15)
+EQUAL_RESIDUE_HEIGHT = 2.0
+
+
+def equal_residue_weights(residue_target):
+    """Residue-term weights when every curve counts alike: 1, or ``(EQUAL_RESIDUE_HEIGHT / height)**2`` above it.
+
+    With ``'tissue_amplitude'`` a curve whose bolus the window barely holds reaches the network at the
+    usual height while its true residue (the flow) is tens of times higher: it cannot be learnt from the
+    curve, and with weight 1 the squared error of one such curve in a thousand outweighed the batch. Weighted
+    down so, its error counts as a relative one.
+
+    >>> equal_residue_weights(torch.tensor([[0.5, 1.0], [8.0, 2.0]])).flatten().tolist()
+    [1.0, 0.0625]
+    """
+    height = residue_target.amax(dim=-1, keepdim=True)
+    return (EQUAL_RESIDUE_HEIGHT / height.clamp_min(EQUAL_RESIDUE_HEIGHT)) ** 2
+
+
 def second_derivative(curves, dt):
     """``d^2 / dt^2`` by central differences, (B, T) -> (B, T - 2); ``dt`` scalar or (B,)."""
     diff = curves[..., 2:] - 2 * curves[..., 1:-1] + curves[..., :-2]
@@ -90,7 +110,8 @@ def perfusion_loss(output, target, dt, weights: LossWeights, valid=None):
         (fine-tuning has no labels). Optionally ``curve_weight`` (B, 1): each
         curve's weight in the tissue, smoothness and residue terms, which
         :func:`curve_weights` sets so that these terms are those of
-        ``'aif_peak'`` units whatever the normalisation.
+        ``'aif_peak'`` units whatever the normalisation. Optionally ``residue_weight`` (B, 1): each curve's
+        weight in the residue term instead (:func:`equal_residue_weights`).
     dt : float or Tensor (B,)
         Frame interval in seconds.
     weights : LossWeights
@@ -113,8 +134,9 @@ def perfusion_loss(output, target, dt, weights: LossWeights, valid=None):
     if "local_aif" in target and weights.local_aif:
         terms["local_aif"] = weights.local_aif * _masked_mean((output["local_aif"] - target["local_aif"]) ** 2, valid)
     if "residue" in target and weights.residue:
+        residue_weight = target.get("residue_weight", curve_weight)
         terms["residue"] = weights.residue * _masked_mean(
-            curve_weight * (output["residue"] - target["residue"]) ** 2, valid
+            residue_weight * (output["residue"] - target["residue"]) ** 2, valid
         )
     total = sum(terms.values())
     return total, {name: float(value.detach()) for name, value in terms.items()}

@@ -34,6 +34,11 @@ paper's training ranges) and ``"init_weights"`` (``"shipped"`` or a
 a random initialisation, with a fresh optimiser and its own schedule (a
 second training phase, e.g. with a different share of undispersed curves).
 
+A recipe may set ``"curve_weighting"``: ``"absolute"`` (the default) weights each
+curve's tissue, smoothness and residue terms as in the paper's absolute units, so
+that high flows dominate the loss; ``"equal"`` counts every curve alike (relative
+errors; :data:`CURVE_WEIGHTINGS`, :func:`.loss.equal_residue_weights`).
+
 A recipe with ``"stages"`` (a list of dicts, each overriding the recipe's own
 fields, ``name`` naming the stage) trains the stages one after the other in
 ``OUT/stage1``, ``OUT/stage2`` ..., each stage after the first starting from
@@ -63,7 +68,7 @@ from ..sims.simulate import TRAINING_RANGES, simulate_curves
 from . import dataset
 from . import checkpoint as checkpoints
 from .checkpoint import CHECKPOINT_NAME, find_checkpoint, load_checkpoint
-from .loss import LossWeights, curve_weights, perfusion_loss
+from .loss import LossWeights, curve_weights, equal_residue_weights, perfusion_loss
 from .model import RESIDUE_SCALE, ModelConfig, PerfusionTransformer, normalise_tissue
 from .weights import SHIPPED_WEIGHTS, load_model, read_metadata, save_weights
 
@@ -97,8 +102,14 @@ RECIPE_FIELDS = frozenset({
     "name", "description", "seed", "batch_size", "total_steps", "time_budget_minutes", "learning_rate",
     "warmup_fraction", "weight_decay", "grad_clip", "validation_every_steps", "checkpoint_every_minutes",
     "n_validation_curves", "validation_seed", "loss_weights", "model", "ranges", "ema_decay", "init_weights",
-    "stages", "simulation_workers",
+    "stages", "simulation_workers", "curve_weighting",
 })
+
+#: how a recipe's ``curve_weighting`` weights each curve in the tissue, smoothness and residue terms: ``absolute``
+#: (the default) as in ``'aif_peak'`` units (:func:`.loss.curve_weights`, a curve of CBF 150 counts about 100 times
+#: one of CBF 15), ``equal`` every curve alike in the network's units (relative errors: with
+#: ``'tissue_amplitude'`` every curve reaches the network at one height)
+CURVE_WEIGHTINGS = ("absolute", "equal")
 
 
 def available_recipes():
@@ -155,9 +166,16 @@ class Batch:
         fields = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
         return Batch(**fields)
 
-    def target(self):
-        return {"tissue": self.tissue, "bad": self.bad, "local_aif": self.local_aif, "residue": self.residue,
-                "curve_weight": self.curve_weight}
+    def target(self, curve_weighting="absolute"):
+        """The loss targets (:func:`.loss.perfusion_loss`), each curve weighted as ``curve_weighting`` says
+        (:data:`CURVE_WEIGHTINGS`)."""
+        target = {"tissue": self.tissue, "bad": self.bad, "local_aif": self.local_aif, "residue": self.residue,
+                  "curve_weight": self.curve_weight}
+        if curve_weighting == "equal":
+            target.update(curve_weight=1.0, residue_weight=equal_residue_weights(self.residue))
+        elif curve_weighting != "absolute":
+            raise ValueError(f"Unknown curve_weighting {curve_weighting!r}; choose from {CURVE_WEIGHTINGS}.")
+        return target
 
 
 def batch_from_simulation(sim, normalisation="aif_peak"):
@@ -532,6 +550,10 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
 
     ranges = simulation_ranges(recipe)
     normalisation = model.config.tissue_normalisation
+    curve_weighting = recipe.get("curve_weighting", "absolute")
+    if curve_weighting not in CURVE_WEIGHTINGS:
+        raise ValueError(f"Unknown curve_weighting {curve_weighting!r} in recipe {recipe['name']!r}; "
+                         f"choose from {CURVE_WEIGHTINGS}.")
     validation = validation_set(int(recipe["n_validation_curves"]), int(recipe["validation_seed"]), ranges=ranges,
                                 normalisation=normalisation)
     total_steps = int(recipe["total_steps"])
@@ -577,7 +599,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             out = model(batch.tissue, batch.aif, batch.frame_times)
         out = {k: v.float() for k, v in out.items()}
-        loss, terms = perfusion_loss(out, batch.target(), batch.dt, weights)
+        loss, terms = perfusion_loss(out, batch.target(curve_weighting), batch.dt, weights)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
