@@ -214,13 +214,21 @@ def _children(pid):
     return found
 
 
+def _interrupt_not_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
 def test_ctrl_c_with_two_processes_stops_every_worker_and_prints_one_line(tmp_path):
     root = _dataset(tmp_path / "ds")
+    # the app as a terminal's foreground job starts it: Ctrl-C not ignored. A test run started in the background
+    # of a shell script (`pytest ... &`, `nohup make test &`) ignores SIGINT, and a child inherits that, so the
+    # app would never see the signal and finish with 0 (2026-12-07: two runs of .ci/run started so failed here)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ctp_nipype.cli.bids_app", str(root), str(tmp_path / "out"), "participant",
          "-w", str(tmp_path / "w"), "--methods", "ssvd", "osvd", "--nprocs", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_interrupt_not_ignored,
     )
     workers = set()
     for line in proc.stdout:  # wait for the first finished step: the workers are up
@@ -228,6 +236,7 @@ def test_ctrl_c_with_two_processes_stops_every_worker_and_prints_one_line(tmp_pa
         if line.startswith("[done"):
             break
     workers.update(_children(proc.pid))
+    assert proc.poll() is None, "the run ended before Ctrl-C was sent"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
