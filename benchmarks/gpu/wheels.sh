@@ -16,7 +16,7 @@ grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/ex
 rm -rf .whl && mkdir .whl
 FREEZE=$("$PY" -m pip freeze 2>/dev/null)
 for name in $NAMES; do
-    pin=$(printf '%s\n' "$FREEZE" | grep -i -E "^${name//[-_]/[-_]}==" | head -1)
+    pin=$(printf '%s\n' "$FREEZE" | grep -i -E "^${name//[-_]/[-_]}==" | head -1 || true)
     if [ -z "$pin" ]; then echo "wheels.sh: $name is not installed in $PY's environment; run make install first" >&2; exit 1; fi
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
