@@ -11,7 +11,7 @@
 #   bench     bench_transformer.py --device cuda: seconds for one million voxels (issue 31 item 7: <= 2 s on
 #             one H100)
 #   clinical  bench_clinical.py at 512 x 512 x 24 x 40, every method, the network on CUDA (issue 31 item 7);
-#             about 3 minutes more: give it a call of its own if train took the first
+#             not yet timed there (capped at 400 s): give it a call of its own if train took the first
 # Everything printed also lands in $OUT/session.log. TINY=1 runs each step at a tiny size on the CPU (to try
 # this script here, where the venv has every package: `OUT=/tmp/gpu_out TINY=1 WHEELS=0 PY=.venv/bin/python bash
 # benchmarks/gpu/session.sh train bench`).

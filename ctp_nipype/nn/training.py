@@ -112,6 +112,12 @@ RECIPE_FIELDS = frozenset({
 CURVE_WEIGHTINGS = ("absolute", "equal")
 
 
+def check_curve_weighting(curve_weighting, where=""):
+    """Raise ValueError unless ``curve_weighting`` is one of :data:`CURVE_WEIGHTINGS` (``where``: e.g. the recipe)."""
+    if curve_weighting not in CURVE_WEIGHTINGS:
+        raise ValueError(f"Unknown curve_weighting {curve_weighting!r}{where}; choose from {CURVE_WEIGHTINGS}.")
+
+
 def available_recipes():
     return sorted(p.stem for p in RECIPE_DIR.glob("*.json"))
 
@@ -171,10 +177,9 @@ class Batch:
         (:data:`CURVE_WEIGHTINGS`)."""
         target = {"tissue": self.tissue, "bad": self.bad, "local_aif": self.local_aif, "residue": self.residue,
                   "curve_weight": self.curve_weight}
+        check_curve_weighting(curve_weighting)
         if curve_weighting == "equal":
             target.update(curve_weight=1.0, residue_weight=equal_residue_weights(self.residue))
-        elif curve_weighting != "absolute":
-            raise ValueError(f"Unknown curve_weighting {curve_weighting!r}; choose from {CURVE_WEIGHTINGS}.")
         return target
 
 
@@ -551,9 +556,7 @@ def train(recipe, out_dir, resume=False, device="auto", threads=None, progress=T
     ranges = simulation_ranges(recipe)
     normalisation = model.config.tissue_normalisation
     curve_weighting = recipe.get("curve_weighting", "absolute")
-    if curve_weighting not in CURVE_WEIGHTINGS:
-        raise ValueError(f"Unknown curve_weighting {curve_weighting!r} in recipe {recipe['name']!r}; "
-                         f"choose from {CURVE_WEIGHTINGS}.")
+    check_curve_weighting(curve_weighting, f" in recipe {recipe['name']!r}")  # before any work starts
     validation = validation_set(int(recipe["n_validation_curves"]), int(recipe["validation_seed"]), ranges=ranges,
                                 normalisation=normalisation)
     total_steps = int(recipe["total_steps"])
