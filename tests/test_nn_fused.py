@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ctp_nipype.nn.fused import FusedInference
 from ctp_nipype.nn.inference import estimate_curves, run_network
-from ctp_nipype.nn.model import PerfusionTransformer
+from ctp_nipype.nn.model import ModelConfig, PerfusionTransformer
 from ctp_nipype.nn.weights import load_model, shipped_weights_available
 from ctp_nipype.sims.simulate import simulate_curves
 
@@ -87,6 +87,31 @@ def test_fused_network_equals_the_module_forward_on_random_curves(untrained, bat
         scale = float(reference[key].abs().max()) + 1e-30
         torch.testing.assert_close(got[key], reference[key], rtol=0, atol=RELATIVE_TOLERANCE * scale)
         torch.testing.assert_close(cached[key], got[key], rtol=0, atol=RELATIVE_TOLERANCE * scale)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_fused_embedding_follows_the_frame_times_it_is_given(kernel):
+    """One instance called with one scan's frame times, then another's (same count, other values), then frame times
+    per curve, with any odd convolution kernel: the module's embedding and outputs each time (the frame times' part
+    of the embedding is kept between calls, and must not outlive the frame times it was made for)."""
+    torch.manual_seed(5)
+    model = PerfusionTransformer(ModelConfig(conv_kernel=kernel)).eval()
+    g = torch.Generator().manual_seed(kernel)
+    tissue, aif = torch.rand(6, 30, generator=g), torch.rand(30, generator=g)
+    regular = torch.arange(30, dtype=torch.float32) * 1.5
+    irregular = torch.cumsum(0.5 + 2.0 * torch.rand(30, generator=g), 0)
+    per_curve = regular + 3.0 * torch.rand(6, 1, generator=g)
+    with torch.inference_mode():
+        fused = FusedInference(model)
+        for times in (regular, irregular, regular.clone(), per_curve):
+            embedded = fused.tissue_embedding(tissue, times)
+            reference = model.tissue_embedding(tissue, times)
+            assert embedded.is_contiguous()
+            torch.testing.assert_close(embedded, reference, rtol=0, atol=1e-5 * float(reference.abs().max()))
+            got, expected = fused(tissue, aif, times), model(tissue, aif, times)
+            for key in expected:
+                scale = float(expected[key].abs().max()) + 1e-30
+                torch.testing.assert_close(got[key], expected[key], rtol=0, atol=RELATIVE_TOLERANCE * scale)
 
 
 def test_run_network_falls_back_to_the_module_forward_where_the_fused_path_does_not_apply(untrained):
