@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bench_transformer import benchmark_curves, load_average
+from bench_transformer import alternating_rounds, benchmark_curves, load_average
 
 #: the kinds an operation is counted under, by its name (torch's aten name or numpy's function)
 KINDS = {
@@ -140,19 +140,17 @@ def operation_floor(record, batch):
 
 
 def fused_rates(model, aif, tissue, times, threads, rounds):
-    """Voxels/s of ``run_network`` (the fused path) on one thread and on ``threads``, in alternating rounds."""
+    """Voxels/s of ``run_network`` (the fused path) on one thread and on ``threads``, in alternating rounds
+    (:func:`bench_transformer.alternating_rounds`; each call sets its thread count first)."""
     from ctp_nipype.nn.inference import run_network
 
-    rates = {1: [], threads: []}
-    for count in rates:  # warm-up
-        torch.set_num_threads(count)
-        run_network(model, aif, tissue, times, "cpu")
-    for _ in range(rounds):
-        for count, values in rates.items():
+    def on(count):
+        def run():
             torch.set_num_threads(count)
-            start = time.perf_counter()
             run_network(model, aif, tissue, times, "cpu")
-            values.append(len(tissue) / (time.perf_counter() - start))
+        return run
+
+    rates = alternating_rounds({1: on(1), threads: on(threads)}, len(tissue), rounds)
     return {count: np.array(values) for count, values in rates.items()}
 
 
